@@ -1,0 +1,48 @@
+"""One benchmark measurement in a fresh process (the Keras backend is fixed per process).
+
+Trains a preset on full MNIST through `vaelab.train`, as a user would, and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import peak_rss_mb, train_flops_per_epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", required=True)
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--batch-size", type=int, default=100)
+    args = parser.parse_args()
+
+    import keras
+
+    from vaelab.config import make_config
+    from vaelab.training import train
+
+    config = make_config(args.preset, epochs=args.epochs, batch_size=args.batch_size)
+    with tempfile.TemporaryDirectory() as out:
+        run = train(config, Path(out) / "run", verbose=0, log=lambda msg: None)
+    print(
+        json.dumps(
+            {
+                "backend": keras.backend.backend(),
+                "seconds": [row["seconds"] for row in run.history],
+                "flops_per_epoch": train_flops_per_epoch(run.vae),
+                "peak_rss_mb": peak_rss_mb(),
+                "test_loss": run.metrics["test"]["loss"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

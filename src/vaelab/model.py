@@ -1,0 +1,177 @@
+"""The exercise's VAEs as Keras functional models: `encoder`, `generator` and the trainable `vae`.
+
+Images enter every network as (28, 28, 1) floats in [0, 1]. The dense network flattens them to the
+course script's 784 inputs; the ConvNet of part (g) reads them as they are.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from keras import layers, ops
+
+from vaelab.config import ModelConfig
+from vaelab.kl import gaussian_kl
+
+IMAGE_SHAPE = (28, 28, 1)
+ORIGINAL_DIM = 28 * 28
+
+
+def reconstruction_loss(x, x_decoded_mean):
+    """-log p(x|z) per image, in nats: binary cross-entropy summed over the 784 pixels."""
+    bce = ops.binary_crossentropy(x, x_decoded_mean)
+    return ops.sum(ops.reshape(bce, (ops.shape(bce)[0], -1)), axis=-1)
+
+
+def kl_loss(z_mean, z_log_var):
+    """KL(q(z|x) || N(0, I)) per image, in nats, summed over the latent dimensions."""
+    return ops.sum(gaussian_kl(z_mean, z_log_var), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class Sampling(layers.Layer):
+    """Samples z, the vector encoding a digit: z = z_mean + exp(z_log_var / 2) * epsilon."""
+
+    def __init__(self, epsilon_std: float = 1.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon_std = epsilon_std
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name=f"{self.name}_seed")
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        epsilon = keras.random.normal(ops.shape(z_mean), stddev=self.epsilon_std, seed=self.seed_generator)
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon_std": self.epsilon_std, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class FixedLogVariance(layers.Layer):
+    """Part (f): the variance is fixed to ones, so `z_log_var` is zero and nothing about it is learned."""
+
+    def call(self, z_mean):
+        return ops.zeros_like(z_mean)
+
+
+class VAE(keras.Model):
+    """The trainable VAE: image -> {x_decoded_mean, z_mean, z_log_var}.
+
+    Its loss per image is reconstruction_loss + kl_loss (the negative ELBO, in nats); training logs
+    `loss`, `reconstruction_loss` and `kl_loss`, each averaged over images.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        reconstruction = reconstruction_loss(x, y_pred["x_decoded_mean"])
+        kl = kl_loss(y_pred["z_mean"], y_pred["z_log_var"])
+        self.reconstruction_loss_tracker.update_state(reconstruction)
+        self.kl_loss_tracker.update_state(kl)
+        return ops.mean(reconstruction + kl)
+
+
+@dataclass
+class Models:
+    """The three functional models of one network; they share their layers."""
+
+    encoder: keras.Model  # x -> [z_mean, z_log_var]
+    generator: keras.Model  # z -> x_decoded_mean, the decoder layers on a latent input
+    vae: VAE  # x -> {x_decoded_mean, z_mean, z_log_var}, trained end to end
+
+
+def build_models(config: ModelConfig, seed: int | None = None) -> Models:
+    """Builds the encoder, the generator and the VAE for `config`.
+
+    `seed` seeds the initial weights and the sampling noise: the same seed builds the same network.
+    """
+    config.validate()
+    init = _kernel_initializers(seed)
+    x = keras.Input(shape=IMAGE_SHAPE, name="x")
+    h = _ENCODER_BODIES[config.arch](x, config, init)
+    z_mean = _dense(config.latent_dim, "z_mean", init)(h)
+    if config.variance == "fixed":
+        z_log_var = FixedLogVariance(name="z_log_var")(z_mean)
+    else:
+        z_log_var = _dense(config.latent_dim, "z_log_var", init)(h)
+    z = Sampling(config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var])
+
+    decoder_layers = _DECODERS[config.arch](config, init)
+    x_decoded_mean = _apply(decoder_layers, z)
+    decoder_input = keras.Input(shape=(config.latent_dim,), name="decoder_input")
+
+    return Models(
+        encoder=keras.Model(x, [z_mean, z_log_var], name="encoder"),
+        generator=keras.Model(decoder_input, _apply(decoder_layers, decoder_input), name="generator"),
+        vae=VAE(x, {"x_decoded_mean": x_decoded_mean, "z_mean": z_mean, "z_log_var": z_log_var}, name="vae"),
+    )
+
+
+Initializer = Callable[[], keras.initializers.Initializer]
+
+
+def _kernel_initializers(seed: int | None) -> Initializer:
+    """Gives each layer Keras' default kernel initializer (Glorot uniform) with its own seed from `seed`."""
+    count = itertools.count()
+    return lambda: keras.initializers.GlorotUniform(seed=None if seed is None else 1000 * seed + next(count))
+
+
+def _apply(stack: list[layers.Layer], tensor):
+    for layer in stack:
+        tensor = layer(tensor)
+    return tensor
+
+
+def _dense(units: int, name: str, init: Initializer, activation: str | None = None) -> layers.Dense:
+    return layers.Dense(units, activation=activation, name=name, kernel_initializer=init())
+
+
+def _conv(filters: int, name: str, init: Initializer, activation="relu", padding="same") -> layers.Conv2D:
+    """Conv2D(filters, (3, 3)) as the exercise writes it."""
+    return layers.Conv2D(filters, (3, 3), activation=activation, padding=padding, name=name, kernel_initializer=init())
+
+
+def _mlp_encoder(x, config: ModelConfig, init: Initializer):
+    h = layers.Flatten(name="flatten")(x)  # the course script's 784 inputs
+    return _dense(config.intermediate_dim, "encoder_h", init, "relu")(h)
+
+
+def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
+    return [
+        _dense(config.intermediate_dim, "decoder_h", init, "relu"),
+        _dense(ORIGINAL_DIM, "decoder_mean", init, "sigmoid"),
+        layers.Reshape(IMAGE_SHAPE, name="decoder_image"),
+    ]
+
+
+def _conv_encoder(x, config: ModelConfig, init: Initializer):
+    h = _conv(16, "encoder_conv1", init)(x)  # 28x28x16
+    h = layers.MaxPooling2D((2, 2), padding="same", name="encoder_pool1")(h)  # 14x14x16
+    h = _conv(8, "encoder_conv2", init)(h)  # 14x14x8
+    h = layers.MaxPooling2D((2, 2), padding="same", name="encoder_pool2")(h)  # 7x7x8
+    h = layers.Flatten(name="flatten")(h)  # 392
+    return _dense(config.intermediate_dim, "encoder_h", init, "relu")(h)
+
+
+def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
+    return [
+        _dense(config.intermediate_dim, "decoder_h", init, "relu"),
+        _dense(8 * 8 * 8, "decoder_upsample", init, "relu"),
+        layers.Reshape((8, 8, 8), name="decoder_reshape"),
+        _conv(8, "decoder_conv1", init),  # 8x8x8
+        layers.UpSampling2D((2, 2), name="decoder_up1"),  # 16x16x8
+        _conv(16, "decoder_conv2", init, padding="valid"),  # 14x14x16
+        layers.UpSampling2D((2, 2), name="decoder_up2"),  # 28x28x16
+        _conv(1, "decoder_mean", init, activation="sigmoid"),  # 28x28x1
+    ]
+
+
+_ENCODER_BODIES = {"mlp": _mlp_encoder, "conv": _conv_encoder}
+_DECODERS = {"mlp": _mlp_decoder, "conv": _conv_decoder}

