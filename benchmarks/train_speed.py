@@ -20,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import TRAIN_IMAGES, machine, matmul_peak_gflops, table
+from _common import TRAIN_IMAGES, matmul_peak_gflops, table
+
+from vaelab.run import machine
 
 PRESETS = ["mlp", "mlp-fixed-var", "conv", "conv-fixed-var"]
 BACKENDS = ["jax", "tensorflow", "torch"]

@@ -56,3 +56,40 @@ def small_run(tmp_path_factory, mnist):
 
     config = make_config("mlp", epochs=2, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET)
     return train(config, tmp_path_factory.mktemp("runs") / "mlp", verbose=0)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A real headless Chromium driven by Playwright (Debian's chromium; Playwright's download is not used).
+
+    Skipped where Chromium or Playwright is missing, except in CI, where that is a failure.
+    """
+    missing = None
+    if not Path(CHROMIUM).exists():
+        missing = f"{CHROMIUM} is not installed (Debian: apt-get install chromium)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            missing = "playwright is not installed (pip install -e '.[test]')"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests cannot run in CI: {missing}")
+        pytest.skip(missing)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests leave screenshots for people to look at (`artifacts/`, or $VAELAB_ARTIFACTS)."""
+    path = Path(os.environ.get("VAELAB_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

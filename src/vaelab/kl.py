@@ -8,6 +8,11 @@ tests and the `vaelab kl` command all call it.
 
 from __future__ import annotations
 
+import contextlib
+import math
+
+import keras
+import numpy as np
 from keras import ops
 
 
@@ -20,3 +25,36 @@ def gaussian_kl(mu1, log_var1, mu2=0.0, log_var2=0.0):
     return 0.5 * (
         (log_var2 - log_var1) + ops.exp(log_var1 - log_var2) + ops.square(mu1 - mu2) * ops.exp(-log_var2) - 1.0
     )
+
+
+def gaussian_kl_float64(mu1, sigma1, mu2, sigma2) -> np.ndarray:
+    """`gaussian_kl` evaluated in float64 on NumPy inputs given as standard deviations.
+
+    For the CLI, the report and the tests: JAX computes in float32 unless 64-bit mode is on.
+    """
+    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    args = (np.asarray(mu1, np.float64), 2 * np.log(sigma1), np.asarray(mu2, np.float64), 2 * np.log(sigma2))
+    with _float64():
+        return np.asarray(ops.convert_to_numpy(gaussian_kl(*args)), dtype=np.float64)
+
+
+def kl_by_integration(mu1: float, sigma1: float, mu2: float, sigma2: float, points: int = 20001) -> float:
+    """The definition, integrated numerically: E_P[log p(X) - log q(X)] by Simpson's rule.
+
+    With x = mu1 + sigma1 * t the integrand is the standard normal density times a quadratic in t,
+    so the grid t in [-40, 40] covers all of P's mass that float64 can see.
+    """
+    t = np.linspace(-40.0, 40.0, points)
+    x = mu1 + sigma1 * t
+    log_ratio = np.log(sigma2 / sigma1) - 0.5 * t**2 + 0.5 * ((x - mu2) / sigma2) ** 2
+    f = np.exp(-0.5 * t**2) / math.sqrt(2 * math.pi) * log_ratio
+    h = t[1] - t[0]
+    return float(h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()))
+
+
+def _float64():
+    if keras.backend.backend() != "jax":
+        return contextlib.nullcontext()
+    import jax
+
+    return jax.enable_x64(True) if hasattr(jax, "enable_x64") else jax.experimental.enable_x64()

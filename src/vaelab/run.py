@@ -15,14 +15,15 @@ import csv
 import io
 import json
 import os
-from dataclasses import dataclass, field
+import platform
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vaelab._files import atomic_path, write_json, write_text
-from vaelab.config import RunConfig
+from vaelab.config import PRESETS, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 
 CONFIG = "config.json"
@@ -89,6 +90,19 @@ class Run:
         return np.asarray(self.generator.predict(z, batch_size=batch_size, verbose=0)).reshape(-1, 28, 28)
 
 
+def run_dir_name(config: RunConfig) -> str:
+    """A run's directory name: the preset, then every setting that differs from the defaults."""
+    parts = [config.preset]
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        value = getattr(config.train, f.name)
+        if value != getattr(defaults, f.name):
+            parts.append(f"{f.name.replace('_', '-')}{value}")
+    if config.model.latent_dim != PRESETS[config.preset].latent_dim:
+        parts.append(f"latent-dim{config.model.latent_dim}")
+    return "-".join(parts)
+
+
 def run_info(config: RunConfig, data_sha256: str) -> dict[str, Any]:
     """What config.json holds: the configuration plus what else determines the run's numbers."""
     import keras
@@ -98,6 +112,7 @@ def run_info(config: RunConfig, data_sha256: str) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
         "data_sha256": data_sha256,
+        "machine": machine(),
         "versions": {
             "vaelab": __version__,
             "keras": keras.__version__,
@@ -105,6 +120,17 @@ def run_info(config: RunConfig, data_sha256: str) -> dict[str, Any]:
             "backend_version": _backend_version(keras.backend.backend()),
         },
     }
+
+
+def machine() -> str:
+    """The CPU model and core count, so timings in a run can be read with the machine that made them."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def _backend_version(name: str) -> str:

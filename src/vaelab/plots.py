@@ -1,0 +1,171 @@
+"""Figures for the analyses. Each `plot_*` draws one figure and returns it; nothing is shown.
+
+Matplotlib's object-oriented API is used (no pyplot), so no GUI backend and no global state.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
+
+from vaelab._files import write_bytes
+from vaelab.analysis import DigitRow, Interpolation, LatentCodes, format_point
+
+DIGIT_COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]  # fmt: skip  (matplotlib's tab10: one colour per digit)
+DPI = 100
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes; the same figure always gives the same bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def save(fig: Figure, path: str | os.PathLike[str]) -> None:
+    """Writes the figure as a PNG, atomically."""
+    write_bytes(path, png_bytes(fig))
+
+
+def plot_latent_map(
+    codes: LatentCodes,
+    *,
+    table: list[DigitRow] | None = None,
+    interpolation: Interpolation | None = None,
+    title: str = "",
+) -> Figure:
+    """(c) The test set in the latent plane: one point per image, coloured by digit, with a legend.
+
+    `table` marks the digit table's images (with 1-sigma ellipses where the variance is learned and
+    the plane is z itself); `interpolation` draws the segment of part (e).
+    """
+    fig = Figure(figsize=(7.5, 6.5))
+    ax = fig.add_subplot()
+    coords = codes.coords
+    for digit in range(10):
+        mask = codes.labels == digit
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=3, alpha=0.55, color=DIGIT_COLORS[digit], label=str(digit),
+                   linewidths=0, rasterized=True)  # fmt: skip
+    if table:
+        points = codes.project(np.array([row.z_mean for row in table]))
+        for row, (px, py) in zip(table, points, strict=True):
+            if row.sigma is not None and not codes.is_pca and len(row.sigma) == 2:
+                ax.add_patch(Ellipse((px, py), 2 * row.sigma[0], 2 * row.sigma[1], fill=False,
+                                     edgecolor=DIGIT_COLORS[row.digit], linewidth=1.2))  # fmt: skip
+            ax.scatter([px], [py], s=90, color=DIGIT_COLORS[row.digit], edgecolors="black", linewidths=1.2, zorder=3)
+            ax.annotate(str(row.digit), (px, py), fontsize=8, ha="center", va="center", color="white",
+                        fontweight="bold", zorder=4)  # fmt: skip
+    if interpolation is not None:
+        path = codes.project(interpolation.points)
+        ax.plot(path[:, 0], path[:, 1], "-o", color="black", markersize=3.5, linewidth=1.2, zorder=5,
+                label=f"path {interpolation.start_digit}→{interpolation.end_digit}")  # fmt: skip
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel(codes.axis_labels[0])
+    ax.set_ylabel(codes.axis_labels[1])
+    note = " (first two principal components of z_mean)" if codes.is_pca else ""
+    ax.set_title((title + "\n" if title else "") + f"test set in the latent space, z_mean{note}", fontsize=10)
+    legend = ax.legend(title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=4, frameon=False)
+    for handle in legend.legend_handles:
+        handle.set_alpha(1)
+    return fig
+
+
+def plot_digit_table(rows: list[DigitRow], images: np.ndarray, title: str = "") -> Figure:
+    """(c) One test image per digit beside its latent coordinates (and sigma where it is learned)."""
+    fig = Figure(figsize=(11, 6.2))
+    for k, (row, image) in enumerate(zip(rows, images, strict=True)):
+        ax = fig.add_subplot(2, 5, k + 1)
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        text = f"digit {row.digit}  (test #{row.index})\nz = {format_point(row.z_mean, 2)}"
+        if row.sigma is not None:
+            text += f"\nσ = {format_point(row.sigma, 2)}"
+        ax.set_xlabel(text, fontsize=8.5)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_images(
+    images: Sequence[np.ndarray], titles: list[str] | None = None, ncols: int = 10, title: str = ""
+) -> Figure:
+    """A grid of decoded (or original) digits with optional captions."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(1.25 * ncols, 1.45 * nrows + (0.4 if title else 0)))
+    for k, image in enumerate(images):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles:
+            ax.set_title(titles[k], fontsize=7.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_manifold(grid: np.ndarray, images: np.ndarray, title: str = "") -> Figure:
+    """(d) The decoded n x n grid over Gaussian quantiles of z[0] (across) and z[1] (up)."""
+    n = len(grid)
+    canvas = images.transpose(0, 2, 1, 3).reshape(n * 28, n * 28)
+    fig = Figure(figsize=(7.5, 7.5))
+    ax = fig.add_subplot()
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
+    ticks = np.arange(n) * 28 + 13.5
+    labels = [f"{round(v, 2) + 0.0:.2f}" for v in grid]  # + 0.0: no "-0.00"
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, labels[::-1], fontsize=7)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title(title or f"decoded {n}×{n} grid over Gaussian quantiles (other dimensions 0)", fontsize=10)
+    return fig
+
+
+def plot_interpolation(interp: Interpolation, title: str = "") -> Figure:
+    """(e) The two originals at the ends and the decoded points of the segment between their codes."""
+    images = [interp.originals[0], *interp.images, interp.originals[1]]
+    titles = [f"original {interp.start_digit}\n#{interp.start_index}"]
+    titles += [f"{k}: {format_point(p, 2)}" for k, p in enumerate(interp.points)]
+    titles += [f"original {interp.end_digit}\n#{interp.end_index}"]
+    return plot_images(images, titles, ncols=len(images), title=title)
+
+
+def plot_history(histories: dict[str, list[dict[str, float]]]) -> Figure:
+    """Training curves: loss, reconstruction and KL per epoch, training (solid) and test (dashed), per run."""
+    fig = Figure(figsize=(13, 4))
+    for k, metric in enumerate(("loss", "reconstruction_loss", "kl_loss")):
+        ax = fig.add_subplot(1, 3, k + 1)
+        for j, (name, rows) in enumerate(histories.items()):
+            epochs = [row["epoch"] for row in rows]
+            color = DIGIT_COLORS[j % 10]
+            ax.plot(epochs, [row[metric] for row in rows], "-o", ms=2.5, color=color, label=f"{name} train")
+            ax.plot(epochs, [row[f"val_{metric}"] for row in rows], "--o", ms=2.5, color=color, label=f"{name} test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per image")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

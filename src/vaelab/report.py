@@ -1,0 +1,264 @@
+"""`vaelab report`: train (or reuse) the exercise's three networks and answer every part in one report.
+
+The report is a pure function of the runs' saved files (and MNIST): `build_report` only reads runs,
+computes the analyses and renders them, in a fixed order. Running it twice gives the same files.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from vaelab import analysis, plots
+from vaelab._files import write_text
+from vaelab.config import RunConfig, make_config
+from vaelab.data import Dataset, fetch_mnist
+from vaelab.errors import Interrupted, VaelabError
+from vaelab.run import Run, load_run, read_info, run_dir_name
+
+REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")
+PARTS = {
+    "mlp": ("Parts (c), (d), (e): the course's network", "the base network of the course script"),
+    "mlp-fixed-var": ("Part (f): the variance fixed to ones", "the base network with z_log_var fixed at 0"),
+    "conv": ("Part (g): the ConvNet encoder and decoder", "the ConvNet of part (g), intermediate_dim 16"),
+}
+KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0), (-10.0, 10.0, 10.0, 0.1)]
+
+
+def ensure_run(
+    config: RunConfig,
+    runs_dir: Path,
+    data: Dataset,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None],
+) -> Run:
+    """The completed run of `config` in `runs_dir`: reused if it is there, resumed if it was interrupted."""
+    from vaelab.training import train
+
+    path = runs_dir / run_dir_name(config)
+    if (path / "config.json").exists():
+        info = read_info(path)
+        if info.get("config") != config.to_dict() or info.get("data_sha256") != data.sha256:
+            raise VaelabError(f"{path} holds a run with another configuration or other data; move it away or "
+                              "pass another --runs-dir")  # fmt: skip
+        run = load_run(path)
+        if run.complete:
+            log(f"vaelab: reusing {path} ({run.epoch} epochs, same configuration and data)")
+            return run
+        return train(out=path, resume=True, data_dir=data_dir, log=log)
+    return train(config, path, data_dir=data_dir, log=log)
+
+
+def report(
+    *,
+    out: str | os.PathLike[str] = "report",
+    runs_dir: str | os.PathLike[str] = "runs",
+    epochs: int = 50,
+    train_subset: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> Path:
+    """Trains or reuses the presets mlp, mlp-fixed-var and conv, then writes the report; returns index.html."""
+    data = fetch_mnist(data_dir, log=log)
+    runs = []
+    for k, preset in enumerate(REPORT_PRESETS, 1):
+        config = make_config(preset, epochs=epochs, train_subset=train_subset)
+        log(f"vaelab report: [{k}/{len(REPORT_PRESETS)}] {preset}")
+        try:
+            runs.append(ensure_run(config, Path(runs_dir), data, data_dir=data_dir, log=log))
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted while training {preset}; its last completed epoch is kept: run the same "
+                "`vaelab report` again to continue (finished runs are reused)"
+            ) from None
+    log("vaelab report: analysing the runs and writing the report")
+    return build_report(runs, data, Path(out))
+
+
+# --- the report itself: a pure function of the runs' files ------------------------------------------------
+
+
+def build_report(runs: list[Run], data: Dataset, out: Path) -> Path:
+    """Writes out/report.md, out/figures/ and the self-contained out/index.html; returns index.html's path."""
+    from vaelab.report_html import markdown_to_html
+
+    figures = out / "figures"
+    sections = [_header(runs, data)]
+    for run in runs:
+        sections.append(_run_section(run, data, figures / run.name, out))
+    sections.append(_comparison(runs, figures, out))
+    sections.append(_kl_section())
+    markdown = "\n\n".join(sections) + "\n"
+    write_text(out / "report.md", markdown)
+    html = markdown_to_html(markdown, base_dir=out, title="vaelab report: a variational autoencoder on MNIST")
+    write_text(out / "index.html", html)
+    return out / "index.html"
+
+
+def _rel(path: Path, out: Path) -> str:
+    return path.relative_to(out).as_posix()
+
+
+def _header(runs: list[Run], data: Dataset) -> str:
+    versions = runs[0].info.get("versions", {})
+    epochs = sorted({run.config.train.epochs for run in runs})
+    command = "vaelab report" + (f" --epochs {epochs[0]}" if epochs != [50] else "")
+    if runs[0].config.train.train_subset:
+        command += f" --train-subset {runs[0].config.train.train_subset}"
+    machine = runs[0].info.get("machine", "not recorded")
+    run_list = ", ".join(f"`{run.path}`" for run in runs)
+    return f"""# vaelab report: a variational autoencoder on MNIST
+
+This report answers the course exercise (Advanced Machine Learning, exercise 4) part by part. It was
+produced by `{command}` from the runs {run_list}; every number and figure below is computed from
+those runs' saved files (configuration, weights, history) and MNIST, nothing is typed in by hand.
+
+- Data: MNIST, {len(data.x_train):,} training and {len(data.x_test):,} test images (sha256 of the arrays
+  `{data.sha256[:16]}…`, from {data.source}).
+- Software: vaelab {versions.get("vaelab", "?")}, Keras {versions.get("keras", "?")}, backend
+  {versions.get("backend", "?")} {versions.get("backend_version", "")}.
+- Trained on: {machine}."""
+
+
+def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> str:
+    title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))
+    codes = analysis.encode_test_set(run, data)
+    rows = analysis.digit_table(run, data)
+    dim = run.config.model.latent_dim
+    z = analysis.check_points([[0.5, 0.2]] if dim == 2 else [[0.0] * dim], dim)  # the exercise's z_sample
+    generated = analysis.generate(run, z)
+    _, samples = analysis.prior_samples(run, 20, seed=0)
+    grid, manifold_images = analysis.manifold(run, 15)
+    start, end = analysis.pick_pair(data.y_test)
+    interp = analysis.interpolate(run, data, start, end, steps=10)
+
+    files = {
+        name: fig_dir / f"{name}.png"
+        for name in ("latent_map", "digit_table", "generated", "samples", "manifold", "interpolation", "path")
+    }
+    plots.save(plots.plot_latent_map(codes, table=rows, title=run.config.preset), files["latent_map"])
+    plots.save(plots.plot_digit_table(rows, data.x_test[[r.index for r in rows]]), files["digit_table"])
+    plots.save(plots.plot_images(generated, [analysis.format_point(p, 2) for p in z], ncols=1), files["generated"])
+    plots.save(plots.plot_images(samples, ncols=10), files["samples"])
+    plots.save(plots.plot_manifold(grid, manifold_images), files["manifold"])
+    plots.save(plots.plot_interpolation(interp), files["interpolation"])
+    plots.save(plots.plot_latent_map(codes, interpolation=interp, title=run.config.preset), files["path"])
+    img = {name: _rel(path, out) for name, path in files.items()}
+
+    test = run.metrics["test"]
+    sigma_note = (
+        "σ = exp(z_log_var / 2) is the encoder's standard deviation for that image; the map draws a "
+        "one-σ ellipse around each table point."
+        if run.config.model.variance == "learned"
+        else "The variance is fixed to ones here, so every image's code is N(z_mean, I): there is no σ to report."
+    )
+    pca = " (latent_dim > 2: the plane of the first two principal components)" if codes.is_pca else ""
+    spread = analysis.format_point(codes.z_mean.std(axis=0), 2)
+    return f"""## {title}
+
+Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {run.epoch} epochs
+(run `{run.path}`). Test loss {test["loss"]:.2f} nats per image = reconstruction {test["reconstruction_loss"]:.2f}
++ KL {test["kl_loss"]:.2f}.
+
+### (c) The encoder: the test set in the latent space
+
+The encoder maps each of the 10,000 test images to `z_mean`{pca}; each point is one image, coloured by
+the digit it shows. The ringed points are the images of the table below. The codes' standard deviation
+over the test set is {spread} per latent dimension.
+
+![latent map of {run.config.preset}]({img["latent_map"]})
+
+### (c) One image per digit and its latent coordinates
+
+The first test image of each digit and where the encoder puts it. {sigma_note}
+
+{analysis.table_markdown(rows)}
+
+![digit table of {run.config.preset}]({img["digit_table"]})
+
+### (d) The generator
+
+`generator.predict(np.array([[{", ".join(f"{v:g}" for v in z[0])}]]))`, the exercise's `z_sample`:
+
+![generated digit]({img["generated"]})
+
+Twenty draws from the prior N(0, I), decoded:
+
+![prior samples]({img["samples"]})
+
+A 15 × 15 grid of latent points over Gaussian quantiles (the course script's
+`norm.ppf(np.linspace(0.05, 0.95, 15))`), decoded in one batch:
+
+![manifold]({img["manifold"]})
+
+### (e) Interpolation from {_a(interp.start_digit)} to {_a(interp.end_digit)}
+
+Test images #{start} ({_a(interp.start_digit)}) and #{end} ({_a(interp.end_digit)}) are encoded to
+{analysis.format_point(interp.z_start)} and {analysis.format_point(interp.z_end)}; ten points on the segment
+between the codes (endpoints included) are decoded. The originals stand at the two ends.
+
+![interpolation]({img["interpolation"]})
+
+{analysis.points_markdown(interp.points)}
+
+The path on the latent map:
+
+![interpolation path]({img["path"]})"""
+
+
+def _a(digit: int) -> str:
+    return f"an {digit}" if digit == 8 else f"a {digit}"
+
+
+def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
+    lines = [
+        "| preset | test loss | reconstruction | KL | parameters | epochs | training time | s/epoch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        test = run.metrics["test"]
+        seconds = [row["seconds"] for row in run.history]
+        per_epoch = statistics.median(seconds[1:] or seconds)
+        lines.append(
+            f"| `{run.config.preset}` | {test['loss']:.2f} | {test['reconstruction_loss']:.2f} | {test['kl_loss']:.2f} "
+            f"| {run.vae.count_params():,} | {run.epoch} | {run.metrics['train_seconds']:.0f} s | {per_epoch:.2f} |"
+        )
+    curves = figures / "training_curves.png"
+    plots.save(plots.plot_history({run.config.preset: run.history for run in runs}), curves)
+    return f"""## Comparison of the three networks
+
+Test-set figures after the last epoch, in nats per image (lower is better); the loss is the negative
+ELBO, reconstruction plus KL, with z sampled. Training time is the sum of the epochs' wall times, as
+recorded in each run's `history.csv`; s/epoch is their median after the first.
+
+{chr(10).join(lines)}
+
+![training curves]({_rel(curves, out)})"""
+
+
+def _kl_section() -> str:
+    from vaelab.kl import gaussian_kl_float64, kl_by_integration
+
+    text = importlib.resources.files("vaelab").joinpath("resources/kl-divergence.md").read_text(encoding="utf-8")
+    body = text.split("\n", 1)[1]  # drop the document's own title
+    body = body.replace("\n## ", "\n### ")
+    lines = ["| μ1 | σ1 | μ2 | σ2 | closed form (vaelab.kl) | numerical integration | relative difference |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for mu1, s1, mu2, s2 in KL_CHECKS:
+        closed = float(gaussian_kl_float64(mu1, s1, mu2, s2))
+        numeric = kl_by_integration(mu1, s1, mu2, s2)
+        diff = abs(closed - numeric) / abs(closed)
+        lines.append(f"| {mu1:g} | {s1:g} | {mu2:g} | {s2:g} | {closed:.12g} | {numeric:.12g} | {diff:.1e} |")
+    return f"""## Question 2: the KL divergence of two normal distributions
+{body.rstrip()}
+
+### A numerical check
+
+The closed form as vaelab computes it, beside the definition integrated numerically (Simpson's rule):
+
+{chr(10).join(lines)}"""
