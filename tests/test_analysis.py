@@ -123,8 +123,19 @@ def test_encode_command_prints_the_table_and_writes_its_files(small_run, mnist, 
 
 
 def test_generate_and_interpolate_commands(small_run, tmp_path):
-    result = run_cli("generate", str(small_run.path), "--z", "0.5", "0.2", "--samples", "4", "--manifold", "5",
-                     "--out", str(tmp_path))  # fmt: skip
+    result = run_cli(
+        "generate",
+        str(small_run.path),
+        "--z",
+        "0.5",
+        "0.2",
+        "--samples",
+        "4",
+        "--manifold",
+        "5",
+        "--out",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     assert "z = (0.500, 0.200)" in result.stdout
     assert {p.name for p in tmp_path.iterdir()} == {"generated.png", "samples.png", "manifold.png"}

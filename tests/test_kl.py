@@ -19,8 +19,7 @@ def quad_kl(mu1: float, s1: float, mu2: float, s2: float) -> float:
         logp = stats.norm.logpdf(x, mu1, s1)
         return math.exp(logp) * (logp - stats.norm.logpdf(x, mu2, s2))
 
-    value, _ = integrate.quad(integrand, mu1 - 40 * s1, mu1 + 40 * s1, points=[mu1], epsabs=0, epsrel=1e-12,
-                              limit=500)  # fmt: skip
+    value, _ = integrate.quad(integrand, mu1 - 40 * s1, mu1 + 40 * s1, points=[mu1], epsabs=0, epsrel=1e-12, limit=500)
     return value
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -31,7 +33,7 @@ def test_latent_dim_sets_the_code_size():
 
 
 def test_conv_preset_has_the_exercises_shapes_layer_by_layer():
-    models = build_models(PRESETS["conv"])
+    models = build_models(dataclasses.replace(PRESETS["conv"], implementation="keras"))
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in models.encoder.layers}
     assert shapes == {
         "x": (28, 28, 1),
@@ -59,6 +61,16 @@ def test_conv_preset_has_the_exercises_shapes_layer_by_layer():
     kinds = {layer.name: (type(layer).__name__, getattr(layer, "kernel_size", None)) for layer in models.vae.layers}
     assert kinds["encoder_conv1"] == ("Conv2D", (3, 3)) and kinds["decoder_mean"] == ("Conv2D", (3, 3))
     assert models.generator.get_layer("decoder_mean").activation.__name__ == "sigmoid"
+
+
+def test_fused_conv_preset_has_the_same_variables_and_shapes():
+    fused = build_models(PRESETS["conv"])
+    stock = build_models(dataclasses.replace(PRESETS["conv"], implementation="keras"))
+    assert [(v.path, v.shape) for v in fused.vae.variables] == [(v.path, v.shape) for v in stock.vae.variables]
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in fused.encoder.layers}
+    assert shapes["encoder_conv1"] == (14, 14, 16)  # conv 28x28x16 and its 2x2 pooling, in one layer
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in fused.generator.layers}
+    assert shapes["decoder_conv2"] == (14, 14, 16) and shapes["decoder_mean"] == (28, 28, 1)
 
 
 def test_mlp_preset_is_the_course_script():

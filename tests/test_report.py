@@ -14,8 +14,17 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def report_dirs(tmp_path_factory, mnist):
     base = tmp_path_factory.mktemp("report")
-    args = ["report", "--epochs", "1", "--train-subset", "2000", "--out", str(base / "report"),
-            "--runs-dir", str(base / "runs")]  # fmt: skip
+    args = [
+        "report",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "2000",
+        "--out",
+        str(base / "report"),
+        "--runs-dir",
+        str(base / "runs"),
+    ]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     return base, args, first

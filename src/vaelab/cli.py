@@ -92,6 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             train_subset=args.train_subset,
             test_subset=args.test_subset,
+            binarize=args.binarize or None,
+            implementation=args.implementation,
         )
         out = args.out or Path("runs") / run_dir_name(config)
         run = _interruptible(lambda: train(config, out, overwrite=args.overwrite, data_dir=args.data_dir), out)
@@ -206,6 +208,39 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Test-set ELBO and the importance-weighted bound on log p(x); saved into the run's metrics.json."""
+    from tqdm import tqdm
+
+    from vaelab._malloc import tune_malloc
+    from vaelab.evaluate import evaluate_and_save
+
+    run, data, _ = _load(args)
+    tune_malloc()
+    with tqdm(total=args.images or len(data.x_test), unit="image", desc="evaluate", file=sys.stderr) as bar:
+        result = evaluate_and_save(
+            run,
+            data,
+            samples=args.samples,
+            images=args.images,
+            seed=args.seed,
+            progress=lambda done, total: bar.update(done - bar.n),
+        )
+    kind = "binarised" if result.binarized else "grey-level"
+    print(f"{run.name}: {result.images:,} {kind} test images, K = {result.samples} importance samples")
+    print(
+        f"  ELBO                       {result.elbo:9.2f} nats = -(reconstruction {result.reconstruction_loss:.2f} "
+        f"+ KL {result.kl_loss:.2f})"
+    )
+    print(
+        f"  ELBO with z = z_mean       {result.elbo_at_mean:9.2f} nats (reconstruction "
+        f"{result.reconstruction_loss_at_mean:.2f})"
+    )
+    print(f"  log p(x) >= IWAE bound     {result.iwae:9.2f} nats, i.e. NLL <= {result.nll:.2f}")
+    print(f"written to {run.path / 'metrics.json'} ({result.seconds:.0f} s)")
+    return 0
+
+
 def cmd_kl(args: argparse.Namespace) -> int:
     """Question 2: the KL divergence of two normal distributions, in closed form (and checked numerically)."""
     import math
@@ -233,8 +268,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from vaelab.report import report
 
     started = time.perf_counter()
-    index = report(out=args.out, runs_dir=args.runs_dir, epochs=args.epochs or 50, train_subset=args.train_subset,
-                   data_dir=args.data_dir)  # fmt: skip
+    index = report(
+        out=args.out,
+        runs_dir=args.runs_dir,
+        epochs=args.epochs or 50,
+        iwae_samples=args.iwae_samples,
+        train_subset=args.train_subset,
+        data_dir=args.data_dir,
+    )
     print(f"report written to {index} and {index.with_name('report.md')} in {time.perf_counter() - started:.0f} s")
     return 0
 
@@ -244,7 +285,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vaelab import __version__
-    from vaelab.config import OPTIMIZERS, PRESETS
+    from vaelab.config import IMPLEMENTATIONS, OPTIMIZERS, PRESETS
 
     parser = _Parser(prog="vaelab", description="Train, explore and explain variational autoencoders on MNIST.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
@@ -267,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, help="default: 0.001")
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N training images only")
     p.add_argument("--test-subset", type=_positive_int, help="validate on the first N test images only")
+    p.add_argument(
+        "--binarize",
+        action="store_true",
+        help="dynamic binarisation: binary pixels drawn afresh each epoch; tested on a fixed binarised set",
+    )
+    p.add_argument(
+        "--implementation",
+        choices=IMPLEMENTATIONS,
+        help="conv layer pairs fused (default, faster) or the exercise's Keras layers one by one",
+    )
     p.add_argument("--out", type=Path, help="run directory (default: runs/PRESET, plus any non-default setting)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in RUN from its last epoch")
@@ -318,10 +369,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="points on the segment, endpoints included (default: 10)")
     p.add_argument("--allow-same-digit", action="store_true", help="allow two images of the same digit")
 
+    p = analysis_parser("evaluate", "test-set ELBO and importance-weighted log-likelihood bound", cmd_evaluate)
+    p.add_argument(
+        "--samples", type=_positive_int, default=1000, metavar="K", help="importance samples per image (default: 1000)"
+    )
+    p.add_argument("--images", type=_positive_int, metavar="N", help="evaluate the first N test images only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
+
     p = sub.add_parser("report", help="train (or reuse) the exercise's three networks and write the report")
     p.add_argument("--epochs", type=_positive_int, help="epochs per network (default: 50)")
     p.add_argument("--out", type=Path, default=Path("report"), help="report directory (default: report)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the runs live (default: runs)")
+    p.add_argument(
+        "--iwae-samples",
+        type=_positive_int,
+        default=100,
+        metavar="K",
+        help="importance samples per test image for the log-likelihood bound (default: 100)",
+    )
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_report)

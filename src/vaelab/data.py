@@ -75,6 +75,15 @@ def scale_pixels(x: np.ndarray) -> np.ndarray:
     return (np.asarray(x, dtype=np.float32) / 255.0)[..., None]
 
 
+BINARIZE_SEED = 2015  # the fixed binarised test set is drawn with this seed, so every evaluation sees the same one
+
+
+def binarized_test_set(data: Dataset) -> np.ndarray:
+    """The test images binarised once (pixel = 1 with probability grey/255), always the same draw."""
+    x = scale_pixels(data.x_test)
+    return (np.random.default_rng(BINARIZE_SEED).random(x.shape, dtype=np.float32) < x).astype(np.float32)
+
+
 def default_data_dir() -> Path:
     """`VAELAB_DATA_DIR`, else `$XDG_CACHE_HOME/vaelab`, else `~/.cache/vaelab`."""
     if os.environ.get("VAELAB_DATA_DIR"):

@@ -15,6 +15,7 @@ from keras import layers, ops
 
 from vaelab.config import ModelConfig
 from vaelab.kl import gaussian_kl
+from vaelab.layers import ConvMaxPool2D, UpSamplingConv2D
 
 IMAGE_SHAPE = (28, 28, 1)
 ORIGINAL_DIM = 28 * 28
@@ -51,6 +52,28 @@ class Sampling(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
+class Binarize(layers.Layer):
+    """Dynamic binarisation: during training each pixel becomes 1 with probability equal to its grey value.
+
+    A fresh draw every time an image is seen (so every epoch), as in Burda et al. (2015); at
+    inference the layer passes its input through, and binary inputs are unchanged either way.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name=f"{self.name}_seed")
+
+    def call(self, x, training=False):
+        if not training:
+            return x
+        return ops.cast(keras.random.uniform(ops.shape(x), seed=self.seed_generator) < x, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
 class FixedLogVariance(layers.Layer):
     """Part (f): the variance is fixed to ones, so `z_log_var` is zero and nothing about it is learned."""
 
@@ -59,7 +82,8 @@ class FixedLogVariance(layers.Layer):
 
 
 class VAE(keras.Model):
-    """The trainable VAE: image -> {x_decoded_mean, z_mean, z_log_var}.
+    """The trainable VAE: image -> {x_decoded_mean, z_mean, z_log_var} (and "x", the binarised input,
+    for runs with dynamic binarisation: the image the reconstruction is scored against).
 
     Its loss per image is reconstruction_loss + kl_loss (the negative ELBO, in nats); training logs
     `loss`, `reconstruction_loss` and `kl_loss`, each averaged over images.
@@ -71,7 +95,7 @@ class VAE(keras.Model):
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        reconstruction = reconstruction_loss(x, y_pred["x_decoded_mean"])
+        reconstruction = reconstruction_loss(y_pred.get("x", x), y_pred["x_decoded_mean"])
         kl = kl_loss(y_pred["z_mean"], y_pred["z_log_var"])
         self.reconstruction_loss_tracker.update_state(reconstruction)
         self.kl_loss_tracker.update_state(kl)
@@ -87,15 +111,17 @@ class Models:
     vae: VAE  # x -> {x_decoded_mean, z_mean, z_log_var}, trained end to end
 
 
-def build_models(config: ModelConfig, seed: int | None = None) -> Models:
+def build_models(config: ModelConfig, seed: int | None = None, *, binarize: bool = False) -> Models:
     """Builds the encoder, the generator and the VAE for `config`.
 
     `seed` seeds the initial weights and the sampling noise: the same seed builds the same network.
+    With `binarize`, the VAE binarises its input afresh at every training step (see `Binarize`).
     """
     config.validate()
     init = _kernel_initializers(seed)
     x = keras.Input(shape=IMAGE_SHAPE, name="x")
-    h = _ENCODER_BODIES[config.arch](x, config, init)
+    target = Binarize(seed=seed, name="binarize")(x) if binarize else x
+    h = _ENCODER_BODIES[config.arch](target, config, init)
     z_mean = _dense(config.latent_dim, "z_mean", init)(h)
     if config.variance == "fixed":
         z_log_var = FixedLogVariance(name="z_log_var")(z_mean)
@@ -110,7 +136,12 @@ def build_models(config: ModelConfig, seed: int | None = None) -> Models:
     return Models(
         encoder=keras.Model(x, [z_mean, z_log_var], name="encoder"),
         generator=keras.Model(decoder_input, _apply(decoder_layers, decoder_input), name="generator"),
-        vae=VAE(x, {"x_decoded_mean": x_decoded_mean, "z_mean": z_mean, "z_log_var": z_log_var}, name="vae"),
+        vae=VAE(
+            x,
+            {"x_decoded_mean": x_decoded_mean, "z_mean": z_mean, "z_log_var": z_log_var}
+            | ({"x": target} if binarize else {}),
+            name="vae",
+        ),
     )
 
 
@@ -152,8 +183,11 @@ def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
 
 
 def _conv_encoder(x, config: ModelConfig, init: Initializer):
-    h = _conv(16, "encoder_conv1", init)(x)  # 28x28x16
-    h = layers.MaxPooling2D((2, 2), padding="same", name="encoder_pool1")(h)  # 14x14x16
+    if config.implementation == "fused":
+        h = ConvMaxPool2D(16, name="encoder_conv1", kernel_initializer=init())(x)  # conv 28x28x16, pool 14x14x16
+    else:
+        h = _conv(16, "encoder_conv1", init)(x)  # 28x28x16
+        h = layers.MaxPooling2D((2, 2), padding="same", name="encoder_pool1")(h)  # 14x14x16
     h = _conv(8, "encoder_conv2", init)(h)  # 14x14x8
     h = layers.MaxPooling2D((2, 2), padding="same", name="encoder_pool2")(h)  # 7x7x8
     h = layers.Flatten(name="flatten")(h)  # 392
@@ -161,11 +195,20 @@ def _conv_encoder(x, config: ModelConfig, init: Initializer):
 
 
 def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
-    return [
+    head = [
         _dense(config.intermediate_dim, "decoder_h", init, "relu"),
         _dense(8 * 8 * 8, "decoder_upsample", init, "relu"),
         layers.Reshape((8, 8, 8), name="decoder_reshape"),
         _conv(8, "decoder_conv1", init),  # 8x8x8
+    ]
+    if config.implementation == "fused":
+        return [
+            *head,
+            UpSamplingConv2D(16, "valid", activation="relu", name="decoder_conv2", kernel_initializer=init()),
+            UpSamplingConv2D(1, "same", activation="sigmoid", name="decoder_mean", kernel_initializer=init()),
+        ]  # up 16x16x8, conv 14x14x16; up 28x28x16, conv 28x28x1
+    return [
+        *head,
         layers.UpSampling2D((2, 2), name="decoder_up1"),  # 16x16x8
         _conv(16, "decoder_conv2", init, padding="valid"),  # 14x14x16
         layers.UpSampling2D((2, 2), name="decoder_up2"),  # 28x28x16

@@ -10,24 +10,15 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
 from vaelab._files import write_bytes
 from vaelab.analysis import DigitRow, Interpolation, LatentCodes, format_point
 
-DIGIT_COLORS = [
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-]  # fmt: skip  (matplotlib's tab10: one colour per digit)
+DIGIT_COLORS = [to_hex(c) for c in colormaps["tab10"].colors]  # one colour per digit
 DPI = 100
 
 

@@ -42,8 +42,14 @@ def render_math(tex: str, display: bool) -> str:
         fig = Figure()
         fig.text(0, 0, f"${tex}$", fontsize=17 if display else 15)
         buf = io.BytesIO()
-        fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.02, transparent=True,
-                    metadata={"Date": None, "Creator": None})  # fmt: skip
+        fig.savefig(
+            buf,
+            format="svg",
+            bbox_inches="tight",
+            pad_inches=0.02,
+            transparent=True,
+            metadata={"Date": None, "Creator": None},
+        )
     svg = base64.b64encode(buf.getvalue()).decode("ascii")
     cls = "math-display" if display else "math-inline"
     img = f'<img class="{cls}" alt="{html.escape(tex)}" src="data:image/svg+xml;base64,{svg}">'

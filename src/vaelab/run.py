@@ -167,7 +167,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     path = Path(path)
     info = read_info(path)
     config = RunConfig.from_dict(info["config"])
-    models = build_models(config.model, seed=config.train.seed)
+    models = build_models(config.model, seed=config.train.seed, binarize=config.train.binarize)
     epoch = load_checkpoint(path, models.vae) if (path / CHECKPOINT).exists() else 0
     return Run(
         path=path,

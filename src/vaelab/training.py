@@ -13,16 +13,25 @@ import numpy as np
 
 from vaelab import run as runs
 from vaelab._files import write_json
+from vaelab._malloc import tune_malloc
 from vaelab.config import RunConfig
-from vaelab.data import Dataset, fetch_mnist, scale_pixels
+from vaelab.data import Dataset, binarized_test_set, fetch_mnist, scale_pixels
 from vaelab.errors import VaelabError
 from vaelab.model import build_models
 
+STEPS_PER_EXECUTION = 10  # steps per call into the compiled step, less Python overhead (torch allows only 1)
+
 
 def prepare(config: RunConfig, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The training and test images the run uses, as floats in [0, 1]: subsets taken, pixels scaled."""
+    """The training and test images the run uses, as floats in [0, 1]: subsets taken, pixels scaled.
+
+    With binarisation the training images stay grey (the VAE draws binary pixels from them at each
+    step) and the test images are the fixed binarised test set.
+    """
     x_train = scale_pixels(data.x_train[: config.train.train_subset])
-    x_test = scale_pixels(data.x_test[: config.train.test_subset])
+    x_test = (binarized_test_set(data) if config.train.binarize else scale_pixels(data.x_test))[
+        : config.train.test_subset
+    ]
     return x_train, x_test
 
 
@@ -73,9 +82,11 @@ def train(
         )
     x_train, x_test = prepare(config, data)
 
-    models = build_models(config.model, seed=config.train.seed)
+    tune_malloc()
+    models = build_models(config.model, seed=config.train.seed, binarize=config.train.binarize)
     optimizer = make_optimizer(config)
-    models.vae.compile(optimizer=optimizer)
+    steps = 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION
+    models.vae.compile(optimizer=optimizer, steps_per_execution=steps)
     history: list[dict[str, float]] = []
     initial_epoch = 0
     if resume and (out / runs.CHECKPOINT).exists():

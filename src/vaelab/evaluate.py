@@ -1,0 +1,142 @@
+"""Evaluation on the test set: the ELBO and the importance-weighted bound on log p(x) (Burda et al., 2015).
+
+    log p(x) >= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x)
+
+The bound tightens as K grows and equals the ELBO's single-sample estimate at K = 1. Latent points
+are decoded in batches of a bounded size; the sum over k is taken with log-sum-exp in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from vaelab.data import Dataset, binarized_test_set, scale_pixels
+from vaelab.errors import VaelabError
+from vaelab.run import Run, update_metrics
+
+LOG_2PI = math.log(2 * math.pi)
+POINTS_PER_CALL = {"mlp": 20000, "conv": 2000}  # decoded latent points per batch: bounds memory (~100 MB)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Test-set figures in nats per image; log-likelihood bounds are negative, losses positive."""
+
+    images: int
+    samples: int  # K, importance samples per image
+    binarized: bool  # on the fixed binarised test set (a true likelihood) or on grey levels
+    elbo: float  # E_q[log p(x|z)] - KL, the expectation estimated with the K samples
+    reconstruction_loss: float  # -E_q[log p(x|z)]
+    kl_loss: float  # KL(q(z|x) || p(z)), analytic
+    elbo_at_mean: float  # log p(x | z = z_mean) - KL: the reconstruction of the code itself
+    reconstruction_loss_at_mean: float
+    iwae: float  # the importance-weighted lower bound on log p(x) with K samples
+    nll: float  # -iwae: the negative log-likelihood estimate the literature reports
+    seconds: float
+
+
+class _LogLikelihood(layers.Layer):
+    """log p(x | z) for K latent points per image: the generator decodes them all in one batch."""
+
+    def __init__(self, generator: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+
+    def call(self, x, z):
+        k, dim = z.shape[1], z.shape[2]
+        x_hat = ops.reshape(self.generator(ops.reshape(z, (-1, dim))), (-1, k, 28 * 28))
+        target = ops.broadcast_to(ops.reshape(x, (-1, 1, 28 * 28)), ops.shape(x_hat))
+        return -ops.sum(ops.binary_crossentropy(target, x_hat), axis=-1)
+
+
+def _log_likelihood_model(run: Run, k: int) -> keras.Model:
+    x = keras.Input((28, 28, 1), name="x")
+    z = keras.Input((k, run.config.model.latent_dim), name="z")
+    return keras.Model([x, z], _LogLikelihood(run.generator, name="log_px_given_z")(x, z))
+
+
+def test_images(run: Run, data: Dataset) -> np.ndarray:
+    """The test set the run is evaluated on: binarised (fixed draw) for binarised runs, else grey levels."""
+    return binarized_test_set(data) if run.config.train.binarize else scale_pixels(data.x_test)
+
+
+def evaluate(
+    run: Run,
+    data: Dataset,
+    *,
+    samples: int = 1000,
+    images: int | None = None,
+    seed: int = 0,
+    points_per_call: int | None = None,
+    progress=None,
+) -> Evaluation:
+    """Evaluates `run` on the first `images` test images (default: all 10,000) with K = `samples`."""
+    if samples < 1:
+        raise VaelabError(f"--samples must be >= 1, got {samples}")
+    x_all = test_images(run, data)[:images]
+    n, dim = len(x_all), run.config.model.latent_dim
+    points = points_per_call or POINTS_PER_CALL[run.config.model.arch]
+    k_chunk = min(samples, points)
+    per_call = max(1, points // k_chunk)
+    model = _log_likelihood_model(run, k_chunk)
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+
+    z_mean, z_log_var = (a.astype(np.float64) for a in run.encode(x_all))
+    kl = 0.5 * np.sum(np.square(z_mean) + np.exp(z_log_var) - 1.0 - z_log_var, axis=1)
+    sigma = np.exp(0.5 * z_log_var)
+    x_hat = run.decode(z_mean.astype(np.float32)).reshape(n, -1).astype(np.float64)
+    target = x_all.reshape(n, -1).astype(np.float64)
+    eps = 1e-7  # Keras' clipping in binary cross-entropy, so both estimates score alike
+    x_hat = np.clip(x_hat, eps, 1 - eps)
+    log_px_at_mean = np.sum(target * np.log(x_hat) + (1 - target) * np.log(1 - x_hat), axis=1)
+
+    log_w = np.empty((n, samples))
+    log_px = np.empty((n, samples))
+    for start in range(0, n, per_call):
+        stop = min(n, start + per_call)
+        for k0 in range(0, samples, k_chunk):
+            k1 = min(samples, k0 + k_chunk)
+            noise = rng.standard_normal((stop - start, k_chunk, dim))
+            z = z_mean[start:stop, None] + sigma[start:stop, None] * noise
+            batch = model.predict_on_batch([x_all[start:stop], z.astype(np.float32)])
+            ll = np.asarray(batch, np.float64)[:, : k1 - k0]
+            log_pz = -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)[:, : k1 - k0]
+            log_qz = -0.5 * np.sum(noise**2 + z_log_var[start:stop, None] + LOG_2PI, axis=-1)[:, : k1 - k0]
+            log_px[start:stop, k0:k1] = ll
+            log_w[start:stop, k0:k1] = ll + log_pz - log_qz
+        if progress is not None:
+            progress(stop, n)
+    iwae = _logsumexp(log_w, axis=1) - math.log(samples)
+    reconstruction = -log_px.mean(axis=1)
+    return Evaluation(
+        images=n,
+        samples=samples,
+        binarized=run.config.train.binarize,
+        elbo=float(np.mean(-reconstruction - kl)),
+        reconstruction_loss=float(reconstruction.mean()),
+        kl_loss=float(kl.mean()),
+        elbo_at_mean=float(np.mean(log_px_at_mean - kl)),
+        reconstruction_loss_at_mean=float(-log_px_at_mean.mean()),
+        iwae=float(iwae.mean()),
+        nll=float(-iwae.mean()),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def evaluate_and_save(run: Run, data: Dataset, **kwargs) -> Evaluation:
+    """`evaluate`, then writes the result into the run's metrics.json under "evaluation"."""
+    result = evaluate(run, data, **kwargs)
+    run.metrics = update_metrics(run.path, evaluation=asdict(result))
+    return result
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    top = a.max(axis=axis, keepdims=True)
+    return np.squeeze(top, axis) + np.log(np.sum(np.exp(a - top), axis=axis))

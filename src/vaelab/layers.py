@@ -1,0 +1,97 @@
+"""Faster, mathematically identical formulations of the ConvNet's layer pairs, as Keras layers.
+
+Part (g)'s network spends most of its CPU time in two patterns: a 3x3 convolution followed by 2x2
+max-pooling (encoder), and 2x nearest upsampling followed by a 3x3 convolution (decoder). Each
+layer here computes one such pair in one go, with the same variables as the `Conv2D` it replaces
+(`kernel` of shape (3, 3, C, F) and `bias`), so weights move freely between the two formulations.
+The tests check outputs and gradients against the stock Keras layers. benchmarks/README.md says
+what each saves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import activations, layers, ops
+
+
+class ConvMaxPool2D(layers.Conv2D):
+    """Conv2D(F, (3, 3), padding="same", activation=relu) then MaxPooling2D((2, 2)), in one layer.
+
+    Each of the four pixels of a pooling window is one "phase" of the convolution's output; a
+    stride-2 convolution with a 4x4 kernel computes all four phases at once (4F channels), the max
+    over the phases is the pooling. Because relu is monotonic and the bias is shared by the phases,
+    max(relu(y + b)) = relu(max(y) + b): the activation runs on the pooled, four times smaller map.
+    """
+
+    def __init__(self, filters: int, **kwargs):
+        kwargs.setdefault("activation", "relu")
+        super().__init__(filters, (3, 3), padding="same", **kwargs)
+        if self.activation not in (activations.relu, activations.linear):
+            raise ValueError("ConvMaxPool2D needs a monotonic activation (relu or linear)")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, None if h is None else h // 2, None if w is None else w // 2, self.filters)
+
+    def call(self, x):
+        _, h, w, c = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(f"ConvMaxPool2D needs an even height and width, got {h}x{w}")
+        # kernel4[i, j, c, phase, f] = kernel[i - p, j - q, c, f] for phase (p, q): each phase's 3x3
+        # kernel placed at its offset in a 4x4 window.
+        phases = [ops.pad(self.kernel, ((p, 1 - p), (q, 1 - q), (0, 0), (0, 0))) for p in (0, 1) for q in (0, 1)]
+        kernel4 = ops.reshape(ops.stack(phases, axis=-2), (4, 4, c, 4 * self.filters))
+        padded = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        y = ops.conv(padded, kernel4, strides=2, padding="valid")  # (n, h/2, w/2, 4F)
+        y = ops.max(ops.reshape(y, (-1, h // 2, w // 2, 4, self.filters)), axis=-2)
+        return self.activation(y + self.bias)
+
+
+class UpSamplingConv2D(layers.Conv2D):
+    """UpSampling2D((2, 2)) (nearest) then Conv2D(F, (3, 3), padding), computed at the low resolution.
+
+    On a 2x nearest-upsampled image a 3x3 window covers at most 2x2 distinct low-resolution pixels,
+    so each of the four output phases is a 2x2 convolution of the low-resolution input with taps of
+    the 3x3 kernel summed. All four run as one convolution (4F channels), then the phases are
+    interleaved into the full-resolution output ("sub-pixel convolution"). Same result, about half
+    the multiplications, a quarter of the memory traffic.
+    """
+
+    def __init__(self, filters: int, padding: str = "same", **kwargs):
+        super().__init__(filters, (3, 3), padding=padding, **kwargs)
+        offsets = self._offsets(padding)
+        self._low = min(min(row) for row in offsets)
+        self._high = max(max(row) for row in offsets)
+        # taps[p, d, o] = 1 where kernel row d of output phase p reads low-resolution row offset o.
+        taps = np.zeros((2, 3, self._high - self._low + 1), np.float32)
+        for p in (0, 1):
+            for d in range(3):
+                taps[p, d, offsets[p][d] - self._low] = 1.0
+        self._taps = taps
+
+    @staticmethod
+    def _offsets(padding: str) -> list[list[int]]:
+        """Low-resolution row offset read by kernel row d for output row 2a + p: floor((p - pad + d) / 2)."""
+        pad = 1 if padding == "same" else 0
+        return [[(p - pad + d) // 2 for d in range(3)] for p in (0, 1)]
+
+    def build(self, input_shape):
+        n, h, w, c = input_shape
+        super().build((n, None if h is None else 2 * h, None if w is None else 2 * w, c))
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return super().compute_output_shape((n, None if h is None else 2 * h, None if w is None else 2 * w, c))
+
+    def call(self, x):
+        c = x.shape[-1]
+        size = self._high - self._low + 1
+        kernel = ops.einsum("pdo,qeu,decf->oucpqf", self._taps, self._taps, self.kernel)
+        kernel = ops.reshape(kernel, (size, size, c, 4 * self.filters))
+        if self._low < 0:
+            x = ops.pad(x, ((0, 0), (-self._low, self._high), (-self._low, self._high), (0, 0)))
+        y = ops.conv(x, kernel, padding="valid")  # (n, oh, ow, 4F), phases (p, q) major
+        oh, ow = y.shape[1], y.shape[2]
+        y = ops.reshape(y, (-1, oh, ow, 2, 2, self.filters))
+        y = ops.reshape(ops.transpose(y, (0, 1, 3, 2, 4, 5)), (-1, 2 * oh, 2 * ow, self.filters))
+        return self.activation(y + self.bias)

@@ -1,0 +1,130 @@
+"""The fused ConvNet layers compute exactly what the stock Keras layer pairs compute: values and gradients."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from vaelab.config import PRESETS
+from vaelab.data import scale_pixels
+from vaelab.layers import ConvMaxPool2D, UpSamplingConv2D
+from vaelab.model import build_models, kl_loss, reconstruction_loss
+
+
+def value_and_grads(stack, x):
+    """Output of `stack` on x, and the gradients of sum(output * r) for a fixed random r."""
+    import jax
+    import jax.numpy as jnp
+
+    y0 = x
+    for layer in stack:
+        y0 = layer(y0)
+    r = np.random.default_rng(9).normal(size=y0.shape).astype(np.float32)
+    variables = [v for layer in stack for v in layer.trainable_variables]
+
+    def f(values, x):
+        out = x
+        k = 0
+        for layer in stack:
+            n = len(layer.trainable_variables)
+            out, _ = layer.stateless_call(values[k : k + n], [], out)
+            k += n
+        return jnp.sum(out * r)
+
+    grads = jax.grad(f, argnums=(0, 1))([v.value for v in variables], jnp.asarray(x))
+    return np.asarray(y0), [np.asarray(g) for g in grads[0]], np.asarray(grads[1])
+
+
+def random_weights(layer, rng):
+    for v in layer.trainable_variables:
+        v.assign(rng.normal(0, 0.5, v.shape).astype(np.float32))
+
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="gradients are taken with jax.grad")
+
+
+@pytest.mark.parametrize(("shape", "filters"), [((28, 28, 1), 16), ((14, 14, 16), 8), ((6, 10, 3), 5)])
+@pytest.mark.parametrize("zeros", [False, True])
+def test_conv_max_pool_equals_conv_then_pool(shape, filters, zeros):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, *shape)).astype(np.float32)
+    if zeros:  # MNIST-like: large blank areas, so pooling windows hold ties
+        x[:, : shape[0] // 2] = 0.0
+    conv = layers.Conv2D(filters, (3, 3), padding="same", activation="relu")
+    pool = layers.MaxPooling2D((2, 2), padding="same")
+    conv.build((None, *shape))
+    random_weights(conv, rng)
+    fused = ConvMaxPool2D(filters)
+    fused.build((None, *shape))
+    fused.kernel.assign(conv.kernel)
+    fused.bias.assign(conv.bias)
+    y_ref, g_ref, gx_ref = value_and_grads([conv, pool], x)
+    y, g, gx = value_and_grads([fused], x)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g, g_ref, strict=True):  # the kernel and bias gradients, which training uses
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    if not zeros:
+        np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
+    # Where a pooling window holds a tie (blank patches), the max is not differentiable: Keras' pooling
+    # sends the gradient to the first maximum, this layer splits it evenly. Both are subgradients; the
+    # kernel and bias gradients above agree either way, since a blank patch contributes nothing to them.
+
+
+@pytest.mark.parametrize(
+    ("shape", "filters", "padding", "activation"),
+    [((14, 14, 16), 1, "same", "sigmoid"), ((8, 8, 8), 16, "valid", "relu"), ((5, 7, 3), 4, "same", "relu")],
+)
+def test_upsampling_conv_equals_upsample_then_conv(shape, filters, padding, activation):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, *shape)).astype(np.float32)
+    up = layers.UpSampling2D((2, 2))
+    conv = layers.Conv2D(filters, (3, 3), padding=padding, activation=activation)
+    conv.build((None, 2 * shape[0], 2 * shape[1], shape[2]))
+    random_weights(conv, rng)
+    fused = UpSamplingConv2D(filters, padding, activation=activation)
+    fused.build((None, *shape))
+    fused.kernel.assign(conv.kernel)
+    fused.bias.assign(conv.bias)
+    assert fused.compute_output_shape((None, *shape)) == conv.compute_output_shape(
+        up.compute_output_shape((None, *shape))
+    )
+    y_ref, g_ref, gx_ref = value_and_grads([up, conv], x)
+    y, g, gx = value_and_grads([fused], x)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g, g_ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_and_stock_conv_networks_agree_on_real_digits(mnist):
+    import jax
+    import jax.numpy as jnp
+
+    fused = build_models(PRESETS["conv"], seed=3)
+    stock = build_models(dataclasses.replace(PRESETS["conv"], implementation="keras"), seed=3)
+    rng = np.random.default_rng(0)
+    for a, b in zip(fused.vae.trainable_variables, stock.vae.trainable_variables, strict=True):
+        w = rng.normal(0, 0.3, a.shape).astype(np.float32)
+        a.assign(w)
+        b.assign(w)
+    x = scale_pixels(mnist.x_test[:100])
+    for p, q in zip(fused.encoder.predict(x, verbose=0), stock.encoder.predict(x, verbose=0), strict=True):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-5)
+    z = rng.normal(size=(100, 2)).astype(np.float32)
+    np.testing.assert_allclose(fused.generator.predict(z, verbose=0), stock.generator.predict(z, verbose=0), atol=1e-5)
+
+    def grads(models):
+        ntv = [v.value for v in models.vae.non_trainable_variables]
+
+        def loss(tv):
+            y, _ = models.vae.stateless_call(tv, ntv, jnp.asarray(x), training=True)
+            return jnp.mean(reconstruction_loss(x, y["x_decoded_mean"]) + kl_loss(y["z_mean"], y["z_log_var"]))
+
+        return jax.grad(loss)([v.value for v in models.vae.trainable_variables])
+
+    for p, q in zip(grads(fused), grads(stock), strict=True):
+        np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-4, atol=1e-5 * float(jnp.abs(q).max()))
