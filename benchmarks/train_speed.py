@@ -1,10 +1,17 @@
-"""Seconds per training epoch of each preset, per installed Keras backend, printed as a Markdown table.
+"""Seconds per training epoch, vaelab against its peers, printed as a Markdown table.
 
-    python benchmarks/train_speed.py [--presets mlp conv] [--backends jax] [--epochs 4]
+    python benchmarks/train_speed.py [--presets mlp conv] [--epochs 4] [--no-peers]
 
-Each measurement trains on the full 60,000 MNIST images with `vaelab.train` (batch 100, the test set
-as validation, as `vaelab train` does) in a fresh process. s/epoch is the median of the epochs after
-the first (which includes compilation); GFLOP/s counts forward and backward FLOPs of the network.
+Every row trains on the full 60,000 MNIST images, batch 100, with the test set evaluated after each
+epoch, in a fresh process:
+- vaelab (Keras 3 + JAX, the default), with the ConvNet's layer pairs fused and with the exercise's
+  Keras layers one by one (`--implementation keras`);
+- peers, where installed: vaelab's networks on the Keras TensorFlow and torch backends (Keras layers),
+  and the same networks written in plain PyTorch (eager), benchmarks/peer_torch.py.
+s/epoch is the median of the epochs after the first (which includes compilation); GFLOP/s counts the
+exercise's layers' forward and backward FLOPs; % of peak is against a float32 matrix product on this
+machine. Every process gets the same malloc settings (vaelab sets them itself; peers get
+GLIBC_TUNABLES), so the comparison is of the frameworks, not the allocator.
 """
 
 from __future__ import annotations
@@ -24,67 +31,89 @@ from _common import TRAIN_IMAGES, matmul_peak_gflops, table
 
 from vaelab.run import machine
 
+HERE = Path(__file__).parent
 PRESETS = ["mlp", "mlp-fixed-var", "conv", "conv-fixed-var"]
-BACKENDS = ["jax", "tensorflow", "torch"]
+TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:glibc.malloc.top_pad=67108864"
 
 
-def measure(preset: str, backend: str, epochs: int) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend}
-    worker = Path(__file__).parent / "_train_worker.py"
-    done = subprocess.run(
-        [sys.executable, str(worker), "--preset", preset, "--epochs", str(epochs)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+def measure(cmd: list[str], backend: str | None = None) -> dict:
+    env = {**os.environ, "GLIBC_TUNABLES": TUNABLES}
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    done = subprocess.run([sys.executable, *cmd], env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{preset} on {backend} failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, list[str], str | None]]:
+    """(who, how, command, KERAS_BACKEND) for each row of one preset."""
+    worker = [str(HERE / "_train_worker.py"), "--preset", preset, "--epochs", str(epochs)]
+    rows = [("vaelab", "Keras 3 + JAX, fused", [*worker, "--implementation", "fused"], "jax")]
+    if preset.startswith("conv"):
+        rows.append(("vaelab", "Keras 3 + JAX, Keras layers", [*worker, "--implementation", "keras"], "jax"))
+    if peers:
+        for backend in ("tensorflow", "torch"):
+            if importlib.util.find_spec(backend):
+                rows.append(("peer", f"Keras 3 + {backend}", [*worker, "--implementation", "keras"], backend))
+        if importlib.util.find_spec("torch") and preset in ("mlp", "conv"):
+            rows.append(
+                (
+                    "peer",
+                    "plain PyTorch, eager",
+                    [str(HERE / "peer_torch.py"), "--arch", preset, "--epochs", str(epochs)],
+                    None,
+                )
+            )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
-    parser.add_argument(
-        "--backends", nargs="+", default=None, choices=BACKENDS, help="default: every installed backend"
-    )
     parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement, the first not timed")
+    parser.add_argument("--no-peers", action="store_true", help="measure vaelab only")
     args = parser.parse_args()
-    backends = args.backends or [b for b in BACKENDS if importlib.util.find_spec(b)]
 
     peak = matmul_peak_gflops()
     print(f"machine: {machine()}; float32 matmul peak {peak:.0f} GFLOP/s\n")
     rows = []
+    flops = {}
     for preset in args.presets:
-        for backend in backends:
-            r = measure(preset, backend, args.epochs)
+        results = []
+        for who, how, cmd, backend in candidates(preset, args.epochs, not args.no_peers):
+            r = measure(cmd, backend)
+            flops.setdefault(preset, r.get("flops_per_epoch"))
             timed = r["seconds"][1:] or r["seconds"]
-            s = statistics.median(timed)
-            gflops = r["flops_per_epoch"] / s / 1e9
+            results.append((who, how, statistics.median(timed), timed, r))
+            print(f"  {preset}, {how}: {results[-1][2]:.2f} s/epoch", file=sys.stderr)
+        fastest_peer = min((s for who, _, s, _, _ in results if who == "peer"), default=None)
+        for who, how, s, timed, r in results:
+            gflops = (flops[preset] or 0) / s / 1e9
+            ratio = f"{fastest_peer / s:.2f}x" if fastest_peer else "–"
             rows.append(
                 [
                     preset,
-                    backend,
+                    f"{who}: {how}",
                     f"{s:.2f}",
                     f"{min(timed):.2f}–{max(timed):.2f}",
                     f"{TRAIN_IMAGES / s:,.0f}",
                     f"{gflops:.1f}",
                     f"{100 * gflops / peak:.1f}%",
                     f"{r['peak_rss_mb']:.0f}",
-                    f"{r['test_loss']:.1f}",
+                    ratio,
                 ]
             )
-            print(f"  measured {preset} on {backend}: {s:.2f} s/epoch", file=sys.stderr)
     header = [
         "preset",
-        "backend",
+        "who: how",
         "s/epoch",
         "range",
         "images/s",
         "GFLOP/s",
         "% of peak",
         "peak RSS MB",
-        f"test loss after {args.epochs} ep",
+        "speed vs fastest peer",
     ]
     print(table(header, rows))
 

@@ -280,6 +280,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    """Serves the interactive latent-space explorer for one or more runs."""
+    from vaelab.explore import serve
+
+    serve(args.runs, host=args.host, port=args.port, data_dir=args.data_dir)
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------------
 
 
@@ -390,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("explore", help="explore the latent space of one or more runs in the browser")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("kl", help="question 2: KL(N(MU1, SIGMA1^2) || N(MU2, SIGMA2^2)) in closed form")
     for name in ("mu1", "sigma1", "mu2", "sigma2"):

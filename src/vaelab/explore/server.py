@@ -1,0 +1,279 @@
+"""`vaelab explore`: a local web page to move through a trained VAE's latent space.
+
+A FastAPI app serves the page (vendored, no CDN) and a small JSON API the page uses: list runs, the
+latent map, decode points, encode a drawn digit, interpolate. Runs are chosen by an id from the
+server's own list, never by a path from the client; every input is validated, and bad input is a
+4xx with a one-line message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from vaelab import analysis
+from vaelab.data import Dataset
+from vaelab.run import Run
+
+MAX_POINTS = 256  # latent points per decode request
+MAX_STEPS = 64  # interpolation steps
+MAX_BODY_BYTES = 64 * 1024  # the largest valid request (256 points of 50 dimensions) is far smaller
+BOUND = analysis.MAX_LATENT_ABS
+
+Coordinate = Annotated[float, Field(ge=-BOUND, le=BOUND, allow_inf_nan=False)]
+Point = Annotated[list[Coordinate], Field(min_length=1, max_length=512)]
+Pixel = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class DecodeRequest(BaseModel):
+    points: list[Point] = Field(min_length=1, max_length=MAX_POINTS, description="latent points, latent_dim each")
+
+
+class EncodeRequest(BaseModel):
+    pixels: list[Pixel] = Field(min_length=784, max_length=784, description="a 28x28 image, row by row, 0 = blank")
+
+
+class InterpolateRequest(BaseModel):
+    start: Point
+    end: Point
+    steps: int = Field(10, ge=2, le=MAX_STEPS, description="points on the segment, endpoints included")
+
+
+class Images(BaseModel):
+    images: list[str] = Field(description="28x28 uint8 images, base64, row by row (255 = ink)")
+
+
+class Encoded(BaseModel):
+    z_mean: list[float]
+    z_log_var: list[float]
+    coords: list[float] = Field(description="where the point lies on the drawn map")
+    reconstruction: str
+
+
+class Interpolated(Images):
+    points: list[list[float]]
+
+
+class RunInfo(BaseModel):
+    id: str
+    name: str
+    preset: str
+    arch: str
+    variance: str
+    latent_dim: int
+    epochs: int
+    test_loss: float | None
+
+
+def _image_b64(image: np.ndarray) -> str:
+    return base64.b64encode(np.clip(np.rint(np.asarray(image) * 255), 0, 255).astype(np.uint8).tobytes()).decode()
+
+
+@dataclass
+class Explorer:
+    """One run as the page sees it: the encoded test set, the digit table, and locked model calls."""
+
+    id: str
+    run: Run
+    codes: analysis.LatentCodes
+    table: list[analysis.DigitRow]
+    lock: threading.Lock
+
+    @classmethod
+    def load(cls, run_id: str, run: Run, data: Dataset) -> Explorer:
+        explorer = cls(
+            run_id, run, analysis.encode_test_set(run, data), analysis.digit_table(run, data), threading.Lock()
+        )
+        explorer.decode(np.zeros((1, run.config.model.latent_dim), np.float32))  # compile before the first visitor
+        return explorer
+
+    @property
+    def latent_dim(self) -> int:
+        return self.run.config.model.latent_dim
+
+    def points(self, points: list[list[float]]) -> np.ndarray:
+        if any(len(p) != self.latent_dim for p in points):
+            raise HTTPException(422, f"each point needs {self.latent_dim} coordinates for run {self.id}")
+        return np.asarray(points, np.float32)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Decodes in one batch, padded to a power of two so the compiled function is reused."""
+        n = len(z)
+        size = 1 << (n - 1).bit_length()
+        padded = np.zeros((size, z.shape[1]), np.float32)
+        padded[:n] = z
+        with self.lock:
+            images = self.run.generator.predict_on_batch(padded)
+        return np.asarray(images)[:n].reshape(n, 28, 28)
+
+    def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            z_mean, z_log_var = self.run.encoder.predict_on_batch(pixels.reshape(1, 28, 28, 1))
+        return np.asarray(z_mean)[0], np.asarray(z_log_var)[0]
+
+    def info(self) -> RunInfo:
+        config = self.run.config
+        test = self.run.metrics.get("test", {})
+        return RunInfo(
+            id=self.id,
+            name=self.run.name,
+            preset=config.preset,
+            arch=config.model.arch,
+            variance=config.model.variance,
+            latent_dim=config.model.latent_dim,
+            epochs=self.run.epoch,
+            test_loss=test.get("loss"),
+        )
+
+    def latent_map(self, data: Dataset) -> dict:
+        codes = self.codes
+        table = [
+            {
+                "digit": row.digit,
+                "index": row.index,
+                "z_mean": list(row.z_mean),
+                "sigma": list(row.sigma) if row.sigma else None,
+                "coords": codes.project(np.array([row.z_mean]))[0].round(5).tolist(),
+                "image": _image_b64(data.x_test[row.index] / 255.0),
+            }
+            for row in self.table
+        ]
+        return {
+            "run": self.info().model_dump(),
+            "axis_labels": list(codes.axis_labels),
+            "is_pca": codes.is_pca,
+            "plane_mean": codes.plane_mean.tolist(),
+            "plane_axes": codes.plane_axes.tolist(),
+            "coords": codes.coords.round(4).tolist(),
+            "labels": codes.labels.tolist(),
+            "table": table,
+        }
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over `limit` bytes is refused with 413 before it is read whole."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _plain_error(send, 413, f"request body over {self.limit} bytes")
+        seen = 0
+        refused = False
+
+        async def limited_receive():
+            nonlocal seen, refused
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit and not refused:
+                refused = True
+                await _plain_error(send, 413, f"request body over {self.limit} bytes")
+            return {"type": "http.disconnect"} if refused else message
+
+        async def guarded_send(message):
+            if not refused:  # once refused, the app's own reply is dropped
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+async def _plain_error(send, status: int, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(runs: list[Run], data: Dataset) -> FastAPI:
+    """The explorer's web app for `runs` (ids "0", "1", ... in the given order)."""
+    explorers = {str(k): Explorer.load(str(k), run, data) for k, run in enumerate(runs)}
+    static = Path(str(resources.files("vaelab.explore").joinpath("static")))
+    app = FastAPI(
+        title="vaelab explorer",
+        version="1",
+        description="Explore a trained VAE's latent space.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(BodySizeLimit)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return JSONResponse({"detail": f"{where}: {first.get('msg')}" if where else first.get("msg")}, 422)
+
+    def get(run_id: str) -> Explorer:
+        if run_id not in explorers:
+            raise HTTPException(404, f"no run {run_id!r}; GET /api/runs lists them")
+        return explorers[run_id]
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(static / "index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def asset(name: str) -> FileResponse:
+        files = {p.name: p for p in static.iterdir() if p.is_file()}
+        if name not in files:
+            raise HTTPException(404, "no such file")
+        return FileResponse(files[name])
+
+    @app.get("/api/runs", response_model=list[RunInfo])
+    def list_runs() -> list[RunInfo]:
+        """The runs this server explores."""
+        return [e.info() for e in explorers.values()]
+
+    @app.get("/api/runs/{run_id}/map")
+    def latent_map(run_id: str) -> dict:
+        """The test set's codes in the drawn plane, their digits, and the one-image-per-digit table."""
+        return get(run_id).latent_map(data)
+
+    @app.post("/api/runs/{run_id}/decode", response_model=Images)
+    def decode(run_id: str, body: DecodeRequest) -> Images:
+        """Decodes latent points into digits."""
+        explorer = get(run_id)
+        return Images(images=[_image_b64(im) for im in explorer.decode(explorer.points(body.points))])
+
+    @app.post("/api/runs/{run_id}/encode", response_model=Encoded)
+    def encode(run_id: str, body: EncodeRequest) -> Encoded:
+        """Encodes a drawn digit; returns its code, where it lands on the map, and its reconstruction."""
+        explorer = get(run_id)
+        z_mean, z_log_var = explorer.encode(np.asarray(body.pixels, np.float32))
+        return Encoded(
+            z_mean=z_mean.tolist(),
+            z_log_var=z_log_var.tolist(),
+            coords=explorer.codes.project(z_mean[None])[0].tolist(),
+            reconstruction=_image_b64(explorer.decode(z_mean[None])[0]),
+        )
+
+    @app.post("/api/runs/{run_id}/interpolate", response_model=Interpolated)
+    def interpolate(run_id: str, body: InterpolateRequest) -> Interpolated:
+        """Decodes `steps` evenly spaced points from `start` to `end`, endpoints included."""
+        explorer = get(run_id)
+        start, end = explorer.points([body.start, body.end])
+        t = np.linspace(0.0, 1.0, body.steps, dtype=np.float32)[:, None]
+        points = (1 - t) * start + t * end
+        return Interpolated(points=points.tolist(), images=[_image_b64(im) for im in explorer.decode(points)])
+
+    return app
