@@ -240,3 +240,17 @@ def test_page_in_chromium_decodes_draws_and_interpolates(server, browser, artifa
     assert not errors, errors
     assert not remote, f"the page fetched from elsewhere: {remote}"
     page.close()
+
+
+def test_higher_latent_dims_get_the_principal_plane(tmp_path, mnist):
+    from vaelab.config import make_config
+    from vaelab.training import train
+
+    run = train(
+        make_config("mlp", latent_dim=3, epochs=1, train_subset=500, test_subset=100), tmp_path / "d3", verbose=0
+    )
+    client = TestClient(create_app([run], mnist))
+    m = client.get("/api/runs/0/map").json()
+    assert m["is_pca"] and m["axis_labels"] == ["PC1", "PC2"] and len(m["plane_axes"]) == 3
+    assert len(client.post("/api/runs/0/decode", json={"points": [[0.1, 0.2, 0.3]]}).json()["images"]) == 1
+    assert client.post("/api/runs/0/decode", json={"points": [[0.1, 0.2]]}).status_code == 422
