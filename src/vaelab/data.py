@@ -84,6 +84,11 @@ def binarized_test_set(data: Dataset) -> np.ndarray:
     return (np.random.default_rng(BINARIZE_SEED).random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
+def test_images(data: Dataset, *, binarized: bool) -> np.ndarray:
+    """The test images a run is scored on: the fixed binarised set, or grey levels in [0, 1]."""
+    return binarized_test_set(data) if binarized else scale_pixels(data.x_test)
+
+
 def default_data_dir() -> Path:
     """`VAELAB_DATA_DIR`, else `$XDG_CACHE_HOME/vaelab`, else `~/.cache/vaelab`."""
     if os.environ.get("VAELAB_DATA_DIR"):

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from vaelab.data import Dataset, binarized_test_set, scale_pixels
+from vaelab.data import Dataset, test_images
 from vaelab.errors import VaelabError
 from vaelab.run import Run, update_metrics
 
@@ -61,11 +61,6 @@ def _log_likelihood_model(run: Run, k: int) -> keras.Model:
     return keras.Model([x, z], _LogLikelihood(run.generator, name="log_px_given_z")(x, z))
 
 
-def test_images(run: Run, data: Dataset) -> np.ndarray:
-    """The test set the run is evaluated on: binarised (fixed draw) for binarised runs, else grey levels."""
-    return binarized_test_set(data) if run.config.train.binarize else scale_pixels(data.x_test)
-
-
 def evaluate(
     run: Run,
     data: Dataset,
@@ -79,7 +74,7 @@ def evaluate(
     """Evaluates `run` on the first `images` test images (default: all 10,000) with K = `samples`."""
     if samples < 1:
         raise VaelabError(f"--samples must be >= 1, got {samples}")
-    x_all = test_images(run, data)[:images]
+    x_all = test_images(data, binarized=run.config.train.binarize)[:images]
     n, dim = len(x_all), run.config.model.latent_dim
     points = points_per_call or POINTS_PER_CALL[run.config.model.arch]
     k_chunk = min(samples, points)

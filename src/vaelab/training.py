@@ -15,7 +15,7 @@ from vaelab import run as runs
 from vaelab._files import write_json
 from vaelab._malloc import tune_malloc
 from vaelab.config import RunConfig
-from vaelab.data import Dataset, binarized_test_set, fetch_mnist, scale_pixels
+from vaelab.data import Dataset, fetch_mnist, scale_pixels, test_images
 from vaelab.errors import VaelabError
 from vaelab.model import build_models
 
@@ -29,9 +29,7 @@ def prepare(config: RunConfig, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     step) and the test images are the fixed binarised test set.
     """
     x_train = scale_pixels(data.x_train[: config.train.train_subset])
-    x_test = (binarized_test_set(data) if config.train.binarize else scale_pixels(data.x_test))[
-        : config.train.test_subset
-    ]
+    x_test = test_images(data, binarized=config.train.binarize)[: config.train.test_subset]
     return x_train, x_test
 
 
