@@ -26,10 +26,12 @@ def main() -> None:
 
     import keras
 
+    from vaelab._malloc import tune_malloc
     from vaelab.config import make_config
     from vaelab.model import build_models
     from vaelab.training import train
 
+    tune_malloc()  # as the vaelab command does
     config = make_config(args.preset, epochs=args.epochs, implementation=args.implementation)
     with tempfile.TemporaryDirectory() as out:
         run = train(config, Path(out) / "run", verbose=0, log=lambda msg: None)

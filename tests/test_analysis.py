@@ -34,28 +34,28 @@ def test_higher_latent_dims_are_drawn_on_their_principal_plane(mnist):
     assert explained[0] >= explained[1] and explained.sum() <= total * (1 + 1e-6)
 
 
-def test_digit_table_has_the_first_image_of_each_digit_and_its_code(small_run, mnist):
-    rows = analysis.digit_table(small_run, mnist)
-    assert [r.digit for r in rows] == list(range(10))
+def test_class_table_has_the_first_image_of_each_digit_and_its_code(small_run, mnist):
+    rows = analysis.class_table(small_run, mnist)
+    assert [r.label for r in rows] == list(range(10)) and [r.name for r in rows] == [str(d) for d in range(10)]
     for row in rows:
-        assert mnist.y_test[row.index] == row.digit
-        assert not (mnist.y_test[: row.index] == row.digit).any()
+        assert mnist.y_test[row.index] == row.label
+        assert not (mnist.y_test[: row.index] == row.label).any()
         z_mean, z_log_var = small_run.encode(mnist.x_test[[row.index]])
         np.testing.assert_allclose(row.z_mean, z_mean[0], rtol=1e-5)
         np.testing.assert_allclose(row.sigma, np.exp(z_log_var[0] / 2), rtol=1e-5)
     assert rows[7].index == 0 and rows[2].index == 1  # MNIST's test set begins 7, 2, 1, 0
     assert analysis.table_markdown(rows).count("\n") == 11
-    assert analysis.table_csv(rows).splitlines()[0] == "digit,test_index,z_mean_0,z_mean_1,sigma_0,sigma_1"
+    assert analysis.table_csv(rows).splitlines()[0] == "digit,label,test_index,z_mean_0,z_mean_1,sigma_0,sigma_1"
 
 
 def test_picks_replace_the_defaults_and_are_checked(mnist):
-    picks = analysis.parse_picks(mnist.y_test, [100])
+    picks = analysis.parse_picks(mnist, [100])
     assert picks[int(mnist.y_test[100])] == 100
     with pytest.raises(VaelabError, match="out of range"):
-        analysis.parse_picks(mnist.y_test, [10000])
+        analysis.parse_picks(mnist, [10000])
     twice = [int(i) for i in np.flatnonzero(mnist.y_test == 4)[:2]]
     with pytest.raises(VaelabError, match="two images of digit 4"):
-        analysis.parse_picks(mnist.y_test, twice)
+        analysis.parse_picks(mnist, twice)
 
 
 def test_generator_decodes_points_in_one_batch(small_run):
@@ -88,7 +88,7 @@ def test_manifold_uses_the_course_scripts_gaussian_quantiles(small_run):
 
 
 def test_interpolation_walks_the_segment_between_two_codes(small_run, mnist):
-    start, end = analysis.pick_pair(mnist.y_test)
+    start, end = analysis.pick_pair(mnist)
     assert (mnist.y_test[start], mnist.y_test[end]) == (3, 8)
     interp = analysis.interpolate(small_run, mnist, start, end, steps=10)
     codes, _ = small_run.encode(mnist.x_test[[start, end]])
@@ -103,21 +103,23 @@ def test_interpolation_walks_the_segment_between_two_codes(small_run, mnist):
 def test_interpolation_refuses_one_digit_twice_and_bad_indices(mnist):
     threes = np.flatnonzero(mnist.y_test == 3)
     with pytest.raises(VaelabError, match="both show a 3"):
-        analysis.pick_pair(mnist.y_test, from_index=int(threes[0]), to_index=int(threes[1]))
+        analysis.pick_pair(mnist, from_index=int(threes[0]), to_index=int(threes[1]))
     with pytest.raises(VaelabError, match="both show a 5"):
-        analysis.pick_pair(mnist.y_test, from_digit=5, to_digit=5)
-    assert analysis.pick_pair(mnist.y_test, from_digit=5, to_digit=5, allow_same_digit=True)[0] >= 0
+        analysis.pick_pair(mnist, from_class="5", to_class="5")
+    assert analysis.pick_pair(mnist, from_class="5", to_class="5", allow_same_class=True)[0] >= 0
     with pytest.raises(VaelabError, match="out of range"):
-        analysis.pick_pair(mnist.y_test, from_index=-1)
+        analysis.pick_pair(mnist, from_index=-1)
     with pytest.raises(VaelabError, match="not both"):
-        analysis.pick_pair(mnist.y_test, from_index=1, from_digit=2)
+        analysis.pick_pair(mnist, from_index=1, from_class="2")
+    with pytest.raises(VaelabError, match="'ten' is not a class of MNIST"):
+        analysis.pick_pair(mnist, from_class="ten")
 
 
 def test_encode_command_prints_the_table_and_writes_its_files(small_run, mnist, tmp_path):
     result = run_cli("encode", str(small_run.path), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == analysis.table_markdown(analysis.digit_table(small_run, mnist))
-    for name in ("latent_map.png", "digit_table.png", "digit_table.md", "digit_table.csv"):
+    assert result.stdout.strip() == analysis.table_markdown(analysis.class_table(small_run, mnist))
+    for name in ("latent_map.png", "class_table.png", "class_table.md", "class_table.csv"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "latent_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

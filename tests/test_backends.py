@@ -43,3 +43,29 @@ def test_backend_trains_and_reloads(backend, preset, tmp_path, mnist):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == backend
     assert 0 < result["loss"] < 600 and result["same"]
+
+
+CHOSEN = "import vaelab, keras, vaelab._malloc as m; print(keras.backend.backend(), m._done)"
+
+
+@pytest.mark.parametrize(
+    ("keras_json", "env_backend", "expected"),
+    [
+        (None, None, "jax"),  # nothing chosen: vaelab's default
+        ({"backend": "tensorflow"}, None, "jax"),  # what Keras writes itself on first import: not a choice
+        ({"backend": "numpy"}, None, "numpy"),  # the user's keras.json
+        ({"backend": "jax"}, "numpy", "numpy"),  # KERAS_BACKEND wins
+    ],
+)
+def test_import_vaelab_respects_the_users_backend(tmp_path, keras_json, env_backend, expected):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)
+    if keras_json is not None:
+        (tmp_path / "keras.json").write_text(json.dumps(keras_json))
+    if env_backend:
+        env["KERAS_BACKEND"] = env_backend
+    done = subprocess.run([sys.executable, "-c", CHOSEN], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    backend, tuned = done.stdout.split()
+    assert backend == expected
+    assert tuned == "False"  # importing vaelab changes nothing process-wide (malloc is the CLI's business)

@@ -33,7 +33,8 @@ def test_config_survives_a_json_round_trip():
         ({"latent_dim": 0}, "latent_dim must be an integer >= 1"),
         ({"batch_size": -5}, "batch_size must be an integer >= 1"),
         ({"optimizer": "sgd"}, "unknown optimizer 'sgd'"),
-        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"learning_rate": 0.0}, "learning_rate must be a finite number > 0"),
+        ({"learning_rate": float("inf")}, "learning_rate must be a finite number > 0, got inf"),
         ({"color": "red"}, "unknown training settings: color"),
     ],
 )

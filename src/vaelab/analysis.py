@@ -1,7 +1,8 @@
-"""The exercise's analyses of a trained run: (c) latent map and digit table, (d) generation, (e) interpolation.
+"""The exercise's analyses of a trained run: (c) latent map and class table, (d) generation, (e) interpolation.
 
-Each takes a `Run` (and MNIST where images are needed) and returns plain NumPy results; `plots`
-draws them, the CLI prints them, the report renders them. Encoding and decoding are batched.
+Each takes a `Run` (and its dataset where images are needed) and returns plain NumPy results;
+`figures` draws and saves them, the CLI prints them, the report renders them. Encoding and decoding
+are batched. On MNIST a class is a digit; on other datasets the class names come with the data.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.run import Run
 
-DIGITS = tuple(range(10))
 MAX_LATENT_ABS = 1e3  # points this far out are surely a mistake; the prior puts nothing there
 
 
@@ -25,7 +25,7 @@ class LatentCodes:
 
     z_mean: np.ndarray  # (n, latent_dim)
     z_log_var: np.ndarray  # (n, latent_dim)
-    labels: np.ndarray  # (n,) the digit each image shows
+    labels: np.ndarray | None  # (n,) the class of each image, None for unlabelled data
     plane_mean: np.ndarray  # (latent_dim,) subtracted before projecting
     plane_axes: np.ndarray  # (latent_dim, 2) the plane drawn: z itself, or the first two principal components
     axis_labels: tuple[str, str]
@@ -59,57 +59,73 @@ def encode_test_set(run: Run, data: Dataset) -> LatentCodes:
 
 
 @dataclass(frozen=True)
-class DigitRow:
-    """One test image of a digit and where the encoder puts it."""
+class ClassRow:
+    """One test image of a class and where the encoder puts it."""
 
-    digit: int
+    label: int  # the class's number in the dataset
+    name: str  # the class's name: the digit on MNIST, "Trouser" on Fashion-MNIST
     index: int  # position in the test set
     z_mean: tuple[float, ...]
     sigma: tuple[float, ...] | None  # exp(z_log_var / 2); None where the variance is fixed to ones
 
 
+def require_labels(data: Dataset, what: str) -> np.ndarray:
+    """The test labels, or a one-line error saying that `what` needs a dataset with classes."""
+    if not data.labelled:
+        raise VaelabError(f"{what} needs class labels, and {data.title} has none (give one subfolder per class)")
+    return data.y_test
+
+
 def default_picks(labels: np.ndarray) -> dict[int, int]:
-    """The first test image of each digit."""
-    return {d: int(np.flatnonzero(labels == d)[0]) for d in DIGITS}
+    """The first test image of each class that has one."""
+    return {int(c): int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)}
 
 
-def parse_picks(labels: np.ndarray, indices: list[int] | None) -> dict[int, int]:
-    """Test-set indices chosen by the user (any order, at most one per digit) over the defaults."""
+def parse_picks(data: Dataset, indices: list[int] | None) -> dict[int, int]:
+    """Test-set indices chosen by the user (any order, at most one per class) over the defaults."""
+    labels = require_labels(data, "a table of one image per class")
     picks = default_picks(labels)
     chosen: dict[int, int] = {}
     for index in indices or []:
         check_index(index, len(labels))
-        digit = int(labels[index])
-        if digit in chosen:
-            raise VaelabError(f"--pick names two images of digit {digit} ({chosen[digit]} and {index}); pick one")
-        chosen[digit] = index
+        label = int(labels[index])
+        if label in chosen:
+            raise VaelabError(
+                f"--pick names two images of {data.class_word} {data.class_name(label)} ({chosen[label]} and {index}); "
+                "pick one"
+            )
+        chosen[label] = index
     return {**picks, **chosen}
 
 
-def digit_table(run: Run, data: Dataset, picks: dict[int, int] | None = None) -> list[DigitRow]:
-    """One test image per digit 0-9 with its latent coordinates (and sigma, for learned variances)."""
-    picks = picks or default_picks(data.y_test)
-    indices = [picks[d] for d in DIGITS]
+def class_table(run: Run, data: Dataset, picks: dict[int, int] | None = None) -> list[ClassRow]:
+    """One test image per class with its latent coordinates (and sigma, for learned variances)."""
+    picks = picks or default_picks(require_labels(data, "a table of one image per class"))
+    labels = sorted(picks)
+    indices = [picks[c] for c in labels]
     z_mean, z_log_var = run.encode(data.x_test[indices])
     learned = run.config.model.variance == "learned"
     return [
-        DigitRow(
-            digit=d,
+        ClassRow(
+            label=c,
+            name=data.class_name(c),
             index=i,
             z_mean=tuple(float(v) for v in z_mean[k]),
             sigma=tuple(float(v) for v in np.exp(z_log_var[k] / 2)) if learned else None,
         )
-        for k, (d, i) in enumerate(zip(DIGITS, indices, strict=True))
+        for k, (c, i) in enumerate(zip(labels, indices, strict=True))
     ]
 
 
-def check_index(index: int, size: int = 10000) -> None:
+def check_index(index: int, size: int) -> None:
     if not 0 <= index < size:
         raise VaelabError(f"test image index {index} is out of range; use 0 to {size - 1}")
 
 
 def check_points(z: np.ndarray, latent_dim: int) -> np.ndarray:
     """Latent points as a (n, latent_dim) float32 array, or a one-line error saying what is wrong."""
+    if isinstance(z, list | tuple) and len({len(row) for row in z if isinstance(row, list | tuple)}) > 1:
+        raise VaelabError(f"every latent point needs {latent_dim} coordinates; the points given differ in length")
     z = np.asarray(z, dtype=np.float64)
     if z.ndim == 1:
         z = z.reshape(-1, latent_dim) if z.size % latent_dim == 0 and z.size else z[None]
@@ -152,7 +168,8 @@ def manifold(run: Run, n: int = 15) -> tuple[np.ndarray, np.ndarray]:
     z[..., 0] = grid[None, :]
     if run.config.model.latent_dim > 1:
         z[..., 1] = grid[::-1, None]
-    return grid, run.decode(z.reshape(n * n, -1)).reshape(n, n, 28, 28)
+    images = run.decode(z.reshape(n * n, -1))
+    return grid, images.reshape(n, n, *images.shape[1:])
 
 
 @dataclass(frozen=True)
@@ -161,8 +178,8 @@ class Interpolation:
 
     start_index: int
     end_index: int
-    start_digit: int
-    end_digit: int
+    start_name: str  # the class of each end ("3", "Trouser"), or "#index" for unlabelled data
+    end_name: str
     originals: np.ndarray  # (2, 28, 28) uint8
     z_start: np.ndarray  # (latent_dim,)
     z_end: np.ndarray
@@ -170,38 +187,75 @@ class Interpolation:
     images: np.ndarray  # (steps, 28, 28)
 
 
+DEFAULT_PAIR = (3, 8)  # the exercise's figure interpolates from a 3 to an 8
+
+
 def pick_pair(
-    labels: np.ndarray,
+    data: Dataset,
     *,
     from_index: int | None = None,
     to_index: int | None = None,
-    from_digit: int | None = None,
-    to_digit: int | None = None,
-    allow_same_digit: bool = False,
+    from_class: str | None = None,
+    to_class: str | None = None,
+    allow_same_class: bool = False,
 ) -> tuple[int, int]:
-    """Chooses the two test images: by index, by digit (the first image of it), default the table's 3 and 8."""
-    picks = default_picks(labels)
+    """Chooses the two test images: by index, or by class (its first image), by default the first 3 and 8.
 
-    def choose(index: int | None, digit: int | None, default: int, flag: str) -> int:
-        if index is not None and digit is not None:
-            raise VaelabError(f"give --{flag}-index or --{flag}-digit, not both")
-        if digit is not None:
-            if digit not in DIGITS:
-                raise VaelabError(f"--{flag}-digit must be a digit 0-9, got {digit}")
-            return picks[digit]
+    Classes are given by name or number; datasets without a class 8 use their first and last class,
+    datasets without labels their first two test images.
+    """
+    size = len(data.x_test)
+    if not data.labelled:
+        if from_class is not None or to_class is not None:
+            require_labels(data, "choosing images by class")
+        start, end = (0 if from_index is None else from_index), (1 if to_index is None else to_index)
+        for index in (start, end):
+            check_index(index, size)
+        return start, end
+    labels = data.y_test
+    picks = default_picks(labels)
+    present = sorted(picks)
+    defaults = DEFAULT_PAIR if all(c in picks for c in DEFAULT_PAIR) else (present[0], present[-1])
+
+    def choose(index: int | None, name: str | None, default: int, flag: str) -> int:
+        if index is not None and name is not None:
+            raise VaelabError(f"give --{flag}-index or --{flag}-class, not both")
+        if name is not None:
+            return picks[_class_label(data, name, picks, flag)]
         if index is not None:
-            check_index(index, len(labels))
+            check_index(index, size)
             return index
         return picks[default]
 
-    start = choose(from_index, from_digit, 3, "from")
-    end = choose(to_index, to_digit, 8, "to")
-    if labels[start] == labels[end] and not allow_same_digit:
+    start = choose(from_index, from_class, defaults[0], "from")
+    end = choose(to_index, to_class, defaults[1], "to")
+    if labels[start] == labels[end] and not allow_same_class:
         raise VaelabError(
-            f"test images {start} and {end} both show a {labels[start]}; the exercise interpolates between "
-            "different digits (choose another image, or pass --allow-same-digit)"
+            f"test images {start} and {end} both show {with_article(data.class_name(int(labels[start])))}; "
+            "the exercise interpolates between different classes (choose another image, or pass --allow-same-class)"
         )
     return start, end
+
+
+def _class_label(data: Dataset, name: str, picks: dict[int, int], flag: str) -> int:
+    """A class given by name ("Trouser") or number ("1") -> its label."""
+    names = list(data.class_names or ())
+    if name in names:
+        return names.index(name)
+    if str(name).isdigit() and int(name) in picks:
+        return int(name)
+    raise VaelabError(f"--{flag}-class {name!r} is not a class of {data.title}; choose one of: {', '.join(names)}")
+
+
+def with_article(name: str) -> str:
+    """A class's name with its article, for sentences: "a 3", "an 8", "a Trouser"."""
+    return f"{'an' if name[:1].lower() in 'aeiou8' else 'a'} {name}"
+
+
+def segment(start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
+    """`steps` evenly spaced points from `start` to `end`, endpoints included: (steps, latent_dim) float32."""
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    return ((1 - t) * np.asarray(start, np.float32) + t * np.asarray(end, np.float32)).astype(np.float32)
 
 
 def interpolate(run: Run, data: Dataset, start: int, end: int, steps: int = 10) -> Interpolation:
@@ -213,13 +267,16 @@ def interpolate(run: Run, data: Dataset, start: int, end: int, steps: int = 10) 
         check_index(index, len(data.x_test))
     originals = data.x_test[[start, end]]
     z_mean, _ = run.encode(originals)
-    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-    points = (1 - t) * z_mean[0] + t * z_mean[1]
+    points = segment(z_mean[0], z_mean[1], steps)
+
+    def name(index: int) -> str:
+        return data.class_name(int(data.y_test[index])) if data.labelled else f"#{index}"
+
     return Interpolation(
         start_index=start,
         end_index=end,
-        start_digit=int(data.y_test[start]),
-        end_digit=int(data.y_test[end]),
+        start_name=name(start),
+        end_name=name(end),
         originals=originals,
         z_start=z_mean[0],
         z_end=z_mean[1],
@@ -232,29 +289,34 @@ def format_point(z, digits: int = 3) -> str:
     return "(" + ", ".join(f"{v:.{digits}f}" for v in z) + ")"
 
 
-def table_markdown(rows: list[DigitRow]) -> str:
-    """The digit table as Markdown: digit, test index, z_mean coordinates (and sigma)."""
+def table_markdown(rows: list[ClassRow], word: str = "digit") -> str:
+    """The class table as Markdown: class, test index, z_mean coordinates (and sigma)."""
     dim = len(rows[0].z_mean)
     learned = rows[0].sigma is not None
-    header = ["digit", "test index", *[f"z_mean[{j}]" for j in range(dim)]]
+    header = [word, "test index", *[f"z_mean[{j}]" for j in range(dim)]]
     header += [f"σ[{j}]" for j in range(dim)] if learned else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for row in rows:
-        cells = [str(row.digit), str(row.index), *[f"{v:.4f}" for v in row.z_mean]]
+        cells = [row.name, str(row.index), *[f"{v:.4f}" for v in row.z_mean]]
         cells += [f"{v:.4f}" for v in row.sigma] if row.sigma is not None else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def table_csv(rows: list[DigitRow]) -> str:
+def table_csv(rows: list[ClassRow], word: str = "digit") -> str:
+    import csv
+    import io
+
     dim = len(rows[0].z_mean)
-    header = ["digit", "test_index", *[f"z_mean_{j}" for j in range(dim)]]
+    header = [word, "label", "test_index", *[f"z_mean_{j}" for j in range(dim)]]
     header += [f"sigma_{j}" for j in range(dim)] if rows[0].sigma is not None else []
-    lines = [",".join(header)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
     for row in rows:
         values = [*row.z_mean, *(row.sigma or ())]
-        lines.append(",".join([str(row.digit), str(row.index), *[repr(float(v)) for v in values]]))
-    return "\n".join(lines) + "\n"
+        writer.writerow([row.name, row.label, row.index, *[repr(float(v)) for v in values]])
+    return out.getvalue()
 
 
 def points_markdown(points: np.ndarray) -> str:

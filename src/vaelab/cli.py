@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from vaelab import _interrupt
 from vaelab.errors import Interrupted, VaelabError
 
 EXIT_USER_ERROR = VaelabError.exit_code
@@ -31,12 +33,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_data_dir(p: argparse.ArgumentParser) -> None:
+def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False) -> None:
+    p.add_argument(
+        "--dataset",
+        metavar="NAME|PATH",
+        default=None,
+        help="the run's own dataset (a different one is refused)"
+        if of_run
+        else "mnist (default), fashion-mnist, a folder of images (one subfolder per class) or an .npz",
+    )
     p.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help="directory holding (or to cache) MNIST; default $VAELAB_DATA_DIR or ~/.cache/vaelab",
+        help="directory holding (or to cache) the built-in datasets; default $VAELAB_DATA_DIR or ~/.cache/vaelab",
     )
 
 
@@ -44,19 +54,34 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    """Fetches (if needed) and verifies MNIST, and says where it came from."""
+    """Fetches (if needed) and verifies a dataset, and says where it came from."""
     import numpy as np
 
-    from vaelab.data import fetch_mnist
+    from vaelab.data import load_dataset
 
-    data = fetch_mnist(args.data_dir)
+    data = load_dataset(args.dataset or "mnist", args.data_dir)
+    print(f"dataset: {data.title}")
     print(f"source:  {data.source}")
     print(f"file:    {data.path}")
     print(f"sha256:  {data.sha256} (of the four arrays)")
+    for key, value in data.details.items():
+        print(f"{key + ':':8} {value}")
+    if data.class_names:
+        names = ", ".join(data.class_names)
+        print(f"classes: {len(data.class_names)} ({names if len(names) < 200 else names[:200] + ', ...'})")
     for name, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
-        counts = " ".join(str(c) for c in np.bincount(y, minlength=10))
-        print(f"{name + ':':8} {x.shape[0]} images {x.shape[1]}x{x.shape[2]} {x.dtype}; per digit 0-9: {counts}")
+        line = f"{name + ':':8} {x.shape[0]} images {x.shape[1]}x{x.shape[2]} {x.dtype}"
+        if y is not None and data.class_names:
+            counts = " ".join(str(c) for c in np.bincount(y, minlength=len(data.class_names)))
+            line += f"; per {data.class_word} {_range(data.class_names)}: {counts}"
+        else:
+            line += "; no labels"
+        print(line)
     return 0
+
+
+def _range(names: tuple[str, ...]) -> str:
+    return f"{names[0]}-{names[-1]}" if names == tuple(str(k) for k in range(len(names))) else "in the order above"
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -74,14 +99,15 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains a preset into a run directory (or resumes one)."""
     from vaelab.config import make_config
-    from vaelab.run import run_dir_name
-    from vaelab.training import train
+    from vaelab.data import load_dataset
+    from vaelab.run import run_data, run_dir_name
+    from vaelab.training import resume, train
 
     started = time.perf_counter()
     if args.resume is not None:
-        out = args.resume
-        run = _interruptible(lambda: train(out=out, resume=True, epochs=args.epochs, data_dir=args.data_dir), out)
+        run = resume(args.resume, epochs=args.epochs, data=run_data(args.resume, args.dataset, args.data_dir))
     else:
+        data = load_dataset(args.dataset or "mnist", args.data_dir)
         config = make_config(
             args.preset,
             latent_dim=args.latent_dim,
@@ -94,9 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             test_subset=args.test_subset,
             binarize=args.binarize or None,
             implementation=args.implementation,
+            dataset=data.name,
         )
         out = args.out or Path("runs") / run_dir_name(config)
-        run = _interruptible(lambda: train(config, out, overwrite=args.overwrite, data_dir=args.data_dir), out)
+        run = train(config, out, overwrite=args.overwrite, data=data)
     test = run.metrics["test"]
     print(
         f"{run.config.preset}: {run.epoch} epochs in {time.perf_counter() - started:.1f} s wall "
@@ -106,29 +133,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interruptible(work: Callable, out: Path):
-    try:
-        return work()
-    except KeyboardInterrupt:
-        from vaelab.run import CHECKPOINT
-
-        if (Path(out) / CHECKPOINT).exists():
-            raise Interrupted(
-                f"interrupted; {out} holds the last completed epoch: continue with `vaelab train --resume {out}`"
-            ) from None
-        raise Interrupted("interrupted before the first epoch ended; start again with `vaelab train`") from None
-
-
 def _load(args: argparse.Namespace):
-    """The run named on the command line, MNIST, and the output directory (default RUN/analysis)."""
-    from vaelab.data import fetch_mnist
+    """The run named on the command line, its data, and the output directory (default RUN/analysis)."""
     from vaelab.run import load_run
 
     run = load_run(args.run)
     if run.epoch == 0:
         raise VaelabError(f"{args.run} has no completed epoch yet; train it with `vaelab train --resume {args.run}`")
     out = args.out or Path(args.run) / "analysis"
-    return run, fetch_mnist(args.data_dir), out
+    return run, run.load_data(args.dataset, args.data_dir), out
 
 
 def _wrote(*paths: Path) -> None:
@@ -137,74 +150,58 @@ def _wrote(*paths: Path) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    """(c) Encodes the test set: the latent map and the one-image-per-digit table."""
-    from vaelab import analysis, plots
-    from vaelab._files import write_text
+    """(c) Encodes the test set: the latent map and the one-image-per-class table."""
+    from vaelab import analysis
+    from vaelab.figures import draw_run_figures
 
     run, data, out = _load(args)
-    picks = analysis.parse_picks(data.y_test, args.pick)
-    codes = analysis.encode_test_set(run, data)
-    rows = analysis.digit_table(run, data, picks)
-    print(analysis.table_markdown(rows))
-    files = [out / "latent_map.png", out / "digit_table.png", out / "digit_table.md", out / "digit_table.csv"]
-    plots.save(plots.plot_latent_map(codes, table=rows, title=run.name), files[0])
-    plots.save(plots.plot_digit_table(rows, data.x_test[[r.index for r in rows]], title=run.name), files[1])
-    write_text(files[2], analysis.table_markdown(rows) + "\n")
-    write_text(files[3], analysis.table_csv(rows))
-    _wrote(*files)
+    figures = draw_run_figures(run, data, out, parts=["encode"], picks=args.pick)
+    if figures.table:
+        print(analysis.table_markdown(figures.table, data.class_word))
+    else:
+        print(f"{data.title} has no labels: no table of one image per class, only the latent map")
+    _wrote(*figures.files.values())
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """(d) Decodes latent points, prior samples or the manifold grid into digits."""
-    from vaelab import analysis, plots
+    """(d) Decodes latent points, prior samples or the manifold grid into images."""
+    from vaelab import analysis
+    from vaelab.figures import draw_run_figures, exercise_point
 
-    run, _, out = _load(args)
-    files = []
-    if args.z or not (args.samples or args.manifold):
-        z = analysis.check_points(args.z or [[0.5, 0.2]], run.config.model.latent_dim)
-        images = analysis.generate(run, z)
-        for point in z:
-            print(f"z = {analysis.format_point(point)}")
-        titles = [analysis.format_point(p, 2) for p in z]
-        files.append(out / "generated.png")
-        plots.save(plots.plot_images(images, titles, title=f"{run.name}: generator(z)"), files[-1])
-    if args.samples:
-        z, images = analysis.prior_samples(run, args.samples, seed=args.seed)
-        files.append(out / "samples.png")
-        plots.save(plots.plot_images(images, title=f"{run.name}: {args.samples} samples, z ~ N(0, I)"), files[-1])
-    if args.manifold:
-        grid, images = analysis.manifold(run, args.manifold)
-        files.append(out / "manifold.png")
-        plots.save(plots.plot_manifold(grid, images), files[-1])
-    _wrote(*files)
+    run, data, out = _load(args)
+    z = args.z if args.z else (None if args.samples or args.manifold else exercise_point(run.config.model.latent_dim))
+    figures = draw_run_figures(
+        run, data, out, parts=["generate"], z=z, samples=args.samples or 0, seed=args.seed, manifold=args.manifold or 0
+    )
+    for point in figures.z if figures.z is not None else []:
+        print(f"z = {analysis.format_point(point)}")
+    _wrote(*figures.files.values())
     return 0
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    """(e) Interpolates between two test images of different digits through the latent space."""
-    from vaelab import analysis, plots
+    """(e) Interpolates between two test images of different classes through the latent space."""
+    from vaelab import analysis
+    from vaelab.figures import draw_run_figures
 
     run, data, out = _load(args)
-    start, end = analysis.pick_pair(
-        data.y_test,
+    pair = analysis.pick_pair(
+        data,
         from_index=args.from_index,
         to_index=args.to_index,
-        from_digit=args.from_digit,
-        to_digit=args.to_digit,
-        allow_same_digit=args.allow_same_digit,
+        from_class=args.from_class,
+        to_class=args.to_class,
+        allow_same_class=args.allow_same_class,
     )
-    interp = analysis.interpolate(run, data, start, end, args.steps)
+    figures = draw_run_figures(run, data, out, parts=["interpolate"], pair=pair, steps=args.steps)
+    interp = figures.interpolation
     print(
-        f"from test #{start} (digit {interp.start_digit}) at {analysis.format_point(interp.z_start)} "
-        f"to test #{end} (digit {interp.end_digit}) at {analysis.format_point(interp.z_end)}:"
+        f"from test #{interp.start_index} ({interp.start_name}) at {analysis.format_point(interp.z_start)} "
+        f"to test #{interp.end_index} ({interp.end_name}) at {analysis.format_point(interp.z_end)}:"
     )
     print(analysis.points_markdown(interp.points))
-    files = [out / "interpolation.png", out / "interpolation_path.png"]
-    plots.save(plots.plot_interpolation(interp, title=f"{run.name}: interpolation"), files[0])
-    codes = analysis.encode_test_set(run, data)
-    plots.save(plots.plot_latent_map(codes, interpolation=interp, title=run.name), files[1])
-    _wrote(*files)
+    _wrote(*figures.files.values())
     return 0
 
 
@@ -212,11 +209,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Test-set ELBO and the importance-weighted bound on log p(x); saved into the run's metrics.json."""
     from tqdm import tqdm
 
-    from vaelab._malloc import tune_malloc
     from vaelab.evaluate import evaluate_and_save
 
     run, data, _ = _load(args)
-    tune_malloc()
     with tqdm(total=args.images or len(data.x_test), unit="image", desc="evaluate", file=sys.stderr) as bar:
         result = evaluate_and_save(
             run,
@@ -241,18 +236,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Writes the run's encoder.keras and generator.keras (stock Keras layers, open without vaelab)."""
+    from vaelab.export import export_run
+    from vaelab.run import load_run
+
+    run = load_run(args.run)
+    if run.epoch == 0:
+        raise VaelabError(f"{args.run} has no completed epoch yet; train it with `vaelab train --resume {args.run}`")
+    for path in export_run(run, args.out):
+        print(path)
+    return 0
+
+
 def cmd_kl(args: argparse.Namespace) -> int:
     """Question 2: the KL divergence of two normal distributions, in closed form (and checked numerically)."""
     import math
 
-    from vaelab.kl import gaussian_kl_float64, kl_by_integration
+    from vaelab.kl import gaussian_kl_sigmas, kl_by_integration
 
     values = (args.mu1, args.sigma1, args.mu2, args.sigma2)
     if not all(math.isfinite(v) for v in values):
         raise VaelabError("MU1 SIGMA1 MU2 SIGMA2 must be finite numbers")
     if args.sigma1 <= 0 or args.sigma2 <= 0:
         raise VaelabError("SIGMA1 and SIGMA2 are standard deviations and must be > 0")
-    kl = float(gaussian_kl_float64(*values))
+    kl = float(gaussian_kl_sigmas(*values))
     print(f"KL(N({args.mu1:g}, {args.sigma1:g}^2) || N({args.mu2:g}, {args.sigma2:g}^2))")
     print("  = log(sigma2/sigma1) + (sigma1^2 + (mu1 - mu2)^2) / (2 sigma2^2) - 1/2")
     print(f"  = {kl!r} nats (closed form)")
@@ -265,13 +273,15 @@ def cmd_kl(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Trains (or reuses) mlp, mlp-fixed-var and conv and writes the report answering the exercise."""
+    from vaelab.config import TrainConfig
     from vaelab.report import report
 
     started = time.perf_counter()
     index = report(
+        dataset=args.dataset or "mnist",
         out=args.out,
         runs_dir=args.runs_dir,
-        epochs=args.epochs or 50,
+        epochs=args.epochs or TrainConfig.epochs,
         iwae_samples=args.iwae_samples,
         train_subset=args.train_subset,
         data_dir=args.data_dir,
@@ -284,7 +294,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     """Serves the interactive latent-space explorer for one or more runs."""
     from vaelab.explore import serve
 
-    serve(args.runs, host=args.host, port=args.port, data_dir=args.data_dir)
+    serve(args.runs, host=args.host, port=args.port, dataset=args.dataset, data_dir=args.data_dir)
     return 0
 
 
@@ -293,14 +303,14 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vaelab import __version__
-    from vaelab.config import IMPLEMENTATIONS, OPTIMIZERS, PRESETS
+    from vaelab.config import IMPLEMENTATIONS, OPTIMIZERS, PRESETS, ModelConfig, TrainConfig
 
-    parser = _Parser(prog="vaelab", description="Train, explore and explain variational autoencoders on MNIST.")
+    parser = _Parser(prog="vaelab", description="Train, explore and explain variational autoencoders on small images.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("data", help="fetch and verify MNIST; say where it came from")
-    _add_data_dir(p)
+    p = sub.add_parser("data", help="fetch and verify a dataset (default MNIST); say where it came from")
+    _add_data_options(p)
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("presets", help="list the networks of the exercise")
@@ -308,12 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a preset into a run directory")
     p.add_argument("--preset", default="mlp", choices=list(PRESETS), help="network (default: mlp)")
-    p.add_argument("--epochs", type=_positive_int, help="passes over the training set (default: 50)")
-    p.add_argument("--batch-size", type=_positive_int, help="images per gradient step (default: 100)")
-    p.add_argument("--latent-dim", type=_positive_int, help="size of z (default: 2)")
+    p.add_argument("--epochs", type=_positive_int, help=f"passes over the training set (default: {TrainConfig.epochs})")
+    p.add_argument(
+        "--batch-size", type=_positive_int, help=f"images per gradient step (default: {TrainConfig.batch_size})"
+    )
+    p.add_argument("--latent-dim", type=_positive_int, help=f"size of z (default: {ModelConfig.latent_dim})")
     p.add_argument("--seed", type=int, help="random seed (default: 0)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: rmsprop")
-    p.add_argument("--learning-rate", type=float, help="default: 0.001")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default: {TrainConfig.optimizer}")
+    p.add_argument("--learning-rate", type=float, help=f"default: {TrainConfig.learning_rate}")
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N training images only")
     p.add_argument("--test-subset", type=_positive_int, help="validate on the first N test images only")
     p.add_argument(
@@ -329,27 +341,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run directory (default: runs/PRESET, plus any non-default setting)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in RUN from its last epoch")
-    _add_data_dir(p)
+    _add_data_options(p)
     p.set_defaults(func=cmd_train)
 
     def analysis_parser(name: str, help: str, func) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("run", type=Path, metavar="RUN", help="run directory")
         p.add_argument("--out", type=Path, help="directory for the figures and tables (default: RUN/analysis)")
-        _add_data_dir(p)
+        _add_data_options(p, of_run=True)
         p.set_defaults(func=func)
         return p
 
-    p = analysis_parser("encode", "(c) latent map of the test set and one image per digit with its code", cmd_encode)
+    p = analysis_parser("encode", "(c) latent map of the test set and one image per class with its code", cmd_encode)
     p.add_argument(
         "--pick",
         type=int,
         nargs="+",
         metavar="INDEX",
-        help="test-set indices to use in the digit table instead of each digit's first image",
+        help="test-set indices to use in the class table instead of each class's first image",
     )
 
-    p = analysis_parser("generate", "(d) decode latent points into digits", cmd_generate)
+    p = analysis_parser("generate", "(d) decode latent points into images", cmd_generate)
     p.add_argument(
         "--z",
         type=float,
@@ -369,13 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --samples (default: 0)")
 
-    p = analysis_parser("interpolate", "(e) decode points on the segment between two digits' codes", cmd_interpolate)
+    p = analysis_parser("interpolate", "(e) decode points on the segment between two images' codes", cmd_interpolate)
     p.add_argument("--from-index", type=int, metavar="I", help="first test image (default: the first 3)")
     p.add_argument("--to-index", type=int, metavar="J", help="second test image (default: the first 8)")
-    p.add_argument("--from-digit", type=int, metavar="D", help="use the first test image of digit D")
-    p.add_argument("--to-digit", type=int, metavar="D", help="use the first test image of digit D")
+    p.add_argument(
+        "--from-class", "--from-digit", metavar="C", help="use the first test image of class C (name or number)"
+    )
+    p.add_argument("--to-class", "--to-digit", metavar="C", help="use the first test image of class C (name or number)")
     p.add_argument("--steps", type=int, default=10, help="points on the segment, endpoints included (default: 10)")
-    p.add_argument("--allow-same-digit", action="store_true", help="allow two images of the same digit")
+    p.add_argument(
+        "--allow-same-class", "--allow-same-digit", action="store_true", help="allow two images of the same class"
+    )
 
     p = analysis_parser("evaluate", "test-set ELBO and importance-weighted log-likelihood bound", cmd_evaluate)
     p.add_argument(
@@ -385,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
 
     p = sub.add_parser("report", help="train (or reuse) the exercise's three networks and write the report")
-    p.add_argument("--epochs", type=_positive_int, help="epochs per network (default: 50)")
+    p.add_argument("--epochs", type=_positive_int, help=f"epochs per network (default: {TrainConfig.epochs})")
     p.add_argument("--out", type=Path, default=Path("report"), help="report directory (default: report)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the runs live (default: runs)")
     p.add_argument(
@@ -396,15 +412,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance samples per test image for the log-likelihood bound (default: 100)",
     )
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
-    _add_data_dir(p)
+    _add_data_options(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("explore", help="explore the latent space of one or more runs in the browser")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run directories")
     p.add_argument("--port", type=int, default=8000, help="default: 8000")
     p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
-    _add_data_dir(p)
+    _add_data_options(p, of_run=True)
     p.set_defaults(func=cmd_explore)
+
+    p = sub.add_parser("export", help="write RUN's encoder and generator as .keras files plain Keras opens")
+    p.add_argument("run", type=Path, metavar="RUN", help="run directory")
+    p.add_argument("--out", type=Path, help="where to write encoder.keras and generator.keras (default: RUN)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("kl", help="question 2: KL(N(MU1, SIGMA1^2) || N(MU2, SIGMA2^2)) in closed form")
     for name in ("mu1", "sigma1", "mu2", "sigma2"):
@@ -414,10 +435,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BUG = 3  # an error vaelab did not foresee: a bug; the traceback is written to a file
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `vaelab` command. Errors are one line on stderr and an exit status: 2 for a mistake the user can
+    fix, 130 for Ctrl-C, 3 for a bug (its traceback goes to a file that the line names)."""
     import vaelab  # noqa: F401  (chooses the default Keras backend before anything imports Keras)
+    from vaelab._malloc import tune_malloc
 
     args = build_parser().parse_args(argv)
+    _interrupt.leave_at_once_on_second_interrupt()
+    tune_malloc()  # a process-wide setting, so the command line makes it, not the library
     try:
         return args.func(args)
     except VaelabError as err:
@@ -429,3 +458,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as err:  # the last resort: one line, the traceback in a file
+        where = _write_traceback(err)
+        what = (str(err).splitlines() or [""])[0][:200]
+        print(f"vaelab {args.command}: internal error ({type(err).__name__}: {what}); this is a bug in vaelab, "
+              f"the full traceback is in {where}", file=sys.stderr)  # fmt: skip
+        return EXIT_BUG
+    finally:
+        if argv is None:  # the real command line: a late Ctrl-C must not turn into a traceback at exit
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _write_traceback(err: BaseException) -> str:
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(err))
+    try:
+        fd, path = tempfile.mkstemp(prefix="vaelab-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+    except OSError:
+        return "nowhere (the temporary directory is not writable)"

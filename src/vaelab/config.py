@@ -6,6 +6,7 @@ Defaults follow the course's `variational_autoencoder.py`; each says why beside 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +58,8 @@ class TrainConfig:
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        if not self.learning_rate > 0:
-            raise VaelabError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise VaelabError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
         if self.seed < 0:
             raise VaelabError(f"seed must be >= 0, got {self.seed}")
         for name in ("train_subset", "test_subset"):
@@ -82,10 +83,13 @@ class RunConfig:
     preset: str = "mlp"
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dataset: str = "mnist"  # a built-in dataset's name, or the path of a folder of images or an .npz
 
     def validate(self) -> RunConfig:
         self.model.validate()
         self.train.validate()
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise VaelabError(f"dataset must be a name or a path, got {self.dataset!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,8 +102,9 @@ class RunConfig:
                 preset=data["preset"],
                 model=ModelConfig(**data["model"]),
                 train=TrainConfig(**data["train"]),
+                dataset=data.get("dataset", "mnist"),  # runs made before other datasets existed: MNIST
             ).validate()
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, AttributeError) as err:
             raise VaelabError(f"not a vaelab run configuration ({err})") from None
 
     def replace(self, **train_overrides: Any) -> RunConfig:
@@ -108,9 +113,15 @@ class RunConfig:
 
 
 def make_config(
-    preset: str = "mlp", *, latent_dim: int | None = None, implementation: str | None = None, **train: Any
+    preset: str = "mlp",
+    *,
+    latent_dim: int | None = None,
+    implementation: str | None = None,
+    dataset: str | None = None,
+    **train: Any,
 ) -> RunConfig:
-    """The configuration of `preset`, with `latent_dim`, `implementation` and any `TrainConfig` field overridden."""
+    """The configuration of `preset` on `dataset`, with `latent_dim`, `implementation` and any `TrainConfig`
+    field overridden (None keeps the default)."""
     _check_choice("preset", preset, tuple(PRESETS))
     model = PRESETS[preset]
     if latent_dim is not None:
@@ -121,7 +132,7 @@ def make_config(
     if unknown:
         raise VaelabError(f"unknown training settings: {', '.join(sorted(unknown))}")
     train = {k: v for k, v in train.items() if v is not None}  # None: keep the default
-    return RunConfig(preset=preset, model=model, train=TrainConfig(**train)).validate()
+    return RunConfig(preset=preset, model=model, train=TrainConfig(**train), dataset=dataset or "mnist").validate()
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

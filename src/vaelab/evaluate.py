@@ -16,8 +16,12 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from vaelab.data import Dataset, test_images
+from vaelab import _interrupt
+from vaelab._lock import DirectoryLock
+from vaelab.data import IMAGE_SHAPE, PIXELS, Dataset, test_images
 from vaelab.errors import VaelabError
+from vaelab.kl import gaussian_kl_float64
+from vaelab.model import bernoulli_log_likelihood
 from vaelab.run import Run, update_metrics
 
 LOG_2PI = math.log(2 * math.pi)
@@ -50,13 +54,15 @@ class _LogLikelihood(layers.Layer):
 
     def call(self, x, z):
         k, dim = z.shape[1], z.shape[2]
-        x_hat = ops.reshape(self.generator(ops.reshape(z, (-1, dim))), (-1, k, 28 * 28))
-        target = ops.broadcast_to(ops.reshape(x, (-1, 1, 28 * 28)), ops.shape(x_hat))
-        return -ops.sum(ops.binary_crossentropy(target, x_hat), axis=-1)
+        x_hat = ops.reshape(self.generator(ops.reshape(z, (-1, dim))), (-1, PIXELS))
+        target = ops.reshape(
+            ops.broadcast_to(ops.reshape(x, (-1, 1, PIXELS)), (ops.shape(x)[0], k, PIXELS)), (-1, PIXELS)
+        )
+        return ops.reshape(bernoulli_log_likelihood(target, x_hat), (-1, k))
 
 
 def _log_likelihood_model(run: Run, k: int) -> keras.Model:
-    x = keras.Input((28, 28, 1), name="x")
+    x = keras.Input(IMAGE_SHAPE, name="x")
     z = keras.Input((k, run.config.model.latent_dim), name="z")
     return keras.Model([x, z], _LogLikelihood(run.generator, name="log_px_given_z")(x, z))
 
@@ -83,18 +89,17 @@ def evaluate(
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
 
-    z_mean, z_log_var = (a.astype(np.float64) for a in run.encode(x_all))
-    kl = 0.5 * np.sum(np.square(z_mean) + np.exp(z_log_var) - 1.0 - z_log_var, axis=1)
+    z_mean, z_log_var = run.encode(x_all)
+    at_mean = _log_likelihood_model(run, 1).predict([x_all, z_mean[:, None]], batch_size=points, verbose=0)
+    log_px_at_mean = np.asarray(at_mean, np.float64)[:, 0]
+    z_mean, z_log_var = z_mean.astype(np.float64), z_log_var.astype(np.float64)
+    kl = np.sum(gaussian_kl_float64(z_mean, z_log_var), axis=1)
     sigma = np.exp(0.5 * z_log_var)
-    x_hat = run.decode(z_mean.astype(np.float32)).reshape(n, -1).astype(np.float64)
-    target = x_all.reshape(n, -1).astype(np.float64)
-    eps = 1e-7  # Keras' clipping in binary cross-entropy, so both estimates score alike
-    x_hat = np.clip(x_hat, eps, 1 - eps)
-    log_px_at_mean = np.sum(target * np.log(x_hat) + (1 - target) * np.log(1 - x_hat), axis=1)
 
     log_w = np.empty((n, samples))
     log_px = np.empty((n, samples))
     for start in range(0, n, per_call):
+        _interrupt.check("evaluation interrupted; metrics.json is unchanged")
         stop = min(n, start + per_call)
         for k0 in range(0, samples, k_chunk):
             k1 = min(samples, k0 + k_chunk)
@@ -126,9 +131,13 @@ def evaluate(
 
 
 def evaluate_and_save(run: Run, data: Dataset, **kwargs) -> Evaluation:
-    """`evaluate`, then writes the result into the run's metrics.json under "evaluation"."""
-    result = evaluate(run, data, **kwargs)
-    run.metrics = update_metrics(run.path, evaluation=asdict(result))
+    """`evaluate`, then writes the result into the run's metrics.json under "evaluation".
+
+    Holds the run's lock throughout, so no training changes the run while it is evaluated.
+    """
+    with DirectoryLock(run.path, "evaluation"), _interrupt.stop_at_step_boundary():
+        result = evaluate(run, data, **kwargs)
+        run.metrics = update_metrics(run.path, evaluation=asdict(result))
     return result
 
 

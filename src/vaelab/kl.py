@@ -27,15 +27,20 @@ def gaussian_kl(mu1, log_var1, mu2=0.0, log_var2=0.0):
     )
 
 
-def gaussian_kl_float64(mu1, sigma1, mu2, sigma2) -> np.ndarray:
-    """`gaussian_kl` evaluated in float64 on NumPy inputs given as standard deviations.
-
-    For the CLI, the report and the tests: JAX computes in float32 unless 64-bit mode is on.
-    """
-    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    args = (np.asarray(mu1, np.float64), 2 * np.log(sigma1), np.asarray(mu2, np.float64), 2 * np.log(sigma2))
+def gaussian_kl_float64(mu1, log_var1, mu2=0.0, log_var2=0.0) -> np.ndarray:
+    """`gaussian_kl` evaluated in float64 on NumPy inputs (JAX computes in float32 unless 64-bit mode is on)."""
+    args = [np.asarray(a, np.float64) for a in (mu1, log_var1, mu2, log_var2)]
     with _float64():
         return np.asarray(ops.convert_to_numpy(gaussian_kl(*args)), dtype=np.float64)
+
+
+def gaussian_kl_sigmas(mu1, sigma1, mu2, sigma2) -> np.ndarray:
+    """KL(N(mu1, sigma1^2) || N(mu2, sigma2^2)) in float64, the distributions given by standard deviations.
+
+    For the CLI, the report and the tests: question 2 is posed with sigmas.
+    """
+    log_var1, log_var2 = (2 * np.log(np.asarray(s, np.float64)) for s in (sigma1, sigma2))
+    return gaussian_kl_float64(mu1, log_var1, mu2, log_var2)
 
 
 def kl_by_integration(mu1: float, sigma1: float, mu2: float, sigma2: float, points: int = 20001) -> float:

@@ -10,10 +10,12 @@ what each saves.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from keras import activations, layers, ops
 
 
+@keras.saving.register_keras_serializable(package="vaelab")
 class ConvMaxPool2D(layers.Conv2D):
     """Conv2D(F, (3, 3), padding="same", activation=relu) then MaxPooling2D((2, 2)), in one layer.
 
@@ -28,6 +30,11 @@ class ConvMaxPool2D(layers.Conv2D):
         super().__init__(filters, (3, 3), padding="same", **kwargs)
         if self.activation not in (activations.relu, activations.linear):
             raise ValueError("ConvMaxPool2D needs a monotonic activation (relu or linear)")
+
+    def get_config(self):
+        config = super().get_config()
+        del config["kernel_size"], config["padding"]  # fixed by the layer: 3x3, "same"
+        return config
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -47,6 +54,7 @@ class ConvMaxPool2D(layers.Conv2D):
         return self.activation(y + self.bias)
 
 
+@keras.saving.register_keras_serializable(package="vaelab")
 class UpSamplingConv2D(layers.Conv2D):
     """UpSampling2D((2, 2)) (nearest) then Conv2D(F, (3, 3), padding), computed at the low resolution.
 
@@ -68,6 +76,11 @@ class UpSamplingConv2D(layers.Conv2D):
             for d in range(3):
                 taps[p, d, offsets[p][d] - self._low] = 1.0
         self._taps = taps
+
+    def get_config(self):
+        config = super().get_config()
+        del config["kernel_size"]  # fixed by the layer: 3x3
+        return config
 
     @staticmethod
     def _offsets(padding: str) -> list[list[int]]:

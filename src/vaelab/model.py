@@ -1,11 +1,12 @@
 """The exercise's VAEs as Keras functional models: `encoder`, `generator` and the trainable `vae`.
 
-Images enter every network as (28, 28, 1) floats in [0, 1]. The dense network flattens them to the
-course script's 784 inputs; the ConvNet of part (g) reads them as they are.
+Images enter every network as (28, 28, 1) floats in [0, 1] (`vaelab.data.IMAGE_SHAPE`). The dense
+network flattens them to the course script's 784 inputs; the ConvNet of part (g) reads them as they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,17 +15,24 @@ import keras
 from keras import layers, ops
 
 from vaelab.config import ModelConfig
+from vaelab.data.dataset import IMAGE_SHAPE, PIXELS
 from vaelab.kl import gaussian_kl
 from vaelab.layers import ConvMaxPool2D, UpSamplingConv2D
 
-IMAGE_SHAPE = (28, 28, 1)
-ORIGINAL_DIM = 28 * 28
+
+def bernoulli_log_likelihood(x, x_decoded_mean):
+    """log p(x|z) of each image in nats: the pixels independent Bernoulli(x_decoded_mean), summed.
+
+    Written as Keras' binary cross-entropy (which clips probabilities to [1e-7, 1 - 1e-7]), over all
+    axes but the first; for grey levels x in [0, 1] it is the continuous extension the course uses.
+    """
+    bce = ops.binary_crossentropy(x, x_decoded_mean)
+    return -ops.sum(ops.reshape(bce, (ops.shape(bce)[0], -1)), axis=-1)
 
 
 def reconstruction_loss(x, x_decoded_mean):
     """-log p(x|z) per image, in nats: binary cross-entropy summed over the 784 pixels."""
-    bce = ops.binary_crossentropy(x, x_decoded_mean)
-    return ops.sum(ops.reshape(bce, (ops.shape(bce)[0], -1)), axis=-1)
+    return -bernoulli_log_likelihood(x, x_decoded_mean)
 
 
 def kl_loss(z_mean, z_log_var):
@@ -81,6 +89,7 @@ class FixedLogVariance(layers.Layer):
         return ops.zeros_like(z_mean)
 
 
+@keras.saving.register_keras_serializable(package="vaelab")
 class VAE(keras.Model):
     """The trainable VAE: image -> {x_decoded_mean, z_mean, z_log_var} (and "x", the binarised input,
     for runs with dynamic binarisation: the image the reconstruction is scored against).
@@ -111,22 +120,30 @@ class Models:
     vae: VAE  # x -> {x_decoded_mean, z_mean, z_log_var}, trained end to end
 
 
-def build_models(config: ModelConfig, seed: int | None = None, *, binarize: bool = False) -> Models:
+def build_models(
+    config: ModelConfig, seed: int | None = None, *, binarize: bool = False, stock: bool = False
+) -> Models:
     """Builds the encoder, the generator and the VAE for `config`.
 
     `seed` seeds the initial weights and the sampling noise: the same seed builds the same network.
     With `binarize`, the VAE binarises its input afresh at every training step (see `Binarize`).
+    With `stock`, the encoder and generator use stock Keras layers only (the exercise's layers one by
+    one, the fixed variance as a frozen all-zero Dense), so that plain Keras can open them (`vaelab.export`).
     """
     config.validate()
+    if stock:
+        config = dataclasses.replace(config, implementation="keras")
     init = _kernel_initializers(seed)
     x = keras.Input(shape=IMAGE_SHAPE, name="x")
-    target = Binarize(seed=seed, name="binarize")(x) if binarize else x
+    target = Binarize(seed=seed, name="binarize")(x) if binarize and not stock else x
     h = _ENCODER_BODIES[config.arch](target, config, init)
     z_mean = _dense(config.latent_dim, "z_mean", init)(h)
-    if config.variance == "fixed":
-        z_log_var = FixedLogVariance(name="z_log_var")(z_mean)
-    else:
+    if config.variance == "learned":
         z_log_var = _dense(config.latent_dim, "z_log_var", init)(h)
+    elif stock:  # 0 * h + 0 with frozen zeros: log sigma^2 = 0 from stock parts
+        z_log_var = layers.Dense(config.latent_dim, kernel_initializer="zeros", trainable=False, name="z_log_var")(h)
+    else:
+        z_log_var = FixedLogVariance(name="z_log_var")(z_mean)
     z = Sampling(config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var])
 
     decoder_layers = _DECODERS[config.arch](config, init)
@@ -139,7 +156,7 @@ def build_models(config: ModelConfig, seed: int | None = None, *, binarize: bool
         vae=VAE(
             x,
             {"x_decoded_mean": x_decoded_mean, "z_mean": z_mean, "z_log_var": z_log_var}
-            | ({"x": target} if binarize else {}),
+            | ({"x": target} if binarize and not stock else {}),
             name="vae",
         ),
     )
@@ -177,7 +194,7 @@ def _mlp_encoder(x, config: ModelConfig, init: Initializer):
 def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
     return [
         _dense(config.intermediate_dim, "decoder_h", init, "relu"),
-        _dense(ORIGINAL_DIM, "decoder_mean", init, "sigmoid"),
+        _dense(PIXELS, "decoder_mean", init, "sigmoid"),
         layers.Reshape(IMAGE_SHAPE, name="decoder_image"),
     ]
 

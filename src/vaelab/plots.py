@@ -16,10 +16,19 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
 from vaelab._files import write_bytes
-from vaelab.analysis import DigitRow, Interpolation, LatentCodes, format_point
+from vaelab.analysis import ClassRow, Interpolation, LatentCodes, format_point
 
-DIGIT_COLORS = [to_hex(c) for c in colormaps["tab10"].colors]  # one colour per digit
+DIGIT_COLORS = [to_hex(c) for c in colormaps["tab10"].colors]  # one colour per class, for up to 10 classes
 DPI = 100
+
+
+def class_colors(count: int) -> list[str]:
+    """One colour per class: tab10 for up to 10 classes (MNIST's digits), tab20 up to 20, else a hue wheel."""
+    if count <= 10:
+        return DIGIT_COLORS[:count]
+    if count <= 20:
+        return [to_hex(c) for c in colormaps["tab20"].colors[:count]]
+    return [to_hex(colormaps["hsv"](k / count)) for k in range(count)]
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -36,56 +45,68 @@ def save(fig: Figure, path: str | os.PathLike[str]) -> None:
 
 def plot_latent_map(
     codes: LatentCodes,
+    class_names: tuple[str, ...] | None = None,
     *,
-    table: list[DigitRow] | None = None,
+    table: list[ClassRow] | None = None,
     interpolation: Interpolation | None = None,
     title: str = "",
+    word: str = "digit",
 ) -> Figure:
-    """(c) The test set in the latent plane: one point per image, coloured by digit, with a legend.
+    """(c) The test set in the latent plane: one point per image, coloured by class, with a legend.
 
-    `table` marks the digit table's images (with 1-sigma ellipses where the variance is learned and
-    the plane is z itself); `interpolation` draws the segment of part (e).
+    `table` marks the class table's images (with 1-sigma ellipses where the variance is learned and
+    the plane is z itself); `interpolation` draws the segment of part (e). Without labels
+    (`class_names` None) every point has one colour.
     """
     fig = Figure(figsize=(7.5, 6.5))
     ax = fig.add_subplot()
     coords = codes.coords
-    for digit in range(10):
-        mask = codes.labels == digit
-        ax.scatter(coords[mask, 0], coords[mask, 1], s=3, alpha=0.55, color=DIGIT_COLORS[digit], label=str(digit),
-                   linewidths=0, rasterized=True)  # fmt: skip
+    colors = class_colors(len(class_names or ()))
+    if codes.labels is None or not class_names:
+        ax.scatter(coords[:, 0], coords[:, 1], s=3, alpha=0.55, color="#1f77b4", linewidths=0, rasterized=True)
+    else:
+        for label, name in enumerate(class_names):
+            mask = codes.labels == label
+            ax.scatter(coords[mask, 0], coords[mask, 1], s=3, alpha=0.55, color=colors[label], label=name,
+                       linewidths=0, rasterized=True)  # fmt: skip
     if table:
         points = codes.project(np.array([row.z_mean for row in table]))
         for row, (px, py) in zip(table, points, strict=True):
             if row.sigma is not None and not codes.is_pca and len(row.sigma) == 2:
                 ax.add_patch(Ellipse((px, py), 2 * row.sigma[0], 2 * row.sigma[1], fill=False,
-                                     edgecolor=DIGIT_COLORS[row.digit], linewidth=1.2))  # fmt: skip
-            ax.scatter([px], [py], s=90, color=DIGIT_COLORS[row.digit], edgecolors="black", linewidths=1.2, zorder=3)
-            ax.annotate(str(row.digit), (px, py), fontsize=8, ha="center", va="center", color="white",
+                                     edgecolor=colors[row.label], linewidth=1.2))  # fmt: skip
+            ax.scatter([px], [py], s=90, color=colors[row.label], edgecolors="black", linewidths=1.2, zorder=3)
+            ax.annotate(str(row.label), (px, py), fontsize=8, ha="center", va="center", color="white",
                         fontweight="bold", zorder=4)  # fmt: skip
     if interpolation is not None:
         path = codes.project(interpolation.points)
         ax.plot(path[:, 0], path[:, 1], "-o", color="black", markersize=3.5, linewidth=1.2, zorder=5,
-                label=f"path {interpolation.start_digit}→{interpolation.end_digit}")  # fmt: skip
+                label=f"path {interpolation.start_name}→{interpolation.end_name}")  # fmt: skip
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel(codes.axis_labels[0])
     ax.set_ylabel(codes.axis_labels[1])
     note = " (first two principal components of z_mean)" if codes.is_pca else ""
     ax.set_title((title + "\n" if title else "") + f"test set in the latent space, z_mean{note}", fontsize=10)
-    legend = ax.legend(title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=4, frameon=False)
-    for handle in legend.legend_handles:
-        handle.set_alpha(1)
+    if class_names or interpolation is not None:
+        small = 8 if len(class_names or ()) > 10 else None
+        legend = ax.legend(title=word if class_names else None, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                           markerscale=4, frameon=False, fontsize=small)  # fmt: skip
+        for handle in legend.legend_handles:
+            handle.set_alpha(1)
     return fig
 
 
-def plot_digit_table(rows: list[DigitRow], images: np.ndarray, title: str = "") -> Figure:
-    """(c) One test image per digit beside its latent coordinates (and sigma where it is learned)."""
-    fig = Figure(figsize=(11, 6.2))
+def plot_class_table(rows: list[ClassRow], images: np.ndarray, title: str = "", word: str = "digit") -> Figure:
+    """(c) One test image per class beside its latent coordinates (and sigma where it is learned)."""
+    ncols = min(5, len(rows))
+    nrows = -(-len(rows) // ncols)
+    fig = Figure(figsize=(2.2 * ncols, 3.1 * nrows))
     for k, (row, image) in enumerate(zip(rows, images, strict=True)):
-        ax = fig.add_subplot(2, 5, k + 1)
+        ax = fig.add_subplot(nrows, ncols, k + 1)
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
         ax.set_xticks([])
         ax.set_yticks([])
-        text = f"digit {row.digit}  (test #{row.index})\nz = {format_point(row.z_mean, 2)}"
+        text = f"{word} {row.name}  (test #{row.index})\nz = {format_point(row.z_mean, 2)}"
         if row.sigma is not None:
             text += f"\nσ = {format_point(row.sigma, 2)}"
         ax.set_xlabel(text, fontsize=8.5)
@@ -119,11 +140,12 @@ def plot_images(
 def plot_manifold(grid: np.ndarray, images: np.ndarray, title: str = "") -> Figure:
     """(d) The decoded n x n grid over Gaussian quantiles of z[0] (across) and z[1] (up)."""
     n = len(grid)
-    canvas = images.transpose(0, 2, 1, 3).reshape(n * 28, n * 28)
+    size = images.shape[-1]
+    canvas = images.transpose(0, 2, 1, 3).reshape(n * size, n * size)
     fig = Figure(figsize=(7.5, 7.5))
     ax = fig.add_subplot()
     ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
-    ticks = np.arange(n) * 28 + 13.5
+    ticks = np.arange(n) * size + (size - 1) / 2
     labels = [f"{round(v, 2) + 0.0:.2f}" for v in grid]  # + 0.0: no "-0.00"
     ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
     ax.set_yticks(ticks, labels[::-1], fontsize=7)
@@ -136,9 +158,9 @@ def plot_manifold(grid: np.ndarray, images: np.ndarray, title: str = "") -> Figu
 def plot_interpolation(interp: Interpolation, title: str = "") -> Figure:
     """(e) The two originals at the ends and the decoded points of the segment between their codes."""
     images = [interp.originals[0], *interp.images, interp.originals[1]]
-    titles = [f"original {interp.start_digit}\n#{interp.start_index}"]
+    titles = [f"original {interp.start_name}\n#{interp.start_index}"]
     titles += [f"{k}: {format_point(p, 2)}" for k, p in enumerate(interp.points)]
-    titles += [f"original {interp.end_digit}\n#{interp.end_index}"]
+    titles += [f"original {interp.end_name}\n#{interp.end_index}"]
     return plot_images(images, titles, ncols=len(images), title=title)
 
 

@@ -1,6 +1,6 @@
 """`vaelab report`: train (or reuse) the exercise's three networks and answer every part in one report.
 
-The report is a pure function of the runs' saved files (and MNIST): `build_report` only reads runs,
+The report is a pure function of the runs' saved files (and their data): `build_report` only reads runs,
 computes the analyses and renders them, in a fixed order. Running it twice gives the same files.
 """
 
@@ -13,12 +13,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vaelab import analysis, plots
+from vaelab import _interrupt, analysis, plots
 from vaelab._files import write_text
-from vaelab.config import RunConfig, make_config
-from vaelab.data import Dataset, fetch_mnist
+from vaelab.config import RunConfig, TrainConfig, make_config
+from vaelab.data import DEFAULT_DATASET, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
-from vaelab.run import Run, load_run, read_info, run_dir_name
+from vaelab.figures import draw_run_figures, exercise_point
+from vaelab.run import Run, load_run, read_info, run_dir_name, run_is_complete
 
 REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")
 PARTS = {
@@ -29,30 +30,22 @@ PARTS = {
 KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0), (-10.0, 10.0, 10.0, 0.1)]
 
 
-def ensure_run(
-    config: RunConfig,
-    runs_dir: Path,
-    data: Dataset,
-    *,
-    data_dir: str | os.PathLike[str] | None = None,
-    log: Callable[[str], None],
-) -> Run:
+def ensure_run(config: RunConfig, runs_dir: Path, data: Dataset, *, log: Callable[[str], None]) -> Run:
     """The completed run of `config` in `runs_dir`: reused if it is there, resumed if it was interrupted."""
-    from vaelab.training import train
+    from vaelab.training import resume, train
 
     path = runs_dir / run_dir_name(config)
-    if (path / "config.json").exists():
-        info = read_info(path)
-        if info.get("config") != config.to_dict() or info.get("data_sha256") != data.sha256:
-            raise VaelabError(
-                f"{path} holds a run with another configuration or other data; move it away or pass another --runs-dir"
-            )
-        run = load_run(path)
-        if run.complete:
-            log(f"vaelab: reusing {path} ({run.epoch} epochs, same configuration and data)")
-            return run
-        return train(out=path, resume=True, data_dir=data_dir, log=log)
-    return train(config, path, data_dir=data_dir, log=log)
+    if not (path / "config.json").exists():
+        return train(config, path, data=data, log=log)
+    info = read_info(path)
+    if info.get("config") != config.to_dict() or info.get("data_sha256") != data.sha256:
+        raise VaelabError(
+            f"{path} holds a run with another configuration or other data; move it away or pass another --runs-dir"
+        )
+    if not run_is_complete(path):
+        return resume(path, data=data, log=log)
+    log(f"vaelab: reusing {path} ({config.train.epochs} epochs, same configuration and data)")
+    return load_run(path)
 
 
 def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str], None]) -> None:
@@ -68,28 +61,30 @@ def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str]
 
 def report(
     *,
+    dataset: str = "mnist",
     out: str | os.PathLike[str] = "report",
     runs_dir: str | os.PathLike[str] = "runs",
-    epochs: int = 50,
+    epochs: int = TrainConfig.epochs,
     iwae_samples: int = 100,
     train_subset: int | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
     """Trains or reuses the presets mlp, mlp-fixed-var and conv, then writes the report; returns index.html."""
-    data = fetch_mnist(data_dir, log=log)
+    data = load_dataset(dataset, data_dir, log=log)
     runs = []
-    for k, preset in enumerate(REPORT_PRESETS, 1):
-        config = make_config(preset, epochs=epochs, train_subset=train_subset)
-        log(f"vaelab report: [{k}/{len(REPORT_PRESETS)}] {preset}")
-        try:
-            runs.append(ensure_run(config, Path(runs_dir), data, data_dir=data_dir, log=log))
-            ensure_evaluation(runs[-1], data, iwae_samples, log)
-        except KeyboardInterrupt:
-            raise Interrupted(
-                f"interrupted while training {preset}; its last completed epoch is kept: run the same "
-                "`vaelab report` again to continue (finished runs are reused)"
-            ) from None
+    with _interrupt.stop_at_step_boundary():
+        for k, preset in enumerate(REPORT_PRESETS, 1):
+            config = make_config(preset, epochs=epochs, train_subset=train_subset, dataset=data.name)
+            log(f"vaelab report: [{k}/{len(REPORT_PRESETS)}] {preset}")
+            try:
+                runs.append(ensure_run(config, Path(runs_dir), data, log=log))
+                ensure_evaluation(runs[-1], data, iwae_samples, log)
+            except Interrupted:
+                raise Interrupted(
+                    f"interrupted while working on {preset}; its completed epochs are kept: run the same "
+                    "`vaelab report` again to continue (finished runs are reused)"
+                ) from None
     log("vaelab report: analysing the runs and writing the report")
     return build_report(runs, data, Path(out))
 
@@ -109,7 +104,7 @@ def build_report(runs: list[Run], data: Dataset, out: Path) -> Path:
     sections.append(_kl_section())
     markdown = "\n\n".join(sections) + "\n"
     write_text(out / "report.md", markdown)
-    html = markdown_to_html(markdown, base_dir=out, title="vaelab report: a variational autoencoder on MNIST")
+    html = markdown_to_html(markdown, base_dir=out, title=f"vaelab report: a variational autoencoder on {data.title}")
     write_text(out / "index.html", html)
     return out / "index.html"
 
@@ -121,48 +116,36 @@ def _rel(path: Path, out: Path) -> str:
 def _header(runs: list[Run], data: Dataset) -> str:
     versions = runs[0].info.get("versions", {})
     epochs = sorted({run.config.train.epochs for run in runs})
-    command = "vaelab report" + (f" --epochs {epochs[0]}" if epochs != [50] else "")
+    command = "vaelab report" + (f" --dataset {data.name}" if data.name != DEFAULT_DATASET else "")
+    command += f" --epochs {epochs[0]}" if epochs != [TrainConfig.epochs] else ""
     if runs[0].config.train.train_subset:
         command += f" --train-subset {runs[0].config.train.train_subset}"
     machine = runs[0].info.get("machine", "not recorded")
     run_list = ", ".join(f"`{run.path}`" for run in runs)
-    return f"""# vaelab report: a variational autoencoder on MNIST
+    classes = f"{len(data.class_names)} classes ({', '.join(data.class_names)})" if data.labelled else "no class labels"
+    return f"""# vaelab report: a variational autoencoder on {data.title}
 
-This report answers the course exercise (Advanced Machine Learning, exercise 4) part by part. It was
+This report answers the course exercise (Advanced Machine Learning, exercise 4) part by part{_on(data)}. It was
 produced by `{command}` from the runs {run_list}; every number and figure below is computed from
-those runs' saved files (configuration, weights, history) and MNIST, nothing is typed in by hand.
+those runs' saved files (configuration, weights, history) and the data, nothing is typed in by hand.
 
-- Data: MNIST, {len(data.x_train):,} training and {len(data.x_test):,} test images (sha256 of the arrays
-  `{data.sha256[:16]}…`, from {data.source}).
+- Data: {data.title}, {len(data.x_train):,} training and {len(data.x_test):,} test images, {classes}
+  (sha256 of the arrays `{data.sha256[:16]}…`, from {data.source}).
 - Software: vaelab {versions.get("vaelab", "?")}, Keras {versions.get("keras", "?")}, backend
   {versions.get("backend", "?")} {versions.get("backend_version", "")}.
 - Trained on: {machine}."""
 
 
+def _on(data: Dataset) -> str:
+    return "" if data.name == DEFAULT_DATASET else f", with {data.title} in place of MNIST"
+
+
 def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> str:
     title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))
-    codes = analysis.encode_test_set(run, data)
-    rows = analysis.digit_table(run, data)
-    dim = run.config.model.latent_dim
-    z = analysis.check_points([[0.5, 0.2]] if dim == 2 else [[0.0] * dim], dim)  # the exercise's z_sample
-    generated = analysis.generate(run, z)
-    _, samples = analysis.prior_samples(run, 20, seed=0)
-    grid, manifold_images = analysis.manifold(run, 15)
-    start, end = analysis.pick_pair(data.y_test)
-    interp = analysis.interpolate(run, data, start, end, steps=10)
-
-    files = {
-        name: fig_dir / f"{name}.png"
-        for name in ("latent_map", "digit_table", "generated", "samples", "manifold", "interpolation", "path")
-    }
-    plots.save(plots.plot_latent_map(codes, table=rows, title=run.config.preset), files["latent_map"])
-    plots.save(plots.plot_digit_table(rows, data.x_test[[r.index for r in rows]]), files["digit_table"])
-    plots.save(plots.plot_images(generated, [analysis.format_point(p, 2) for p in z], ncols=1), files["generated"])
-    plots.save(plots.plot_images(samples, ncols=10), files["samples"])
-    plots.save(plots.plot_manifold(grid, manifold_images), files["manifold"])
-    plots.save(plots.plot_interpolation(interp), files["interpolation"])
-    plots.save(plots.plot_latent_map(codes, interpolation=interp, title=run.config.preset), files["path"])
-    img = {name: _rel(path, out) for name, path in files.items()}
+    figures = draw_run_figures(run, data, fig_dir, z=exercise_point(run.config.model.latent_dim))
+    codes, rows, interp, z = figures.codes, figures.table, figures.interpolation, figures.z
+    img = {name: _rel(path, out) for name, path in figures.files.items()}
+    word = data.class_word
 
     test = run.metrics["test"]
     sigma_note = (
@@ -173,6 +156,23 @@ def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> str:
     )
     pca = " (latent_dim > 2: the plane of the first two principal components)" if codes.is_pca else ""
     spread = analysis.format_point(codes.z_mean.std(axis=0), 2)
+    coloured = f", coloured by the {word} it shows. The ringed points are the images of the table below" if rows else ""
+    table = (
+        f"""### (c) One image per {word} and its latent coordinates
+
+The first test image of each {word} and where the encoder puts it. {sigma_note}
+
+{analysis.table_markdown(rows, word)}
+
+![{word} table of {run.config.preset}]({img["class_table"]})"""
+        if rows
+        else f"### (c) One image per class\n\n{data.title} has no class labels, so there is no table of classes."
+    )
+    start, end = (
+        (analysis.with_article(interp.start_name), analysis.with_article(interp.end_name))
+        if data.labelled
+        else ("one image", "another")
+    )
     return f"""## {title}
 
 Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {run.epoch} epochs
@@ -181,25 +181,18 @@ Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, 
 
 ### (c) The encoder: the test set in the latent space
 
-The encoder maps each of the 10,000 test images to `z_mean`{pca}; each point is one image, coloured by
-the digit it shows. The ringed points are the images of the table below. The codes' standard deviation
-over the test set is {spread} per latent dimension.
+The encoder maps each of the {len(data.x_test):,} test images to `z_mean`{pca}; each point is one image{coloured}.
+The codes' standard deviation over the test set is {spread} per latent dimension.
 
 ![latent map of {run.config.preset}]({img["latent_map"]})
 
-### (c) One image per digit and its latent coordinates
-
-The first test image of each digit and where the encoder puts it. {sigma_note}
-
-{analysis.table_markdown(rows)}
-
-![digit table of {run.config.preset}]({img["digit_table"]})
+{table}
 
 ### (d) The generator
 
 `generator.predict(np.array([[{", ".join(f"{v:g}" for v in z[0])}]]))`, the exercise's `z_sample`:
 
-![generated digit]({img["generated"]})
+![generated image]({img["generated"]})
 
 Twenty draws from the prior N(0, I), decoded:
 
@@ -210,9 +203,9 @@ A 15 × 15 grid of latent points over Gaussian quantiles (the course script's
 
 ![manifold]({img["manifold"]})
 
-### (e) Interpolation from {_a(interp.start_digit)} to {_a(interp.end_digit)}
+### (e) Interpolation from {start} to {end}
 
-Test images #{start} ({_a(interp.start_digit)}) and #{end} ({_a(interp.end_digit)}) are encoded to
+Test images #{interp.start_index} ({interp.start_name}) and #{interp.end_index} ({interp.end_name}) are encoded to
 {analysis.format_point(interp.z_start)} and {analysis.format_point(interp.z_end)}; ten points on the segment
 between the codes (endpoints included) are decoded. The originals stand at the two ends.
 
@@ -222,11 +215,7 @@ between the codes (endpoints included) are decoded. The originals stand at the t
 
 The path on the latent map:
 
-![interpolation path]({img["path"]})"""
-
-
-def _a(digit: int) -> str:
-    return f"an {digit}" if digit == 8 else f"a {digit}"
+![interpolation path]({img["interpolation_path"]})"""
 
 
 def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
@@ -267,7 +256,7 @@ run's `history.csv`; s/epoch is their median after the first.
 
 
 def _kl_section() -> str:
-    from vaelab.kl import gaussian_kl_float64, kl_by_integration
+    from vaelab.kl import gaussian_kl_sigmas, kl_by_integration
 
     text = importlib.resources.files("vaelab").joinpath("resources/kl-divergence.md").read_text(encoding="utf-8")
     body = text.split("\n", 1)[1]  # drop the document's own title
@@ -277,7 +266,7 @@ def _kl_section() -> str:
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mu1, s1, mu2, s2 in KL_CHECKS:
-        closed = float(gaussian_kl_float64(mu1, s1, mu2, s2))
+        closed = float(gaussian_kl_sigmas(mu1, s1, mu2, s2))
         numeric = kl_by_integration(mu1, s1, mu2, s2)
         diff = abs(closed - numeric) / abs(closed)
         lines.append(f"| {mu1:g} | {s1:g} | {mu2:g} | {s2:g} | {closed:.12g} | {numeric:.12g} | {diff:.1e} |")

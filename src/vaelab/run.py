@@ -1,12 +1,17 @@
 """A run directory: the fixed set of files one training writes, and `load_run` to rebuild it.
 
-    config.json      the resolved RunConfig, vaelab/Keras/backend versions, the data checksum
-    checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch
+    config.json      the resolved RunConfig, the run's id, vaelab/Keras/backend versions, the data checksum
+    checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id
     history.csv      one row per completed epoch: loss, reconstruction_loss, kl_loss, their val_
                      (test set) counterparts, and the epoch's seconds
-    metrics.json     final test-set figures; written when training completes
+    metrics.json     final test-set figures, the run's id; written when training completes
+    encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
+    generator.keras  (vaelab.export); written when training completes
+    .lock            held (flock) by the one process writing the run; names it (vaelab._lock)
 
 Every file is written atomically, so an interrupted run leaves its last completed epoch usable.
+Only the holder of the lock writes; a reader checks that the files it read belong to one run (the
+same id, enough history for the checkpoint's epochs) and reads again if a writer was in between.
 """
 
 from __future__ import annotations
@@ -16,21 +21,28 @@ import io
 import json
 import os
 import platform
+import time
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vaelab._files import atomic_path, write_json, write_text
+from vaelab._lock import is_locked
 from vaelab.config import PRESETS, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
+
+if TYPE_CHECKING:
+    from vaelab.data import Dataset
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
-RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS)
+KERAS_FILES = ("encoder.keras", "generator.keras")
+RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES)
 HISTORY_COLUMNS = (
     "epoch",
     "loss",
@@ -71,28 +83,53 @@ class Run:
     def complete(self) -> bool:
         return self.epoch >= self.config.train.epochs and bool(self.metrics)
 
+    def load_data(self, dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+        """The data this run was trained on (or `dataset`, which must hold the same arrays), verified."""
+        return run_data(self.path, dataset, data_dir)
+
+    def reconstruct(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Images -> their reconstructions (n, 28, 28): the decoded z_mean, the encoder's best guess of the code."""
+        z_mean, _ = self.encode(x, batch_size)
+        return self.decode(z_mean, batch_size)
+
     @property
     def name(self) -> str:
         return self.path.name
 
     def encode(self, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         """Images (n, 28, 28[, 1]) as uint8 or floats in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
-        from vaelab.data import scale_pixels
+        from vaelab.data import IMAGE_SHAPE, scale_pixels
 
         x = np.asarray(x)
-        x = scale_pixels(x) if x.dtype == np.uint8 else x.astype(np.float32).reshape(-1, 28, 28, 1)
+        x = scale_pixels(x) if x.dtype == np.uint8 else x.astype(np.float32).reshape(-1, *IMAGE_SHAPE)
         z_mean, z_log_var = self.encoder.predict(x, batch_size=batch_size, verbose=0)
         return np.asarray(z_mean), np.asarray(z_log_var)
 
     def decode(self, z: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Latent points (n, latent_dim) -> decoded images (n, 28, 28), floats in [0, 1]."""
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.config.model.latent_dim)
-        return np.asarray(self.generator.predict(z, batch_size=batch_size, verbose=0)).reshape(-1, 28, 28)
+        return np.asarray(self.generator.predict(z, batch_size=batch_size, verbose=0))[..., 0]
+
+
+def run_data(path: Path, dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """The data the run in `path` was trained on (or `dataset`, which must hold the same arrays), verified."""
+    from vaelab.data import load_dataset
+
+    info = read_info(path)
+    data = load_dataset(dataset or RunConfig.from_dict(info["config"]).dataset, data_dir)
+    if data.sha256 != info.get("data_sha256", data.sha256):
+        raise VaelabError(
+            f"{path} was trained on other data than {data.title} ({data.source}); "
+            "leave out --dataset to use the run's own"
+        )
+    return data
 
 
 def run_dir_name(config: RunConfig) -> str:
-    """A run's directory name: the preset, then every setting that differs from the defaults."""
-    parts = [config.preset]
+    """A run's directory name: the dataset (unless MNIST), the preset, then every setting that differs from the
+    defaults, e.g. `mlp-epochs2` or `fashion-mnist-conv`."""
+    parts = [] if config.dataset == "mnist" else [Path(config.dataset).stem or "data"]
+    parts.append(config.preset)
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         value = getattr(config.train, f.name)
@@ -103,15 +140,17 @@ def run_dir_name(config: RunConfig) -> str:
     return "-".join(parts)
 
 
-def run_info(config: RunConfig, data_sha256: str) -> dict[str, Any]:
-    """What config.json holds: the configuration plus what else determines the run's numbers."""
+def new_run_info(config: RunConfig, data: Dataset) -> dict[str, Any]:
+    """What config.json holds for a new run: its id, the configuration, what else determines its numbers."""
     import keras
 
     from vaelab import __version__
 
     return {
+        "run_id": uuid.uuid4().hex,
         "config": config.to_dict(),
-        "data_sha256": data_sha256,
+        "data_sha256": data.sha256,
+        "data": data.record(),
         "machine": machine(),
         "versions": {
             "vaelab": __version__,
@@ -143,6 +182,10 @@ def _backend_version(name: str) -> str:
         return "unknown"
 
 
+def write_info(path: Path, info: dict[str, Any]) -> None:
+    write_json(path / CONFIG, info)
+
+
 def read_info(path: Path) -> dict[str, Any]:
     """config.json of the run in `path`, checked to be one."""
     if not path.is_dir():
@@ -165,24 +208,53 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     from vaelab.model import build_models
 
     path = Path(path)
+    for attempt in range(READ_ATTEMPTS):
+        info = read_info(path)
+        config = RunConfig.from_dict(info["config"])
+        models = build_models(config.model, seed=config.train.seed, binarize=config.train.binarize)
+        try:
+            run_id = info.get("run_id")
+            epoch = load_checkpoint(path, models.vae, run_id=run_id) if (path / CHECKPOINT).exists() else 0
+            history = read_history(path)
+            metrics = read_metrics(path)
+            if len(history) < epoch:
+                raise _Inconsistent(f"{path / HISTORY} holds {len(history)} epochs, {path / CHECKPOINT} {epoch}")
+            if metrics and run_id and metrics.get("run_id", run_id) != run_id:
+                raise _Inconsistent(f"{path / METRICS} belongs to another run than {path / CONFIG}")
+        except _Inconsistent as err:
+            if attempt + 1 == READ_ATTEMPTS or not is_locked(path):
+                raise VaelabError(f"{err}: the run is damaged or was overwritten half-way; train it again") from None
+            time.sleep(0.2 * (attempt + 1))  # a writer is at work and was between two files: read again
+            continue
+        return Run(
+            path=path,
+            config=config,
+            info={k: v for k, v in info.items() if k != "config"},
+            models=models,
+            epoch=epoch,
+            history=history[:epoch],
+            metrics=metrics,
+        )
+    raise AssertionError("unreachable")
+
+
+READ_ATTEMPTS = 5
+
+
+class _Inconsistent(VaelabError):
+    """The run's files belong to different runs or epochs: a writer was at work, or the run is damaged."""
+
+
+def run_is_complete(path: Path) -> bool:
+    """Whether the run in `path` finished all its epochs (metrics.json written), read without building it."""
     info = read_info(path)
-    config = RunConfig.from_dict(info["config"])
-    models = build_models(config.model, seed=config.train.seed, binarize=config.train.binarize)
-    epoch = load_checkpoint(path, models.vae) if (path / CHECKPOINT).exists() else 0
-    return Run(
-        path=path,
-        config=config,
-        info={k: v for k, v in info.items() if k != "config"},
-        models=models,
-        epoch=epoch,
-        history=read_history(path)[:epoch],
-        metrics=read_metrics(path),
-    )
+    metrics = read_metrics(path)
+    return bool(metrics) and metrics.get("epochs") == info["config"]["train"]["epochs"]
 
 
-def save_checkpoint(path: Path, vae, optimizer, epoch: int) -> None:
+def save_checkpoint(path: Path, vae, optimizer, epoch: int, run_id: str | None = None) -> None:
     """Writes the VAE's variables, the optimizer's and the epoch count to checkpoint.npz, atomically."""
-    arrays: dict[str, np.ndarray] = {"epoch": np.asarray(epoch)}
+    arrays: dict[str, np.ndarray] = {"epoch": np.asarray(epoch), "run_id": np.asarray(run_id or "")}
     arrays["model_paths"] = np.asarray([v.path for v in vae.variables])
     arrays.update({f"model/{i:03d}": np.asarray(v) for i, v in enumerate(vae.variables)})
     if optimizer is not None:
@@ -191,11 +263,17 @@ def save_checkpoint(path: Path, vae, optimizer, epoch: int) -> None:
         np.savez(tmp, **arrays)
 
 
-def load_checkpoint(path: Path, vae, optimizer=None) -> int:
-    """Loads checkpoint.npz into `vae` (and `optimizer`, when given); returns the epochs completed."""
+def load_checkpoint(path: Path, vae, optimizer=None, run_id: str | None = None) -> int:
+    """Loads checkpoint.npz into `vae` (and `optimizer`, when given); returns the epochs completed.
+
+    With `run_id`, a checkpoint of another run (an --overwrite in progress) is `_Inconsistent`.
+    """
     file = path / CHECKPOINT
     try:
         with np.load(file, allow_pickle=False) as saved:
+            saved_id = str(saved["run_id"]) if "run_id" in saved.files else ""
+            if run_id and saved_id and saved_id != run_id:
+                raise _Inconsistent(f"{file} belongs to another run than {path / CONFIG}")
             if [str(p) for p in saved["model_paths"]] != [v.path for v in vae.variables]:
                 raise VaelabError(f"{file} holds the weights of another network than {path / CONFIG} describes")
             values = [saved[f"model/{i:03d}"] for i in range(len(vae.variables))]

@@ -10,11 +10,15 @@ from pathlib import Path
 from vaelab.errors import VaelabError
 
 
-def serve(run_dirs: list[Path], *, host: str = "127.0.0.1", port: int = 8000, data_dir=None) -> None:
-    """Loads the runs, then serves the explorer on http://host:port until Ctrl-C."""
+def serve(
+    run_dirs: list[Path], *, host: str = "127.0.0.1", port: int = 8000, dataset: str | None = None, data_dir=None
+) -> None:
+    """Loads the runs, then serves the explorer on http://host:port until Ctrl-C.
+
+    The runs must share one dataset (their own, or `dataset`, which must hold the same arrays).
+    """
     import uvicorn
 
-    from vaelab.data import fetch_mnist
     from vaelab.explore.server import create_app
     from vaelab.run import load_run
 
@@ -22,8 +26,11 @@ def serve(run_dirs: list[Path], *, host: str = "127.0.0.1", port: int = 8000, da
     for run in runs:
         if run.epoch == 0:
             raise VaelabError(f"{run.path} has no completed epoch yet; train it first")
+    datasets = {run.info.get("data_sha256") for run in runs}
+    if len(datasets) > 1:
+        raise VaelabError("the runs were trained on different datasets; explore them one dataset at a time")
     _check_port(host, port)
-    app = create_app(runs, fetch_mnist(data_dir))
+    app = create_app(runs, runs[0].load_data(dataset, data_dir))
     if not _is_loopback(host):
         print(
             f"vaelab explore: warning: listening on {host}, so other machines can reach this server; "

@@ -87,13 +87,17 @@ class Explorer:
     id: str
     run: Run
     codes: analysis.LatentCodes
-    table: list[analysis.DigitRow]
+    table: list[analysis.ClassRow]
     lock: threading.Lock
 
     @classmethod
     def load(cls, run_id: str, run: Run, data: Dataset) -> Explorer:
         explorer = cls(
-            run_id, run, analysis.encode_test_set(run, data), analysis.digit_table(run, data), threading.Lock()
+            run_id,
+            run,
+            analysis.encode_test_set(run, data),
+            analysis.class_table(run, data) if data.labelled else [],
+            threading.Lock(),
         )
         explorer.decode(np.zeros((1, run.config.model.latent_dim), np.float32))  # compile before the first visitor
         return explorer
@@ -140,7 +144,8 @@ class Explorer:
         codes = self.codes
         table = [
             {
-                "digit": row.digit,
+                "digit": row.label,
+                "name": row.name,
                 "index": row.index,
                 "z_mean": list(row.z_mean),
                 "sigma": list(row.sigma) if row.sigma else None,
@@ -156,7 +161,8 @@ class Explorer:
             "plane_mean": codes.plane_mean.tolist(),
             "plane_axes": codes.plane_axes.tolist(),
             "coords": codes.coords.round(4).tolist(),
-            "labels": codes.labels.tolist(),
+            "labels": codes.labels.tolist() if codes.labels is not None else [],
+            "class_names": list(data.class_names or ()),
             "table": table,
         }
 
@@ -272,8 +278,7 @@ def create_app(runs: list[Run], data: Dataset) -> FastAPI:
         """Decodes `steps` evenly spaced points from `start` to `end`, endpoints included."""
         explorer = get(run_id)
         start, end = explorer.points([body.start, body.end])
-        t = np.linspace(0.0, 1.0, body.steps, dtype=np.float32)[:, None]
-        points = (1 - t) * start + t * end
+        points = analysis.segment(start, end, body.steps)
         return Interpolated(points=points.tolist(), images=[_image_b64(im) for im in explorer.decode(points)])
 
     return app

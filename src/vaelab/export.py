@@ -1,0 +1,48 @@
+"""A run's encoder and generator as `.keras` files that plain Keras opens, without vaelab.
+
+    encoder.keras    x (n, 28, 28, 1) in [0, 1] -> [z_mean, z_log_var], each (n, latent_dim)
+    generator.keras  z (n, latent_dim) -> x_decoded_mean (n, 28, 28, 1)
+
+Both hold stock Keras layers only: the fused ConvNet layers are saved as the layer pairs they
+compute (Conv2D + MaxPooling2D, UpSampling2D + Conv2D, with the same weights), and the fixed
+variance of part (f) as a frozen all-zero Dense. `keras.saving.load_model("encoder.keras")` works in
+any Python with Keras 3, on any backend. Every completed training writes them into its run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+
+from vaelab._files import atomic_path
+from vaelab.errors import VaelabError
+from vaelab.model import Models, build_models
+from vaelab.run import KERAS_FILES, Run
+
+
+def stock_models(run: Run) -> Models:
+    """The run's networks rebuilt from stock Keras layers, with its weights copied in by layer name."""
+    stock = build_models(run.config.model, seed=run.config.train.seed, stock=True)
+    for model, source in ((stock.encoder, run.encoder), (stock.generator, run.generator)):
+        weighted = {layer.name: layer for layer in source.layers if layer.weights}
+        for layer in model.layers:
+            if layer.weights and layer.trainable:
+                layer.set_weights(weighted[layer.name].get_weights())
+    return stock
+
+
+def export_run(run: Run, out: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Writes encoder.keras and generator.keras (stock Keras layers) into `out` (default: the run directory)."""
+    out = Path(out) if out is not None else run.path
+    models = stock_models(run)
+    written = []
+    try:
+        for name, model in zip(KERAS_FILES, (models.encoder, models.generator), strict=True):
+            with atomic_path(out / name, suffix=".keras") as tmp:
+                keras.saving.save_model(model, tmp)
+            written.append(out / name)
+    except OSError as err:
+        raise VaelabError(f"cannot write {out} ({err.strerror}); choose another --out") from None
+    return written

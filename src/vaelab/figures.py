@@ -1,0 +1,114 @@
+"""The figures of one run, drawn by one function that `vaelab encode/generate/interpolate` and the report call.
+
+`draw_run_figures` writes, into one directory, the files of the parts asked for:
+
+    latent_map.png            (c) the test set in the latent plane, the class table's images ringed
+    class_table.png, .md, .csv (c) one test image per class and its code (datasets with labels)
+    generated.png             (d) the generator at given latent points
+    samples.png               (d) draws from the prior N(0, I), decoded
+    manifold.png              (d) a grid over Gaussian quantiles of z[0] and z[1], decoded
+    interpolation.png         (e) the decoded segment between two test images' codes
+    interpolation_path.png    (e) that segment on the latent map
+
+and returns what it computed, for the caller to print or to write about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vaelab import analysis, plots
+from vaelab._files import write_text
+from vaelab.data import Dataset
+from vaelab.run import Run
+
+PARTS = ("encode", "generate", "interpolate")
+
+
+@dataclass
+class RunFigures:
+    """The analyses behind a run's figures, and the file each figure went to (by name, e.g. "latent_map")."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    codes: analysis.LatentCodes | None = None
+    table: list[analysis.ClassRow] | None = None
+    z: np.ndarray | None = None  # the points decoded into generated.png
+    manifold_grid: np.ndarray | None = None
+    interpolation: analysis.Interpolation | None = None
+
+
+def exercise_point(latent_dim: int) -> np.ndarray:
+    """The exercise's `z_sample` (0.5, 0.2) for a 2-d latent space; the prior's mean otherwise."""
+    return analysis.check_points([[0.5, 0.2]] if latent_dim == 2 else [[0.0] * latent_dim], latent_dim)
+
+
+def draw_run_figures(
+    run: Run,
+    data: Dataset,
+    out: Path,
+    *,
+    parts: Collection[str] = PARTS,
+    picks: list[int] | None = None,
+    z=None,
+    samples: int = 20,
+    seed: int = 0,
+    manifold: int = 15,
+    pair: tuple[int, int] | None = None,
+    steps: int = 10,
+) -> RunFigures:
+    """Computes and saves the figures of `parts` for `run` into `out`.
+
+    encode: the latent map and (with labels) the class table, `picks` replacing each class's first
+    image; generate: `z` decoded (None: none), `samples` prior draws with `seed` (0: none), a
+    `manifold` x `manifold` grid (0: none); interpolate: `pair` of test images (default
+    `analysis.pick_pair`), `steps` points.
+    """
+    result = RunFigures()
+    word = data.class_word
+    title = run.name
+
+    def save(name: str, fig, filename: str | None = None) -> None:
+        result.files[name] = out / (filename or f"{name}.png")
+        plots.save(fig, result.files[name])
+
+    if "encode" in parts or "interpolate" in parts:
+        result.codes = analysis.encode_test_set(run, data)
+    if "encode" in parts:
+        if data.labelled:
+            result.table = analysis.class_table(run, data, analysis.parse_picks(data, picks) if picks else None)
+            images = data.x_test[[row.index for row in result.table]]
+            save("class_table", plots.plot_class_table(result.table, images, title=title, word=word))
+            write_text(out / "class_table.md", analysis.table_markdown(result.table, word) + "\n")
+            write_text(out / "class_table.csv", analysis.table_csv(result.table, word))
+            result.files["class_table_md"] = out / "class_table.md"
+            result.files["class_table_csv"] = out / "class_table.csv"
+        fig = plots.plot_latent_map(result.codes, data.class_names, table=result.table, title=title, word=word)
+        save("latent_map", fig)
+    if "generate" in parts:
+        if z is not None:
+            result.z = analysis.check_points(z, run.config.model.latent_dim)
+            images = analysis.generate(run, result.z)
+            titles = [analysis.format_point(p, 2) for p in result.z]
+            save(
+                "generated",
+                plots.plot_images(images, titles, ncols=min(10, len(images)), title=f"{title}: generator(z)"),
+            )
+        if samples:
+            _, images = analysis.prior_samples(run, samples, seed=seed)
+            save("samples", plots.plot_images(images, title=f"{title}: {samples} samples, z ~ N(0, I)"))
+        if manifold:
+            result.manifold_grid, images = analysis.manifold(run, manifold)
+            save("manifold", plots.plot_manifold(result.manifold_grid, images))
+    if "interpolate" in parts:
+        start, end = pair or analysis.pick_pair(data)
+        result.interpolation = analysis.interpolate(run, data, start, end, steps)
+        save("interpolation", plots.plot_interpolation(result.interpolation, title=f"{title}: interpolation"))
+        fig = plots.plot_latent_map(
+            result.codes, data.class_names, interpolation=result.interpolation, title=title, word=word
+        )
+        save("interpolation_path", fig)
+    return result

@@ -1,0 +1,174 @@
+"""Nothing lost: one writer per run directory, Ctrl-C at a step boundary, readers never see a mixed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from vaelab import _interrupt
+from vaelab._lock import DirectoryLock
+from vaelab.errors import Interrupted, VaelabError
+from vaelab.run import CHECKPOINT, CONFIG, load_run
+
+TRAIN = ["train", "--train-subset", "3000", "--test-subset", "300"]
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vaelab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    return lines[-1]
+
+
+def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
+    with (
+        DirectoryLock(tmp_path, "training"),
+        pytest.raises(VaelabError, match=rf"is in use by process {os.getpid()} \(training since"),
+    ):
+        DirectoryLock(tmp_path, "evaluation").__enter__()
+    with DirectoryLock(tmp_path, "evaluation"):  # released: free again
+        pass
+    # A holder killed with SIGKILL leaves no stale lock: the kernel drops flock locks with the process.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from vaelab._lock import DirectoryLock\n"
+         f"with DirectoryLock({str(tmp_path)!r}, 'test'):\n print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(VaelabError, match=f"in use by process {holder.pid}"):
+        DirectoryLock(tmp_path, "training").__enter__()
+    holder.kill()
+    holder.wait()
+    with DirectoryLock(tmp_path, "training"):
+        pass
+
+
+@pytest.mark.slow
+def test_a_second_writer_is_refused_while_a_run_trains(tmp_path, mnist):
+    out = tmp_path / "run"
+    first = start_cli(*TRAIN, "--epochs", "1000", "--out", str(out))  # minutes: it is killed below
+    try:
+        wait_for(lambda: (out / ".lock").exists() and (out / ".lock").stat().st_size > 0, first)
+        # before config.json exists (the old race), and with --overwrite, and as --resume: all refused
+        for args in ([*TRAIN, "--epochs", "1", "--out", str(out)], [*TRAIN, "--out", str(out), "--overwrite"]):
+            second = run_cli(*args)
+            assert second.returncode == 2
+            assert f"is in use by process {first.pid} (training since" in one_line(second.stderr)
+        wait_for(lambda: (out / CONFIG).exists(), first)
+        second = run_cli("train", "--resume", str(out))
+        assert second.returncode == 2 and f"in use by process {first.pid}" in one_line(second.stderr)
+    finally:
+        first.kill()
+        first.communicate()
+    # The killed writer left no stale lock: its run can be resumed at once.
+    done = load_run(out).epoch
+    resumed = run_cli("train", "--resume", str(out), "--epochs", str(done + 1))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_run(out).epoch == done + 1
+
+
+@pytest.mark.slow
+def test_two_writers_started_together_leave_one_whole_run(tmp_path, mnist):
+    out = tmp_path / "run"
+    procs = [start_cli(*TRAIN, "--epochs", "1", "--seed", str(seed), "--out", str(out)) for seed in (1, 2)]
+    results = [(p.wait(timeout=300), p.communicate()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    winner = next(k for k, (code, _) in enumerate(results) if code == 0)
+    loser_err = results[1 - winner][1][1]
+    assert "is in use by process" in one_line(loser_err) or "already holds a run" in one_line(loser_err)
+    run = load_run(out)
+    assert run.config.train.seed == (1, 2)[winner]
+    assert f"test loss {run.metrics['test']['loss']:.2f}" in results[winner][1][0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 1.0])
+def test_ctrl_c_during_the_first_compilation_exits_cleanly(tmp_path, mnist, delay):
+    out = tmp_path / "run"
+    proc = start_cli(*TRAIN, "--epochs", "3", "--preset", "conv", "--out", str(out))
+    wait_for(lambda: (out / CONFIG).exists(), proc)  # config.json is written just before the first step compiles
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-3000:]
+    last = one_line(stderr)
+    assert f"vaelab train --resume {out}" in last and "interrupted" in last
+    assert "Fatal Python error" not in stderr
+    if not (out / CHECKPOINT).exists():
+        assert "before the first epoch ended" in last
+    resumed = run_cli("train", "--resume", str(out), "--epochs", "1")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_leaves_at_once(tmp_path, mnist):
+    out = tmp_path / "run"
+    proc = start_cli(*TRAIN, "--epochs", "3", "--preset", "conv", "--out", str(out))
+    wait_for(lambda: (out / CONFIG).exists(), proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("vaelab")
+
+
+def test_ctrl_c_stops_an_evaluation_between_batches(small_run, mnist):
+    from vaelab.evaluate import evaluate
+
+    with _interrupt.stop_at_step_boundary():
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: the handler only sets the flag
+        with pytest.raises(Interrupted, match="evaluation interrupted"):
+            evaluate(small_run, mnist, samples=2, images=50)
+    assert not _interrupt.requested()
+
+
+def test_a_diverging_loss_stops_the_run_and_keeps_json_strict(tmp_path, mnist):
+    result = run_cli(*TRAIN, "--epochs", "2", "--learning-rate", "1e12", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "training diverged" in one_line(result.stderr)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    for path in (tmp_path / "run").glob("*.json"):
+        json.loads(path.read_text(), parse_constant=pytest.fail)  # NaN/Infinity are not JSON
+
+
+def test_a_reader_never_mixes_two_runs(tmp_path, small_run):
+    """config.json of one run with the checkpoint of another (an --overwrite caught half-way) is detected."""
+    import shutil
+
+    from vaelab.config import make_config
+    from vaelab.training import train
+
+    other = train(make_config("mlp", epochs=1, train_subset=300, test_subset=100), tmp_path / "other", verbose=0)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(small_run.path, mixed)
+    shutil.copy(other.path / CHECKPOINT, mixed / CHECKPOINT)
+    with pytest.raises(VaelabError, match="belongs to another run"):
+        load_run(mixed)
+    shutil.copy(small_run.path / CHECKPOINT, mixed / CHECKPOINT)
+    (mixed / "history.csv").write_text((mixed / "history.csv").read_text().splitlines()[0] + "\n")
+    with pytest.raises(VaelabError, match="holds 0 epochs"):
+        load_run(mixed)
+    assert np.isfinite(load_run(small_run.path).metrics["test"]["loss"])
