@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from vaelab import _interrupt
 from vaelab.errors import Interrupted, VaelabError
 
 EXIT_USER_ERROR = VaelabError.exit_code
+MAX_FIGURE_IMAGES = 1000  # images in one figure: more is unreadable and slow to draw
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,10 +35,41 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _path(text: str) -> Path:
+    """An argparse type: a non-empty path (an empty string would silently mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name or a path, got an empty string")
+    return text
+
+
+def _int_in(low: int, high: int, what: str):
+    """An argparse type: an integer from `low` to `high`, else one line saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {what}, an integer from {low} to {high}, got {text!r}"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}: an integer from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
 def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False) -> None:
     p.add_argument(
         "--dataset",
         metavar="NAME|PATH",
+        type=_nonempty,
         default=None,
         help="the run's own dataset (a different one is refused)"
         if of_run
@@ -44,7 +77,7 @@ def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False) -> None:
     )
     p.add_argument(
         "--data-dir",
-        type=Path,
+        type=_path,
         default=None,
         help="directory holding (or to cache) the built-in datasets; default $VAELAB_DATA_DIR or ~/.cache/vaelab",
     )
@@ -212,15 +245,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vaelab.evaluate import evaluate_and_save
 
     run, data, _ = _load(args)
-    with tqdm(total=args.images or len(data.x_test), unit="image", desc="evaluate", file=sys.stderr) as bar:
+    bars = []  # the progress bar appears once the work has started (not before an error)
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="image", desc="evaluate", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
         result = evaluate_and_save(
-            run,
-            data,
-            samples=args.samples,
-            images=args.images,
-            seed=args.seed,
-            progress=lambda done, total: bar.update(done - bar.n),
+            run, data, samples=args.samples, images=args.images, seed=args.seed, progress=progress
         )
+    finally:
+        for bar in bars:
+            bar.close()
     kind = "binarised" if result.binarized else "grey-level"
     print(f"{run.name}: {result.images:,} {kind} test images, K = {result.samples} importance samples")
     print(
@@ -260,14 +298,19 @@ def cmd_kl(args: argparse.Namespace) -> int:
         raise VaelabError("MU1 SIGMA1 MU2 SIGMA2 must be finite numbers")
     if args.sigma1 <= 0 or args.sigma2 <= 0:
         raise VaelabError("SIGMA1 and SIGMA2 are standard deviations and must be > 0")
+    if min(args.sigma1, args.sigma2) < sys.float_info.min:
+        raise VaelabError(f"SIGMA1 and SIGMA2 must be at least {sys.float_info.min:.3g}, the smallest normal float64")
     kl = float(gaussian_kl_sigmas(*values))
     print(f"KL(N({args.mu1:g}, {args.sigma1:g}^2) || N({args.mu2:g}, {args.sigma2:g}^2))")
     print("  = log(sigma2/sigma1) + (sigma1^2 + (mu1 - mu2)^2) / (2 sigma2^2) - 1/2")
     print(f"  = {kl!r} nats (closed form)")
     if args.check:
         numeric = kl_by_integration(*values)
-        diff = abs(numeric - kl) / max(abs(kl), 1e-300)
-        print(f"  = {numeric!r} nats (numerical integration of the definition; relative difference {diff:.1e})")
+        if math.isfinite(numeric) and math.isfinite(kl):
+            diff = abs(numeric - kl) / max(abs(kl), 1e-300)
+            print(f"  = {numeric!r} nats (numerical integration of the definition; relative difference {diff:.1e})")
+        else:
+            print("  (the numerical integration cannot represent this case in float64: no check)")
     return 0
 
 
@@ -303,7 +346,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vaelab import __version__
-    from vaelab.config import IMPLEMENTATIONS, OPTIMIZERS, PRESETS, ModelConfig, TrainConfig
+    from vaelab.config import IMPLEMENTATIONS, MAX_SEED, OPTIMIZERS, PRESETS, ModelConfig, TrainConfig
 
     parser = _Parser(prog="vaelab", description="Train, explore and explain variational autoencoders on small images.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
@@ -323,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, help=f"images per gradient step (default: {TrainConfig.batch_size})"
     )
     p.add_argument("--latent-dim", type=_positive_int, help=f"size of z (default: {ModelConfig.latent_dim})")
-    p.add_argument("--seed", type=int, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED, "a seed"), help="random seed (default: 0)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default: {TrainConfig.optimizer}")
     p.add_argument("--learning-rate", type=float, help=f"default: {TrainConfig.learning_rate}")
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N training images only")
@@ -338,16 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=IMPLEMENTATIONS,
         help="conv layer pairs fused (default, faster) or the exercise's Keras layers one by one",
     )
-    p.add_argument("--out", type=Path, help="run directory (default: runs/PRESET, plus any non-default setting)")
+    p.add_argument("--out", type=_path, help="run directory (default: runs/PRESET, plus any non-default setting)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in RUN from its last epoch")
+    p.add_argument("--resume", type=_path, metavar="RUN", help="continue the run in RUN from its last epoch")
     _add_data_options(p)
     p.set_defaults(func=cmd_train)
 
     def analysis_parser(name: str, help: str, func) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
-        p.add_argument("run", type=Path, metavar="RUN", help="run directory")
-        p.add_argument("--out", type=Path, help="directory for the figures and tables (default: RUN/analysis)")
+        p.add_argument("run", type=_path, metavar="RUN", help="run directory")
+        p.add_argument("--out", type=_path, help="directory for the figures and tables (default: RUN/analysis)")
         _add_data_options(p, of_run=True)
         p.set_defaults(func=func)
         return p
@@ -370,16 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="Z",
         help="a latent point (repeat --z for more); default: 0.5 0.2, the exercise's example",
     )
-    p.add_argument("--samples", type=_positive_int, metavar="N", help="also decode N draws from the prior N(0, I)")
+    p.add_argument(
+        "--samples",
+        type=_int_in(1, MAX_FIGURE_IMAGES, "a number of samples"),
+        metavar="N",
+        help="also decode N draws from the prior N(0, I)",
+    )
     p.add_argument(
         "--manifold",
-        type=_positive_int,
+        type=_int_in(2, 30, "a grid size"),
         nargs="?",
         const=15,
         metavar="N",
         help="also decode an N x N grid over Gaussian quantiles (default N: 15)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for --samples (default: 0)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1, "a seed"), default=0, help="seed for --samples (default: 0)")
 
     p = analysis_parser("interpolate", "(e) decode points on the segment between two images' codes", cmd_interpolate)
     p.add_argument("--from-index", type=int, metavar="I", help="first test image (default: the first 3)")
@@ -398,12 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=_positive_int, default=1000, metavar="K", help="importance samples per image (default: 1000)"
     )
     p.add_argument("--images", type=_positive_int, metavar="N", help="evaluate the first N test images only")
-    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
+    p.add_argument(
+        "--seed", type=_int_in(0, 2**32 - 1, "a seed"), default=0, help="seed of the importance samples (default: 0)"
+    )
 
     p = sub.add_parser("report", help="train (or reuse) the exercise's three networks and write the report")
     p.add_argument("--epochs", type=_positive_int, help=f"epochs per network (default: {TrainConfig.epochs})")
-    p.add_argument("--out", type=Path, default=Path("report"), help="report directory (default: report)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the runs live (default: runs)")
+    p.add_argument("--out", type=_path, default=Path("report"), help="report directory (default: report)")
+    p.add_argument("--runs-dir", type=_path, default=Path("runs"), help="where the runs live (default: runs)")
     p.add_argument(
         "--iwae-samples",
         type=_positive_int,
@@ -416,18 +466,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("explore", help="explore the latent space of one or more runs in the browser")
-    p.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run directories")
-    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument("runs", type=_path, nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("--port", type=_int_in(1, 65535, "a TCP port"), default=8000, help="default: 8000")
     p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     _add_data_options(p, of_run=True)
     p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("export", help="write RUN's encoder and generator as .keras files plain Keras opens")
-    p.add_argument("run", type=Path, metavar="RUN", help="run directory")
-    p.add_argument("--out", type=Path, help="where to write encoder.keras and generator.keras (default: RUN)")
+    p.add_argument("run", type=_path, metavar="RUN", help="run directory")
+    p.add_argument("--out", type=_path, help="where to write encoder.keras and generator.keras (default: RUN)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("kl", help="question 2: KL(N(MU1, SIGMA1^2) || N(MU2, SIGMA2^2)) in closed form")
+    # argparse takes "-1e3" for an option; let negative numbers in any float notation through as values
+    p._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
     for name in ("mu1", "sigma1", "mu2", "sigma2"):
         p.add_argument(name, type=float, metavar=name.upper())
     p.add_argument("--check", action="store_true", help="also integrate the definition numerically")
@@ -458,6 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as err:  # the file system refused something vaelab did not expect to fail: the environment's
+        where = f" ({err.filename})" if err.filename else ""
+        print(
+            f"vaelab {args.command}: error: {err.strerror or err}{where}; check the path and the disk", file=sys.stderr
+        )
+        return EXIT_USER_ERROR
     except Exception as err:  # the last resort: one line, the traceback in a file
         where = _write_traceback(err)
         what = (str(err).splitlines() or [""])[0][:200]

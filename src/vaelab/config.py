@@ -13,6 +13,9 @@ from typing import Any
 from vaelab.errors import VaelabError
 
 ARCHS = ("mlp", "conv")
+# Keras seeds are uint32, and each layer's initializer gets 1000 * seed + its number (model.py).
+MAX_SEED = (2**32 - 1000) // 1000
+MAX_PARAMETERS = 100_000_000  # 400 MB of float32 weights, 1.6 GB with RMSprop's state and gradients
 VARIANCES = ("learned", "fixed")
 OPTIMIZERS = ("rmsprop", "adam")
 IMPLEMENTATIONS = ("fused", "keras")
@@ -37,8 +40,23 @@ class ModelConfig:
         _check_choice("implementation", self.implementation, IMPLEMENTATIONS)
         _check_positive("latent_dim", self.latent_dim)
         _check_positive("intermediate_dim", self.intermediate_dim)
-        if not self.epsilon_std > 0:
-            raise VaelabError(f"epsilon_std must be > 0, got {self.epsilon_std}")
+        if not (math.isfinite(self.epsilon_std) and self.epsilon_std > 0):
+            raise VaelabError(f"epsilon_std must be a finite number > 0, got {self.epsilon_std}")
+        if self.parameters() > MAX_PARAMETERS:
+            raise VaelabError(
+                f"latent_dim {self.latent_dim} with intermediate_dim {self.intermediate_dim} makes a network of about "
+                f"{self.parameters():,} weights ({self.parameters() * 16 / 1e9:.0f} GB to train); "
+                f"keep it under {MAX_PARAMETERS:,}"
+            )
+
+    def parameters(self) -> int:
+        """The number of weights the network will have (computed before building it, to refuse absurd sizes)."""
+        h, z = self.intermediate_dim, self.latent_dim
+        heads = (h + 1) * z * (2 if self.variance == "learned" else 1)  # z_mean (and z_log_var)
+        if self.arch == "mlp":
+            return (784 + 1) * h + heads + (z + 1) * h + (h + 1) * 784
+        convs = (9 * 1 + 1) * 16 + (9 * 16 + 1) * 8 + (9 * 8 + 1) * 8 + (9 * 8 + 1) * 16 + (9 * 16 + 1)
+        return convs + (392 + 1) * h + heads + (z + 1) * h + (h + 1) * 512
 
 
 @dataclass(frozen=True)
@@ -60,8 +78,8 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise VaelabError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
-        if self.seed < 0:
-            raise VaelabError(f"seed must be >= 0, got {self.seed}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise VaelabError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
         for name in ("train_subset", "test_subset"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))

@@ -9,6 +9,7 @@ are decoded in batches of a bounded size; the sum over k is taken with log-sum-e
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -82,6 +83,12 @@ def evaluate(
         raise VaelabError(f"--samples must be >= 1, got {samples}")
     x_all = test_images(data, binarized=run.config.train.binarize)[:images]
     n, dim = len(x_all), run.config.model.latent_dim
+    needed = 2 * n * samples * 8  # log w and log p(x|z), float64, for every image and sample
+    if needed > MEMORY_SHARE * _physical_memory():
+        raise VaelabError(
+            f"{n:,} images x {samples:,} samples need {needed / 1e9:.1f} GB; this machine has "
+            f"{_physical_memory() / 1e9:.1f} GB: use fewer --samples or --images"
+        )
     points = points_per_call or POINTS_PER_CALL[run.config.model.arch]
     k_chunk = min(samples, points)
     per_call = max(1, points // k_chunk)
@@ -139,6 +146,16 @@ def evaluate_and_save(run: Run, data: Dataset, **kwargs) -> Evaluation:
         result = evaluate(run, data, **kwargs)
         run.metrics = update_metrics(run.path, evaluation=asdict(result))
     return result
+
+
+MEMORY_SHARE = 0.5  # an evaluation may take at most this share of the machine's memory
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30  # not POSIX: assume 8 GB
 
 
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:

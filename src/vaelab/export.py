@@ -17,7 +17,6 @@ from pathlib import Path
 import keras
 
 from vaelab._files import atomic_path
-from vaelab.errors import VaelabError
 from vaelab.model import Models, build_models
 from vaelab.run import KERAS_FILES, Run
 
@@ -38,11 +37,8 @@ def export_run(run: Run, out: str | os.PathLike[str] | None = None) -> list[Path
     out = Path(out) if out is not None else run.path
     models = stock_models(run)
     written = []
-    try:
-        for name, model in zip(KERAS_FILES, (models.encoder, models.generator), strict=True):
-            with atomic_path(out / name, suffix=".keras") as tmp:
-                keras.saving.save_model(model, tmp)
-            written.append(out / name)
-    except OSError as err:
-        raise VaelabError(f"cannot write {out} ({err.strerror}); choose another --out") from None
+    for name, model in zip(KERAS_FILES, (models.encoder, models.generator), strict=True):
+        with atomic_path(out / name, suffix=".keras") as tmp:
+            keras.saving.save_model(model, tmp)
+        written.append(out / name)
     return written

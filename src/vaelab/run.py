@@ -19,10 +19,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import time
 import uuid
+import zipfile
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,20 +190,40 @@ def write_info(path: Path, info: dict[str, Any]) -> None:
 
 
 def read_info(path: Path) -> dict[str, Any]:
-    """config.json of the run in `path`, checked to be one."""
+    """config.json of the run in `path`, checked to be one (its configuration valid, its data checksum there)."""
     if not path.is_dir():
         raise VaelabError(f"no run at {path}: not a directory; train one with `vaelab train --out {path}`")
+    file = path / CONFIG
     try:
-        info = json.loads((path / CONFIG).read_text())
+        info = json.loads(file.read_bytes())
     except FileNotFoundError:
         raise VaelabError(
             f"no run at {path}: {CONFIG} is missing; train one with `vaelab train --out {path}`"
         ) from None
-    except (OSError, ValueError) as err:
-        raise VaelabError(f"{path / CONFIG} is unreadable ({err}); train the run again") from None
-    if not isinstance(info, dict) or "config" not in info:
-        raise VaelabError(f"{path / CONFIG} is not a vaelab run configuration")
+    except OSError as err:
+        raise VaelabError(f"{file} is unreadable ({err.strerror}); check its permissions") from None
+    except ValueError as err:
+        raise damaged(file, f"not JSON: {err}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+        raise damaged(file, "no run configuration in it")
+    if not isinstance(info.get("data_sha256"), str):
+        raise damaged(file, "the data checksum is missing")
+    try:
+        RunConfig.from_dict(info["config"])
+    except VaelabError as err:
+        raise damaged(file, str(err)) from None
     return info
+
+
+def damaged(file: Path, what: str) -> VaelabError:
+    """The error for a run file that exists but does not hold what it should: which file, what to do."""
+    if file.name == CHECKPOINT:
+        todo = f"its weights are lost: train the run again (`vaelab train --out {file.parent} --overwrite`)"
+    elif file.name == METRICS:
+        todo = f"the weights are intact: `vaelab train --resume {file.parent}` writes it again"
+    else:
+        todo = f"train the run again (`vaelab train --out {file.parent} --overwrite`)"
+    return VaelabError(f"{file} is damaged ({what}); {todo}")
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
@@ -266,7 +289,8 @@ def save_checkpoint(path: Path, vae, optimizer, epoch: int, run_id: str | None =
 def load_checkpoint(path: Path, vae, optimizer=None, run_id: str | None = None) -> int:
     """Loads checkpoint.npz into `vae` (and `optimizer`, when given); returns the epochs completed.
 
-    With `run_id`, a checkpoint of another run (an --overwrite in progress) is `_Inconsistent`.
+    With `run_id`, a checkpoint of another run (an --overwrite in progress) is `_Inconsistent`. A file
+    that is truncated, altered, or holds arrays that do not fit the network is `damaged`.
     """
     file = path / CHECKPOINT
     try:
@@ -275,29 +299,58 @@ def load_checkpoint(path: Path, vae, optimizer=None, run_id: str | None = None) 
             if run_id and saved_id and saved_id != run_id:
                 raise _Inconsistent(f"{file} belongs to another run than {path / CONFIG}")
             if [str(p) for p in saved["model_paths"]] != [v.path for v in vae.variables]:
-                raise VaelabError(f"{file} holds the weights of another network than {path / CONFIG} describes")
+                raise damaged(file, f"it holds the weights of another network than {CONFIG} describes")
             values = [saved[f"model/{i:03d}"] for i in range(len(vae.variables))]
             opt_values = [saved[k] for k in sorted(saved.files) if k.startswith("optimizer/")]
             epoch = int(saved["epoch"])
-    except (OSError, KeyError, ValueError, EOFError) as err:
-        raise VaelabError(f"{file} is unreadable ({err}); train the run again") from None
-    for variable, value in zip(vae.variables, values, strict=True):
-        variable.assign(value)
+    except FileNotFoundError:
+        raise damaged(file, "missing") from None
+    except OSError as err:
+        raise VaelabError(f"{file} is unreadable ({err.strerror}); check its permissions") from None
+    except (KeyError, ValueError, EOFError, TypeError, zipfile.BadZipFile, zlib.error) as err:
+        raise damaged(file, f"{type(err).__name__}: {err}") from None
+    if optimizer is not None and len(opt_values) != len(optimizer.variables):
+        raise VaelabError(f"{file} holds no matching optimizer state; train the run again without --resume")
+    pairs = list(zip(vae.variables, values, strict=True))
     if optimizer is not None:
-        if len(opt_values) != len(optimizer.variables):
-            raise VaelabError(f"{file} holds no matching optimizer state; train the run again without --resume")
-        for variable, value in zip(optimizer.variables, opt_values, strict=True):
-            variable.assign(value)
+        pairs += list(zip(optimizer.variables, opt_values, strict=True))
+    for variable, value in pairs:  # all checked before any is loaded
+        if tuple(value.shape) != tuple(variable.shape) or not np.all(np.isfinite(value)):
+            raise damaged(file, f"{variable.path} has shape {list(value.shape)}, or values that are not finite")
+    for variable, value in pairs:
+        variable.assign(value)
+    if epoch < 1:
+        raise damaged(file, f"epoch count {epoch}")
     return epoch
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
+    """history.csv's rows (epochs 1, 2, ... in order, every value a finite number); [] when there is none."""
+    file = path / HISTORY
     try:
-        text = (path / HISTORY).read_text()
+        text = file.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return []
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+    except OSError as err:
+        raise VaelabError(f"{file} is unreadable ({err.strerror}); check its permissions") from None
+    except UnicodeDecodeError:
+        raise damaged(file, "not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header or "epoch" not in header or not set(header) <= set(HISTORY_COLUMNS):
+        raise damaged(file, f"unexpected columns {header}")
+    rows = []
+    for line, values in enumerate(reader, 2):
+        try:
+            if len(values) != len(header):
+                raise ValueError(f"{len(values)} values for {len(header)} columns")
+            row = {k: float(v) for k, v in zip(header, values, strict=True)}
+            if not all(math.isfinite(v) for v in row.values()) or row["epoch"] != len(rows) + 1:
+                raise ValueError("not the next epoch, or not a finite number")
+        except ValueError as err:
+            raise damaged(file, f"line {line}: {err}") from None
+        rows.append({**row, "epoch": int(row["epoch"])})
+    return rows
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
@@ -310,16 +363,35 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
+    """metrics.json, checked to hold a mapping whose `test` and `evaluation` (where present) are mappings of numbers."""
+    file = path / METRICS
     try:
-        return json.loads((path / METRICS).read_text())
+        metrics = json.loads(file.read_bytes())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as err:
-        raise VaelabError(f"{path / METRICS} is unreadable ({err}); run `vaelab train --resume {path}`") from None
+    except OSError as err:
+        raise VaelabError(f"{file} is unreadable ({err.strerror}); check its permissions") from None
+    except ValueError as err:
+        raise damaged(file, f"not JSON: {err}") from None
+    if not isinstance(metrics, dict):
+        raise damaged(file, "not a mapping")
+    for key in ("test", "evaluation"):
+        entry = metrics.get(key, {})
+        numbers = {k: v for k, v in entry.items() if k != "binarized"} if isinstance(entry, dict) else None
+        if numbers is None or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers.values()):
+            raise damaged(file, f"its {key!r} entry is not a mapping of numbers")
+    return metrics
 
 
 def update_metrics(path: Path, **entries: Any) -> dict[str, Any]:
-    """Merges `entries` into metrics.json (training writes `test`; evaluation adds its own)."""
-    metrics = {**read_metrics(path), **entries}
+    """Merges `entries` into metrics.json (training writes `test`; evaluation adds its own).
+
+    A damaged metrics.json is replaced: everything in it can be computed again.
+    """
+    try:
+        old = read_metrics(path)
+    except VaelabError:
+        old = {}
+    metrics = {**old, **entries}
     write_json(path / METRICS, metrics)
     return metrics

@@ -19,6 +19,7 @@ import numpy as np
 
 from vaelab import _interrupt
 from vaelab import run as runs
+from vaelab._files import WriteError
 from vaelab._lock import DirectoryLock
 from vaelab.config import RunConfig
 from vaelab.data import Dataset, load_dataset, scale_pixels, test_images
@@ -83,7 +84,7 @@ def train(
             for name in runs.RUN_FILES:  # --overwrite: the old run's files go only now that all is ready
                 (out / name).unlink(missing_ok=True)
             runs.write_info(out, info)
-        except OSError as err:
+        except OSError as err:  # removing the old files of --overwrite
             raise VaelabError(f"cannot write the run directory {out} ({err.strerror}); choose another --out") from None
         return _fit(out, config, info, data, models, optimizer, [], 0, callbacks, verbose, log)
 
@@ -256,11 +257,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
             # ignores history rows beyond it.
             runs.write_history(self.out, self.history)
             runs.save_checkpoint(self.out, self.model, self.optimizer, epoch + 1, run_id=self.run_id)
-        except OSError as err:
+        except WriteError as err:
             self.history.pop()
             raise VaelabError(
-                f"cannot save epoch {epoch + 1} in {self.out} ({err.strerror}); the run keeps its earlier epochs: "
-                f"make room and continue with `vaelab train --resume {self.out}`"
+                f"{err}; the run keeps its earlier epochs: make room, then `vaelab train --resume {self.out}`"
             ) from None
 
 

