@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 from scipy import integrate, stats
 
 from tests.conftest import run_cli
-from vaelab.kl import gaussian_kl_sigmas, kl_by_integration
+from vaelab.kl import gaussian_kl, gaussian_kl_float64, gaussian_kl_sigmas, kl_by_integration
 
 
 def quad_kl(mu1: float, s1: float, mu2: float, s2: float) -> float:
@@ -66,6 +67,34 @@ def test_vae_special_cases():
         gaussian_kl_sigmas(mu, sigma, 0.0, 1.0), 0.5 * (mu**2 + sigma**2 - 1 - np.log(sigma**2)), rtol=1e-14
     )
     np.testing.assert_allclose(gaussian_kl_sigmas(mu, 1.0, 0.0, 1.0), 0.5 * mu**2, rtol=1e-14)  # part (f)
+
+
+def test_the_second_distribution_defaults_to_the_prior():
+    mu, log_var = np.array([0.3, -1.2, 0.0]), np.array([-0.7, 1.1, 0.0])
+    prior = -0.5 * (1 + log_var - mu**2 - np.exp(log_var))
+    np.testing.assert_allclose(gaussian_kl_float64(mu, log_var), prior, rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(gaussian_kl(mu, log_var)), prior, rtol=1e-6)
+
+
+def test_float64_versions_keep_float64_precision_for_float32_inputs():
+    # Near q = p the KL is a small difference of O(1) terms: float32 arithmetic would lose most of its digits.
+    log_var = np.float32(1e-3)
+    x = float(log_var)
+    expected = 0.5 * (math.expm1(x) - x)  # KL(N(0, e^x) || N(0, 1)), without cancellation
+    assert gaussian_kl_float64(np.float32(0.0), log_var).dtype == np.float64
+    assert float(gaussian_kl_float64(np.float32(0.0), log_var)) == pytest.approx(expected, rel=1e-9)
+    sigma = np.float32(1.001)
+    s = float(sigma)
+    expected = 0.5 * (s * s - 1) - math.log(s)
+    assert float(gaussian_kl_sigmas(0.0, sigma, 0.0, np.float32(1.0))) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("params", [(0.0, 1e300, 0.0, 1e-300), (0.0, 1.0, 1e300, 1.0), (0.0, 5e-324, 0.0, 1e308)])
+def test_integration_beyond_float64_says_so_without_warnings(params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # overflow, 0 * inf and log(0) must not warn: the result says it
+        value = kl_by_integration(*params)
+    assert not math.isfinite(value)
 
 
 def test_kl_command_prints_the_closed_form_and_the_check():
