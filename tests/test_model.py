@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from vaelab.config import PRESETS, ModelConfig
-from vaelab.model import build_models, kl_loss, reconstruction_loss
+from vaelab.model import (
+    Binarize,
+    FixedLogVariance,
+    Sampling,
+    bernoulli_log_likelihood,
+    build_models,
+    kl_loss,
+    reconstruction_loss,
+)
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -120,3 +128,76 @@ def test_sampling_draws_z_from_the_encoders_distribution():
     z = keras.ops.convert_to_numpy(sampling([z_mean, z_log_var]))
     np.testing.assert_allclose(z.mean(axis=0), [1.0, -2.0], atol=0.05)
     np.testing.assert_allclose(z.std(axis=0), [0.5, 2.0], rtol=0.03)
+
+
+def test_bernoulli_log_likelihood_sums_each_image_over_all_its_axes():
+    rng = np.random.default_rng(4)
+    x = (rng.random((3, 784)) < 0.4).astype(np.float32)
+    p = rng.uniform(0.05, 0.95, (3, 784)).astype(np.float32)
+    expected = (x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=1)
+    flat = keras.ops.convert_to_numpy(bernoulli_log_likelihood(x, p))
+    image = keras.ops.convert_to_numpy(bernoulli_log_likelihood(x.reshape(3, 28, 28, 1), p.reshape(3, 28, 28, 1)))
+    assert flat.shape == image.shape == (3,)
+    np.testing.assert_allclose(flat, expected, rtol=1e-5)
+    np.testing.assert_allclose(image, expected, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(reconstruction_loss(x, p)), -expected, rtol=1e-5)
+
+
+def test_sampling_scales_the_noise_by_sigma_and_epsilon_std():
+    n = 40000
+    z_mean = np.full((n, 2), [0.5, -1.0], np.float32)
+    z_log_var = np.full((n, 2), np.log([0.25, 9.0]), np.float32)
+    for layer, epsilon_std in ((Sampling(seed=1), 1.0), (Sampling(epsilon_std=0.1, seed=2), 0.1)):
+        z = keras.ops.convert_to_numpy(layer([z_mean, z_log_var]))
+        sigma = epsilon_std * np.array([0.5, 3.0])
+        assert (np.abs(z.mean(axis=0) - [0.5, -1.0]) < 5 * sigma / np.sqrt(n)).all()
+        np.testing.assert_allclose(z.std(axis=0), sigma, rtol=0.02)
+        assert abs(np.corrcoef(z.T)[0, 1]) < 0.03  # independent dimensions
+
+
+def test_sampling_is_seeded_and_round_trips_its_config():
+    z_mean, z_log_var = np.zeros((5, 3), np.float32), np.zeros((5, 3), np.float32)
+    a = keras.ops.convert_to_numpy(Sampling(seed=11)([z_mean, z_log_var]))
+    b = keras.ops.convert_to_numpy(Sampling(seed=11)([z_mean, z_log_var]))
+    np.testing.assert_array_equal(a, b)
+    again = Sampling.from_config(Sampling(epsilon_std=0.3, seed=11, name="z").get_config())
+    assert (again.epsilon_std, again.seed, again.name) == (0.3, 11, "z")
+
+
+def test_binarize_draws_each_pixel_with_its_grey_level_during_training_only():
+    grey = np.tile(np.linspace(0.0, 1.0, 11, dtype=np.float32), (20000, 1))  # 0, 0.1, ..., 1 in every row
+    layer = Binarize(seed=5)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(grey)), grey)  # inference: unchanged
+    drawn = keras.ops.convert_to_numpy(layer(grey, training=True))
+    assert drawn.dtype == np.float32 and set(np.unique(drawn)) == {0.0, 1.0}
+    rate = drawn.mean(axis=0)
+    np.testing.assert_allclose(rate, grey[0], atol=4 * 0.5 / np.sqrt(len(grey)))
+    assert rate[0] == 0.0 and rate[-1] == 1.0  # black stays black, white stays white
+    again = Binarize.from_config(Binarize(seed=5, name="binarize").get_config())
+    assert (again.seed, again.name) == (5, "binarize")
+
+
+def test_fixed_log_variance_is_zero_with_the_codes_shape():
+    z_mean = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(FixedLogVariance()(z_mean)), np.zeros((4, 3)))
+
+
+def test_compute_loss_is_the_mean_negative_elbo_scored_against_the_binarised_input():
+    models = build_models(ModelConfig(intermediate_dim=8), seed=0)
+    vae = models.vae
+    rng = np.random.default_rng(6)
+    x = rng.random((4, 28, 28, 1)).astype(np.float32)
+    binary = (x > 0.5).astype(np.float32)
+    p = rng.uniform(0.05, 0.95, (4, 28, 28, 1)).astype(np.float32)
+    mu, lv = rng.normal(size=(4, 2)).astype(np.float32), rng.normal(size=(4, 2)).astype(np.float32)
+    y_pred = {"x_decoded_mean": p, "z_mean": mu, "z_log_var": lv}
+    recon = -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(4, -1).sum(axis=1)
+    kl = (-0.5 * (1 + lv - mu**2 - np.exp(lv))).sum(axis=1)
+    loss = keras.ops.convert_to_numpy(vae.compute_loss(x=x, y_pred=y_pred))
+    assert float(loss) == pytest.approx(float(np.mean(recon + kl)), rel=1e-5)
+    assert float(vae.reconstruction_loss_tracker.result()) == pytest.approx(float(recon.mean()), rel=1e-5)
+    assert float(vae.kl_loss_tracker.result()) == pytest.approx(float(kl.mean()), rel=1e-5)
+    with_binary = keras.ops.convert_to_numpy(vae.compute_loss(x=x, y_pred={**y_pred, "x": binary}))
+    recon_binary = -(binary * np.log(p) + (1 - binary) * np.log(1 - p)).reshape(4, -1).sum(axis=1)
+    assert float(with_binary) == pytest.approx(float(np.mean(recon_binary + kl)), rel=1e-5)
+    assert {"reconstruction_loss", "kl_loss"} <= {m.name for m in vae.metrics}
