@@ -128,3 +128,58 @@ def test_fused_and_stock_conv_networks_agree_on_real_digits(mnist):
 
     for p, q in zip(grads(fused), grads(stock), strict=True):
         np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-4, atol=1e-5 * float(jnp.abs(q).max()))
+
+
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_conv_max_pool_output_shape_and_config(activation):
+    layer = ConvMaxPool2D(6, activation=activation, name="pool")
+    shape = layer.compute_output_shape((None, 10, 14, 3))
+    assert shape == (None, 5, 7, 6) and all(type(d) is int for d in shape[1:])
+    assert layer.compute_output_shape((2, None, None, 3)) == (2, None, None, 6)
+    config = layer.get_config()
+    assert "kernel_size" not in config and "padding" not in config  # fixed by the layer
+    x = np.random.default_rng(2).normal(size=(2, 6, 8, 3)).astype(np.float32)
+    y = np.asarray(layer(x))
+    copy = ConvMaxPool2D.from_config(config)
+    copy.build((None, 6, 8, 3))
+    copy.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(np.asarray(copy(x)), y)
+    # The stock pair, with the same activation: the max commutes with any monotonic activation.
+    conv = layers.Conv2D(6, (3, 3), padding="same", activation=activation)
+    conv.build((None, 6, 8, 3))
+    conv.set_weights([layer.kernel.numpy(), np.random.default_rng(3).normal(size=6).astype(np.float32)])
+    layer.bias.assign(conv.bias)
+    expected = layers.MaxPooling2D((2, 2), padding="same")(conv(x))
+    np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_max_pool_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="monotonic activation"):
+        ConvMaxPool2D(4, activation="sigmoid")
+    layer = ConvMaxPool2D(4)
+    for shape in ((2, 7, 8, 1), (2, 8, 7, 1), (2, 7, 7, 1)):
+        with pytest.raises(ValueError, match="needs an even height and width"):
+            layer(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_upsampling_conv_output_shape_and_config(padding):
+    layer = UpSamplingConv2D(5, padding, activation="relu", name="up")
+    grow = 0 if padding == "same" else -2
+    assert layer.compute_output_shape((None, 6, 9, 2)) == (None, 12 + grow, 18 + grow, 5)
+    assert layer.compute_output_shape((3, None, None, 2)) == (3, None, None, 5)
+    symbolic = keras.Input((None, None, 2))
+    assert tuple(layer(symbolic).shape) == (None, None, None, 5)  # built on unknown sizes
+    config = layer.get_config()
+    assert "kernel_size" not in config and config["padding"] == padding
+    x = np.random.default_rng(4).normal(size=(2, 4, 5, 2)).astype(np.float32)
+    layer.bias.assign(np.random.default_rng(5).normal(size=5).astype(np.float32))
+    copy = UpSamplingConv2D.from_config(config)
+    copy.build((None, 4, 5, 2))
+    copy.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(np.asarray(copy(x)), np.asarray(layer(x)))
+    conv = layers.Conv2D(5, (3, 3), padding=padding, activation="relu")
+    conv.build((None, 8, 10, 2))
+    conv.set_weights(layer.get_weights())
+    expected = conv(layers.UpSampling2D((2, 2))(x))
+    np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(expected), rtol=1e-5, atol=1e-5)
