@@ -10,8 +10,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import vaelab  # noqa: F401  (chooses the Keras backend before any test imports Keras)
-from vaelab.data import TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS
+
+def _trampolines_keep_their_signatures() -> None:
+    """Under mutmut (docs/mutation-testing.md), gives the trampolines of mutated constructors their signature.
+
+    mutmut 3 replaces a mutated function by a `(*args, **kwargs)` trampoline. Keras reads a layer's
+    constructor arguments with `inspect.getfullargspec`, which ignores `__wrapped__` but honours
+    `__signature__`; without it, building any vaelab layer whose `__init__` has mutants fails. Only
+    constructors get it: Keras copies a wrapped method's attributes onto its own wrappers of `build`,
+    where a signature that still names `self` would be wrong.
+    """
+    import inspect
+
+    from mutmut.mutation import trampoline
+
+    wrap = trampoline.wrap_in_trampoline
+
+    def wrap_keeping_the_signature(*args, **kwargs):
+        decorate = wrap(*args, **kwargs)
+
+        def decorator(function):
+            wrapper = decorate(function)
+            if function.__name__ == "__init__":
+                wrapper.__signature__ = inspect.signature(function)
+            return wrapper
+
+        return decorator
+
+    trampoline.wrap_in_trampoline = wrap_keeping_the_signature
+
+
+if "MUTANT_UNDER_TEST" in os.environ:  # set by mutmut in every process it runs tests in
+    _trampolines_keep_their_signatures()
+
+import vaelab  # noqa: E402, F401  (chooses the Keras backend before any test imports Keras)
+from vaelab.data import TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS  # noqa: E402
 
 TRAIN_SUBSET = 2000
 TEST_SUBSET = 500
