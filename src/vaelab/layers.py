@@ -67,7 +67,7 @@ class UpSamplingConv2D(layers.Conv2D):
 
     def __init__(self, filters: int, padding: str = "same", **kwargs):
         super().__init__(filters, (3, 3), padding=padding, **kwargs)
-        offsets = self._offsets(padding)
+        offsets = self._offsets(self.padding)  # as Conv2D standardised it: "SAME" is "same"
         self._low = min(min(row) for row in offsets)
         self._high = max(max(row) for row in offsets)
         # taps[p, d, o] = 1 where kernel row d of output phase p reads low-resolution row offset o.
