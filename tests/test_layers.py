@@ -154,12 +154,12 @@ def test_conv_max_pool_output_shape_and_config(activation):
 
 
 def test_conv_max_pool_refuses_what_it_cannot_compute():
-    with pytest.raises(ValueError, match="monotonic activation"):
+    with pytest.raises(ValueError, match=r"^ConvMaxPool2D needs a monotonic activation \(relu or linear\)$"):
         ConvMaxPool2D(4, activation="sigmoid")
     layer = ConvMaxPool2D(4)
-    for shape in ((2, 7, 8, 1), (2, 8, 7, 1), (2, 7, 7, 1)):
-        with pytest.raises(ValueError, match="needs an even height and width"):
-            layer(np.zeros(shape, np.float32))
+    for h, w in ((7, 8), (8, 7), (7, 7)):
+        with pytest.raises(ValueError, match=rf"ConvMaxPool2D needs an even height and width, got {h}x{w}\b"):
+            layer(np.zeros((2, h, w, 1), np.float32))
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
@@ -183,3 +183,18 @@ def test_upsampling_conv_output_shape_and_config(padding):
     conv.set_weights(layer.get_weights())
     expected = conv(layers.UpSampling2D((2, 2))(x))
     np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", [None, "same", "SAME", "Valid"])
+def test_upsampling_conv_reads_its_padding_as_keras_does(padding):
+    """The default is "same", and Keras accepts the padding in any case: so does the phase arithmetic."""
+    fused = UpSamplingConv2D(3) if padding is None else UpSamplingConv2D(3, padding)
+    fused.build((None, 5, 4, 2))
+    conv = layers.Conv2D(3, (3, 3), padding=padding or "same")
+    conv.build((None, 10, 8, 2))
+    conv.set_weights([fused.kernel.numpy(), np.random.default_rng(6).normal(size=3).astype(np.float32)])
+    fused.bias.assign(conv.bias)
+    x = np.random.default_rng(7).normal(size=(2, 5, 4, 2)).astype(np.float32)
+    expected = np.asarray(conv(layers.UpSampling2D((2, 2))(x)))
+    assert fused.compute_output_shape(x.shape) == expected.shape
+    np.testing.assert_allclose(np.asarray(fused(x)), expected, rtol=1e-5, atol=1e-5)
