@@ -173,8 +173,34 @@ def test_binarize_draws_each_pixel_with_its_grey_level_during_training_only():
     rate = drawn.mean(axis=0)
     np.testing.assert_allclose(rate, grey[0], atol=4 * 0.5 / np.sqrt(len(grey)))
     assert rate[0] == 0.0 and rate[-1] == 1.0  # black stays black, white stays white
+    same = keras.ops.convert_to_numpy(Binarize(seed=5)(grey, training=True))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(Binarize(seed=5)(grey, training=True)), same)
+    half = keras.ops.convert_to_numpy(Binarize(seed=5, dtype="float16")(grey, training=True))
+    assert half.dtype == np.float16  # in the layer's compute dtype (mixed precision computes in float16)
     again = Binarize.from_config(Binarize(seed=5, name="binarize").get_config())
     assert (again.seed, again.name) == (5, "binarize")
+
+
+def test_the_variables_checkpoints_record_keep_their_paths():
+    """checkpoint.npz stores the VAE's variables by path and refuses a mismatch: a renamed variable
+    (the sampling noise's seed state included) would make every saved run unloadable."""
+    for _ in range(2):  # names are fixed, not numbered by how many networks the process built
+        models = build_models(ModelConfig(intermediate_dim=8), seed=0, binarize=True)
+        assert models.vae.name == "vae"
+        assert [v.path for v in models.vae.variables] == [
+            "binarize_seed/seed_generator_state",
+            "encoder_h/kernel",
+            "encoder_h/bias",
+            "z_mean/kernel",
+            "z_mean/bias",
+            "z_log_var/kernel",
+            "z_log_var/bias",
+            "z_seed/seed_generator_state",
+            "decoder_h/kernel",
+            "decoder_h/bias",
+            "decoder_mean/kernel",
+            "decoder_mean/bias",
+        ]
 
 
 def test_fixed_log_variance_is_zero_with_the_codes_shape():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from dataclasses import asdict
 
@@ -26,10 +27,12 @@ import numpy as np
 import pytest
 from scipy import special
 
+from vaelab import _interrupt
 from vaelab import evaluate as evaluation
+from vaelab._lock import DirectoryLock
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data.dataset import binarized_test_set, make_dataset, scale_pixels
-from vaelab.errors import VaelabError
+from vaelab.errors import Interrupted, VaelabError
 from vaelab.evaluate import evaluate, evaluate_and_save
 from vaelab.model import build_models, reconstruction_loss
 from vaelab.run import Run
@@ -209,7 +212,8 @@ def test_images_progress_and_silence(tmp_path, capsys):
     elapsed = time.perf_counter() - started
     assert result.images == 5
     assert seen == [(2, 5), (4, 5), (5, 5)]
-    assert 0 < result.seconds <= elapsed + 0.01
+    assert isinstance(result.seconds, float) and 0 < result.seconds <= elapsed + 0.01
+    assert result.seconds == round(result.seconds, 2)  # to the hundredth
     assert capsys.readouterr().out == ""  # the library prints nothing; the command prints the result
     assert evaluate(run, data, samples=1, points_per_call=1).images == 7  # one point per call still works
     with pytest.raises(VaelabError, match="--samples must be >= 1, got 0"):
@@ -225,9 +229,10 @@ def test_an_evaluation_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp
     monkeypatch.setattr(evaluation, "_physical_memory", lambda: int(needed / evaluation.MEMORY_SHARE) - 1)
     with pytest.raises(VaelabError, match="10 images x 30 samples need"):
         evaluate(run, data, samples=30)
-    monkeypatch.setattr(evaluation, "_physical_memory", lambda: 16 * 10**9)
-    with pytest.raises(VaelabError, match=r"10 images x 60,000,000 samples need 9\.6 GB; this machine has 16\.0 GB"):
-        evaluate(run, data, samples=60_000_000)  # refused at once: nothing of that size is allocated
+    monkeypatch.setattr(evaluation, "_physical_memory", lambda: 16_050_000_000)
+    # 9.65 GB and 16.05 GB, in decimal gigabytes rounded to one place (both round up)
+    with pytest.raises(VaelabError, match=r"10 images x 60,312,500 samples need 9\.7 GB; this machine has 16\.1 GB"):
+        evaluate(run, data, samples=60_312_500)  # refused at once: nothing of that size is allocated
 
 
 def test_physical_memory_is_the_machines():
@@ -246,10 +251,32 @@ def test_physical_memory_falls_back_to_8_gb(monkeypatch):
     assert evaluation._physical_memory() == 8 * 1024**3
 
 
-def test_evaluate_and_save_writes_the_result_into_metrics(tmp_path):
+def test_the_defaults_are_k_1000_and_seed_0(tmp_path):
+    run, _ = closed_form_run(tmp_path, z_mean=0.5, z_log_var=0.3)
+    data = dataset(2)
+    default = evaluate(run, data)
+    assert default.samples == 1000
+    assert default.iwae == evaluate(run, data, samples=1000, seed=0).iwae
+    assert default.iwae != evaluate(run, data, samples=1000, seed=1).iwae
+
+
+def test_ctrl_c_stops_the_evaluation_between_batches(tmp_path):
+    run, _ = closed_form_run(tmp_path, z_mean=0.0, z_log_var=0.0)
+    with _interrupt.stop_at_step_boundary():
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: the handler only sets the flag
+        with pytest.raises(Interrupted, match=r"^evaluation interrupted; metrics\.json is unchanged$"):
+            evaluate(run, dataset(3), samples=2)
+
+
+def test_evaluate_and_save_holds_the_lock_and_writes_the_result_into_metrics(tmp_path):
     run, _ = closed_form_run(tmp_path, z_mean=0.0, z_log_var=0.0)
     (tmp_path / "metrics.json").write_text(json.dumps({"test": {"loss": 1.0}}))
-    result = evaluate_and_save(run, dataset(4), samples=3)
+
+    def another_writer_is_refused(done, n):
+        with pytest.raises(VaelabError, match=r"is in use by .*\bevaluation\b"), DirectoryLock(tmp_path, "training"):
+            pass
+
+    result = evaluate_and_save(run, dataset(4), samples=3, progress=another_writer_is_refused)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == {"test": {"loss": 1.0}, "evaluation": asdict(result)}
     assert run.metrics == saved
