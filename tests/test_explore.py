@@ -211,6 +211,7 @@ def test_page_in_chromium_decodes_draws_and_interpolates(server, browser, artifa
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     errors, remote = [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # CSP violations too
     page.on("request", lambda r: remote.append(r.url) if not r.url.startswith(url) else None)
     page.goto(url)
     page.wait_for_selector("body[data-ready=true]", timeout=60000)

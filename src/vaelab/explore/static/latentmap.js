@@ -177,10 +177,10 @@
       if (this.drawn) this.marker(this.toScreen(this.drawn), "#ffd400", 8);
       if (this.hover) {
         const [x, y] = this.toScreen(this.hover);
-        ctx.strokeStyle = "rgba(0,0,0,.45)";
+        ctx.strokeStyle = "rgba(0,0,0,.8)";
         ctx.lineWidth = 1;
         ctx.beginPath();
-        ctx.moveTo(x - 8, y); ctx.lineTo(x + 8, y); ctx.moveTo(x, y - 8); ctx.lineTo(x, y + 8);
+        ctx.moveTo(x - 10, y); ctx.lineTo(x + 10, y); ctx.moveTo(x, y - 10); ctx.lineTo(x, y + 10);
         ctx.stroke();
       }
     }
