@@ -67,7 +67,9 @@ def run_block(run_id: str, run: Run, data: Dataset) -> tuple[str, str]:
 def export(
     runs: list[Run], data: Dataset, out: str | Path, *, log: Callable[[str], None] = lambda msg: None
 ) -> tuple[Path, list[ExportedRun]]:
-    """Writes out/index.html for `runs` (checked with explore.load_runs); returns its path and each run's share."""
+    """Writes out/index.html for `runs`; returns its path and each run's share of it."""
+    for run in runs:
+        pagedata.check_run(run)
     blocks = [webpage.json_block("vaelab-runs", [pagedata.run_info(str(k), run) for k, run in enumerate(runs)])]
     exported = []
     for k, run in enumerate(runs):
