@@ -113,12 +113,13 @@ def _ops(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], mod
 
 
 def _conv(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], model) -> dict[str, Any]:
-    _check_channels_last(layer, cfg, model)
-    if tuple(cfg["strides"]) != (1, 1) or tuple(cfg["dilation_rate"]) != (1, 1) or cfg.get("groups", 1) != 1:
+    # The layer's own attributes, not its configuration: the fused layers leave fixed settings out of theirs.
+    _check_channels_last(layer, {"data_format": layer.data_format}, model)
+    if tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1) or getattr(layer, "groups", 1) != 1:
         raise _unsupported(layer, model, "strides, dilation or groups other than 1")
-    if cfg["padding"] not in ("same", "valid"):
-        raise _unsupported(layer, model, f"padding {cfg['padding']!r}")
-    return {"op": "conv2d", "input": source, "output": out, "padding": cfg["padding"],
+    if layer.padding not in ("same", "valid"):
+        raise _unsupported(layer, model, f"padding {layer.padding!r}")
+    return {"op": "conv2d", "input": source, "output": out, "padding": layer.padding,
             **_params(layer, cfg, weights, model)}  # fmt: skip
 
 
@@ -127,7 +128,7 @@ def _params(layer, cfg: dict, weights: list[np.ndarray], model) -> dict[str, Any
     values = layer.get_weights()
     params: dict[str, Any] = {"activation": _activation(layer, cfg, model), "kernel": len(weights)}
     weights.append(values[0])
-    if cfg.get("use_bias", True):
+    if layer.use_bias:
         params["bias"] = len(weights)
         weights.append(values[1])
     return params

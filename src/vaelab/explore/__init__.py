@@ -34,9 +34,7 @@ def load_runs(runs: list[Run | str | os.PathLike[str]]) -> list[Run]:
     return loaded
 
 
-def load_data(
-    runs: list[Run], dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None
-) -> Dataset:
+def load_data(runs: list[Run], dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
     """The data the runs were trained on (all of them on the same), or `dataset` holding the same arrays."""
     if len({run.info.get("data_sha256") for run in runs}) > 1:
         raise VaelabError("the runs were trained on different datasets; explore them one dataset at a time")

@@ -54,7 +54,8 @@ def run_block(run_id: str, run: Run, data: Dataset) -> tuple[str, str]:
     """The run's data block (its latent map and networks) and the weights' dtype: float32 if it fits
     RUN_BUDGET_BYTES, else float16."""
     codes = analysis.encode_test_set(run, data)
-    latent_map = pagedata.latent_map(run_id, run, codes, analysis.digit_table(run, data), data)
+    table = analysis.class_table(run, data) if data.labelled else []
+    latent_map = pagedata.latent_map(run_id, run, codes, table, data)
     for dtype in ("float32", "float16"):
         block = webpage.json_block(
             f"vaelab-run-{run_id}", {"map": latent_map, "models": pagedata.models(run, dtype=dtype)}

@@ -1,8 +1,9 @@
 """What the pages get about a run: its summary, its latent map, and its networks for the JavaScript.
 
 The served explorer sends these as JSON from its API; the exported explorer and the report embed the
-same dictionaries in the page. Nothing here is specific to digits: class names and colours travel
-with the data, and image shapes come from the model.
+same dictionaries in the page. Nothing in the pages is specific to digits: class names, the word for
+a class and the colours travel with the data (none for unlabelled data), and image shapes come from
+the model.
 """
 
 from __future__ import annotations
@@ -15,15 +16,8 @@ import numpy as np
 from vaelab import analysis, webmodel
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
-from vaelab.plots import DIGIT_COLORS
+from vaelab.plots import class_colors
 from vaelab.run import METRICS, Run
-
-DIGIT_NAMES = tuple(str(d) for d in range(10))  # MNIST's classes
-
-
-def class_names(data: Dataset) -> list[str]:
-    """The names of the dataset's classes: those it carries (datasets that name them), else the digits."""
-    return [str(name) for name in (getattr(data, "class_names", None) or DIGIT_NAMES)]
 
 
 def image_shape(run: Run) -> list[int]:
@@ -73,10 +67,11 @@ def image_b64(image: np.ndarray) -> str:
 
 
 def latent_map(
-    run_id: str, run: Run, codes: analysis.LatentCodes, table: list[analysis.DigitRow], data: Dataset
+    run_id: str, run: Run, codes: analysis.LatentCodes, table: list[analysis.ClassRow], data: Dataset
 ) -> dict[str, Any]:
-    """The test set's codes in the drawn plane, their classes, and the one-image-per-class table."""
-    names = class_names(data)
+    """The test set's codes in the drawn plane, their classes, and the one-image-per-class table
+    (`labels`, `class_names`, `colors` and `table` are empty for unlabelled data)."""
+    names = list(data.class_names or ()) if codes.labels is not None else []
     return {
         "run": run_info(run_id, run),
         "axis_labels": list(codes.axis_labels),
@@ -84,21 +79,21 @@ def latent_map(
         "plane_mean": codes.plane_mean.tolist(),
         "plane_axes": codes.plane_axes.tolist(),
         "coords": codes.coords.round(4).tolist(),
-        "labels": codes.labels.tolist(),
+        "labels": codes.labels.tolist() if names else [],
         "class_names": names,
-        "label_name": "digit" if tuple(names) == DIGIT_NAMES else "class",
-        "colors": [DIGIT_COLORS[k % len(DIGIT_COLORS)] for k in range(len(names))],
+        "label_name": data.class_word,
+        "colors": class_colors(len(names)),
         "image_shape": image_shape(run),
         "table": [
             {
-                "label": row.digit,
+                "label": row.label,
                 "index": row.index,
                 "z_mean": list(row.z_mean),
                 "sigma": list(row.sigma) if row.sigma else None,
                 "coords": codes.project(np.array([row.z_mean]))[0].round(5).tolist(),
                 "image": image_b64(data.x_test[row.index] / 255.0),
             }
-            for row in table
+            for row in (table if names else [])
         ],
     }
 

@@ -79,7 +79,7 @@ class RunInfo(BaseModel):
 
 @dataclass
 class Explorer:
-    """One run as the page sees it: the encoded test set, the digit table, and locked model calls."""
+    """One run as the page sees it: the encoded test set, the class table, and locked model calls."""
 
     id: str
     run: Run

@@ -166,6 +166,11 @@
 
   function buildTable() {
     const { table, run, class_names: names, label_name: labelName, image_shape: shape } = state.map;
+    $("run-info").textContent = `${run.preset}: ${run.arch}, variance ${run.variance}, latent_dim ${run.latent_dim}, ` +
+      `${run.epochs} epochs` + (run.test_loss === null ? "" : `, test loss ${run.test_loss.toFixed(2)} nats`);
+    $("table-card").hidden = table.length === 0;  // unlabelled data: no classes to show
+    if (table.length === 0) return;
+    $("table-title").textContent = `One test image per ${labelName}`;
     const dims = table[0].z_mean.length;
     const sigma = table[0].sigma !== null;
     const head = [labelName, "image", "test #", ...[...Array(dims).keys()].map((j) => `z_mean[${j}]`)];
@@ -192,8 +197,6 @@
       });
       return tr;
     }));
-    $("run-info").textContent = `${run.preset}: ${run.arch}, variance ${run.variance}, latent_dim ${run.latent_dim}, ` +
-      `${run.epochs} epochs` + (run.test_loss === null ? "" : `, test loss ${run.test_loss.toFixed(2)} nats`);
   }
 
   // --- start -------------------------------------------------------------------------------------
@@ -215,6 +218,9 @@
     Object.assign(state, { run: state.runs.find((r) => r.id === id), map, models });
     live.show(map, models);
     vaelab.fillLegend($("legend"), map.class_names, map.colors);
+    const thing = map.label_name === "digit" ? "digit" : "image";
+    $("decoded-title").textContent = `Decoded ${thing}`;
+    $("pad-title").textContent = `Draw ${thing === "digit" ? "a digit" : "an image"}`;
     buildTable();
     buildSliders(state.run.latent_dim);
     const z = new Array(state.run.latent_dim).fill(0);

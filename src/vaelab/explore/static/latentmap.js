@@ -3,6 +3,8 @@
 "use strict";
 
 (function (vaelab) {
+  const UNLABELLED = "#3b6ea5";  // the points' colour where the data have no classes
+
   // --- images ----------------------------------------------------------------------------------------
 
   // Paints an image (height, width, channels) of values in [0, 1] (or bytes, with scale 1/255) on a
@@ -126,9 +128,10 @@
       const g = layer.getContext("2d");
       const { coords, labels, colors, axis_labels: axes } = this.data;
       g.globalAlpha = 0.55;
+      g.fillStyle = UNLABELLED;
       coords.forEach((c, i) => {
         const [x, y] = this.toScreen(c);
-        g.fillStyle = colors[labels[i]];
+        if (labels.length) g.fillStyle = colors[labels[i]];
         g.fillRect(x - 1, y - 1, 2.4, 2.4);
       });
       g.globalAlpha = 1;
