@@ -173,3 +173,30 @@ def test_exported_explorer_works_offline(explorer_page, artifacts):
     assert page.locator("#decoded").get_attribute("data-z") != before
     assert not errors, errors
     assert not requests, f"the page tried to fetch: {requests}"
+
+
+@pytest.mark.slow
+def test_exported_explorer_of_unlabelled_data(tmp_path, mnist, browser):
+    """Data without classes: one colour for every point, no class table, and decoding as usual."""
+    from vaelab.config import make_config
+    from vaelab.data import load_dataset
+    from vaelab.explore import load_data
+    from vaelab.explore.export import export
+    from vaelab.training import train
+
+    np.savez(tmp_path / "plain.npz", x_train=mnist.x_train[:500], x_test=mnist.x_test[:200])
+    data = load_dataset(tmp_path / "plain.npz")
+    run = train(
+        make_config("conv", epochs=1, dataset=str(tmp_path / "plain.npz")), tmp_path / "run", data=data, verbose=0
+    )
+    path, _ = export([run], load_data([run]), tmp_path / "site")
+    page, requests, errors = offline_page(browser, path.as_uri(), viewport={"width": 1280, "height": 1100})
+    page.wait_for_selector("body[data-ready=true]", timeout=60000)
+    assert page.locator("#table-card").is_hidden() and page.locator("#legend li").count() == 0
+    box = page.locator("#map").bounding_box()
+    page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.4 * box["height"])
+    page.wait_for_function("document.getElementById('decoded').dataset.z !== '[0,0]'")
+    assert page.locator("#decoded-title").text_content() == "Decoded image"
+    page.close()
+    assert not errors, errors
+    assert not requests, f"the page tried to fetch: {requests}"
