@@ -407,7 +407,7 @@ def test_a_truncated_checkpoint_is_refused_when_a_run_is_loaded(small_run, tmp_p
     shutil.copytree(small_run.path, copy)
     checkpoint = (copy / "checkpoint.npz").read_bytes()
     (copy / "checkpoint.npz").write_bytes(checkpoint[: len(checkpoint) // 2])
-    with pytest.raises(VaelabError, match=f"the run in {copy} is damaged") as err:
+    with pytest.raises(VaelabError, match=r"checkpoint\.npz is damaged") as err:
         load_runs([copy])
     assert "\n" not in str(err.value)
 

@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     p.add_argument(
         "--export",
-        type=Path,
+        type=_path,
         metavar="DIR",
         help="write the explorer as one static page, DIR/index.html (no server needed), instead of serving it",
     )

@@ -8,7 +8,6 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaelab.errors import VaelabError
@@ -23,12 +22,13 @@ if TYPE_CHECKING:
 def load_runs(runs: list[Run | str | os.PathLike[str]]) -> list[Run]:
     """Runs given as Run objects or run directories, each checked to hold what the pages read.
 
-    A damaged run is a one-line VaelabError naming it, at start-up, never an error page later.
+    A damaged run is a one-line VaelabError naming the file, at start-up, never an error page later
+    (load_run checks every run file; pagedata.check_run what the pages read besides).
     """
     from vaelab.explore.pagedata import check_run
-    from vaelab.run import Run
+    from vaelab.run import Run, load_run
 
-    loaded = [run if isinstance(run, Run) else _load(Path(run)) for run in runs]
+    loaded = [run if isinstance(run, Run) else load_run(run) for run in runs]
     for run in loaded:
         check_run(run)
     return loaded
@@ -39,23 +39,6 @@ def load_data(runs: list[Run], dataset: str | None = None, data_dir: str | os.Pa
     if len({run.info.get("data_sha256") for run in runs}) > 1:
         raise VaelabError("the runs were trained on different datasets; explore them one dataset at a time")
     return runs[0].load_data(dataset, data_dir)
-
-
-def _load(path: Path) -> Run:
-    """load_run, with any damage it trips over (a truncated checkpoint, a mangled file) as one line."""
-    import zipfile
-
-    from vaelab.run import load_run
-
-    try:
-        return load_run(path)
-    except VaelabError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
-        what = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise VaelabError(
-            f"the run in {path} is damaged ({what}); train it again, or resume it with `vaelab train --resume {path}`"
-        ) from None
 
 
 @dataclass

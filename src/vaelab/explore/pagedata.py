@@ -17,7 +17,7 @@ from vaelab import analysis, webmodel
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.plots import class_colors
-from vaelab.run import METRICS, Run
+from vaelab.run import METRICS, Run, damaged
 
 
 def image_shape(run: Run) -> list[int]:
@@ -29,12 +29,8 @@ def check_run(run: Run) -> None:
     """A one-line error, naming the file, when what the pages read from the run is missing or damaged."""
     if run.epoch == 0:
         raise VaelabError(f"{run.path} has no completed epoch yet; train it first")
-    metrics = run.metrics
-    if not isinstance(metrics, dict) or ("test" in metrics and not _is_number(_get(metrics["test"], "loss"))):
-        raise VaelabError(
-            f'{run.path / METRICS} is damaged (expected an object whose "test" holds a numeric "loss"); '
-            f"delete it and run `vaelab train --resume {run.path}` to write it again"
-        )
+    if "test" in run.metrics and not _is_number(_get(run.metrics["test"], "loss")):
+        raise damaged(run.path / METRICS, 'its "test" entry holds no numeric "loss"')
 
 
 def _get(obj: Any, key: str) -> Any:
