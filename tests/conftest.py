@@ -94,6 +94,28 @@ def small_run(tmp_path_factory, mnist):
     return train(config, tmp_path_factory.mktemp("runs") / "mlp", verbose=0)
 
 
+PRESETS = ("mlp", "mlp-fixed-var", "conv", "conv-fixed-var")
+REPORT_EPOCHS = 1
+
+
+@pytest.fixture(scope="session")
+def preset_runs(tmp_path_factory, mnist) -> dict:
+    """Every preset trained for 1 epoch on 2000 real MNIST images, in one runs directory.
+
+    Their configurations are those of `vaelab report --epochs 1 --train-subset 2000`, which reuses them.
+    """
+    from vaelab.config import make_config
+    from vaelab.run import run_dir_name
+    from vaelab.training import train
+
+    runs_dir = tmp_path_factory.mktemp("preset-runs")
+    runs = {}
+    for preset in PRESETS:
+        config = make_config(preset, epochs=REPORT_EPOCHS, train_subset=TRAIN_SUBSET)
+        runs[preset] = train(config, runs_dir / run_dir_name(config), verbose=0)
+    return runs
+
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -127,6 +149,23 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield b
         b.close()
+
+
+def offline_page(browser, url: str, **options):
+    """A new page that may load `url` and nothing else: every other request fails, and is recorded.
+
+    Returns (page, requests, errors): the URLs it tried besides `url`, and its console errors and
+    uncaught exceptions.
+    """
+    page = browser.new_page(**options)
+    requests, errors = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url) if r.url != url else None)
+    page.on("websocket", lambda w: requests.append(w.url))
+    page.route("**/*", lambda r: r.continue_() if r.request.url == url else r.abort())
+    page.goto(url)
+    return page, requests, errors
 
 
 @pytest.fixture(scope="session")

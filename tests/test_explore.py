@@ -3,9 +3,14 @@ the page in a real Chromium."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
+import dataclasses
+import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +25,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import run_cli
-from vaelab.explore.server import MAX_BODY_BYTES, create_app
+from vaelab.errors import VaelabError
+from vaelab.explore.guards import MAX_BODY_BYTES, AllowedHosts, HostCheck
+from vaelab.explore.server import create_app
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +51,8 @@ def test_runs_and_latent_map(client):
     assert [r["id"] for r in runs] == ["0"] and runs[0]["latent_dim"] == 2
     m = client.get("/api/runs/0/map").json()
     assert len(m["coords"]) == len(m["labels"]) == 10000
-    assert [row["digit"] for row in m["table"]] == list(range(10))
+    assert [row["label"] for row in m["table"]] == list(range(10))
+    assert m["class_names"] == [str(d) for d in range(10)] and m["image_shape"] == [28, 28, 1]
     assert image(m["table"][7]["image"]).max() == 255  # test image #0, a 7
 
 
@@ -108,7 +116,7 @@ def test_oversized_bodies_are_refused(client):
 
 def test_the_page_and_its_files_are_served_and_nothing_else(client):
     page = client.get("/")
-    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert page.status_code == 200 and "static/app.js" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # no CDN
     assert client.get("/static/app.js").status_code == 200
     for path in ("/static/../server.py", "/static/%2e%2e%2fserver.py", "/static/nothing.js"):
@@ -203,6 +211,7 @@ def test_page_in_chromium_decodes_draws_and_interpolates(server, browser, artifa
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     errors, remote = [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # CSP violations too
     page.on("request", lambda r: remote.append(r.url) if not r.url.startswith(url) else None)
     page.goto(url)
     page.wait_for_selector("body[data-ready=true]", timeout=60000)
@@ -254,3 +263,166 @@ def test_higher_latent_dims_get_the_principal_plane(tmp_path, mnist):
     assert m["is_pca"] and m["axis_labels"] == ["PC1", "PC2"] and len(m["plane_axes"]) == 3
     assert len(client.post("/api/runs/0/decode", json={"points": [[0.1, 0.2, 0.3]]}).json()["images"]) == 1
     assert client.post("/api/runs/0/decode", json={"points": [[0.1, 0.2]]}).status_code == 422
+
+
+# --- hardening: Host check, headers, limits, damaged runs ---------------------------------------------------
+
+
+def test_security_headers_on_every_response(client):
+    big = json.dumps({"points": [[0.0, 0.0]] * 10000})
+    responses = [
+        client.get("/"),
+        client.get("/api/runs"),
+        client.get("/static/app.js"),
+        client.get("/static/nothing.js"),  # 404
+        client.post("/api/runs/0/decode", content="{bad", headers={"content-type": "application/json"}),  # 422
+        client.post("/api/runs/0/decode", content=big, headers={"content-type": "application/json"}),  # 413
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 404, 422, 413]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy and "connect-src 'self'" in policy
+
+
+def test_a_wrong_host_is_refused(app):
+    client = TestClient(HostCheck(app, AllowedHosts.for_server("127.0.0.1", 8000)), base_url="http://127.0.0.1:8000")
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000"):
+        assert client.get("/api/runs", headers={"host": host}).status_code == 200, host
+    for host in ("attacker.example:8000", "attacker.example", "127.0.0.1:8001", "localhost", "[::1]x", ""):
+        response = client.get("/api/runs", headers={"host": host})
+        assert response.status_code == 421, host
+        detail = response.json()["detail"]
+        assert "\n" not in detail and "this server answers to" in detail and "localhost" in detail
+    everywhere = AllowedHosts.for_server("0.0.0.0", 80)
+    assert everywhere.accepts("192.168.1.20") and everywhere.accepts("[fe80::1]:80")
+    assert not everywhere.accepts("attacker.example") and not everywhere.accepts("192.168.1.20:81")
+
+
+def test_the_served_command_checks_the_host(server):
+    url, _ = server
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/api/runs", headers={"Host": f"rebound.attacker.example:{port}"})
+    response = conn.getresponse()
+    assert response.status == 421 and b"this server answers to" in response.read()
+    assert response.getheader("x-content-type-options") == "nosniff"  # refusals get the headers too
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def quick_server(small_run):
+    """An explorer serving in this process with short timeouts and a small concurrency limit."""
+    from vaelab.explore import guards, serve
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(guards.SlowClientGuard, "read_seconds", 2.0)
+        patch.setattr(guards, "KEEP_ALIVE_SECONDS", 2)
+        patch.setattr(guards, "MAX_CONCURRENCY", 3)
+        handle = serve([small_run], port=0, background=True)
+        yield handle
+        handle.stop()
+
+
+def closed_after(sock: socket.socket) -> float:
+    """Seconds until the server closes `sock` (reading and dropping what it sends)."""
+    started = time.monotonic()
+    sock.settimeout(30)
+    while sock.recv(65536):
+        pass
+    return time.monotonic() - started
+
+
+def test_slow_and_idle_clients_are_disconnected(quick_server):
+    port = int(quick_server.url.rsplit(":", 1)[1].strip("/"))
+    config = quick_server.server.config
+    assert config.timeout_keep_alive == 2 and config.limit_concurrency == 3
+    with socket.create_connection(("127.0.0.1", port)) as slow:
+        slow.sendall(f"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: */".encode())  # half a header
+        assert 1.5 < closed_after(slow) < 10
+    with socket.create_connection(("127.0.0.1", port)) as slow:
+        head = f"POST /api/runs/0/decode HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100\r\n"
+        slow.sendall(head.encode() + b"content-type: application/json\r\n\r\n" + b'{"points": ')  # half a body
+        assert 1.5 < closed_after(slow) < 10
+    with socket.create_connection(("127.0.0.1", port)) as idle:
+        idle.sendall(f"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert idle.recv(12) == b"HTTP/1.1 200"
+        assert 1.5 < closed_after(idle) < 10  # kept alive, then closed when idle
+
+
+def test_concurrent_connections_are_bounded(quick_server):
+    port = int(quick_server.url.rsplit(":", 1)[1].strip("/"))
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 10
+        while len(quick_server.server.server_state.connections) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/runs")
+        assert conn.getresponse().status == 503
+        conn.close()
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_serve_in_the_background_from_a_running_event_loop(small_run):
+    """As in a Jupyter notebook: serve() returns at once with a URL, and stop() ends it."""
+    from vaelab.explore import guards, serve
+
+    async def main():
+        handle = serve([small_run], port=0, background=True)
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: urllib.request.urlopen(handle.url + "api/runs", timeout=30).read()
+        )
+        handle.stop()
+        return handle, json.loads(body)
+
+    result = concurrent.futures.ThreadPoolExecutor(1).submit(asyncio.run, main())  # a thread of its own: the
+    handle, runs = result.result(timeout=120)  # test's thread may already run Playwright's event loop
+    assert runs[0]["preset"] == "mlp" and not handle.thread.is_alive()
+    config = handle.server.config
+    assert config.limit_concurrency == guards.MAX_CONCURRENCY and config.timeout_keep_alive == guards.KEEP_ALIVE_SECONDS
+    assert config.h11_max_incomplete_event_size == guards.MAX_HEADER_BYTES and config.http is guards.SlowClientGuard
+
+
+@pytest.mark.parametrize("metrics", ["[1, 2]", '{"test": 5}', '{"test": {"loss": "low"}}', '{"test": {}}'])
+def test_damaged_metrics_are_refused_when_a_run_is_loaded(small_run, tmp_path, metrics):
+    from vaelab.explore import load_runs
+
+    copy = tmp_path / "run"
+    shutil.copytree(small_run.path, copy)
+    (copy / "metrics.json").write_text(metrics)
+    with pytest.raises(VaelabError, match=r"metrics.json is damaged") as err:
+        load_runs([copy])
+    assert "\n" not in str(err.value) and "--resume" in str(err.value)
+
+
+def test_a_truncated_checkpoint_is_refused_when_a_run_is_loaded(small_run, tmp_path):
+    from vaelab.explore import load_runs
+
+    copy = tmp_path / "run"
+    shutil.copytree(small_run.path, copy)
+    checkpoint = (copy / "checkpoint.npz").read_bytes()
+    (copy / "checkpoint.npz").write_bytes(checkpoint[: len(checkpoint) // 2])
+    with pytest.raises(VaelabError, match=r"checkpoint\.npz is damaged") as err:
+        load_runs([copy])
+    assert "\n" not in str(err.value)
+
+
+def test_damaged_run_files_are_one_line_at_start(small_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(small_run.path, copy)
+    (copy / "metrics.json").write_text('{"test": "nothing"}')
+    result = run_cli("explore", str(copy), "--port", str(free_port()))
+    assert result.returncode == 2 and "metrics.json is damaged" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_loss_that_is_not_a_number_is_sent_as_null(small_run, mnist):
+    run = dataclasses.replace(small_run, metrics={**small_run.metrics, "test": {"loss": float("nan")}})
+    client = TestClient(create_app([run], mnist))
+    response = client.get("/api/runs")
+    assert response.status_code == 200 and response.json()[0]["test_loss"] is None

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import REPORT_EPOCHS, TRAIN_SUBSET, offline_page, run_cli
+from vaelab.report import REPORT_PRESETS
 
 pytestmark = pytest.mark.slow
+REPORT_BUDGET_BYTES = 10_000_000
 
 
 @pytest.fixture(scope="module")
-def report_dirs(tmp_path_factory, mnist):
+def report_dirs(tmp_path_factory, preset_runs):
     base = tmp_path_factory.mktemp("report")
     args = [
         "report",
         "--epochs",
-        "1",
+        str(REPORT_EPOCHS),
         "--train-subset",
-        "2000",
+        str(TRAIN_SUBSET),
         "--out",
         str(base / "report"),
         "--runs-dir",
-        str(base / "runs"),
+        str(preset_runs["mlp"].path.parent),  # the runs are trained once, for every test that needs them
     ]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -45,11 +48,17 @@ def test_report_answers_every_part_for_every_network(report_dirs):
 
 
 def test_report_html_is_self_contained(report_dirs):
+    """No remote resource: everything inline or a data: URI, and a policy that forbids any connection."""
     base, _, _ = report_dirs
     html = (base / "report" / "index.html").read_text()
-    assert "<script" not in html and "<link" not in html
-    sources = re.findall(r'src="([^"]*)"', html)
-    assert len(sources) > 20 and all(s.startswith("data:image/") for s in sources)
+    assert len(html.encode()) < REPORT_BUDGET_BYTES
+    sources = re.findall(r'\s(?:src|href)="([^"]*)"', html)
+    assert len(sources) > 20 and all(s.startswith("data:") for s in sources)
+    assert not re.search(r"<script[^>]*\ssrc=", html) and not re.search(r"<link(?! rel=\"icon\")", html)
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)"', html).group(1)
+    assert "default-src 'none'" in policy and "connect-src 'none'" in policy and "unsafe" not in policy
+    assert html.count('<div class="live" hidden>') == len(REPORT_PRESETS)  # shown by the script; scripts off: not
+    assert "live latent map" not in (base / "report" / "report.md").read_text().replace("<!-- live latent map", "")
 
 
 def test_report_is_a_pure_function_of_the_runs(report_dirs):
@@ -62,9 +71,9 @@ def test_report_is_a_pure_function_of_the_runs(report_dirs):
     assert before == after
 
 
-def test_report_table_matches_what_encode_prints(report_dirs):
+def test_report_table_matches_what_encode_prints(report_dirs, preset_runs):
     base, _, _ = report_dirs
-    run_dir = base / "runs" / "mlp-epochs1-train-subset2000"
+    run_dir = preset_runs["mlp"].path
     result = run_cli("encode", str(run_dir), "--out", str(base / "encode"))
     assert result.returncode == 0, result.stderr
     md = (base / "report" / "report.md").read_text()
@@ -82,3 +91,46 @@ def test_report_renders_in_chromium_without_broken_images(report_dirs, browser, 
     assert sum(cls.startswith("math") for _, _, cls in images) > 10  # the maths rendered as images
     page.screenshot(path=str(artifacts / "report.png"), full_page=True)
     page.close()
+
+
+@pytest.fixture(scope="module")
+def report_page(report_dirs, browser):
+    base, _, _ = report_dirs
+    page, requests, errors = offline_page(
+        browser, (base / "report" / "index.html").as_uri(), viewport={"width": 1200, "height": 1000}
+    )
+    page.wait_for_function(f"window.vaelabReport && window.vaelabReport.length === {len(REPORT_PRESETS)}")
+    yield page, requests, errors
+    page.close()
+
+
+def test_live_report_decodes_and_interpolates_offline(report_page, artifacts):
+    page, requests, errors = report_page
+    live = page.locator(".live").first
+    live.scroll_into_view_if_needed()
+    box = page.locator(".live-map").first.bounding_box()
+    decoded = page.locator(".live-decoded").first
+
+    def hover(fx: float, fy: float) -> str:
+        before = decoded.get_attribute("data-z")
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        page.wait_for_function("b => document.querySelector('.live-decoded').dataset.z !== b", arg=before)
+        return page.evaluate("document.querySelector('.live-decoded').toDataURL()")
+
+    page.mouse.click(box["x"] + 0.3 * box["width"], box["y"] + 0.5 * box["height"])
+    page.mouse.click(box["x"] + 0.7 * box["width"], box["y"] + 0.45 * box["height"])
+    page.wait_for_function("document.querySelectorAll('.live-strip')[0].querySelectorAll('canvas').length === 10")
+    assert hover(0.3, 0.3) != hover(0.6, 0.35), "moving over the map did not change the decoded image"
+    live.screenshot(path=str(artifacts / "live-report.png"))
+    assert not errors, errors
+    assert not requests, f"the report tried to fetch: {requests}"
+
+
+def test_live_report_decoders_equal_the_keras_generators(report_page, preset_runs):
+    page, requests, errors = report_page
+    for k, preset in enumerate(REPORT_PRESETS):
+        z = np.random.default_rng(k).normal(scale=1.5, size=(100, 2)).astype(np.float32)
+        got = page.evaluate("([k, z]) => z.map((p) => Array.from(vaelabReport[k].decode(p)))", [k, z.tolist()])
+        expected = np.asarray(preset_runs[preset].generator.predict(z, verbose=0)).reshape(100, -1)
+        np.testing.assert_allclose(np.array(got), expected, rtol=0, atol=1e-4, err_msg=preset)
+    assert not errors and not requests

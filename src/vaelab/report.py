@@ -18,7 +18,9 @@ from vaelab._files import write_text
 from vaelab.config import RunConfig, TrainConfig, make_config
 from vaelab.data import DEFAULT_DATASET, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
+from vaelab.explore import pagedata
 from vaelab.figures import draw_run_figures, exercise_point
+from vaelab.report_html import LIVE_MARKER, markdown_to_html
 from vaelab.run import Run, load_run, read_info, run_dir_name, run_is_complete
 
 REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")
@@ -93,18 +95,26 @@ def report(
 
 
 def build_report(runs: list[Run], data: Dataset, out: Path) -> Path:
-    """Writes out/report.md, out/figures/ and the self-contained out/index.html; returns index.html's path."""
-    from vaelab.report_html import markdown_to_html
+    """Writes out/report.md, out/figures/ and the self-contained out/index.html; returns index.html's path.
 
+    In index.html, each run with latent_dim 2 also gets a live latent map that decodes in the page.
+    """
     figures = out / "figures"
     sections = [_header(runs, data)]
+    live = {}
     for run in runs:
-        sections.append(_run_section(run, data, figures / run.name, out))
+        section, live[run.name] = _run_section(run, data, figures / run.name, out)
+        sections.append(section)
     sections.append(_comparison(runs, figures, out))
     sections.append(_kl_section())
     markdown = "\n\n".join(sections) + "\n"
     write_text(out / "report.md", markdown)
-    html = markdown_to_html(markdown, base_dir=out, title=f"vaelab report: a variational autoencoder on {data.title}")
+    html = markdown_to_html(
+        markdown,
+        base_dir=out,
+        title=f"vaelab report: a variational autoencoder on {data.title}",
+        live={name: payload for name, payload in live.items() if payload is not None},
+    )
     write_text(out / "index.html", html)
     return out / "index.html"
 
@@ -140,7 +150,8 @@ def _on(data: Dataset) -> str:
     return "" if data.name == DEFAULT_DATASET else f", with {data.title} in place of MNIST"
 
 
-def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> str:
+def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> tuple[str, dict | None]:
+    """The run's section of report.md, and (for latent_dim 2) the data of its live map in index.html."""
     title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))
     figures = draw_run_figures(run, data, fig_dir, z=exercise_point(run.config.model.latent_dim))
     codes, rows, interp, z = figures.codes, figures.table, figures.interpolation, figures.z
@@ -173,7 +184,13 @@ The first test image of each {word} and where the encoder puts it. {sigma_note}
         if data.labelled
         else ("one image", "another")
     )
-    return f"""## {title}
+    live = None
+    if run.config.model.latent_dim == 2:
+        live = {
+            "map": pagedata.latent_map(run.name, run, codes, rows, data),
+            "models": pagedata.models(run, encoder=False),
+        }
+    section = f"""## {title}
 
 Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {run.epoch} epochs
 (run `{run.path}`). Test loss {test["loss"]:.2f} nats per image = reconstruction {test["reconstruction_loss"]:.2f}
@@ -185,6 +202,8 @@ The encoder maps each of the {len(data.x_test):,} test images to `z_mean`{pca}; 
 The codes' standard deviation over the test set is {spread} per latent dimension.
 
 ![latent map of {run.config.preset}]({img["latent_map"]})
+
+{LIVE_MARKER.format(name=run.name) if live else ""}
 
 {table}
 
@@ -216,6 +235,7 @@ between the codes (endpoints included) are decoded. The originals stand at the t
 The path on the latent map:
 
 ![interpolation path]({img["interpolation_path"]})"""
+    return section, live
 
 
 def _comparison(runs: list[Run], figures: Path, out: Path) -> str:

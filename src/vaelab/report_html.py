@@ -2,6 +2,11 @@
 
 Maths (`$...$` inline, `$$...$$` on its own line) is typeset with Matplotlib's mathtext in
 Computer Modern, so the page needs neither a TeX installation nor a script from the web.
+
+Live latent maps: where the Markdown holds LIVE_MARKER for a run, the page gets that run's map
+decoding in the browser (the explorer's scripts, static/nn.js and latentmap.js, with its generator's
+weights embedded), shown only when scripts run; the static figures stay for print and scripts off.
+The page's Content-Security-Policy forbids every connection (vaelab.webpage).
 """
 
 from __future__ import annotations
@@ -11,14 +16,20 @@ import html
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import markdown
+import markdown.extensions.tables
 import matplotlib
 from matplotlib.figure import Figure
+
+from vaelab import webpage
 
 DISPLAY_MATH = re.compile(r"^\$\$(.+?)\$\$\s*$", re.MULTILINE)
 INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)([^$\n]+?)\$")
 IMAGE = re.compile(r'<img alt="([^"]*)" src="([^":]+)"')
+LIVE_MARKER = "<!-- live latent map: {name} -->"  # in report.md; replaced by the live map in index.html
+LIVE_SCRIPTS = ("nn.js", "latentmap.js", "report.js")
 
 STYLE = """
 body { font: 16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
@@ -32,7 +43,22 @@ div.math-display { text-align: center; margin: 1em 0; overflow-x: auto; }
 table { border-collapse: collapse; margin: 1em 0; font-size: .92em; }
 th, td { border: 1px solid #d0d0d0; padding: .3em .7em; }
 th { background: #f4f4f4; }
+.hint { color: #555; font-size: .9em; }
 code { background: #f3f3f3; padding: .1em .3em; border-radius: 3px; font-size: .92em; }
+.live { border: 1px solid #d8d8d8; border-radius: 6px; padding: .8em 1em; background: #fcfcfc; margin: 1em 0; }
+.live[hidden] { display: none; }
+.live h4 { margin: 0 0 .5em; }
+.live-row { display: flex; gap: 1em; align-items: flex-start; flex-wrap: wrap; }
+.live-map { border: 1px solid #ccc; cursor: crosshair; background: #fff; touch-action: none; }
+.legend { list-style: none; padding: 0; margin: 0; font-size: .9em; }
+.legend li { display: flex; align-items: center; gap: .4em; }
+.legend .swatch { width: .9em; height: .9em; border-radius: 50%; display: inline-block; }
+canvas.digit { image-rendering: pixelated; border: 1px solid #ccc; background: #fff; }
+.live-decoded { width: 112px; height: 112px; }
+.live-strip { display: flex; gap: 4px; flex-wrap: wrap; min-height: 60px; margin-top: .6em; }
+.live-strip canvas { width: 56px; height: 56px; }
+.coords { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .85em; color: #333; margin-top: .3em; }
+@media print { .live { display: none; } }
 """
 
 
@@ -56,8 +82,29 @@ def render_math(tex: str, display: bool) -> str:
     return f'<div class="math-display">{img}</div>' if display else img
 
 
-def markdown_to_html(text: str, *, base_dir: Path, title: str) -> str:
-    """Converts the report's Markdown to a standalone HTML page; image paths are read from `base_dir`."""
+def live_map(name: str, payload: dict[str, Any]) -> str:
+    """The live latent map of run `name`: hidden until the script shows it; `payload` holds the map
+    (explore.pagedata.latent_map) and the generator (pagedata.models)."""
+    return f"""<div class="live" hidden>
+<h4>Live: the latent map decoded in this page</h4>
+<p class="hint">Move over the map: the image decoded at that point appears beside it. Click two points for
+a 10-step interpolation. Wheel: zoom; drag: pan; double-click: reset.</p>
+<div class="live-row">
+<canvas class="live-map" width="560" height="440" aria-label="live latent map of {html.escape(name)}"></canvas>
+<ul class="legend"></ul>
+<div><canvas class="digit live-decoded"></canvas><div class="coords live-z">–</div></div>
+</div>
+<div class="live-strip"></div>
+<div class="coords live-strip-info"></div>
+{webpage.json_block(f"live-{name}", payload)}
+</div>"""
+
+
+def markdown_to_html(text: str, *, base_dir: Path, title: str, live: dict[str, dict[str, Any]] | None = None) -> str:
+    """Converts the report's Markdown to a standalone HTML page; image paths are read from `base_dir`.
+
+    `live` maps a run name to the payload of its live latent map, put where LIVE_MARKER names it.
+    """
     rendered: list[str] = []
 
     def stash(fragment: str) -> str:
@@ -66,15 +113,15 @@ def markdown_to_html(text: str, *, base_dir: Path, title: str) -> str:
 
     text = DISPLAY_MATH.sub(lambda m: "\n" + stash(render_math(m.group(1).strip(), True)) + "\n", text)
     text = INLINE_MATH.sub(lambda m: stash(render_math(m.group(1).strip(), False)), text)
-    body = markdown.markdown(text, extensions=["tables", "fenced_code"], output_format="html")
+    tables = markdown.extensions.tables.TableExtension(use_align_attribute=True)  # no style attributes: CSP
+    body = markdown.markdown(text, extensions=[tables, "fenced_code"], output_format="html")
     body = re.sub(r"<p>(@@MATH\d+@@)</p>", r"\1", body)  # a display formula is a block, not a paragraph
     body = re.sub(r"@@MATH(\d+)@@", lambda m: rendered[int(m.group(1))], body)
     body = IMAGE.sub(lambda m: f'<img alt="{m.group(1)}" src="{_data_uri(base_dir / m.group(2))}"', body)
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
+    for name, payload in (live or {}).items():
+        body = body.replace(LIVE_MARKER.format(name=name), live_map(name, payload))
+    scripts = [webpage.asset(name) for name in LIVE_SCRIPTS] if live else []
+    return webpage.standalone_page(title=title, body=body, styles=[STYLE], scripts=scripts)
 
 
 def _data_uri(path: Path) -> str:

@@ -1,46 +1,125 @@
-"""The interactive latent-space explorer (`vaelab explore`)."""
+"""The interactive latent-space explorer (`vaelab explore`): served, or exported as one static page."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
-from pathlib import Path
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vaelab.errors import VaelabError
 
+if TYPE_CHECKING:
+    import uvicorn
+
+    from vaelab.data import Dataset
+    from vaelab.run import Run
+
+
+def load_runs(runs: list[Run | str | os.PathLike[str]]) -> list[Run]:
+    """Runs given as Run objects or run directories, each checked to hold what the pages read.
+
+    A damaged run is a one-line VaelabError naming the file, at start-up, never an error page later
+    (load_run checks every run file; pagedata.check_run what the pages read besides).
+    """
+    from vaelab.explore.pagedata import check_run
+    from vaelab.run import Run, load_run
+
+    loaded = [run if isinstance(run, Run) else load_run(run) for run in runs]
+    for run in loaded:
+        check_run(run)
+    return loaded
+
+
+def load_data(runs: list[Run], dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """The data the runs were trained on (all of them on the same), or `dataset` holding the same arrays."""
+    if len({run.info.get("data_sha256") for run in runs}) > 1:
+        raise VaelabError("the runs were trained on different datasets; explore them one dataset at a time")
+    return runs[0].load_data(dataset, data_dir)
+
+
+@dataclass
+class Server:
+    """An explorer serving in a background thread (`serve(..., background=True)`): its `url`, and `stop()`."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stops serving and waits for the server's thread to end."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
 
 def serve(
-    run_dirs: list[Path], *, host: str = "127.0.0.1", port: int = 8000, dataset: str | None = None, data_dir=None
-) -> None:
-    """Loads the runs, then serves the explorer on http://host:port until Ctrl-C.
+    runs: list[Run | str | os.PathLike[str]],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    dataset: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    background: bool = False,
+) -> Server | None:
+    """Loads the runs (Run objects or run directories) and serves the explorer on http://host:port.
 
     The runs must share one dataset (their own, or `dataset`, which must hold the same arrays).
+
+    In the foreground (the command), until Ctrl-C. With `background`, in a thread, and returns at once
+    with a `Server` whose `.url` to open and `.stop()`; this works from inside a running event loop
+    (a Jupyter notebook), since the server runs its own loop in its thread. Port 0 picks a free port.
     """
     import uvicorn
 
+    from vaelab.explore import guards
     from vaelab.explore.server import create_app
-    from vaelab.run import load_run
 
-    runs = [load_run(path) for path in run_dirs]
-    for run in runs:
-        if run.epoch == 0:
-            raise VaelabError(f"{run.path} has no completed epoch yet; train it first")
-    datasets = {run.info.get("data_sha256") for run in runs}
-    if len(datasets) > 1:
-        raise VaelabError("the runs were trained on different datasets; explore them one dataset at a time")
-    _check_port(host, port)
-    app = create_app(runs, runs[0].load_data(dataset, data_dir))
+    if not 0 <= port <= 65535:
+        raise VaelabError(f"--port must be between 0 (any free port) and 65535, got {port}")
+    loaded = load_runs(runs)
+    data = load_data(loaded, dataset, data_dir)
+    sock = _bind(host, port)
+    try:
+        port = sock.getsockname()[1]
+        app = create_app(loaded, data, allowed_hosts=guards.AllowedHosts.for_server(host, port))
+    except BaseException:
+        sock.close()
+        raise
+    config = uvicorn.Config(
+        app,
+        http=guards.SlowClientGuard,
+        log_level="warning",
+        timeout_keep_alive=guards.KEEP_ALIVE_SECONDS,
+        limit_concurrency=guards.MAX_CONCURRENCY,
+        h11_max_incomplete_event_size=guards.MAX_HEADER_BYTES,
+        timeout_graceful_shutdown=guards.SHUTDOWN_SECONDS,
+    )
+    server = uvicorn.Server(config)
+    url = f"http://{_url_host(host)}:{port}/"
     if not _is_loopback(host):
         print(
             f"vaelab explore: warning: listening on {host}, so other machines can reach this server; "
             "it has no authentication",
             file=sys.stderr,
         )
-    print(
-        f"vaelab explore: serving {', '.join(r.name for r in runs)} at http://{host}:{port}/ (Ctrl-C stops)", flush=True
-    )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if background:
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="vaelab-explore", daemon=True)
+        thread.start()
+        while not server.started and thread.is_alive():
+            thread.join(0.02)
+        return Server(url, server, thread)
+    print(f"vaelab explore: serving {', '.join(r.name for r in loaded)} at {url} (Ctrl-C stops)", flush=True)
+    server.run(sockets=[sock])
+    return None
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _is_loopback(host: str) -> bool:
@@ -50,10 +129,13 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _check_port(host: str, port: int) -> None:
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, or a one-line error saying why not."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
     except OSError as err:
+        sock.close()
         raise VaelabError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from None
+    return sock

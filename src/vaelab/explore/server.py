@@ -1,15 +1,15 @@
 """`vaelab explore`: a local web page to move through a trained VAE's latent space.
 
-A FastAPI app serves the page (vendored, no CDN) and a small JSON API the page uses: list runs, the
-latent map, decode points, encode a drawn digit, interpolate. Runs are chosen by an id from the
-server's own list, never by a path from the client; every input is validated, and bad input is a
-4xx with a one-line message.
+A FastAPI app serves the page (vendored, no CDN) and a small JSON API: list runs, the latent map,
+the networks for the page's JavaScript (which decodes and encodes in the browser), and decode,
+encode and interpolate for scripts. Runs are chosen by an id from the server's own list, never by a
+path from the client; every input is validated, and bad input is a 4xx with a one-line message.
+The HTTP-level guards (Host check, security headers, size limits) are in `guards.py`.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import functools
 import threading
 from dataclasses import dataclass
 from importlib import resources
@@ -24,11 +24,12 @@ from pydantic import BaseModel, Field
 
 from vaelab import analysis
 from vaelab.data import Dataset
+from vaelab.explore import pagedata
+from vaelab.explore.guards import AllowedHosts, BodySizeLimit, HostCheck, SecurityHeaders
 from vaelab.run import Run
 
 MAX_POINTS = 256  # latent points per decode request
 MAX_STEPS = 64  # interpolation steps
-MAX_BODY_BYTES = 64 * 1024  # the largest valid request (256 points of 50 dimensions) is far smaller
 BOUND = analysis.MAX_LATENT_ABS
 
 Coordinate = Annotated[float, Field(ge=-BOUND, le=BOUND, allow_inf_nan=False)]
@@ -76,13 +77,9 @@ class RunInfo(BaseModel):
     test_loss: float | None
 
 
-def _image_b64(image: np.ndarray) -> str:
-    return base64.b64encode(np.clip(np.rint(np.asarray(image) * 255), 0, 255).astype(np.uint8).tobytes()).decode()
-
-
 @dataclass
 class Explorer:
-    """One run as the page sees it: the encoded test set, the digit table, and locked model calls."""
+    """One run as the page sees it: the encoded test set, the class table, and locked model calls."""
 
     id: str
     run: Run
@@ -92,6 +89,8 @@ class Explorer:
 
     @classmethod
     def load(cls, run_id: str, run: Run, data: Dataset) -> Explorer:
+        """The run ready to explore; a one-line VaelabError where its files cannot give what the page reads."""
+        pagedata.check_run(run)
         explorer = cls(
             run_id,
             run,
@@ -127,91 +126,21 @@ class Explorer:
         return np.asarray(z_mean)[0], np.asarray(z_log_var)[0]
 
     def info(self) -> RunInfo:
-        config = self.run.config
-        test = self.run.metrics.get("test", {})
-        return RunInfo(
-            id=self.id,
-            name=self.run.name,
-            preset=config.preset,
-            arch=config.model.arch,
-            variance=config.model.variance,
-            latent_dim=config.model.latent_dim,
-            epochs=self.run.epoch,
-            test_loss=test.get("loss"),
-        )
+        return RunInfo(**pagedata.run_info(self.id, self.run))
 
     def latent_map(self, data: Dataset) -> dict:
-        codes = self.codes
-        table = [
-            {
-                "digit": row.label,
-                "name": row.name,
-                "index": row.index,
-                "z_mean": list(row.z_mean),
-                "sigma": list(row.sigma) if row.sigma else None,
-                "coords": codes.project(np.array([row.z_mean]))[0].round(5).tolist(),
-                "image": _image_b64(data.x_test[row.index] / 255.0),
-            }
-            for row in self.table
-        ]
-        return {
-            "run": self.info().model_dump(),
-            "axis_labels": list(codes.axis_labels),
-            "is_pca": codes.is_pca,
-            "plane_mean": codes.plane_mean.tolist(),
-            "plane_axes": codes.plane_axes.tolist(),
-            "coords": codes.coords.round(4).tolist(),
-            "labels": codes.labels.tolist() if codes.labels is not None else [],
-            "class_names": list(data.class_names or ()),
-            "table": table,
-        }
+        return pagedata.latent_map(self.id, self.run, self.codes, self.table, data)
+
+    @functools.cached_property
+    def models(self) -> dict:
+        return pagedata.models(self.run)
 
 
-class BodySizeLimit:
-    """ASGI middleware: a request body over `limit` bytes is refused with 413 before it is read whole."""
+def create_app(runs: list[Run], data: Dataset, *, allowed_hosts: AllowedHosts | None = None) -> FastAPI:
+    """The explorer's web app for `runs` (ids "0", "1", ... in the given order).
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await _plain_error(send, 413, f"request body over {self.limit} bytes")
-        seen = 0
-        refused = False
-
-        async def limited_receive():
-            nonlocal seen, refused
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit and not refused:
-                refused = True
-                await _plain_error(send, 413, f"request body over {self.limit} bytes")
-            return {"type": "http.disconnect"} if refused else message
-
-        async def guarded_send(message):
-            if not refused:  # once refused, the app's own reply is dropped
-                await send(message)
-
-        await self.app(scope, limited_receive, guarded_send)
-
-
-async def _plain_error(send, status: int, message: str) -> None:
-    body = json.dumps({"detail": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def create_app(runs: list[Run], data: Dataset) -> FastAPI:
-    """The explorer's web app for `runs` (ids "0", "1", ... in the given order)."""
+    With `allowed_hosts`, requests whose Host header is not among them are refused (guards.HostCheck).
+    """
     explorers = {str(k): Explorer.load(str(k), run, data) for k, run in enumerate(runs)}
     static = Path(str(resources.files("vaelab.explore").joinpath("static")))
     app = FastAPI(
@@ -222,6 +151,9 @@ def create_app(runs: list[Run], data: Dataset) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(BodySizeLimit)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
+    app.add_middleware(SecurityHeaders)  # added last, so outermost: on every response, refusals included
 
     @app.exception_handler(RequestValidationError)
     async def one_line_validation_error(request: Request, exc: RequestValidationError):
@@ -255,11 +187,16 @@ def create_app(runs: list[Run], data: Dataset) -> FastAPI:
         """The test set's codes in the drawn plane, their digits, and the one-image-per-digit table."""
         return get(run_id).latent_map(data)
 
+    @app.get("/api/runs/{run_id}/model")
+    def model(run_id: str) -> dict:
+        """The run's generator and encoder for the page's JavaScript network (layers, float32 weights)."""
+        return get(run_id).models
+
     @app.post("/api/runs/{run_id}/decode", response_model=Images)
     def decode(run_id: str, body: DecodeRequest) -> Images:
         """Decodes latent points into digits."""
         explorer = get(run_id)
-        return Images(images=[_image_b64(im) for im in explorer.decode(explorer.points(body.points))])
+        return Images(images=[pagedata.image_b64(im) for im in explorer.decode(explorer.points(body.points))])
 
     @app.post("/api/runs/{run_id}/encode", response_model=Encoded)
     def encode(run_id: str, body: EncodeRequest) -> Encoded:
@@ -270,7 +207,7 @@ def create_app(runs: list[Run], data: Dataset) -> FastAPI:
             z_mean=z_mean.tolist(),
             z_log_var=z_log_var.tolist(),
             coords=explorer.codes.project(z_mean[None])[0].tolist(),
-            reconstruction=_image_b64(explorer.decode(z_mean[None])[0]),
+            reconstruction=pagedata.image_b64(explorer.decode(z_mean[None])[0]),
         )
 
     @app.post("/api/runs/{run_id}/interpolate", response_model=Interpolated)
@@ -279,6 +216,6 @@ def create_app(runs: list[Run], data: Dataset) -> FastAPI:
         explorer = get(run_id)
         start, end = explorer.points([body.start, body.end])
         points = analysis.segment(start, end, body.steps)
-        return Interpolated(points=points.tolist(), images=[_image_b64(im) for im in explorer.decode(points)])
+        return Interpolated(points=points.tolist(), images=[pagedata.image_b64(im) for im in explorer.decode(points)])
 
     return app

@@ -1,0 +1,86 @@
+"""`vaelab explore RUN ... --export DIR`: the explorer as one static page, DIR/index.html.
+
+The page is the served explorer's own markup, styles and scripts (static/), inlined, with each run's
+latent map and networks embedded as JSON data blocks, so it decodes, interpolates and encodes drawings
+in the browser with no server: it opens from file:// and can be put on any static web server. A
+Content-Security-Policy forbids every connection (vaelab.webpage).
+
+Weights are embedded as float32 unless a run's share of the page would pass RUN_BUDGET_BYTES; then
+as float16 (half the size; the decoded images differ from float32 weights by the figure quoted in
+benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vaelab import analysis, webpage
+from vaelab._files import write_text
+from vaelab.data import Dataset
+from vaelab.explore import pagedata
+from vaelab.run import Run
+
+PAGE = "index.html"
+RUN_BUDGET_BYTES = 2_000_000  # a run's share of the page: a course page that loads in a second or two
+SCRIPT_TAG = re.compile(r'<script src="static/([\w.-]+\.js)"></script>\n?')
+STYLE_TAG = re.compile(r'<link rel="stylesheet" href="static/([\w.-]+\.css)">\n?')
+
+
+@dataclass(frozen=True)
+class ExportedRun:
+    """What one run adds to the page."""
+
+    name: str
+    dtype: str  # of the embedded weights
+    bytes: int
+
+
+def explorer_page(data_blocks: list[str]) -> str:
+    """The served explorer page (static/index.html) as one self-contained page holding `data_blocks`."""
+    served = webpage.asset("index.html")
+    title = re.search(r"<title>(.*?)</title>", served, re.S).group(1)
+    body = re.search(r"<body>\n?(.*?)</body>", served, re.S).group(1)
+    scripts = [webpage.asset(name) for name in SCRIPT_TAG.findall(body)]
+    styles = [webpage.asset(name) for name in STYLE_TAG.findall(served)]
+    body = SCRIPT_TAG.sub("", body).rstrip() + "\n" + "\n".join(data_blocks)
+    return webpage.standalone_page(title=title, body=body, styles=styles, scripts=scripts)
+
+
+def run_block(run_id: str, run: Run, data: Dataset) -> tuple[str, str]:
+    """The run's data block (its latent map and networks) and the weights' dtype: float32 if it fits
+    RUN_BUDGET_BYTES, else float16."""
+    codes = analysis.encode_test_set(run, data)
+    table = analysis.class_table(run, data) if data.labelled else []
+    latent_map = pagedata.latent_map(run_id, run, codes, table, data)
+    for dtype in ("float32", "float16"):
+        block = webpage.json_block(
+            f"vaelab-run-{run_id}", {"map": latent_map, "models": pagedata.models(run, dtype=dtype)}
+        )
+        if len(block.encode()) <= RUN_BUDGET_BYTES:
+            break
+    return block, dtype
+
+
+def export(
+    runs: list[Run], data: Dataset, out: str | Path, *, log: Callable[[str], None] = lambda msg: None
+) -> tuple[Path, list[ExportedRun]]:
+    """Writes out/index.html for `runs`; returns its path and each run's share of it."""
+    for run in runs:
+        pagedata.check_run(run)
+    blocks = [webpage.json_block("vaelab-runs", [pagedata.run_info(str(k), run) for k, run in enumerate(runs)])]
+    exported = []
+    for k, run in enumerate(runs):
+        block, dtype = run_block(str(k), run, data)
+        blocks.append(block)
+        exported.append(ExportedRun(run.name, dtype, len(block.encode())))
+        if exported[-1].bytes > RUN_BUDGET_BYTES:
+            log(
+                f"vaelab explore: warning: {run.name} adds {exported[-1].bytes / 1e6:.1f} MB to the page even "
+                "with float16 weights; it will be slow to load"
+            )
+    path = Path(out) / PAGE
+    write_text(path, explorer_page(blocks))  # a refusal of the file system is one line naming the file
+    return path, exported

@@ -1,0 +1,226 @@
+"""The explorer server's defences and limits, in one place (the README quotes these constants).
+
+- Host check: a request is answered only if its `Host` header names this server as it was started
+  (localhost, 127.0.0.1 or [::1], or the `--host` given; with the port), so that a web page
+  elsewhere cannot reach the API by DNS rebinding. Others get 421 and one line.
+- Security headers on every response: a Content-Security-Policy that allows the page's own files and
+  its own API only, `X-Content-Type-Options: nosniff`, and no framing (`frame-ancestors 'none'`,
+  `X-Frame-Options: DENY`).
+- Slow or idle clients are disconnected: a whole request (headers and body) must arrive within
+  REQUEST_READ_SECONDS of the connection's opening or of the previous response; an idle keep-alive
+  connection is closed after KEEP_ALIVE_SECONDS.
+- At most MAX_CONCURRENCY connections or requests at once (beyond: 503); request headers up to
+  MAX_HEADER_BYTES; request bodies up to MAX_BODY_BYTES (beyond: 413).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+from dataclasses import dataclass
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this
+REQUEST_READ_SECONDS = 10  # to send a whole request: the page's largest is a few kB
+MAX_CONCURRENCY = 32  # connections (and requests) at once; a browser opens at most 6 per server
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers; browsers send well under 2 kB here
+MAX_BODY_BYTES = 64 * 1024  # the largest valid request (256 points of 50 dimensions) is far smaller
+SHUTDOWN_SECONDS = 5  # Ctrl-C waits this long for requests in flight
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+@dataclass(frozen=True)
+class AllowedHosts:
+    """The `Host` header values a server answers: one of its names, with its port (bare for port 80)."""
+
+    names: frozenset[str]  # lower case, IPv6 addresses in brackets
+    port: int
+    any_address: bool = False  # also any IP address (a server bound to every interface)
+
+    @classmethod
+    def for_server(cls, host: str, port: int) -> AllowedHosts:
+        """Loopback names and `host`; bound to every interface (0.0.0.0 or ::), the machine's names and
+        any IP address too: an address typed by the user cannot be the result of a DNS rebinding."""
+        if host in WILDCARD_HOSTS:
+            names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+            return cls(frozenset(LOOPBACK_NAMES) | names, port, any_address=True)
+        return cls(frozenset({*LOOPBACK_NAMES, _bracketed(host.lower())}), port)
+
+    def accepts(self, header: str) -> bool:
+        split = _split_host(header.lower())
+        if split is None:
+            return False
+        name, port = split
+        if port not in ({str(self.port), None} if self.port == 80 else {str(self.port)}):
+            return False
+        return name in self.names or (self.any_address and _is_address(name.strip("[]")))
+
+    def __str__(self) -> str:
+        names = sorted(self.names) + (["any IP address"] if self.any_address else [])
+        return ", ".join(names) + f" (port {self.port})"
+
+
+def _split_host(header: str) -> tuple[str, str | None] | None:
+    """A Host header -> (name, port or None); None when it is malformed."""
+    if header.startswith("["):  # an IPv6 address
+        name, bracket, rest = header.partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        return name + "]", rest[1:] if rest else None
+    name, colon, port = header.rpartition(":")
+    return (name, port) if colon else (header, None)
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address as it appears in a Host header: in brackets."""
+    return f"[{host}]" if _is_address(host) and ":" in host else host
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+async def plain_error(send, status: int, message: str) -> None:
+    """Answers with `status` and {"detail": message}, without calling the app."""
+    body = json.dumps({"detail": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class HostCheck:
+    """ASGI middleware: a request whose Host header is not one of `allowed` gets 421 and one line."""
+
+    def __init__(self, app, allowed: AllowedHosts):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        if not self.allowed.accepts(host):
+            return await plain_error(send, 421, f"this server answers to {self.allowed}, not to Host {host[:100]!r}")
+        return await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """ASGI middleware: SECURITY_HEADERS on every response (the app's, and the other guards' refusals)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in SECURITY_HEADERS}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": [*kept, *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over `limit` bytes is refused with 413 before it is read whole."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await plain_error(send, 413, f"request body over {self.limit} bytes")
+        seen = 0
+        refused = False
+
+        async def limited_receive():
+            nonlocal seen, refused
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit and not refused:
+                refused = True
+                await plain_error(send, 413, f"request body over {self.limit} bytes")
+            return {"type": "http.disconnect"} if refused else message
+
+        async def guarded_send(message):
+            if not refused:  # once refused, the app's own reply is dropped
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+class SlowClientGuard(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, plus a deadline for reading each request (uvicorn has none).
+
+    The timer runs from the connection's opening, and again from each response, until the client has
+    sent a complete request; if it fires first, the connection is closed. So a client that sends half
+    a header (or half a body) and waits holds its connection REQUEST_READ_SECONDS at most.
+    """
+
+    read_seconds: float = REQUEST_READ_SECONDS
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._read_deadline = None
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._disarm_when_read()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+            self._disarm_when_read()  # a pipelined request may already be complete
+
+    def connection_lost(self, exc) -> None:
+        self._cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._cancel()
+        self._read_deadline = self.loop.call_later(self.read_seconds, self._too_slow)
+
+    def _disarm_when_read(self) -> None:
+        if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if getattr(self, "_read_deadline", None) is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _too_slow(self) -> None:
+        self._read_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()

@@ -1,0 +1,217 @@
+// vaelab's networks in the page: runs a model described by vaelab/webmodel.py (layers, weights in base64).
+// No dependencies, no network; activations are computed in float64 from float32 (or float16) weights.
+"use strict";
+
+(function (vaelab) {
+  // --- weights ----------------------------------------------------------------------------------
+
+  function base64Bytes(text) {
+    const raw = atob(text);
+    const bytes = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    return bytes;
+  }
+
+  // IEEE 754 half precision -> a JavaScript number (exact).
+  function halfToFloat(h) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    if (exponent === 0) return sign * fraction * 2 ** -24;
+    if (exponent === 31) return fraction ? NaN : sign * Infinity;
+    return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+  }
+
+  // The weight arrays of a description, each a Float32Array (the data is little-endian, as every browser is).
+  function decodeWeights({ dtype, shapes, data }) {
+    const bytes = base64Bytes(data);
+    const sizes = shapes.map((shape) => shape.reduce((a, b) => a * b, 1));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    let all;
+    if (dtype === "float32") {
+      all = new Float32Array(bytes.buffer, 0, total);
+    } else if (dtype === "float16") {
+      const half = new Uint16Array(bytes.buffer, 0, total);
+      all = new Float32Array(total);
+      for (let i = 0; i < total; i++) all[i] = halfToFloat(half[i]);
+    } else {
+      throw new Error(`unknown weight dtype ${dtype}`);
+    }
+    if (bytes.length !== total * (dtype === "float32" ? 4 : 2)) throw new Error("weight data of the wrong length");
+    let offset = 0;
+    return sizes.map((size) => { const w = all.subarray(offset, offset + size); offset += size; return w; });
+  }
+
+  // --- operations: each takes {data, shape} (shape without the batch axis) and returns the same ----------
+
+  const ACTIVATIONS = {
+    linear: (v) => v,
+    relu: (v) => (v > 0 ? v : 0),
+    sigmoid: (v) => 1 / (1 + Math.exp(-v)),
+    tanh: Math.tanh,
+    softplus: (v) => (v > 30 ? v : Math.log1p(Math.exp(v))),
+  };
+
+  function activate(data, name) {
+    const f = ACTIVATIONS[name];
+    if (!f) throw new Error(`unknown activation ${name}`);
+    if (name !== "linear") for (let i = 0; i < data.length; i++) data[i] = f(data[i]);
+    return data;
+  }
+
+  function dense(x, kernel, bias, units) {
+    const n = x.data.length;
+    const y = new Float64Array(units);
+    if (bias) y.set(bias);
+    for (let i = 0; i < n; i++) {
+      const v = x.data[i];
+      if (v === 0) continue;
+      const row = i * units;
+      for (let j = 0; j < units; j++) y[j] += v * kernel[row + j];
+    }
+    return { data: y, shape: [units] };
+  }
+
+  // Keras' "same" padding: the total (size - 1 for stride 1) split with the smaller part first.
+  function samePadding(size, stride, window) {
+    const out = Math.ceil(size / stride);
+    const total = Math.max((out - 1) * stride + window - size, 0);
+    return { out, before: Math.floor(total / 2) };
+  }
+
+  function conv2d(x, kernel, bias, [kh, kw, cin, cout], padding) {
+    const [h, w, c] = x.shape;
+    if (c !== cin) throw new Error(`convolution expects ${cin} channels, got ${c}`);
+    let oh, ow, top, left;
+    if (padding === "same") {
+      ({ out: oh, before: top } = samePadding(h, 1, kh));
+      ({ out: ow, before: left } = samePadding(w, 1, kw));
+    } else {
+      [oh, ow, top, left] = [h - kh + 1, w - kw + 1, 0, 0];
+    }
+    const y = new Float64Array(oh * ow * cout);
+    const acc = new Float64Array(cout);
+    for (let oy = 0; oy < oh; oy++) {
+      for (let ox = 0; ox < ow; ox++) {
+        if (bias) acc.set(bias); else acc.fill(0);
+        for (let dy = 0; dy < kh; dy++) {
+          const iy = oy + dy - top;
+          if (iy < 0 || iy >= h) continue;
+          for (let dx = 0; dx < kw; dx++) {
+            const ix = ox + dx - left;
+            if (ix < 0 || ix >= w) continue;
+            const inBase = (iy * w + ix) * c;
+            const kBase = (dy * kw + dx) * cin * cout;
+            for (let ci = 0; ci < c; ci++) {
+              const v = x.data[inBase + ci];
+              if (v === 0) continue;
+              const k = kBase + ci * cout;
+              for (let f = 0; f < cout; f++) acc[f] += v * kernel[k + f];
+            }
+          }
+        }
+        y.set(acc, (oy * ow + ox) * cout);
+      }
+    }
+    return { data: y, shape: [oh, ow, cout] };
+  }
+
+  function maxpool2d(x, [ph, pw], [sh, sw], padding) {
+    const [h, w, c] = x.shape;
+    let oh, ow, top, left;
+    if (padding === "same") {
+      ({ out: oh, before: top } = samePadding(h, sh, ph));
+      ({ out: ow, before: left } = samePadding(w, sw, pw));
+    } else {
+      [oh, ow, top, left] = [Math.floor((h - ph) / sh) + 1, Math.floor((w - pw) / sw) + 1, 0, 0];
+    }
+    const y = new Float64Array(oh * ow * c).fill(-Infinity);
+    for (let oy = 0; oy < oh; oy++) {
+      for (let ox = 0; ox < ow; ox++) {
+        const out = (oy * ow + ox) * c;
+        for (let dy = 0; dy < ph; dy++) {
+          const iy = oy * sh + dy - top;
+          if (iy < 0 || iy >= h) continue;
+          for (let dx = 0; dx < pw; dx++) {
+            const ix = ox * sw + dx - left;
+            if (ix < 0 || ix >= w) continue;
+            const base = (iy * w + ix) * c;
+            for (let ci = 0; ci < c; ci++) if (x.data[base + ci] > y[out + ci]) y[out + ci] = x.data[base + ci];
+          }
+        }
+      }
+    }
+    return { data: y, shape: [oh, ow, c] };
+  }
+
+  function upsample2d(x, [sy, sx]) {
+    const [h, w, c] = x.shape;
+    const [oh, ow] = [h * sy, w * sx];
+    const y = new Float64Array(oh * ow * c);
+    for (let oy = 0; oy < oh; oy++) {
+      for (let ox = 0; ox < ow; ox++) {
+        const from = (Math.floor(oy / sy) * w + Math.floor(ox / sx)) * c;
+        y.set(x.data.subarray(from, from + c), (oy * ow + ox) * c);
+      }
+    }
+    return { data: y, shape: [oh, ow, c] };
+  }
+
+  function reshape(x, target) {
+    const size = x.data.length;
+    const known = target.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
+    const shape = target.map((d) => (d === -1 ? size / known : d));
+    if (shape.reduce((a, b) => a * b, 1) !== size) throw new Error(`cannot reshape ${x.shape} to ${target}`);
+    return { data: x.data, shape };  // row-major (channels last), as Keras lays it out
+  }
+
+  function step(op, x, weights) {
+    const kernel = op.kernel === undefined ? null : weights.arrays[op.kernel];
+    const bias = op.bias === undefined ? null : weights.arrays[op.bias];
+    switch (op.op) {
+      case "identity": return x;
+      case "zeros": return { data: new Float64Array(x.data.length), shape: x.shape };
+      case "reshape": return reshape(x, op.shape);
+      case "activation": return { data: activate(Float64Array.from(x.data), op.activation), shape: x.shape };
+      case "dense": {
+        const units = weights.shapes[op.kernel][1];
+        return { data: activate(dense(x, kernel, bias, units).data, op.activation), shape: [units] };
+      }
+      case "conv2d": {
+        const y = conv2d(x, kernel, bias, weights.shapes[op.kernel], op.padding);
+        activate(y.data, op.activation);
+        return y;
+      }
+      case "maxpool2d": return maxpool2d(x, op.pool, op.strides, op.padding);
+      case "upsample2d": return upsample2d(x, op.size);
+      default: throw new Error(`unknown operation ${op.op}`);
+    }
+  }
+
+  const sameShape = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+
+  // A runnable model: predict(input) takes one example (a flat array, row-major) and returns one
+  // Float64Array per output.
+  function load(spec) {
+    if (spec.format !== 1) throw new Error(`unknown model format ${spec.format}`);
+    if (spec.inputs.length !== 1) throw new Error("only models with one input are supported");
+    const weights = { arrays: decodeWeights(spec.weights), shapes: spec.weights.shapes };
+    const inputShape = spec.input_shapes[0];
+    const inputSize = inputShape.reduce((a, b) => a * b, 1);
+    function predict(input) {
+      if (input.length !== inputSize) throw new Error(`${spec.name} expects ${inputSize} numbers, got ${input.length}`);
+      const tensors = new Map([[spec.inputs[0], { data: Float64Array.from(input), shape: inputShape }]]);
+      for (const op of spec.ops) tensors.set(op.output, step(op, tensors.get(op.input), weights));
+      return spec.outputs.map((name, k) => {
+        const t = tensors.get(name);
+        if (!sameShape(t.shape, spec.output_shapes[k])) {
+          throw new Error(`${spec.name}: output ${name} has shape ${t.shape}, expected ${spec.output_shapes[k]}`);
+        }
+        return t.data;
+      });
+    }
+    return { name: spec.name, inputShape, outputShapes: spec.output_shapes, predict };
+  }
+
+  vaelab.nn = { load, halfToFloat };
+})(window.vaelab = window.vaelab || {});

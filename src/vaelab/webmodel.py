@@ -1,0 +1,179 @@
+"""A Keras functional model as a small JSON description the web pages' JavaScript network runs.
+
+`describe(model)` walks the model's layer graph (from `model.get_config()`, so any preset, latent
+size or width works) and lists it as operations a page can evaluate with `static/nn.js`: dense,
+2-D convolution (stride 1, same or valid padding), max-pooling, nearest upsampling, flatten and
+reshape, and the activations below. vaelab's fused layers are listed as the stock pairs they compute
+(`ConvMaxPool2D` as convolution + pooling, `UpSamplingConv2D` as upsampling + convolution): the same
+mathematics with the same weights (layers.py). The description:
+
+    {"format": 1, "name": "generator",
+     "inputs": ["decoder_input:0:0"], "input_shapes": [[2]],
+     "outputs": ["decoder_image:0:0"], "output_shapes": [[28, 28, 1]],
+     "ops": [{"op": "dense", "input": "decoder_input:0:0", "output": "decoder_h:0:0",
+              "activation": "relu", "kernel": 0, "bias": 1}, ...],
+     "weights": {"dtype": "float32", "shapes": [[2, 256], [256], ...], "data": "<base64>"}}
+
+Tensors are named `layer:node:index` as in the Keras configuration; "kernel"/"bias" index the
+weight list; "data" holds every weight array, row-major (C order), little-endian, one after the other.
+Shapes leave out the batch axis; images are (height, width, channels).
+"""
+
+from __future__ import annotations
+
+import base64
+import graphlib
+from typing import Any
+
+import numpy as np
+
+from vaelab.errors import VaelabError
+
+FORMAT = 1
+DTYPES = ("float32", "float16")
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softplus")  # those nn.js implements
+IDENTITY_LAYERS = ("InputLayer", "Binarize", "Dropout", "GaussianNoise")  # the identity at inference
+SUPPORTED = (
+    "Dense, Conv2D, MaxPooling2D, UpSampling2D, Flatten, Reshape, Activation, ConvMaxPool2D, "
+    "UpSamplingConv2D, FixedLogVariance"
+)
+
+
+def weight_count(model) -> int:
+    """How many numbers the description of `model` embeds (its weights)."""
+    return int(sum(np.prod(w.shape) for w in model.weights))
+
+
+def describe(model, *, dtype: str = "float32") -> dict[str, Any]:
+    """The JSON-ready description of a functional Keras `model`, weights stored as `dtype`."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    config = model.get_config()
+    weights: list[np.ndarray] = []
+    ops: list[dict[str, Any]] = []
+    for layer_config in _topological(config["layers"]):
+        layer = model.get_layer(layer_config["name"])
+        for node_index, node in enumerate(layer_config["inbound_nodes"]):
+            inputs = [_tensor_name(arg) for arg in node["args"]]
+            if len(inputs) != 1:
+                raise _unsupported(layer, model, "more than one input")
+            ops += _ops(layer, layer_config["config"], inputs[0], f"{layer.name}:{node_index}:0", weights, model)
+    data = b"".join(np.ascontiguousarray(w, dtype="<" + np.dtype(dtype).str[1:]).tobytes() for w in weights)
+    return {
+        "format": FORMAT,
+        "name": model.name,
+        "inputs": [_history_name(h) for h in _as_list(config["input_layers"])],
+        "input_shapes": [list(t.shape[1:]) for t in model.inputs],
+        "outputs": [_history_name(h) for h in _as_list(config["output_layers"])],
+        "output_shapes": [list(t.shape[1:]) for t in model.outputs],
+        "ops": ops,
+        "weights": {
+            "dtype": dtype,
+            "shapes": [list(w.shape) for w in weights],
+            "data": base64.b64encode(data).decode("ascii"),
+        },
+    }
+
+
+def _ops(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], model) -> list[dict[str, Any]]:
+    kind = type(layer).__name__
+    if kind in IDENTITY_LAYERS:
+        return [{"op": "identity", "input": source, "output": out}]
+    if kind == "FixedLogVariance":
+        return [{"op": "zeros", "input": source, "output": out}]
+    if kind in ("Flatten", "Reshape"):
+        target = [-1] if kind == "Flatten" else list(cfg["target_shape"])
+        return [{"op": "reshape", "input": source, "output": out, "shape": target}]
+    if kind == "Activation":
+        return [{"op": "activation", "input": source, "output": out, "activation": _activation(layer, cfg, model)}]
+    if kind == "Dense":
+        return [{"op": "dense", "input": source, "output": out, **_params(layer, cfg, weights, model)}]
+    if kind == "MaxPooling2D":
+        _check_channels_last(layer, cfg, model)
+        pool = list(cfg["pool_size"])
+        strides = list(cfg["strides"] or pool)
+        return [{"op": "maxpool2d", "input": source, "output": out, "pool": pool, "strides": strides,
+                 "padding": cfg["padding"]}]  # fmt: skip
+    if kind == "UpSampling2D":
+        _check_channels_last(layer, cfg, model)
+        if cfg.get("interpolation", "nearest") != "nearest":
+            raise _unsupported(layer, model, f"interpolation {cfg['interpolation']!r} (only nearest)")
+        return [{"op": "upsample2d", "input": source, "output": out, "size": list(cfg["size"])}]
+    if kind == "Conv2D":
+        return [_conv(layer, cfg, source, out, weights, model)]
+    if kind == "ConvMaxPool2D":  # relu(conv) then 2x2 max-pooling (layers.py)
+        conv = _conv(layer, cfg, source, f"{out}/conv", weights, model)
+        pool = {"op": "maxpool2d", "input": conv["output"], "output": out, "pool": [2, 2], "strides": [2, 2],
+                "padding": "valid"}  # fmt: skip
+        return [conv, pool]
+    if kind == "UpSamplingConv2D":  # 2x nearest upsampling then the convolution (layers.py)
+        up = {"op": "upsample2d", "input": source, "output": f"{out}/up", "size": [2, 2]}
+        return [up, _conv(layer, cfg, up["output"], out, weights, model)]
+    raise _unsupported(layer, model, "no JavaScript implementation")
+
+
+def _conv(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], model) -> dict[str, Any]:
+    # The layer's own attributes, not its configuration: the fused layers leave fixed settings out of theirs.
+    _check_channels_last(layer, {"data_format": layer.data_format}, model)
+    if tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1) or getattr(layer, "groups", 1) != 1:
+        raise _unsupported(layer, model, "strides, dilation or groups other than 1")
+    if layer.padding not in ("same", "valid"):
+        raise _unsupported(layer, model, f"padding {layer.padding!r}")
+    return {"op": "conv2d", "input": source, "output": out, "padding": layer.padding,
+            **_params(layer, cfg, weights, model)}  # fmt: skip
+
+
+def _params(layer, cfg: dict, weights: list[np.ndarray], model) -> dict[str, Any]:
+    """The layer's kernel (and bias) appended to `weights`, and its activation."""
+    values = layer.get_weights()
+    params: dict[str, Any] = {"activation": _activation(layer, cfg, model), "kernel": len(weights)}
+    weights.append(values[0])
+    if layer.use_bias:
+        params["bias"] = len(weights)
+        weights.append(values[1])
+    return params
+
+
+def _activation(layer, cfg: dict, model) -> str:
+    name = cfg.get("activation", "linear")
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise _unsupported(layer, model, f"activation {name!r} (supported: {', '.join(ACTIVATIONS)})")
+    return name
+
+
+def _check_channels_last(layer, cfg: dict, model) -> None:
+    if cfg.get("data_format", "channels_last") != "channels_last":
+        raise _unsupported(layer, model, "channels_first data")
+
+
+def _unsupported(layer, model, why: str) -> VaelabError:
+    return VaelabError(
+        f"the page cannot run layer {layer.name!r} ({type(layer).__name__}) of the {model.name}: {why}; "
+        f"it runs {SUPPORTED}"
+    )
+
+
+def _topological(layers: list[dict]) -> list[dict]:
+    """The layer configurations ordered so that every layer comes after the layers it reads."""
+    by_name = {cfg["name"]: cfg for cfg in layers}
+    graph = {
+        name: {_tensor_name(arg).split(":")[0] for node in cfg["inbound_nodes"] for arg in node["args"]}
+        for name, cfg in by_name.items()
+    }
+    return [by_name[name] for name in graphlib.TopologicalSorter(graph).static_order()]
+
+
+def _tensor_name(arg: dict) -> str:
+    if not isinstance(arg, dict) or arg.get("class_name") != "__keras_tensor__":
+        raise VaelabError(f"the page cannot run a layer called with a non-tensor argument ({arg!r})")
+    return _history_name(arg["config"]["keras_history"])
+
+
+def _history_name(history: list) -> str:
+    layer, node, index = history
+    return f"{layer}:{node}:{index}"
+
+
+def _as_list(entries: list) -> list[list]:
+    """`input_layers`/`output_layers` of a config: one [layer, node, index] triple, or a list of them."""
+    return [entries] if entries and isinstance(entries[0], str) else list(entries)

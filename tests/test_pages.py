@@ -1,0 +1,202 @@
+"""The networks in the page (webmodel + nn.js) against Keras, and the exported explorer offline in Chromium."""
+
+from __future__ import annotations
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import PRESETS, offline_page, run_cli
+from vaelab import webmodel, webpage
+from vaelab.errors import VaelabError
+from vaelab.explore.export import RUN_BUDGET_BYTES
+from vaelab.model import build_models
+
+POINTS = 100  # latent points per preset
+IMAGES = 20  # test images per preset
+
+
+def test_fused_layers_are_described_as_their_stock_pairs(preset_runs):
+    run = preset_runs["conv"]
+    generator = [op["op"] for op in webmodel.describe(run.generator)["ops"]]
+    assert generator == ["dense", "dense", "reshape", "conv2d", "upsample2d", "conv2d", "upsample2d", "conv2d"]
+    encoder = webmodel.describe(run.encoder)
+    assert [op["op"] for op in encoder["ops"]] == [
+        "conv2d", "maxpool2d", "conv2d", "maxpool2d", "reshape", "dense", "dense", "dense"
+    ]  # fmt: skip
+    assert encoder["input_shapes"] == [[28, 28, 1]] and encoder["output_shapes"] == [[2], [2]]
+    assert encoder["ops"][0]["activation"] == "relu" and encoder["ops"][0]["padding"] == "same"
+
+
+def test_weights_take_half_the_room_as_float16(preset_runs):
+    run = preset_runs["mlp"]
+    full = webmodel.describe(run.generator, dtype="float32")["weights"]["data"]
+    half = webmodel.describe(run.generator, dtype="float16")["weights"]["data"]
+    assert len(full) == pytest.approx(4 / 3 * 4 * webmodel.weight_count(run.generator), abs=4)
+    assert len(half) == pytest.approx(len(full) / 2, abs=4)
+
+
+def test_a_layer_the_page_cannot_run_is_a_one_line_error():
+    x = keras.Input((8, 8, 1))
+    model = keras.Model(x, keras.layers.Conv2D(2, 3, strides=2, name="strided")(x), name="generator")
+    with pytest.raises(VaelabError, match=r"cannot run layer 'strided' \(Conv2D\) of the generator: strides") as err:
+        webmodel.describe(model)
+    assert "\n" not in str(err.value)
+
+
+def test_data_blocks_cannot_close_their_script_element():
+    block = webpage.json_block("x", {"name": "</script><script>alert(1)</script><!--"})
+    assert block.count("</script>") == 1 and block.endswith("</script>") and "<!--" not in block
+
+
+# --- the exported explorer, in Chromium, from file://, with the network blocked ------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(preset_runs, tmp_path_factory, mnist):
+    from vaelab.config import make_config
+    from vaelab.training import train
+
+    base = tmp_path_factory.mktemp("export")
+    d3 = train(make_config("mlp", latent_dim=3, epochs=1, train_subset=500, test_subset=100), base / "d3", verbose=0)
+    runs = [*preset_runs.values(), d3]
+    result = run_cli("explore", *(str(run.path) for run in runs), "--export", str(base / "site"))
+    assert result.returncode == 0, result.stderr
+    return base / "site" / "index.html", result.stdout, runs
+
+
+@pytest.fixture(scope="module")
+def explorer_page(exported, browser):
+    path, _, _ = exported
+    page, requests, errors = offline_page(browser, path.as_uri(), viewport={"width": 1280, "height": 1100})
+    page.wait_for_selector("body[data-ready=true]", timeout=60000)
+    yield page, requests, errors
+    page.close()
+
+
+def test_export_fits_its_budget_and_forbids_connections(exported):
+    path, stdout, runs = exported
+    html = path.read_text()
+    blocks = re.findall(r'<script type="application/json" id="vaelab-run-\d+">.*?</script>', html, re.S)
+    assert len(blocks) == len(runs)
+    assert all(len(block.encode()) <= RUN_BUDGET_BYTES for block in blocks)
+    assert "mlp-epochs1-train-subset2000: " in stdout and "weights as float16" in stdout  # float32 would not fit
+    assert "conv-epochs1-train-subset2000: " in stdout and "weights as float32" in stdout
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)"', html).group(1)
+    assert "default-src 'none'" in policy and "connect-src 'none'" in policy and "unsafe" not in policy
+    assert not re.search(r"<script[^>]*\ssrc=", html) and '<link rel="stylesheet"' not in html
+
+
+def page_models_as_keras(page, run_id: int, run):
+    """The run's Keras generator and encoder as the page holds them: weights rounded to the page's dtype."""
+    dtype = page.evaluate(
+        f"JSON.parse(document.getElementById('vaelab-run-{run_id}').textContent).models.generator.weights.dtype"
+    )
+    if dtype == "float32":
+        return run.generator, run.encoder, dtype
+    models = build_models(run.config.model, seed=run.config.train.seed, binarize=run.config.train.binarize)
+    for layer in models.vae.layers:
+        weights = run.vae.get_layer(layer.name).get_weights()
+        layer.set_weights([np.asarray(w).astype(dtype).astype(np.float32) for w in weights])
+    return models.generator, models.encoder, dtype
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_page_decoder_equals_the_keras_generator(explorer_page, exported, preset, record_property):
+    page, _, _ = explorer_page
+    run_id = PRESETS.index(preset)
+    run = exported[2][run_id]
+    z = np.random.default_rng(run_id).normal(scale=1.5, size=(POINTS, run.config.model.latent_dim)).astype(np.float32)
+    got = np.array(page.evaluate(
+        "async ([id, z]) => { const { models } = await vaelabExplorer.loadRun(id);"
+        " return z.map((p) => Array.from(models.generator.predict(p)[0])); }",
+        [str(run_id), z.tolist()],
+    ))  # fmt: skip
+    generator, _, dtype = page_models_as_keras(page, run_id, run)
+    expected = np.asarray(generator.predict(z, verbose=0)).reshape(POINTS, -1)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    float32 = np.asarray(run.generator.predict(z, verbose=0)).reshape(POINTS, -1)
+    record_property(f"max |page - float32 generator| ({dtype} weights)", float(np.abs(got - float32).max()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_page_encoder_equals_the_keras_encoder(explorer_page, exported, preset, mnist):
+    page, _, _ = explorer_page
+    run_id = PRESETS.index(preset)
+    run = exported[2][run_id]
+    x = mnist.x_test[:IMAGES].astype(np.float32) / 255
+    got = page.evaluate(
+        "async ([id, x]) => { const { models } = await vaelabExplorer.loadRun(id);"
+        " return x.map((im) => models.encoder.predict(im).map((a) => Array.from(a))); }",
+        [str(run_id), x.reshape(IMAGES, -1).tolist()],
+    )
+    _, encoder, _ = page_models_as_keras(page, run_id, run)
+    z_mean, z_log_var = encoder.predict(x[..., None], verbose=0)
+    np.testing.assert_allclose(np.array([g[0] for g in got]), z_mean, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(np.array([g[1] for g in got]), z_log_var, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_exported_explorer_works_offline(explorer_page, artifacts):
+    page, requests, errors = explorer_page
+    box = page.locator("#map").bounding_box()
+
+    def hover(fx: float, fy: float) -> str:
+        before = page.locator("#decoded").get_attribute("data-z")
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        page.wait_for_function("b => document.getElementById('decoded').dataset.z !== b", arg=before)
+        return page.evaluate("document.getElementById('decoded').toDataURL()")
+
+    assert hover(0.3, 0.3) != hover(0.7, 0.65), "moving over the map did not change the decoded image"
+    page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + 0.5 * box["height"])
+    page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.5 * box["height"])
+    page.wait_for_function("document.querySelectorAll('#strip canvas').length === 10")
+
+    pad = page.locator("#pad").bounding_box()
+    page.mouse.move(pad["x"] + 100, pad["y"] + 30)
+    page.mouse.down()
+    for y in range(30, 170, 10):  # a vertical stroke: a 1
+        page.mouse.move(pad["x"] + 100, pad["y"] + y)
+    page.mouse.up()
+    page.wait_for_function("document.getElementById('drawn-coords').textContent !== '–'")
+    assert page.evaluate("vaelabExplorer.drawn") is not None
+    page.screenshot(path=str(artifacts / "explorer-export.png"), full_page=True)
+
+    page.select_option("#run", str(len(PRESETS)))  # the latent_dim 3 run: one slider per dimension
+    page.wait_for_function("document.querySelectorAll('#sliders input').length === 3")
+    before = page.locator("#decoded").get_attribute("data-z")
+    page.locator("#sliders input").nth(2).fill("1.5")
+    assert page.locator("#decoded").get_attribute("data-z") != before
+    assert not errors, errors
+    assert not requests, f"the page tried to fetch: {requests}"
+
+
+@pytest.mark.slow
+def test_exported_explorer_of_unlabelled_data(tmp_path, mnist, browser):
+    """Data without classes: one colour for every point, no class table, and decoding as usual."""
+    from vaelab.config import make_config
+    from vaelab.data import load_dataset
+    from vaelab.explore import load_data
+    from vaelab.explore.export import export
+    from vaelab.training import train
+
+    np.savez(tmp_path / "plain.npz", x_train=mnist.x_train[:500], x_test=mnist.x_test[:200])
+    data = load_dataset(tmp_path / "plain.npz")
+    run = train(
+        make_config("conv", epochs=1, dataset=str(tmp_path / "plain.npz")), tmp_path / "run", data=data, verbose=0
+    )
+    path, _ = export([run], load_data([run]), tmp_path / "site")
+    page, requests, errors = offline_page(browser, path.as_uri(), viewport={"width": 1280, "height": 1100})
+    page.wait_for_selector("body[data-ready=true]", timeout=60000)
+    assert page.locator("#table-card").is_hidden() and page.locator("#legend li").count() == 0
+    box = page.locator("#map").bounding_box()
+    page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.4 * box["height"])
+    page.wait_for_function("document.getElementById('decoded').dataset.z !== '[0,0]'")
+    assert page.locator("#decoded-title").text_content() == "Decoded image"
+    page.close()
+    assert not errors, errors
+    assert not requests, f"the page tried to fetch: {requests}"
