@@ -1,6 +1,7 @@
 """Training snapshots: after every epoch, fixed test images reconstructed and fixed prior draws decoded.
 
-Two records in the run directory, both rewritten atomically after each epoch:
+Two records in the run directory, written atomically after each epoch (the .npz in the background,
+while the next epoch trains; a run killed outright may miss its last epoch there, never in the PNGs):
 
     snapshots.npz             epoch (E,) the epochs recorded; index (n,) the test images' positions;
                               inputs (n, 28, 28); z (m, latent_dim) the prior draws, float32;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import io
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,14 +93,16 @@ class SnapshotCallback(keras.callbacks.Callback):
     def __init__(self, out: Path, models, x_test: np.ndarray, labels: np.ndarray | None, seed: int, first_epoch: int):
         super().__init__()
         self.out, self.models = out, models
-        self.index = pick_images(None if labels is None else labels[: len(x_test)])
+        self.index = pick_images(None if labels is None else labels[: len(x_test)], min(IMAGES, len(x_test)))
         self.inputs = np.asarray(x_test[self.index], np.float32)
         latent_dim = models.generator.inputs[0].shape[-1]
         self.z = np.random.default_rng(seed + SEED_OFFSET).standard_normal((PRIOR_DRAWS, latent_dim)).astype("float32")
         self.epochs: list[int] = []
         self.reconstructions: list[np.ndarray] = []
         self.samples: list[np.ndarray] = []
-        self.seconds: list[float] = []
+        self.seconds: list[float] = []  # what each snapshot kept training waiting
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaelab-snapshots")
+        self._pending: Future | None = None
         earlier = read_snapshots(out)
         if earlier is not None and earlier.z.shape == self.z.shape and np.array_equal(earlier.index, self.index):
             keep = earlier.epoch <= first_epoch  # epochs beyond the checkpoint were never completed
@@ -114,22 +118,44 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.epochs.append(epoch + 1)
         self.reconstructions.append(decoded[: len(self.inputs)])
         self.samples.append(decoded[len(self.inputs) :])
+        png = snapshot_png(to_uint8(self.inputs), self.reconstructions[-1], self.samples[-1])
+        self._wait_for_writer()  # the previous epoch's .npz: long written by now, normally
+        try:
+            write_bytes(self.out / SNAPSHOT_DIR / f"epoch-{epoch + 1:04d}.png", png)
+        except OSError as err:
+            raise self._cannot_save(epoch + 1, err) from None
+        # The .npz grows with the epochs and is rewritten whole: written in the background, while the next
+        # epoch trains, so training does not wait for it (benchmarks/snapshot_cost.py).
+        lists = (list(self.epochs), list(self.reconstructions), list(self.samples))
+        self._pending = self._writer.submit(self._write_npz, *lists)
+        self.seconds.append(time.perf_counter() - started)
+
+    def on_train_end(self, logs=None):
+        self._wait_for_writer()
+
+    def _write_npz(self, epochs: list[int], reconstructions: list[np.ndarray], samples: list[np.ndarray]) -> int:
         arrays = {
-            "epoch": np.asarray(self.epochs),
+            "epoch": np.asarray(epochs),
             "index": self.index,
             "inputs": to_uint8(self.inputs),
             "z": self.z,
-            "reconstructions": np.stack(self.reconstructions),
-            "samples": np.stack(self.samples),
+            "reconstructions": np.stack(reconstructions),
+            "samples": np.stack(samples),
         }
-        png = snapshot_png(arrays["inputs"], self.reconstructions[-1], self.samples[-1])
-        try:
-            with atomic_path(self.out / SNAPSHOTS, suffix=".npz") as tmp:
-                np.savez(tmp, **arrays)
-            write_bytes(self.out / SNAPSHOT_DIR / f"epoch-{epoch + 1:04d}.png", png)
-        except OSError as err:
-            raise VaelabError(
-                f"cannot save the snapshots of epoch {epoch + 1} in {self.out} ({err.strerror}); the run keeps its "
-                f"earlier epochs: make room and continue with `vaelab train --resume {self.out}`"
-            ) from None
-        self.seconds.append(time.perf_counter() - started)
+        with atomic_path(self.out / SNAPSHOTS, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+        return epochs[-1]
+
+    def _wait_for_writer(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            try:
+                pending.result()
+            except OSError as err:
+                raise self._cannot_save(self.epochs[-1], err) from None
+
+    def _cannot_save(self, epoch: int, err: OSError) -> VaelabError:
+        return VaelabError(
+            f"cannot save the snapshots of epoch {epoch} in {self.out} ({err.strerror}); the run keeps its "
+            f"earlier epochs: make room and continue with `vaelab train --resume {self.out}`"
+        )

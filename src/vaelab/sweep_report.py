@@ -73,7 +73,7 @@ def plot_sweep(points: list[Point], axes: dict[str, Sequence[Any]]) -> Figure:
                 if p.status == "done" and p.figures.get(name) is not None:
                     key = tuple(p.settings[a] for a in others)
                     lines.setdefault(key, {}).setdefault(p.settings[axis], []).append(p.figures[name])
-            for k, (key, by_value) in enumerate(sorted(lines.items(), key=lambda item: str(item[0]))):
+            for k, (key, by_value) in enumerate(lines.items()):  # in grid order
                 xs = [i for i, v in enumerate(axes[axis]) if v in by_value]
                 stats = [spread(by_value[axes[axis][i]]) for i in xs]
                 label = ", ".join(f"{a}={v}" for a, v in zip(others, key, strict=True)) or None
