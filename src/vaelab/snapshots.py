@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vaelab._files import atomic_path, write_bytes
+from vaelab._files import WriteError, atomic_path, write_bytes
 from vaelab.errors import VaelabError
 from vaelab.run import SNAPSHOT_DIR, SNAPSHOTS
 
@@ -62,7 +64,7 @@ def read_snapshots(run_dir: Path) -> Snapshots | None:
             return Snapshots(**{name: saved[name] for name in Snapshots.__dataclass_fields__})
     except FileNotFoundError:
         return None
-    except (OSError, KeyError, ValueError, EOFError):
+    except (OSError, KeyError, ValueError, EOFError, TypeError, zipfile.BadZipFile, zlib.error):
         return None  # damaged (a disk that filled up): the run itself is still fine
 
 
@@ -122,8 +124,8 @@ class SnapshotCallback(keras.callbacks.Callback):
         self._wait_for_writer()  # the previous epoch's .npz: long written by now, normally
         try:
             write_bytes(self.out / SNAPSHOT_DIR / f"epoch-{epoch + 1:04d}.png", png)
-        except OSError as err:
-            raise self._cannot_save(epoch + 1, err) from None
+        except WriteError as err:
+            raise self._cannot_save(err) from None
         # The .npz grows with the epochs and is rewritten whole: written in the background, while the next
         # epoch trains, so training does not wait for it (benchmarks/snapshot_cost.py).
         lists = (list(self.epochs), list(self.reconstructions), list(self.samples))
@@ -151,11 +153,11 @@ class SnapshotCallback(keras.callbacks.Callback):
             pending, self._pending = self._pending, None
             try:
                 pending.result()
-            except OSError as err:
-                raise self._cannot_save(self.epochs[-1], err) from None
+            except WriteError as err:
+                raise self._cannot_save(err) from None
 
-    def _cannot_save(self, epoch: int, err: OSError) -> VaelabError:
+    def _cannot_save(self, err: WriteError) -> VaelabError:
         return VaelabError(
-            f"cannot save the snapshots of epoch {epoch} in {self.out} ({err.strerror}); the run keeps its "
-            f"earlier epochs: make room and continue with `vaelab train --resume {self.out}`"
+            f"{err} (training snapshots); the run keeps its earlier epochs: make room, then "
+            f"`vaelab train --resume {self.out}`"
         )
