@@ -21,8 +21,24 @@ def test_defaults_follow_the_course_script():
 
 
 def test_config_survives_a_json_round_trip():
+    import json
+
     config = make_config("conv", latent_dim=3, epochs=7, seed=5, optimizer="adam")
     assert RunConfig.from_dict(config.to_dict()) == config
+    config = make_config("mlp", hidden=[200, 200], activation="tanh", beta=4, kl_warmup=10, lr_decay_epochs=100)
+    again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.model.hidden == (200, 200) and again.train.beta == 4.0
+
+
+def test_a_config_of_older_vaelab_loads_with_the_defaults_of_the_new_settings():
+    old = make_config("mlp").to_dict()
+    for name in ("hidden", "activation"):
+        del old["model"][name]
+    for name in ("beta", "kl_warmup", "lr_decay_epochs"):
+        del old["train"][name]
+    config = RunConfig.from_dict(old)
+    assert config == make_config("mlp")
+    assert (config.train.beta, config.train.kl_warmup, config.model.hidden_widths) == (1.0, 0, (256,))
 
 
 @pytest.mark.parametrize(
@@ -36,6 +52,10 @@ def test_config_survives_a_json_round_trip():
         ({"learning_rate": 0.0}, "learning_rate must be a finite number > 0"),
         ({"learning_rate": float("inf")}, "learning_rate must be a finite number > 0, got inf"),
         ({"color": "red"}, "unknown training settings: color"),
+        ({"hidden": [200, 0]}, "a hidden layer's width must be an integer >= 1, got 0"),
+        ({"hidden": []}, "hidden must list one or more layer widths"),
+        ({"activation": "sigmoid"}, "unknown activation 'sigmoid'; choose one of: relu, tanh"),
+        ({"preset": "conv", "hidden": [200]}, "--hidden and --activation shape the dense network"),
     ],
 )
 def test_bad_settings_are_one_line_errors(kwargs, message):

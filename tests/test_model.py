@@ -16,6 +16,7 @@ from vaelab.model import (
     bernoulli_log_likelihood,
     build_models,
     kl_loss,
+    parameter_count,
     reconstruction_loss,
 )
 
@@ -86,7 +87,22 @@ def test_mlp_preset_is_the_course_script():
     assert models.encoder.get_layer("encoder_h").units == 256
     assert models.generator.get_layer("decoder_h").units == 256
     assert models.generator.get_layer("decoder_mean").units == 784
-    assert models.vae.count_params() == (784 * 256 + 256) + 2 * (256 * 2 + 2) + (2 * 256 + 256) + (256 * 784 + 784)
+    assert parameter_count(models.vae) == (784 * 256 + 256) + 2 * (256 * 2 + 2) + (2 * 256 + 256) + (256 * 784 + 784)
+
+
+def test_the_dense_network_takes_hidden_widths_and_an_activation():
+    """Burda et al.'s network: two tanh layers of 200 units each side; the decoder mirrors the encoder."""
+    models = build_models(ModelConfig(latent_dim=50, hidden=(200, 100), activation="tanh"))
+    encoder = [(layer.name, layer.units) for layer in models.encoder.layers if hasattr(layer, "units")]
+    decoder = [(layer.name, layer.units) for layer in models.generator.layers if hasattr(layer, "units")]
+    assert encoder == [("encoder_h", 200), ("encoder_h2", 100), ("z_mean", 50), ("z_log_var", 50)]
+    assert decoder == [("decoder_h", 100), ("decoder_h2", 200), ("decoder_mean", 784)]
+    assert models.encoder.get_layer("encoder_h2").activation.__name__ == "tanh"
+    default = build_models(PRESETS["mlp"], seed=0)
+    explicit = build_models(dataclasses.replace(PRESETS["mlp"], hidden=(256,)), seed=0)  # the same network
+    for a, b in zip(default.vae.variables, explicit.vae.variables, strict=True):
+        assert a.path == b.path
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_generator_reuses_the_vaes_decoder_layers():

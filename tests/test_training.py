@@ -11,7 +11,7 @@ from tests.conftest import TEST_SUBSET, TRAIN_SUBSET
 from vaelab._lock import LOCK_FILE
 from vaelab.config import make_config
 from vaelab.errors import VaelabError
-from vaelab.run import HISTORY_COLUMNS, RUN_FILES, load_run
+from vaelab.run import HISTORY_COLUMNS, RUN_DIRS, RUN_FILES, SNAPSHOT_DIR, SNAPSHOTS, load_run
 from vaelab.training import resume, train
 
 
@@ -20,7 +20,8 @@ def small(preset="mlp", **kw):
 
 
 def test_training_lowers_the_loss_and_writes_the_run_files(small_run):
-    assert sorted(p.name for p in small_run.path.iterdir()) == sorted([*RUN_FILES, LOCK_FILE])
+    assert sorted(p.name for p in small_run.path.iterdir()) == sorted([*RUN_FILES, *RUN_DIRS, LOCK_FILE])
+    assert sorted(p.name for p in (small_run.path / SNAPSHOT_DIR).iterdir()) == ["epoch-0001.png", "epoch-0002.png"]
     history = small_run.history
     assert [row["epoch"] for row in history] == [1, 2]
     assert set(history[0]) == set(HISTORY_COLUMNS)
@@ -58,7 +59,8 @@ def test_other_presets_train_with_falling_loss(preset, tmp_path):
 def test_same_seed_same_losses_other_seed_other_losses(tmp_path, small_run):
     config = small(epochs=1)
     a = train(config, tmp_path / "a", verbose=0).history[0]
-    b = train(config, tmp_path / "b", verbose=0).history[0]
+    b = train(config, tmp_path / "b", verbose=0, snapshots=False).history[0]  # snapshots change nothing
+    assert not (tmp_path / "b" / SNAPSHOTS).exists()
     c = train(config.replace(seed=1), tmp_path / "c", verbose=0).history[0]
     for key in ("loss", "val_loss", "kl_loss"):
         assert a[key] == b[key]
@@ -67,11 +69,17 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path, small_run):
 
 
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, small_run):
+    from vaelab.snapshots import read_snapshots
+
     train(small(epochs=1), tmp_path / "r", verbose=0)
     resumed = resume(tmp_path / "r", epochs=2, verbose=0)
     assert resumed.epoch == 2
     for key in ("loss", "val_loss", "reconstruction_loss"):
         assert resumed.history[1][key] == pytest.approx(small_run.history[1][key], rel=1e-6)
+    shots, uninterrupted = read_snapshots(tmp_path / "r"), read_snapshots(small_run.path)
+    assert list(shots.epoch) == [1, 2]
+    np.testing.assert_array_equal(shots.inputs, uninterrupted.inputs)
+    assert np.abs(shots.samples.astype(int) - uninterrupted.samples).max() <= 1  # the same decodes, to rounding
 
 
 def test_an_existing_run_is_not_overwritten_by_accident(small_run):

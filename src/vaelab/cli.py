@@ -138,7 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     if args.resume is not None:
-        run = resume(args.resume, epochs=args.epochs, data=run_data(args.resume, args.dataset, args.data_dir))
+        data = run_data(args.resume, args.dataset, args.data_dir)
+        run = resume(args.resume, epochs=args.epochs, data=data, snapshots=args.snapshots)
     else:
         data = load_dataset(args.dataset or "mnist", args.data_dir)
         config = make_config(
@@ -153,17 +154,31 @@ def cmd_train(args: argparse.Namespace) -> int:
             test_subset=args.test_subset,
             binarize=args.binarize or None,
             implementation=args.implementation,
+            hidden=args.hidden,
+            activation=args.activation,
+            beta=args.beta,
+            kl_warmup=args.kl_warmup,
+            lr_decay_epochs=args.lr_decay_epochs,
             dataset=data.name,
         )
         out = args.out or Path("runs") / run_dir_name(config)
-        run = train(config, out, overwrite=args.overwrite, data=data)
+        run = train(config, out, overwrite=args.overwrite, data=data, snapshots=args.snapshots)
     test = run.metrics["test"]
     print(
         f"{run.config.preset}: {run.epoch} epochs in {time.perf_counter() - started:.1f} s wall "
-        f"(training {run.metrics['train_seconds']:.1f} s); test loss {test['loss']:.2f} nats = reconstruction "
-        f"{test['reconstruction_loss']:.2f} + KL {test['kl_loss']:.2f}; run saved in {run.path}"
+        f"(training {run.metrics['train_seconds']:.1f} s); test {_test_losses(test)}; run saved in {run.path}"
     )
     return 0
+
+
+def _test_losses(test: dict) -> str:
+    """The test figures after training: the loss, and with a KL weight other than 1 the objective and the ELBO."""
+    recon, kl, w = test["reconstruction_loss"], test["kl_loss"], test.get("kl_weight", 1.0)
+    if w == 1.0:
+        return f"loss {test['loss']:.2f} nats = reconstruction {recon:.2f} + KL {kl:.2f}"
+    return (
+        f"objective {test['loss']:.2f} nats = reconstruction {recon:.2f} + {w:g} x KL {kl:.2f}; -ELBO {recon + kl:.2f}"
+    )
 
 
 def _load(args: argparse.Namespace):
@@ -239,12 +254,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Test-set ELBO and the importance-weighted bound on log p(x); saved into the run's metrics.json."""
+    """Test-set ELBO, the importance-weighted bound on log p(x) and the latent diagnostics; saved into the run's
+    metrics.json; the diagnostic figures (reconstructions, KL per dimension, traversal, snapshots) drawn."""
     from tqdm import tqdm
 
     from vaelab.evaluate import evaluate_and_save
+    from vaelab.figures import draw_run_figures
 
-    run, data, _ = _load(args)
+    run, data, out = _load(args)
     bars = []  # the progress bar appears once the work has started (not before an error)
 
     def progress(done: int, total: int) -> None:
@@ -261,6 +278,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             bar.close()
     kind = "binarised" if result.binarized else "grey-level"
     print(f"{run.name}: {result.images:,} {kind} test images, K = {result.samples} importance samples")
+    train = run.config.train
+    if train.beta != 1 or train.kl_warmup:
+        test = run.metrics["test"]
+        print(
+            f"  trained with beta {train.beta:g}, KL warm-up {train.kl_warmup} epochs: its final objective was "
+            f"{test['loss']:.2f} nats = reconstruction + {test.get('kl_weight', 1):g} x KL; the figures below are "
+            "the true ELBO (KL weight 1)"
+        )
     print(
         f"  ELBO                       {result.elbo:9.2f} nats = -(reconstruction {result.reconstruction_loss:.2f} "
         f"+ KL {result.kl_loss:.2f})"
@@ -270,7 +295,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{result.reconstruction_loss_at_mean:.2f})"
     )
     print(f"  log p(x) >= IWAE bound     {result.iwae:9.2f} nats, i.e. NLL <= {result.nll:.2f}")
+    dim = len(result.kl_per_dim)
+    print(f"  active units               {result.active_units:9d} of {dim} (Cov_x(E_q[z_j]) > 0.01)")
+    print(f"  KL per dimension, nats     {' '.join(f'{k:.2f}' for k in result.kl_per_dim)}")
     print(f"written to {run.path / 'metrics.json'} ({result.seconds:.0f} s)")
+    figures = draw_run_figures(run, data, out, parts=["diagnose"])
+    _wrote(*figures.files.values())
     return 0
 
 
@@ -333,6 +363,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Trains and evaluates a grid of settings, then writes the comparison page."""
+    from vaelab.sweep import sweep
+
+    started = time.perf_counter()
+    axes = {"preset": args.preset, "latent_dim": args.latent_dim, "beta": args.beta, "seed": args.seed}
+    fixed = {"epochs": args.epochs, "kl_warmup": args.kl_warmup, "train_subset": args.train_subset,
+             "test_subset": args.test_subset, "binarize": args.binarize or None}  # fmt: skip
+    points = sweep(
+        {k: v for k, v in axes.items() if v is not None},
+        args.out,
+        fixed={k: v for k, v in fixed.items() if v is not None},
+        dataset=args.dataset or "mnist",
+        data_dir=args.data_dir,
+        samples=args.iwae_samples,
+        images=args.images,
+        workers=args.workers,
+        ray_address=args.ray,
+    )
+    print((args.out / "sweep.md").read_text().split("## Every point")[0].strip())
+    failed = [p for p in points if p.status != "done"]
+    print(f"\nwritten to {args.out / 'index.html'} in {time.perf_counter() - started:.0f} s")
+    if failed:
+        print(
+            f"vaelab sweep: {len(failed)} of {len(points)} points failed ({failed[0].name}: {failed[0].error}); "
+            "the others are done; see the table",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def cmd_explore(args: argparse.Namespace) -> int:
     """Serves the interactive latent-space explorer for one or more runs, or exports it as a static page."""
     from vaelab.explore import load_runs, serve
@@ -358,7 +420,16 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vaelab import __version__
-    from vaelab.config import IMPLEMENTATIONS, MAX_SEED, OPTIMIZERS, PRESETS, ModelConfig, TrainConfig
+    from vaelab.config import (
+        ACTIVATIONS,
+        IMPLEMENTATIONS,
+        MAX_SEED,
+        OPTIMIZERS,
+        PRESETS,
+        SNAPSHOTS,
+        ModelConfig,
+        TrainConfig,
+    )
 
     parser = _Parser(prog="vaelab", description="Train, explore and explain variational autoencoders on small images.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
@@ -392,6 +463,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--implementation",
         choices=IMPLEMENTATIONS,
         help="conv layer pairs fused (default, faster) or the exercise's Keras layers one by one",
+    )
+    p.add_argument(
+        "--hidden",
+        type=_positive_int,
+        nargs="+",
+        metavar="WIDTH",
+        help="widths of the dense network's hidden layers, e.g. 200 200 "
+        f"(default: one of {ModelConfig.intermediate_dim})",
+    )
+    p.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        help=f"of the dense network's hidden layers (default: {ModelConfig.activation})",
+    )
+    p.add_argument(
+        "--beta", type=float, help=f"weight of the KL term in the objective (default: {TrainConfig.beta:g}, the ELBO)"
+    )
+    p.add_argument(
+        "--kl-warmup",
+        type=int,
+        metavar="N",
+        help=f"raise the KL weight linearly to beta over the first N epochs (default: {TrainConfig.kl_warmup}, none)",
+    )
+    p.add_argument(
+        "--lr-decay-epochs",
+        type=_positive_int,
+        metavar="N",
+        help="decay the learning rate as Burda et al. (2015), 8 stages compressed into N epochs (default: constant)",
+    )
+    p.add_argument(
+        "--snapshots",
+        action=argparse.BooleanOptionalAction,
+        default=SNAPSHOTS,
+        help="after every epoch, save fixed test images reconstructed and prior draws decoded (default: "
+        f"{'on' if SNAPSHOTS else 'off'})",
     )
     p.add_argument("--out", type=_path, help="run directory (default: runs/PRESET, plus any non-default setting)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -453,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-same-class", "--allow-same-digit", action="store_true", help="allow two images of the same class"
     )
 
-    p = analysis_parser("evaluate", "test-set ELBO and importance-weighted log-likelihood bound", cmd_evaluate)
+    p = analysis_parser(
+        "evaluate", "test-set ELBO, importance-weighted log-likelihood bound and latent diagnostics", cmd_evaluate
+    )
     p.add_argument(
         "--samples", type=_positive_int, default=1000, metavar="K", help="importance samples per image (default: 1000)"
     )
@@ -476,6 +584,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
     _add_data_options(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("sweep", help="train and evaluate a grid of settings, and compare them on one page")
+    p.add_argument("--preset", nargs="+", choices=list(PRESETS), help="networks (default: mlp)")
+    p.add_argument(
+        "--latent-dim", type=_positive_int, nargs="+", metavar="D", help="sizes of z (default: the preset's)"
+    )
+    p.add_argument("--beta", type=float, nargs="+", metavar="B", help="KL weights (default: 1)")
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED, "a seed"), nargs="+", metavar="S", help="seeds (default: 0)")
+    p.add_argument("--epochs", type=_positive_int, help=f"epochs per point (default: {TrainConfig.epochs})")
+    p.add_argument("--kl-warmup", type=int, metavar="N", help="KL warm-up epochs for every point (default: 0)")
+    p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
+    p.add_argument("--test-subset", type=_positive_int, help="validate on the first N test images during training")
+    p.add_argument("--binarize", action="store_true", help="dynamic binarisation for every point")
+    p.add_argument(
+        "--iwae-samples", type=_positive_int, default=100, metavar="K", help="importance samples (default: 100)"
+    )
+    p.add_argument("--images", type=_positive_int, metavar="N", help="evaluate on the first N test images only")
+    p.add_argument(
+        "--workers", type=_positive_int, metavar="W", help="training processes at once (default: one per two cores)"
+    )
+    p.add_argument(
+        "--ray", metavar="auto|ADDRESS", help="run each point as a Ray task on a cluster (pip install 'vaelab[ray]')"
+    )
+    p.add_argument("--out", type=_path, default=Path("sweep"), help="sweep directory (default: sweep)")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("explore", help="explore the latent space of one or more runs in the browser")
     p.add_argument("runs", type=_path, nargs="+", metavar="RUN", help="run directories")

@@ -6,7 +6,9 @@ Defaults follow the course's `variational_autoencoder.py`; each says why beside 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,10 @@ MAX_PARAMETERS = 100_000_000  # 400 MB of float32 weights, 1.6 GB with RMSprop's
 VARIANCES = ("learned", "fixed")
 OPTIMIZERS = ("rmsprop", "adam")
 IMPLEMENTATIONS = ("fused", "keras")
+ACTIVATIONS = ("relu", "tanh")
+# Training snapshots (vaelab.snapshots) are on unless --no-snapshots: they cost about 1% of an MLP epoch
+# (benchmarks/snapshot_cost.py). Not part of a run's configuration: they record, they change no number.
+SNAPSHOTS = True
 
 
 @dataclass(frozen=True)
@@ -33,30 +39,56 @@ class ModelConfig:
     # How the ConvNet's conv+pool and upsample+conv pairs are computed: "fused" (one layer each,
     # the same mathematics, about twice as fast on a CPU) or "keras" (the exercise's layers one by one).
     implementation: str = "fused"
+    # The dense network's deterministic layers, encoder side (the decoder mirrors them): None is the course
+    # script's one layer of intermediate_dim units; (200, 200) is Burda et al.'s network.
+    hidden: tuple[int, ...] | None = None
+    activation: str = "relu"  # of the dense network's hidden layers: the course's relu; Burda et al. use tanh
+
+    def __post_init__(self):
+        if isinstance(self.hidden, list):  # from config.json: a JSON list
+            object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    @property
+    def hidden_widths(self) -> tuple[int, ...]:
+        """The widths of the dense network's hidden layers, encoder side: `hidden`, or (intermediate_dim,)."""
+        return self.hidden if self.hidden is not None else (self.intermediate_dim,)
 
     def validate(self) -> None:
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("variance", self.variance, VARIANCES)
         _check_choice("implementation", self.implementation, IMPLEMENTATIONS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
         _check_positive("latent_dim", self.latent_dim)
         _check_positive("intermediate_dim", self.intermediate_dim)
         if not (math.isfinite(self.epsilon_std) and self.epsilon_std > 0):
             raise VaelabError(f"epsilon_std must be a finite number > 0, got {self.epsilon_std}")
+        if self.hidden is not None:
+            if not isinstance(self.hidden, tuple) or not self.hidden:
+                raise VaelabError(f"hidden must list one or more layer widths, got {self.hidden!r}")
+            for width in self.hidden:
+                _check_positive("a hidden layer's width", width)
+        if self.arch == "conv" and (self.hidden is not None or self.activation != "relu"):
+            raise VaelabError("--hidden and --activation shape the dense network (mlp presets); the ConvNet is fixed")
         if self.parameters() > MAX_PARAMETERS:
+            widths = "x".join(str(w) for w in (self.hidden_widths if self.arch == "mlp" else (self.intermediate_dim,)))
             raise VaelabError(
-                f"latent_dim {self.latent_dim} with intermediate_dim {self.intermediate_dim} makes a network of about "
+                f"latent_dim {self.latent_dim} with hidden widths {widths} makes a network of about "
                 f"{self.parameters():,} weights ({self.parameters() * 16 / 1e9:.0f} GB to train); "
                 f"keep it under {MAX_PARAMETERS:,}"
             )
 
     def parameters(self) -> int:
         """The number of weights the network will have (computed before building it, to refuse absurd sizes)."""
-        h, z = self.intermediate_dim, self.latent_dim
-        heads = (h + 1) * z * (2 if self.variance == "learned" else 1)  # z_mean (and z_log_var)
+        z = self.latent_dim
+        heads = 2 if self.variance == "learned" else 1  # z_mean (and z_log_var)
         if self.arch == "mlp":
-            return (784 + 1) * h + heads + (z + 1) * h + (h + 1) * 784
+            widths = self.hidden_widths
+            encoder = sum((a + 1) * b for a, b in zip((784, *widths), widths, strict=False))
+            decoder = sum((a + 1) * b for a, b in zip((z, *widths[::-1]), (*widths[::-1], 784), strict=True))
+            return encoder + (widths[-1] + 1) * z * heads + decoder
+        h = self.intermediate_dim
         convs = (9 * 1 + 1) * 16 + (9 * 16 + 1) * 8 + (9 * 8 + 1) * 8 + (9 * 8 + 1) * 16 + (9 * 16 + 1)
-        return convs + (392 + 1) * h + heads + (z + 1) * h + (h + 1) * 512
+        return convs + (392 + 1) * h + (h + 1) * z * heads + (z + 1) * h + (h + 1) * 512
 
 
 @dataclass(frozen=True)
@@ -71,6 +103,19 @@ class TrainConfig:
     binarize: bool = False  # dynamic binarisation (Bernoulli pixels each epoch), for literature NLLs
     train_subset: int | None = None  # use only the first N training images (quick tries, tests)
     test_subset: int | None = None  # use only the first N test images
+    # Weight of the KL term in the objective: 1 is the ELBO (the course's loss); > 1 is a beta-VAE
+    # (Higgins et al., 2017), < 1 favours reconstruction. Reported figures always include the true ELBO.
+    beta: float = 1.0
+    # KL warm-up (Bowman et al., 2016; Sønderby et al., 2016): over the first N epochs the KL weight rises
+    # linearly to beta (see vaelab.schedule.kl_weight). 0, the course's choice: beta from the first step.
+    kl_warmup: int = 0
+    # None: a constant learning rate. N: Burda et al.'s decay (8 stages, lr * 10^(-i/7) for 3^i epochs,
+    # 3,280 epochs in all) compressed into N epochs, by step (see vaelab.schedule.learning_rate).
+    lr_decay_epochs: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.beta, int) and not isinstance(self.beta, bool):  # 4 and 4.0: one setting, one name
+            object.__setattr__(self, "beta", float(self.beta))
 
     def validate(self) -> None:
         _check_positive("epochs", self.epochs)
@@ -80,9 +125,17 @@ class TrainConfig:
             raise VaelabError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise VaelabError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
-        for name in ("train_subset", "test_subset"):
+        for name in ("train_subset", "test_subset", "lr_decay_epochs"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
+        if (
+            isinstance(self.beta, bool)
+            or not isinstance(self.beta, int | float)
+            or not (math.isfinite(self.beta) and self.beta >= 0)
+        ):
+            raise VaelabError(f"beta must be a finite number >= 0, got {self.beta!r}")
+        if isinstance(self.kl_warmup, bool) or not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
+            raise VaelabError(f"kl_warmup must be an integer >= 0 (epochs), got {self.kl_warmup!r}")
 
 
 # The exercise's networks, by name. `conv-fixed-var` is the two options combined.
@@ -111,7 +164,8 @@ class RunConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The configuration as config.json holds it (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
@@ -135,17 +189,18 @@ def make_config(
     *,
     latent_dim: int | None = None,
     implementation: str | None = None,
+    hidden: Sequence[int] | None = None,
+    activation: str | None = None,
     dataset: str | None = None,
     **train: Any,
 ) -> RunConfig:
-    """The configuration of `preset` on `dataset`, with `latent_dim`, `implementation` and any `TrainConfig`
-    field overridden (None keeps the default)."""
+    """The configuration of `preset` on `dataset`, with `latent_dim`, `implementation`, `hidden`, `activation`
+    and any `TrainConfig` field overridden (None keeps the default)."""
     _check_choice("preset", preset, tuple(PRESETS))
     model = PRESETS[preset]
-    if latent_dim is not None:
-        model = dataclasses.replace(model, latent_dim=latent_dim)
-    if implementation is not None:
-        model = dataclasses.replace(model, implementation=implementation)
+    overrides = {"latent_dim": latent_dim, "implementation": implementation, "activation": activation}
+    overrides["hidden"] = tuple(hidden) if hidden is not None else None
+    model = dataclasses.replace(model, **{k: v for k, v in overrides.items() if v is not None})
     unknown = set(train) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise VaelabError(f"unknown training settings: {', '.join(sorted(unknown))}")

@@ -4,6 +4,8 @@
 
 The bound tightens as K grows and equals the ELBO's single-sample estimate at K = 1. Latent points
 are decoded in batches of a bounded size; the sum over k is taken with log-sum-exp in float64.
+The ELBO here is always the true one (KL weight 1), whatever β the run was trained with. The
+latent diagnostics (active units, KL per dimension: vaelab.diagnostics) come with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from keras import layers, ops
 from vaelab import _interrupt
 from vaelab._lock import DirectoryLock
 from vaelab.data import IMAGE_SHAPE, PIXELS, Dataset, test_images
+from vaelab.diagnostics import latent_diagnostics
 from vaelab.errors import VaelabError
 from vaelab.kl import gaussian_kl_float64
 from vaelab.model import bernoulli_log_likelihood
@@ -44,6 +47,9 @@ class Evaluation:
     iwae: float  # the importance-weighted lower bound on log p(x) with K samples
     nll: float  # -iwae: the negative log-likelihood estimate the literature reports
     seconds: float
+    active_units: int  # latent dimensions with activity > 0.01 (Burda et al.'s criterion)
+    unit_activity: tuple[float, ...]  # per dimension: variance of z_mean over the images
+    kl_per_dim: tuple[float, ...]  # per dimension: mean KL(q(z_j|x) || N(0, 1)), nats; sums to kl_loss
 
 
 class _LogLikelihood(layers.Layer):
@@ -122,6 +128,7 @@ def evaluate(
             progress(stop, n)
     iwae = _logsumexp(log_w, axis=1) - math.log(samples)
     reconstruction = -log_px.mean(axis=1)
+    latent = latent_diagnostics(z_mean, z_log_var)
     return Evaluation(
         images=n,
         samples=samples,
@@ -134,6 +141,9 @@ def evaluate(
         iwae=float(iwae.mean()),
         nll=float(-iwae.mean()),
         seconds=round(time.perf_counter() - started, 2),
+        active_units=latent.active_units,
+        unit_activity=tuple(float(a) for a in latent.activity),
+        kl_per_dim=tuple(float(k) for k in latent.kl_per_dim),
     )
 
 

@@ -9,6 +9,10 @@
     manifold.png              (d) a grid over Gaussian quantiles of z[0] and z[1], decoded
     interpolation.png         (e) the decoded segment between two test images' codes
     interpolation_path.png    (e) that segment on the latent map
+    reconstruction.png        diagnose: test images (one per class) above their reconstructions
+    latent_kl.png             diagnose: KL and activity per latent dimension, the active units marked
+    traversal.png             diagnose: one row per latent dimension swept, the others at 0 (latent_dim > 2)
+    snapshots.png             diagnose: the training snapshots as a strip over epochs (runs that have them)
 
 and returns what it computed, for the caller to print or to write about.
 """
@@ -21,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab import analysis, plots
+from vaelab import analysis, diagnostics, plots, snapshots
 from vaelab._files import write_text
-from vaelab.data import Dataset
+from vaelab.data import Dataset, test_images
 from vaelab.run import Run
 
-PARTS = ("encode", "generate", "interpolate")
+PARTS = ("encode", "generate", "interpolate", "diagnose")
+SNAPSHOT_ROWS = 8  # epochs shown in the snapshot strip, spaced geometrically, the last always included
 
 
 @dataclass
@@ -39,6 +44,8 @@ class RunFigures:
     z: np.ndarray | None = None  # the points decoded into generated.png
     manifold_grid: np.ndarray | None = None
     interpolation: analysis.Interpolation | None = None
+    latent: diagnostics.LatentDiagnostics | None = None  # over the test set the run is scored on
+    snapshot_epochs: list[int] | None = None  # the epochs shown in snapshots.png
 
 
 def exercise_point(latent_dim: int) -> np.ndarray:
@@ -65,7 +72,8 @@ def draw_run_figures(
     encode: the latent map and (with labels) the class table, `picks` replacing each class's first
     image; generate: `z` decoded (None: none), `samples` prior draws with `seed` (0: none), a
     `manifold` x `manifold` grid (0: none); interpolate: `pair` of test images (default
-    `analysis.pick_pair`), `steps` points.
+    `analysis.pick_pair`), `steps` points; diagnose: reconstructions, the latent diagnostics and
+    traversal over the scoring test set, and the snapshot strip.
     """
     result = RunFigures()
     word = data.class_word
@@ -111,4 +119,40 @@ def draw_run_figures(
             result.codes, data.class_names, interpolation=result.interpolation, title=title, word=word
         )
         save("interpolation_path", fig)
+    if "diagnose" in parts:
+        _diagnose(run, data, result, save)
     return result
+
+
+def _diagnose(run: Run, data: Dataset, result: RunFigures, save) -> None:
+    title = run.name
+    x_test = test_images(data, binarized=run.config.train.binarize)
+    index = snapshots.pick_images(data.y_test if data.labelled else None)
+    save("reconstruction", plots.plot_reconstructions(x_test[index], run.reconstruct(x_test[index]), title=title))
+    result.latent = diagnostics.latent_diagnostics(*run.encode(x_test))
+    latent = result.latent
+    fig = plots.plot_latent_diagnostics(latent.kl_per_dim, latent.activity, diagnostics.ACTIVITY_THRESHOLD, title)
+    save("latent_kl", fig)
+    if run.config.model.latent_dim > 2:
+        values = diagnostics.TRAVERSAL_VALUES
+        images = diagnostics.traversal(run, values)
+        save("traversal", plots.plot_traversal(values, images, latent.kl_per_dim, latent.active, title=title))
+    shots = snapshots.read_snapshots(run.path)
+    if shots is not None and len(shots.epoch):
+        keep = strip_rows(shots.epoch, SNAPSHOT_ROWS)
+        result.snapshot_epochs = [int(e) for e in shots.epoch[keep]]
+        fig = plots.plot_snapshot_strip(
+            shots.inputs, result.snapshot_epochs, shots.reconstructions[keep], shots.samples[keep]
+        )
+        save("snapshots", fig)
+
+
+def strip_rows(epochs: np.ndarray, rows: int) -> np.ndarray:
+    """Indices of at most `rows` of the recorded `epochs`, spaced geometrically (early epochs change most),
+    the first and the last included."""
+    n = len(epochs)
+    if n <= rows:
+        return np.arange(n)
+    picks = np.unique(np.rint(np.geomspace(1, n, rows)).astype(int) - 1)
+    extra = [k for k in np.linspace(0, n - 1, 4 * rows).astype(int) if k not in picks]  # fill up to `rows`
+    return np.sort(np.concatenate([picks, extra[: rows - len(picks)]])).astype(int)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,21 +95,35 @@ class VAE(keras.Model):
     """The trainable VAE: image -> {x_decoded_mean, z_mean, z_log_var} (and "x", the binarised input,
     for runs with dynamic binarisation: the image the reconstruction is scored against).
 
-    Its loss per image is reconstruction_loss + kl_loss (the negative ELBO, in nats); training logs
-    `loss`, `reconstruction_loss` and `kl_loss`, each averaged over images.
+    Its loss per image, the objective minimised, is reconstruction_loss + w * kl_loss, in nats, where
+    w = `kl_weight` (1 for the ELBO; vaelab.schedule sets it per epoch for beta and warm-up). Training
+    logs `loss`, `reconstruction_loss`, `kl_loss`, `elbo_loss` (= reconstruction + KL: the negative
+    ELBO, whatever w is) and `kl_weight`, each averaged over images.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+        self.elbo_loss_tracker = keras.metrics.Mean(name="elbo_loss")
+        self.kl_weight_tracker = keras.metrics.Mean(name="kl_weight")
+        # A variable, not a Python number: the compiled step reads its current value, so changing it
+        # between epochs needs no recompilation.
+        self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         reconstruction = reconstruction_loss(y_pred.get("x", x), y_pred["x_decoded_mean"])
         kl = kl_loss(y_pred["z_mean"], y_pred["z_log_var"])
         self.reconstruction_loss_tracker.update_state(reconstruction)
         self.kl_loss_tracker.update_state(kl)
-        return ops.mean(reconstruction + kl)
+        self.elbo_loss_tracker.update_state(reconstruction + kl)
+        self.kl_weight_tracker.update_state(self.kl_weight)
+        return ops.mean(reconstruction + ops.cast(self.kl_weight, kl.dtype) * kl)
+
+
+def parameter_count(model: keras.Model) -> int:
+    """The network's learned parameters (the KL weight, a setting held as a variable, is not one)."""
+    return sum(math.prod(w.shape) for w in model.trainable_weights)
 
 
 @dataclass
@@ -186,14 +201,27 @@ def _conv(filters: int, name: str, init: Initializer, activation="relu", padding
     return layers.Conv2D(filters, (3, 3), activation=activation, padding=padding, name=name, kernel_initializer=init())
 
 
+def _hidden_names(side: str, count: int) -> list[str]:
+    """encoder_h, encoder_h2, ...: the course network's one layer keeps its name, so its checkpoints still load."""
+    return [f"{side}_h" + (str(k + 1) if k else "") for k in range(count)]
+
+
 def _mlp_encoder(x, config: ModelConfig, init: Initializer):
     h = layers.Flatten(name="flatten")(x)  # the course script's 784 inputs
-    return _dense(config.intermediate_dim, "encoder_h", init, "relu")(h)
+    widths = config.hidden_widths
+    for width, name in zip(widths, _hidden_names("encoder", len(widths)), strict=True):
+        h = _dense(width, name, init, config.activation)(h)
+    return h
 
 
 def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
+    widths = config.hidden_widths[::-1]  # the encoder's layers mirrored
+    hidden = [
+        _dense(w, n, init, config.activation)
+        for w, n in zip(widths, _hidden_names("decoder", len(widths)), strict=True)
+    ]
     return [
-        _dense(config.intermediate_dim, "decoder_h", init, "relu"),
+        *hidden,
         _dense(PIXELS, "decoder_mean", init, "sigmoid"),
         layers.Reshape(IMAGE_SHAPE, name="decoder_image"),
     ]

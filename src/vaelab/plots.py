@@ -182,3 +182,115 @@ def plot_history(histories: dict[str, list[dict[str, float]]]) -> Figure:
             ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def image_canvas(rows: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Rows of images (each (n_i, h, w[, 1]), uint8 or floats in [0, 1]) tiled into one float canvas in [0, 1].
+
+    Images are separated by `gap` pixels; the background is NaN, so it shows as the axes' colour.
+    """
+    rows = [_unit_images(r) for r in rows]
+    h, w = rows[0].shape[-2:]
+    ncols = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (h + gap) - gap, ncols * (w + gap) - gap), np.nan, np.float32)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            canvas[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = image
+    return canvas
+
+
+def _unit_images(images) -> np.ndarray:
+    """Images as floats in [0, 1], shape (n, h, w): uint8 scaled, a trailing channel of 1 dropped."""
+    images = np.asarray(images)
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    return images.astype(np.float32) / scale
+
+
+def plot_image_rows(
+    rows: Sequence[np.ndarray], row_labels: Sequence[str], col_labels: Sequence[str] | None = None, title: str = ""
+) -> Figure:
+    """Rows of small images, one label per row (left) and optionally per column (below)."""
+    canvas = image_canvas(rows)
+    size, gap = _unit_images(rows[0]).shape[-1], 2
+    ncols = max(len(r) for r in rows)
+    fig = Figure(figsize=(0.2 + 0.6 * ncols + 1.4, 0.35 + 0.6 * len(rows) + (0.3 if col_labels else 0)))
+    ax = fig.add_subplot()
+    cmap = colormaps["gray_r"].with_extremes(bad="white")
+    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    step = size + gap
+    ax.set_yticks(np.arange(len(rows)) * step + (size - 1) / 2, row_labels, fontsize=8)
+    if col_labels:
+        ax.set_xticks(np.arange(ncols) * step + (size - 1) / 2, col_labels, fontsize=7)
+    else:
+        ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_reconstructions(inputs: np.ndarray, outputs: np.ndarray, title: str = "") -> Figure:
+    """Test images (top) above their reconstructions, the decoded z_mean (bottom)."""
+    return plot_image_rows([inputs, outputs], ["input", "reconstruction"], title=title)
+
+
+def plot_traversal(
+    values: np.ndarray, images: np.ndarray, kl_per_dim: np.ndarray, active: np.ndarray, title=""
+) -> Figure:
+    """One row per latent dimension: z[j] swept over `values`, the others at 0; each row says its KL."""
+    labels = [
+        f"z[{j}]  KL {kl:.2f}" + ("" if on else " (inactive)")
+        for j, (kl, on) in enumerate(zip(kl_per_dim, active, strict=True))
+    ]
+    return plot_image_rows(list(images), labels, [f"{v:+.1f}" for v in values], title=title)
+
+
+def plot_latent_diagnostics(kl_per_dim: np.ndarray, activity: np.ndarray, threshold: float, title: str = "") -> Figure:
+    """Per latent dimension: its mean KL (bars, active units dark) and its activity Cov_x(E_q[z_j]) (log scale)."""
+    dims = np.arange(len(kl_per_dim))
+    active = activity > threshold
+    fig = Figure(figsize=(min(13, max(8, 2.5 + 0.25 * len(dims))), 4.2))
+    ax_kl, ax_act = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    colors = np.where(active, "#1f77b4", "#c7c7c7")
+    ax_kl.bar(dims, kl_per_dim, color=colors)
+    ax_kl.set_xlabel("latent dimension j")
+    ax_kl.set_ylabel("mean KL(q(z_j|x) ‖ N(0, 1)), nats")
+    ax_kl.set_title(f"KL per dimension (sum {kl_per_dim.sum():.2f})", fontsize=10)
+    ax_act.bar(dims, np.maximum(activity, 1e-6), color=colors)
+    ax_act.axhline(threshold, color="#d62728", linewidth=1, linestyle="--", label=f"threshold {threshold:g}")
+    ax_act.set_yscale("log")
+    ax_act.set_ylim(bottom=min(threshold / 3, max(np.min(activity), 1e-6) / 2))
+    ax_act.set_xlabel("latent dimension j")
+    ax_act.set_ylabel("activity Cov_x(E_q[z_j])")
+    ax_act.set_title(f"{int(active.sum())} of {len(dims)} units active", fontsize=10)
+    ax_act.legend(fontsize=8, frameon=False)
+    for ax in (ax_kl, ax_act):
+        ax.grid(alpha=0.3, axis="y")
+        if len(dims) <= 20:
+            ax.set_xticks(dims)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_snapshot_strip(
+    inputs: np.ndarray, epochs: Sequence[int], reconstructions: np.ndarray, samples: np.ndarray, title: str = ""
+) -> Figure:
+    """Training as it went: the test images on top, then per epoch shown their reconstructions and the fixed
+    prior draws decoded, side by side."""
+    blank = np.full((1, *inputs.shape[1:]), np.nan, np.float32)
+    gap = [blank] if len(samples[0]) else []
+
+    def row(recon, sample):
+        return np.concatenate([np.asarray(recon, np.float32) / 255, *gap, np.asarray(sample, np.float32) / 255])
+
+    rows = [np.concatenate([np.asarray(inputs, np.float32) / 255, *gap])]
+    rows += [row(r, s) for r, s in zip(reconstructions, samples, strict=True)]
+    labels = ["test images", *[f"epoch {e}" for e in epochs]]
+    title = title or "reconstructions of the test images (left) and decoded prior draws (right), by epoch"
+    return plot_image_rows(rows, labels, title=title)

@@ -20,6 +20,7 @@ from vaelab.data import DEFAULT_DATASET, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.explore import pagedata
 from vaelab.figures import draw_run_figures, exercise_point
+from vaelab.model import parameter_count
 from vaelab.report_html import LIVE_MARKER, markdown_to_html
 from vaelab.run import Run, load_run, read_info, run_dir_name, run_is_complete
 
@@ -32,20 +33,21 @@ PARTS = {
 KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0), (-10.0, 10.0, 10.0, 0.1)]
 
 
-def ensure_run(config: RunConfig, runs_dir: Path, data: Dataset, *, log: Callable[[str], None]) -> Run:
-    """The completed run of `config` in `runs_dir`: reused if it is there, resumed if it was interrupted."""
+def ensure_run(
+    config: RunConfig, path: Path, data: Dataset, *, log: Callable[[str], None], verbose: int | str = "auto"
+) -> Run:
+    """The completed run of `config` in `path`: reused if it is there, resumed if it was interrupted."""
     from vaelab.training import resume, train
 
-    path = runs_dir / run_dir_name(config)
     if not (path / "config.json").exists():
-        return train(config, path, data=data, log=log)
+        return train(config, path, data=data, log=log, verbose=verbose)
     info = read_info(path)
-    if info.get("config") != config.to_dict() or info.get("data_sha256") != data.sha256:
+    if RunConfig.from_dict(info["config"]) != config or info.get("data_sha256") != data.sha256:
         raise VaelabError(
-            f"{path} holds a run with another configuration or other data; move it away or pass another --runs-dir"
+            f"{path} holds a run with another configuration or other data; move it away or use another directory"
         )
     if not run_is_complete(path):
-        return resume(path, data=data, log=log)
+        return resume(path, data=data, log=log, verbose=verbose)
     log(f"vaelab: reusing {path} ({config.train.epochs} epochs, same configuration and data)")
     return load_run(path)
 
@@ -80,7 +82,7 @@ def report(
             config = make_config(preset, epochs=epochs, train_subset=train_subset, dataset=data.name)
             log(f"vaelab report: [{k}/{len(REPORT_PRESETS)}] {preset}")
             try:
-                runs.append(ensure_run(config, Path(runs_dir), data, log=log))
+                runs.append(ensure_run(config, Path(runs_dir) / run_dir_name(config), data, log=log))
                 ensure_evaluation(runs[-1], data, iwae_samples, log)
             except Interrupted:
                 raise Interrupted(
@@ -158,7 +160,6 @@ def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> tuple[str
     img = {name: _rel(path, out) for name, path in figures.files.items()}
     word = data.class_word
 
-    test = run.metrics["test"]
     sigma_note = (
         "σ = exp(z_log_var / 2) is the encoder's standard deviation for that image; the map draws a "
         "one-σ ellipse around each table point."
@@ -193,8 +194,7 @@ The first test image of each {word} and where the encoder puts it. {sigma_note}
     section = f"""## {title}
 
 Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {run.epoch} epochs
-(run `{run.path}`). Test loss {test["loss"]:.2f} nats per image = reconstruction {test["reconstruction_loss"]:.2f}
-+ KL {test["kl_loss"]:.2f}.
+(run `{run.path}`). {_test_sentence(run)}
 
 ### (c) The encoder: the test set in the latent space
 
@@ -234,15 +234,79 @@ between the codes (endpoints included) are decoded. The originals stand at the t
 
 The path on the latent map:
 
-![interpolation path]({img["interpolation_path"]})"""
+![interpolation path]({img["interpolation_path"]})
+
+{_diagnostics_section(run, figures, img)}"""
     return section, live
+
+
+def _test_sentence(run: Run) -> str:
+    """The run's final test figures: the loss, and for β or warm-up the objective beside the true ELBO."""
+    test, train = run.metrics["test"], run.config.train
+    recon, kl = test["reconstruction_loss"], test["kl_loss"]
+    if train.beta == 1 and not train.kl_warmup:
+        return f"Test loss {test['loss']:.2f} nats per image = reconstruction {recon:.2f} + KL {kl:.2f}."
+    return (
+        f"Trained with β = {train.beta:g} and a KL warm-up of {train.kl_warmup} epochs: the final test objective is "
+        f"{test['loss']:.2f} nats per image = reconstruction {recon:.2f} + {test.get('kl_weight', 1):g} × KL {kl:.2f};"
+        f" the true negative ELBO (KL weight 1) is {recon + kl:.2f}."
+    )
+
+
+def _diagnostics_section(run: Run, figures, img: dict[str, str]) -> str:
+    """Reconstructions, which latent dimensions are used (active units, KL per dimension), traversal, snapshots."""
+    latent = figures.latent
+    dim = len(latent.kl_per_dim)
+    kl_cells = " | ".join(f"{k:.2f}" for k in latent.kl_per_dim)
+    act_cells = " | ".join(f"{a:.3g}" for a in latent.activity)
+    table = (
+        f"""| dimension | {" | ".join(str(j) for j in range(dim))} |
+|---|{"---:|" * dim}
+| KL, nats | {kl_cells} |
+| activity | {act_cells} |
+
+"""
+        if dim <= 10
+        else ""
+    )
+    traversal = (
+        f"""Each latent dimension swept from −2.5 to 2.5 with the others at the prior's mean 0, one row per dimension
+(inactive dimensions change nothing):
+
+![traversal]({img["traversal"]})
+
+"""
+        if "traversal" in img
+        else ""
+    )
+    snapshots = (
+        f"""How training went: after every epoch, vaelab decoded the same test images and the same prior draws
+(`snapshots.npz`); epochs {", ".join(str(e) for e in figures.snapshot_epochs)}:
+
+![training snapshots]({img["snapshots"]})"""
+        if "snapshots" in img
+        else "This run has no training snapshots (trained before they existed, or with `--no-snapshots`)."
+    )
+    return f"""### Diagnostics: reconstructions and the latent dimensions
+
+One test image per class (top) and its reconstruction, the decoded `z_mean` (bottom):
+
+![reconstructions]({img["reconstruction"]})
+
+{latent.active_units} of {dim} latent dimensions are active (Burda et al.'s criterion: the variance over the test
+set of the encoder's mean, Cov_x(E_q[z_j]), above 0.01). The KL term splits over the dimensions
+(mean over the test set, nats; they sum to {latent.kl_per_dim.sum():.2f}):
+
+{table}![KL and activity per latent dimension]({img["latent_kl"]})
+
+{traversal}{snapshots}"""
 
 
 def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
     lines = [
-        "| preset | test loss | reconstruction | KL | ELBO | IWAE bound | parameters | epochs | training time "
-        "| s/epoch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| preset | test loss | reconstruction | KL | ELBO | IWAE bound | active units | parameters | epochs "
+        "| training time | s/epoch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     samples = set()
     for run in runs:
@@ -254,7 +318,8 @@ def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
         lines.append(
             f"| `{run.config.preset}` | {test['loss']:.2f} | {test['reconstruction_loss']:.2f} | {test['kl_loss']:.2f} "
             f"| {evaluation.get('elbo', float('nan')):.2f} | {evaluation.get('iwae', float('nan')):.2f} "
-            f"| {run.vae.count_params():,} | {run.epoch} | {run.metrics['train_seconds']:.0f} s | {per_epoch:.2f} |"
+            f"| {evaluation.get('active_units', '–')} of {run.config.model.latent_dim} | {parameter_count(run.vae):,} "
+            f"| {run.epoch} | {run.metrics['train_seconds']:.0f} s | {per_epoch:.2f} |"
         )
     k = ", ".join(str(s) for s in sorted(samples, key=str))
     curves = figures / "training_curves.png"

@@ -2,11 +2,15 @@
 
     config.json      the resolved RunConfig, the run's id, vaelab/Keras/backend versions, the data checksum
     checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id
-    history.csv      one row per completed epoch: loss, reconstruction_loss, kl_loss, their val_
-                     (test set) counterparts, and the epoch's seconds
-    metrics.json     final test-set figures, the run's id; written when training completes
+    history.csv      one row per completed epoch: loss (the objective, reconstruction + w * KL),
+                     reconstruction_loss, kl_loss, elbo_loss (reconstruction + KL, the negative ELBO),
+                     kl_weight (w), the val_ (test set) counterparts of the losses, the epoch's seconds
+    metrics.json     final test-set figures (the same names), the run's id; written when training
+                     completes; `evaluation` (ELBO, IWAE bound, latent diagnostics) once evaluated
     encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
     generator.keras  (vaelab.export); written when training completes
+    snapshots.npz    per epoch: fixed test images reconstructed, fixed prior draws decoded (vaelab.snapshots)
+    snapshots/       epoch-0001.png, ...: the same, one small picture per epoch
     .lock            held (flock) by the one process writing the run; names it (vaelab._lock)
 
 Every file is written atomically, so an interrupted run leaves its last completed epoch usable.
@@ -45,17 +49,12 @@ CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 KERAS_FILES = ("encoder.keras", "generator.keras")
-RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES)
-HISTORY_COLUMNS = (
-    "epoch",
-    "loss",
-    "reconstruction_loss",
-    "kl_loss",
-    "val_loss",
-    "val_reconstruction_loss",
-    "val_kl_loss",
-    "seconds",
-)
+SNAPSHOTS = "snapshots.npz"
+SNAPSHOT_DIR = "snapshots"
+RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES, SNAPSHOTS)
+RUN_DIRS = (SNAPSHOT_DIR,)
+LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
+HISTORY_COLUMNS = ("epoch", *LOSSES, "kl_weight", *(f"val_{k}" for k in LOSSES), "seconds")
 
 
 @dataclass
@@ -138,8 +137,13 @@ def run_dir_name(config: RunConfig) -> str:
         value = getattr(config.train, f.name)
         if value != getattr(defaults, f.name):
             parts.append(f"{f.name.replace('_', '-')}{value}")
-    if config.model.latent_dim != PRESETS[config.preset].latent_dim:
+    preset = PRESETS[config.preset]
+    if config.model.latent_dim != preset.latent_dim:
         parts.append(f"latent-dim{config.model.latent_dim}")
+    if config.model.hidden is not None:
+        parts.append("hidden" + "x".join(str(w) for w in config.model.hidden))
+    if config.model.activation != preset.activation:
+        parts.append(config.model.activation)
     return "-".join(parts)
 
 
@@ -275,6 +279,9 @@ def run_is_complete(path: Path) -> bool:
     return bool(metrics) and metrics.get("epochs") == info["config"]["train"]["epochs"]
 
 
+OPTIONAL_VARIABLES = ("kl_weight",)  # variables a checkpoint may lack (older vaelab)
+
+
 def save_checkpoint(path: Path, vae, optimizer, epoch: int, run_id: str | None = None) -> None:
     """Writes the VAE's variables, the optimizer's and the epoch count to checkpoint.npz, atomically."""
     arrays: dict[str, np.ndarray] = {"epoch": np.asarray(epoch), "run_id": np.asarray(run_id or "")}
@@ -298,9 +305,12 @@ def load_checkpoint(path: Path, vae, optimizer=None, run_id: str | None = None) 
             saved_id = str(saved["run_id"]) if "run_id" in saved.files else ""
             if run_id and saved_id and saved_id != run_id:
                 raise _Inconsistent(f"{file} belongs to another run than {path / CONFIG}")
-            if [str(p) for p in saved["model_paths"]] != [v.path for v in vae.variables]:
+            saved_paths = [str(p) for p in saved["model_paths"]]
+            # Checkpoints made before the KL weight existed lack it; it is set per epoch anyway (1 for them).
+            variables = [v for v in vae.variables if v.path in saved_paths or v.path not in OPTIONAL_VARIABLES]
+            if saved_paths != [v.path for v in variables]:
                 raise damaged(file, f"it holds the weights of another network than {CONFIG} describes")
-            values = [saved[f"model/{i:03d}"] for i in range(len(vae.variables))]
+            values = [saved[f"model/{i:03d}"] for i in range(len(variables))]
             opt_values = [saved[k] for k in sorted(saved.files) if k.startswith("optimizer/")]
             epoch = int(saved["epoch"])
     except FileNotFoundError:
@@ -311,7 +321,7 @@ def load_checkpoint(path: Path, vae, optimizer=None, run_id: str | None = None) 
         raise damaged(file, f"{type(err).__name__}: {err}") from None
     if optimizer is not None and len(opt_values) != len(optimizer.variables):
         raise VaelabError(f"{file} holds no matching optimizer state; train the run again without --resume")
-    pairs = list(zip(vae.variables, values, strict=True))
+    pairs = list(zip(variables, values, strict=True))
     if optimizer is not None:
         pairs += list(zip(optimizer.variables, opt_values, strict=True))
     for variable, value in pairs:  # all checked before any is loaded
@@ -325,7 +335,10 @@ def load_checkpoint(path: Path, vae, optimizer=None, run_id: str | None = None) 
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """history.csv's rows (epochs 1, 2, ... in order, every value a finite number); [] when there is none."""
+    """history.csv's rows (epochs 1, 2, ... in order, every value a finite number); [] when there is none.
+
+    Rows of runs made before β existed get their kl_weight (1) and elbo_loss (reconstruction + KL) filled in.
+    """
     file = path / HISTORY
     try:
         text = file.read_bytes().decode("utf-8")
@@ -349,8 +362,16 @@ def read_history(path: Path) -> list[dict[str, float]]:
                 raise ValueError("not the next epoch, or not a finite number")
         except ValueError as err:
             raise damaged(file, f"line {line}: {err}") from None
-        rows.append({**row, "epoch": int(row["epoch"])})
+        rows.append(_complete_row({**row, "epoch": int(row["epoch"])}))
     return rows
+
+
+def _complete_row(row: dict[str, float]) -> dict[str, float]:
+    row.setdefault("kl_weight", 1.0)
+    for prefix in ("", "val_"):
+        if f"{prefix}reconstruction_loss" in row and f"{prefix}kl_loss" in row:
+            row.setdefault(f"{prefix}elbo_loss", row[f"{prefix}reconstruction_loss"] + row[f"{prefix}kl_loss"])
+    return row
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
@@ -363,7 +384,8 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
-    """metrics.json, checked to hold a mapping whose `test` and `evaluation` (where present) are mappings of numbers."""
+    """metrics.json, checked to hold a mapping whose `test` and `evaluation` (where present) are mappings of numbers
+    (or lists of numbers: the evaluation's per-dimension diagnostics)."""
     file = path / METRICS
     try:
         metrics = json.loads(file.read_bytes())
@@ -378,9 +400,17 @@ def read_metrics(path: Path) -> dict[str, Any]:
     for key in ("test", "evaluation"):
         entry = metrics.get(key, {})
         numbers = {k: v for k, v in entry.items() if k != "binarized"} if isinstance(entry, dict) else None
-        if numbers is None or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers.values()):
+        if numbers is None or not all(_is_number(v) or _is_numbers(v) for v in numbers.values()):
             raise damaged(file, f"its {key!r} entry is not a mapping of numbers")
     return metrics
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_numbers(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_number(v) for v in value)
 
 
 def update_metrics(path: Path, **entries: Any) -> dict[str, Any]:

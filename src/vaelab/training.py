@@ -17,11 +17,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vaelab import _interrupt
+from vaelab import _interrupt, schedule, snapshots
 from vaelab import run as runs
 from vaelab._files import WriteError
 from vaelab._lock import DirectoryLock
-from vaelab.config import RunConfig
+from vaelab.config import SNAPSHOTS, RunConfig
 from vaelab.data import Dataset, load_dataset, scale_pixels, test_images
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.export import export_run
@@ -47,9 +47,14 @@ def prepare(config: RunConfig, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return x_train, x_test
 
 
-def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(config: RunConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     kinds = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}
-    return kinds[config.train.optimizer](learning_rate=config.train.learning_rate)
+    return kinds[config.train.optimizer](learning_rate=schedule.learning_rate(config.train, steps_per_epoch))
+
+
+def steps_per_epoch(config: RunConfig, data: Dataset) -> int:
+    """Gradient steps in one pass over the training images the run uses."""
+    return -(-len(data.x_train[: config.train.train_subset]) // config.train.batch_size)
 
 
 def train(
@@ -59,13 +64,15 @@ def train(
     data: Dataset | None = None,
     overwrite: bool = False,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    snapshots: bool = SNAPSHOTS,
     verbose: int | str = "auto",
     log: Log = _stderr,
 ) -> runs.Run:
     """Trains `config` on `data` into the new run directory `out` and returns the trained run.
 
     `out` must not hold a run unless `overwrite`. `callbacks` are passed to Keras' `fit` (the run
-    directory stays the record of the run). Ctrl-C stops after the current step: `Interrupted`.
+    directory stays the record of the run); `snapshots` records vaelab.snapshots after every epoch.
+    Ctrl-C stops after the current step: `Interrupted`.
     """
     config.validate()
     out = Path(out)
@@ -78,15 +85,17 @@ def train(
                 "or --out another directory"
             )
         data = _data_for(config, data, log)
-        models, optimizer = _build(config)
+        models, optimizer = _build(config, data)
         info = runs.new_run_info(config, data)
         try:
             for name in runs.RUN_FILES:  # --overwrite: the old run's files go only now that all is ready
                 (out / name).unlink(missing_ok=True)
+            for old in (out / runs.SNAPSHOT_DIR).glob("*.png"):
+                old.unlink()
             runs.write_info(out, info)
         except OSError as err:  # removing the old files of --overwrite
             raise VaelabError(f"cannot write the run directory {out} ({err.strerror}); choose another --out") from None
-        return _fit(out, config, info, data, models, optimizer, [], 0, callbacks, verbose, log)
+        return _fit(out, config, info, data, models, optimizer, [], 0, callbacks, snapshots, verbose, log)
 
 
 def resume(
@@ -95,13 +104,14 @@ def resume(
     epochs: int | None = None,
     data: Dataset | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    snapshots: bool = SNAPSHOTS,
     verbose: int | str = "auto",
     log: Log = _stderr,
 ) -> runs.Run:
     """Continues the run in `out` from its last completed epoch, with its saved configuration.
 
     `epochs` may raise the total. The run draws the same batches and noise it would have drawn
-    had it never stopped.
+    had it never stopped, with the same KL weights and learning rates.
     """
     out = Path(out)
     runs.read_info(out)  # a clear error for a directory that holds no run, before locking it
@@ -114,7 +124,7 @@ def resume(
                 f"the {data.title} data found now differ from the data {out} was trained on; "
                 "resume with the same data (see `vaelab data`)"
             )
-        models, optimizer = _build(config)
+        models, optimizer = _build(config, data)
         history: list[dict[str, float]] = []
         initial_epoch = 0
         if (out / runs.CHECKPOINT).exists():
@@ -127,7 +137,9 @@ def resume(
             config = config.replace(epochs=epochs)
             info = {**info, "config": config.to_dict()}
             runs.write_info(out, info)
-        return _fit(out, config, info, data, models, optimizer, history, initial_epoch, callbacks, verbose, log)
+        return _fit(
+            out, config, info, data, models, optimizer, history, initial_epoch, callbacks, snapshots, verbose, log
+        )
 
 
 def _data_for(config: RunConfig, data: Dataset | None, log: Log) -> Dataset:
@@ -139,9 +151,9 @@ def _data_for(config: RunConfig, data: Dataset | None, log: Log) -> Dataset:
     return data
 
 
-def _build(config: RunConfig) -> tuple[Models, keras.optimizers.Optimizer]:
+def _build(config: RunConfig, data: Dataset) -> tuple[Models, keras.optimizers.Optimizer]:
     models = build_models(config.model, seed=config.train.seed, binarize=config.train.binarize)
-    optimizer = make_optimizer(config)
+    optimizer = make_optimizer(config, steps_per_epoch(config, data))
     steps = 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION
     models.vae.compile(optimizer=optimizer, steps_per_execution=steps)
     return models, optimizer
@@ -157,11 +169,17 @@ def _fit(
     history: list[dict[str, float]],
     initial_epoch: int,
     callbacks: Sequence[keras.callbacks.Callback],
+    record_snapshots: bool,
     verbose: int | str,
     log: Log,
 ) -> runs.Run:
     """Runs the epochs from `initial_epoch` to the configured total; returns the run as it now stands."""
     x_train, x_test = prepare(config, data)
+    ours: list[keras.callbacks.Callback] = [StopAtStepBoundary(), schedule.KLWeight(config.train)]
+    if record_snapshots:
+        labels = data.y_test if data.labelled else None
+        ours.append(snapshots.SnapshotCallback(out, models, x_test, labels, config.train.seed, initial_epoch))
+    ours.append(EpochCheckpoint(out, config.train.seed, history, optimizer, info.get("run_id")))
     if initial_epoch < config.train.epochs:
         log(f"vaelab: training {config.preset} for epochs {initial_epoch + 1}-{config.train.epochs} into {out}")
         try:
@@ -174,11 +192,7 @@ def _fit(
                 initial_epoch=initial_epoch,
                 validation_data=(x_test,),
                 shuffle=True,
-                callbacks=[
-                    StopAtStepBoundary(),
-                    EpochCheckpoint(out, config.train.seed, history, optimizer, info.get("run_id")),
-                    *callbacks,
-                ],
+                callbacks=[*ours, *callbacks],
                 verbose=verbose,
             )
         except Interrupted:
@@ -193,7 +207,7 @@ def _fit(
         run_id=info.get("run_id"),
         epochs=len(history),
         train_seconds=round(sum(row["seconds"] for row in history), 3),
-        test={k: last[f"val_{k}"] for k in ("loss", "reconstruction_loss", "kl_loss")},
+        test={**{k: last[f"val_{k}"] for k in runs.LOSSES}, "kl_weight": last["kl_weight"]},
     )
     run = runs.Run(
         path=out,
@@ -248,6 +262,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         row["seconds"] = time.perf_counter() - self.started
+        row.pop("val_kl_weight", None)  # the same weight as in training
         bad = [k for k in runs.HISTORY_COLUMNS[1:] if not math.isfinite(row.get(k, 0.0))]
         if bad:
             raise diverged(row[bad[0]], epoch + 1)

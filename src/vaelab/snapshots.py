@@ -1,0 +1,163 @@
+"""Training snapshots: after every epoch, fixed test images reconstructed and fixed prior draws decoded.
+
+Two records in the run directory, written atomically after each epoch (the .npz in the background,
+while the next epoch trains; a run killed outright may miss its last epoch there, never in the PNGs):
+
+    snapshots.npz             epoch (E,) the epochs recorded; index (n,) the test images' positions;
+                              inputs (n, 28, 28); z (m, latent_dim) the prior draws, float32;
+                              reconstructions (E, n, 28, 28) and samples (E, m, 28, 28): decoded
+                              pixels; every image stored as uint8 (grey level x 255, rounded)
+    snapshots/epoch-0001.png  one per epoch, 3 rows: the inputs, their reconstructions, the prior draws decoded
+
+The test images are the first of each class (the first ten images without labels), as the scoring
+test set gives them (binarised for --binarize runs); the prior draws are seeded by the run's seed.
+Reconstructions decode z_mean. Snapshots use the inference path only (no random draws), so they
+change nothing in training: a run with snapshots has the same losses as one without (tested).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from vaelab._files import WriteError, atomic_path, write_bytes
+from vaelab.errors import VaelabError
+from vaelab.run import SNAPSHOT_DIR, SNAPSHOTS
+
+IMAGES = 10  # test images reconstructed (one per class for MNIST's ten digits)
+PRIOR_DRAWS = 10  # latent points drawn from N(0, I) once, decoded after every epoch
+SEED_OFFSET = 7919  # the prior draws' seed is the run's seed plus this, apart from the weights' seeds
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """A run's snapshots.npz, read back."""
+
+    epoch: np.ndarray  # (E,)
+    index: np.ndarray  # (n,) positions in the test set
+    inputs: np.ndarray  # (n, 28, 28) uint8
+    z: np.ndarray  # (m, latent_dim)
+    reconstructions: np.ndarray  # (E, n, 28, 28) uint8
+    samples: np.ndarray  # (E, m, 28, 28) uint8
+
+
+def pick_images(labels: np.ndarray | None, count: int = IMAGES) -> np.ndarray:
+    """The test images to follow: the first of each class (up to `count` classes), else the first `count`."""
+    if labels is None:
+        return np.arange(count)
+    classes = np.unique(labels)[:count]
+    return np.array([int(np.flatnonzero(labels == c)[0]) for c in classes])
+
+
+def read_snapshots(run_dir: Path) -> Snapshots | None:
+    """The run's snapshots, or None if it has none."""
+    try:
+        with np.load(run_dir / SNAPSHOTS, allow_pickle=False) as saved:
+            return Snapshots(**{name: saved[name] for name in Snapshots.__dataclass_fields__})
+    except FileNotFoundError:
+        return None
+    except (OSError, KeyError, ValueError, EOFError, TypeError, zipfile.BadZipFile, zlib.error):
+        return None  # damaged (a disk that filled up): the run itself is still fine
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Grey levels in [0, 1] (n, 28, 28[, 1]) -> uint8 (n, 28, 28); a diverged network's NaNs become 0."""
+    images = np.nan_to_num(np.asarray(images, np.float32).reshape(-1, 28, 28))
+    return np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
+
+
+def snapshot_png(inputs: np.ndarray, reconstructions: np.ndarray, samples: np.ndarray) -> bytes:
+    """One epoch's picture: three rows of 28x28 uint8 images, dark strokes on white, 2-pixel gaps."""
+    from PIL import Image
+
+    rows = [inputs, reconstructions, samples]
+    width = max(len(r) for r in rows)
+    canvas = np.zeros((len(rows) * 30 - 2, width * 30 - 2), np.uint8)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            canvas[i * 30 : i * 30 + 28, j * 30 : j * 30 + 28] = image
+    buf = io.BytesIO()
+    Image.fromarray(255 - canvas, mode="L").save(buf, format="png")
+    return buf.getvalue()
+
+
+class SnapshotCallback(keras.callbacks.Callback):
+    """Records the snapshots after every epoch; `seconds` keeps what each one cost (for the benchmark)."""
+
+    def __init__(self, out: Path, models, x_test: np.ndarray, labels: np.ndarray | None, seed: int, first_epoch: int):
+        super().__init__()
+        self.out, self.models = out, models
+        self.index = pick_images(None if labels is None else labels[: len(x_test)], min(IMAGES, len(x_test)))
+        self.inputs = np.asarray(x_test[self.index], np.float32)
+        latent_dim = models.generator.inputs[0].shape[-1]
+        self.z = np.random.default_rng(seed + SEED_OFFSET).standard_normal((PRIOR_DRAWS, latent_dim)).astype("float32")
+        self.epochs: list[int] = []
+        self.reconstructions: list[np.ndarray] = []
+        self.samples: list[np.ndarray] = []
+        self.seconds: list[float] = []  # what each snapshot kept training waiting
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaelab-snapshots")
+        self._pending: Future | None = None
+        earlier = read_snapshots(out)
+        if earlier is not None and earlier.z.shape == self.z.shape and np.array_equal(earlier.index, self.index):
+            keep = earlier.epoch <= first_epoch  # epochs beyond the checkpoint were never completed
+            self.epochs = [int(e) for e in earlier.epoch[keep]]
+            self.reconstructions = list(earlier.reconstructions[keep])
+            self.samples = list(earlier.samples[keep])
+
+    def on_epoch_end(self, epoch, logs=None):
+        started = time.perf_counter()
+        z_mean, _ = self.models.encoder.predict_on_batch(self.inputs)
+        decoded = self.models.generator.predict_on_batch(np.concatenate([np.asarray(z_mean), self.z]))
+        decoded = to_uint8(decoded)
+        self.epochs.append(epoch + 1)
+        self.reconstructions.append(decoded[: len(self.inputs)])
+        self.samples.append(decoded[len(self.inputs) :])
+        png = snapshot_png(to_uint8(self.inputs), self.reconstructions[-1], self.samples[-1])
+        self._wait_for_writer()  # the previous epoch's .npz: long written by now, normally
+        try:
+            write_bytes(self.out / SNAPSHOT_DIR / f"epoch-{epoch + 1:04d}.png", png)
+        except WriteError as err:
+            raise self._cannot_save(err) from None
+        # The .npz grows with the epochs and is rewritten whole: written in the background, while the next
+        # epoch trains, so training does not wait for it (benchmarks/snapshot_cost.py).
+        lists = (list(self.epochs), list(self.reconstructions), list(self.samples))
+        self._pending = self._writer.submit(self._write_npz, *lists)
+        self.seconds.append(time.perf_counter() - started)
+
+    def on_train_end(self, logs=None):
+        self._wait_for_writer()
+
+    def _write_npz(self, epochs: list[int], reconstructions: list[np.ndarray], samples: list[np.ndarray]) -> int:
+        arrays = {
+            "epoch": np.asarray(epochs),
+            "index": self.index,
+            "inputs": to_uint8(self.inputs),
+            "z": self.z,
+            "reconstructions": np.stack(reconstructions),
+            "samples": np.stack(samples),
+        }
+        with atomic_path(self.out / SNAPSHOTS, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+        return epochs[-1]
+
+    def _wait_for_writer(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            try:
+                pending.result()
+            except WriteError as err:
+                raise self._cannot_save(err) from None
+
+    def _cannot_save(self, err: WriteError) -> VaelabError:
+        return VaelabError(
+            f"{err} (training snapshots); the run keeps its earlier epochs: make room, then "
+            f"`vaelab train --resume {self.out}`"
+        )
