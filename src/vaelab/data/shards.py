@@ -7,7 +7,7 @@ files); `--dataset DIR` trains on it, streaming. The directory holds a fixed set
                            its shards (file, rows, sha256 of the file); the dataset's checksum (the same
                            as the source's `Dataset.sha256`), classes, source. Written last.
     x_train-00000.npy ...  uint8 (rows, 28, 28): the training images, `SHARD_ROWS` to a shard
-    y_train-00000.npy ...  int32 (rows,): their labels, when the dataset has labels
+    y_train-00000.npy ...  integers (rows,): their labels, when the dataset has labels, in the source's dtype
     x_test-00000.npy ...   the test images, and y_test-00000.npy ... their labels
     .lock                  held while `vaelab data convert` writes (vaelab._lock)
 
@@ -45,7 +45,6 @@ MANIFEST = "manifest.json"
 FORMAT = "vaelab-shards"
 VERSION = 1
 SHARD_ROWS = 65536  # images per shard: 51 MB of 28x28 uint8, few files even for tens of millions of images
-DTYPES = {"x_train": np.uint8, "y_train": np.int32, "x_test": np.uint8, "y_test": np.int32}
 OPEN_FILES = 64  # shards kept open at once while reading (a dataset may have more shards than a process may open)
 Log = Callable[[str], None]
 
@@ -248,9 +247,12 @@ class _ShardWriter:
         self.buffer: list[np.ndarray] = []
         self.buffered = 0
         self.shards: list[dict] = []
+        self.dtype: np.dtype | None = None  # images are uint8; labels keep the source's integer type
 
     def add(self, chunk: np.ndarray) -> None:
-        chunk = np.ascontiguousarray(chunk, dtype=DTYPES[self.key])
+        if self.dtype is None:
+            self.dtype = np.dtype(np.uint8) if self.key.startswith("x") else np.asarray(chunk).dtype
+        chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
         while len(chunk):
             take = min(len(chunk), self.rows - self.buffered)
             self.buffer.append(chunk[:take])
@@ -299,7 +301,7 @@ def write_shards(
                 for key, chunk in part.items():
                     if chunk is not None:
                         writers[key].add(chunk)
-            arrays = {k: _describe(directory, k, w.close()) for k, w in writers.items() if w.shards or w.buffered}
+            arrays = {k: _describe(directory, k, w.dtype, w.close()) for k, w in writers.items() if w.dtype}
         except OSError as err:
             raise VaelabError(f"cannot write {directory} ({err.strerror}); make room and convert again") from None
         if "x_train" not in arrays or "x_test" not in arrays:
@@ -321,9 +323,8 @@ def write_shards(
     return manifest
 
 
-def _describe(directory: Path, key: str, shards: list[dict]) -> dict:
+def _describe(directory: Path, key: str, dtype: np.dtype, shards: list[dict]) -> dict:
     """The manifest's entry for one array; its sha256 as `array_sha256` computes it for the whole array in memory."""
-    dtype = np.dtype(DTYPES[key])
     row_shape = (IMAGE_SIZE, IMAGE_SIZE) if key.startswith("x") else ()
     count = sum(s["rows"] for s in shards)
     array = open_array(directory, key, {"dtype": dtype.str, "shape": [count, *row_shape], "shards": shards})
