@@ -140,10 +140,13 @@ def test_a_killed_process_stops_the_other_within_the_timeout(tmp_path, mnist):
     assert f"vaelab train --resume {outs[0]}" in line
 
 
-def test_a_batch_that_does_not_split_over_the_devices_is_one_line(mnist):
-    result = run_cli("train", *SUBSETS, "--devices", "2", "--batch-size", "99", "--epochs", "1", env=TWO_DEVICES)
+def test_a_batch_that_does_not_split_over_the_devices_is_one_line_before_anything_is_written(tmp_path, mnist):
+    out = tmp_path / "run"
+    args = ["--devices", "2", "--batch-size", "99", "--epochs", "1", "--out", str(out)]
+    result = run_cli("train", *SUBSETS, *args, env=TWO_DEVICES)
     assert result.returncode == 2
     assert "a batch of 99 does not split evenly over 2 devices" in one_line(result.stderr)
+    assert not (out / "config.json").exists()
 
 
 def test_every_batch_must_split_evenly_over_the_devices():
@@ -159,8 +162,9 @@ def test_every_batch_must_split_evenly_over_the_devices():
 
 
 LAYOUT_SCRIPT = """
-from vaelab.distribute import initialize, layout
+from vaelab.distribute import initialize, layout, use_cpu_devices
 from vaelab.errors import VaelabError
+use_cpu_devices(2)
 for ask in (lambda: layout(2), lambda: layout(4), lambda: initialize("127.0.0.1:1", 2, 0)):
     try:
         p = ask()
@@ -172,8 +176,8 @@ for ask in (lambda: layout(2), lambda: layout(4), lambda: initialize("127.0.0.1:
 
 @pytest.mark.parametrize("backend", ["jax", "numpy"])
 def test_devices_on_this_machine_and_on_other_backends(backend):
-    """JAX: without XLA_FLAGS, `devices=2` splits the CPU in two (the devices share its cores), and 4 are
-    too many once JAX runs. Other backends refuse several devices and processes in one line."""
+    """JAX: without XLA_FLAGS, `use_cpu_devices(2)` splits the CPU in two (the devices share its cores), and 4
+    are too many once JAX runs. Other backends refuse several devices and processes in one line."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"KERAS_BACKEND": backend}
     done = subprocess.run([sys.executable, "-c", LAYOUT_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

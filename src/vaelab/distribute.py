@@ -130,6 +130,7 @@ def finish(exit_code: int) -> int:
 def use_cpu_devices(count: int) -> None:
     """Splits the CPU into `count` XLA devices, if JAX has not started yet and XLA_FLAGS does not say otherwise.
 
+    A process-wide setting: the command line makes it for `--devices N`; in Python, call it first.
     On a CPU this brings no speed (the devices share one thread pool; benchmarks/README.md), but it
     runs the same data-parallel program as several GPUs would, so it can be checked on any machine.
     """
@@ -237,15 +238,14 @@ def layout(devices: int | str = 1) -> Layout:
     _require_jax(f"{devices} devices")
     import jax
 
-    if isinstance(devices, int):
-        use_cpu_devices(devices)
     local = jax.local_devices()
     count = len(local) if devices == "all" else devices
     if count > len(local):
         names = ", ".join(f"{d.platform}:{d.id}" for d in local)
+        cpu = " (on a CPU: vaelab.distribute.use_cpu_devices before JAX starts; the command line does it)"
         raise VaelabError(
             f"asked for {count} devices, but this process has {len(local)} ({names}); "
-            f"pass --devices {len(local)} or --devices all"
+            f"pass --devices {len(local)} or --devices all{cpu if local[0].platform == 'cpu' else ''}"
         )
     chosen = []
     for p in range(jax.process_count()):

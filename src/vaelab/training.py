@@ -95,7 +95,7 @@ def train(
                 "or --out another directory"
             )
         data = _data_for(config, data, log)
-        _agree(place, config, data)
+        _check(place, config, data)
         with place.scope():
             models, optimizer = _build(config)
         info = {**runs.new_run_info(config, data), "distribution": place.record()}
@@ -154,7 +154,7 @@ def resume(
             config = config.replace(epochs=epochs)
             info = {**info, "config": config.to_dict()}
             changed = True
-        _agree(place, config, data, initial_epoch)
+        _check(place, config, data, initial_epoch)
         if place.writer and changed:
             runs.write_info(out, info)
         return _fit(out, config, info, data, models, optimizer, history, initial_epoch, callbacks, verbose, log, place)
@@ -165,8 +165,10 @@ def _writing(out: Path, place: Layout):
     return DirectoryLock(out, "training") if place.writer else contextlib.nullcontext()
 
 
-def _agree(place: Layout, config: RunConfig, data: Dataset, initial_epoch: int = 0) -> None:
-    """Checks that every process trains the same configuration on the same data from the same epoch."""
+def _check(place: Layout, config: RunConfig, data: Dataset, initial_epoch: int = 0) -> None:
+    """Before anything is written: the batches split evenly over the devices, and every process trains
+    the same configuration on the same data from the same epoch."""
+    prepare(config, data, place)
     place.check_same("configuration", json.dumps(config.to_dict(), sort_keys=True))
     place.check_same("data", data.sha256)
     place.check_same("checkpoint", str(initial_epoch))
