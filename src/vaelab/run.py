@@ -1,13 +1,15 @@
 """A run directory: the fixed set of files one training writes, and `load_run` to rebuild it.
 
-    config.json      the resolved RunConfig, the run's id, vaelab/Keras/backend versions, the data checksum
+    config.json      the resolved RunConfig, the run's id, vaelab/Keras/backend versions, the data checksum,
+                     where it trained last (platform, processes, devices per process: vaelab.distribute)
     checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id
     history.csv      one row per completed epoch: loss, reconstruction_loss, kl_loss, their val_
                      (test set) counterparts, and the epoch's seconds
     metrics.json     final test-set figures, the run's id; written when training completes
     encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
     generator.keras  (vaelab.export); written when training completes
-    .lock            held (flock) by the one process writing the run; names it (vaelab._lock)
+    .lock            held (flock) by the one process writing the run (process 0 of several); names it
+                     (vaelab._lock)
 
 Every file is written atomically, so an interrupted run leaves its last completed epoch usable.
 Only the holder of the lock writes; a reader checks that the files it read belong to one run (the
