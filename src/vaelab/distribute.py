@@ -15,6 +15,7 @@ all of them read it to resume. On a CPU the processes exchange gradients with gl
 When a process dies the others stop, non-zero, rather than wait forever:
 - a process that is killed or crashes closes its connections; the others fail at their next
   collective operation (within one training step) and leave with one line (`ProcessLost`, exit 4);
+  when it was process 0, which runs JAX's coordination service, JAX may end them first (exit 134);
 - a process (or machine) that goes silent without closing them is declared dead by JAX's
   coordination service after `peer_timeout` seconds without a heartbeat (default
   `PEER_TIMEOUT_S`); JAX then ends every other process itself (SIGABRT, exit status 134, with its
@@ -35,7 +36,10 @@ from dataclasses import dataclass
 
 from vaelab.errors import VaelabError
 
-PEER_TIMEOUT_S = 60  # seconds without a heartbeat before a process counts as dead (JAX's default: 100)
+# Seconds without a heartbeat before a process counts as dead (JAX's default: 100). Heartbeats come from
+# a thread of their own, so a long compilation does not miss them; a minute lets a network hiccup pass
+# without killing a long run, and a hung run does not hold every machine for long.
+PEER_TIMEOUT_S = 60
 JOIN_TIMEOUT_S = 300  # how long processes wait for each other to start (JAX's default)
 SHUTDOWN_TIMEOUT_S = 300  # how long a finished process waits for the others at the end (JAX's default)
 STOP_CHECK_STEPS = 100  # processes agree on Ctrl-C every this many steps: one collective (~5 ms here) each
