@@ -40,6 +40,12 @@ OPTIONS = {
         "--out": PATHS,
         "--resume": PATHS,
         "--dataset": ["mnist", "nothing", "{file}"],
+        # in this process JAX runs already, on one CPU device: more devices, or joining processes, is refused
+        "--devices": ["1", "2", "all", "0", "abc", ""],
+        "--coordinator": ["127.0.0.1:1", "nowhere", ""],
+        "--num-processes": ["1", "2", "0", "abc"],
+        "--process-id": ["0", "-1", "abc"],
+        "--peer-timeout": INTS,
     },
     "encode": {"--pick": [*INTS, "9999", "0 0"], "--out": PATHS, "--dataset": ["mnist", "fashion-x"]},
     "generate": {

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vaelab import _interrupt
+from vaelab import _interrupt, distribute
 from vaelab.errors import Interrupted, VaelabError
 
 EXIT_USER_ERROR = VaelabError.exit_code
@@ -65,6 +65,15 @@ def _int_in(low: int, high: int, what: str):
     return parse
 
 
+def _devices(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'all', got {text!r}") from None
+
+
 def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False) -> None:
     p.add_argument(
         "--dataset",
@@ -91,8 +100,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     import numpy as np
 
     from vaelab.data import load_dataset
+    from vaelab.data.shards import ShardedArray, verify
 
     data = load_dataset(args.dataset or "mnist", args.data_dir)
+    if isinstance(data.x_train, ShardedArray):
+        verify(data.path)  # training checks the shards' sizes only; here every byte is checked
     print(f"dataset: {data.title}")
     print(f"source:  {data.source}")
     print(f"file:    {data.path}")
@@ -110,6 +122,28 @@ def cmd_data(args: argparse.Namespace) -> int:
         else:
             line += "; no labels"
         print(line)
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    """Writes a dataset as shards that training streams from disk (`vaelab.data.shards`)."""
+    from vaelab.data.shards import convert
+
+    *sources, out = args.paths
+    if not sources:
+        raise VaelabError("give the source(s), then the directory for the shards: vaelab data convert SRC DIR")
+    manifest = convert(
+        sources,
+        out,
+        data_dir=args.data_dir,
+        shard_rows=args.shard_size,
+        overwrite=args.overwrite,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    for key, entry in manifest["arrays"].items():
+        print(f"{key + ':':8} {entry['shape'][0]} rows in {len(entry['shards'])} shards")
+    print(f"sha256:  {manifest['sha256']} (of the four arrays)")
+    print(f"wrote {out}; train on it with `vaelab train --dataset {out}`")
     return 0
 
 
@@ -139,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.resume is not None:
         data = run_data(args.resume, args.dataset, args.data_dir)
-        run = resume(args.resume, epochs=args.epochs, data=data, snapshots=args.snapshots)
+        run = resume(args.resume, epochs=args.epochs, data=data, snapshots=args.snapshots, devices=args.devices)
     else:
         data = load_dataset(args.dataset or "mnist", args.data_dir)
         config = make_config(
@@ -162,11 +196,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             dataset=data.name,
         )
         out = args.out or Path("runs") / run_dir_name(config)
-        run = train(config, out, overwrite=args.overwrite, data=data, snapshots=args.snapshots)
+        run = train(config, out, overwrite=args.overwrite, data=data, snapshots=args.snapshots, devices=args.devices)
     test = run.metrics["test"]
+    index, count = distribute.process()
+    saved = f"run saved in {run.path}" if index == 0 else f"process {index} of {count}; process 0 saved the run"
     print(
         f"{run.config.preset}: {run.epoch} epochs in {time.perf_counter() - started:.1f} s wall "
-        f"(training {run.metrics['train_seconds']:.1f} s); test {_test_losses(test)}; run saved in {run.path}"
+        f"(training {run.metrics['train_seconds']:.1f} s); test {_test_losses(test)}; {saved}"
     )
     return 0
 
@@ -430,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         ModelConfig,
         TrainConfig,
     )
+    from vaelab.data.shards import SHARD_ROWS
 
     parser = _Parser(prog="vaelab", description="Train, explore and explain variational autoencoders on small images.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
@@ -438,6 +475,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="fetch and verify a dataset (default MNIST); say where it came from")
     _add_data_options(p)
     p.set_defaults(func=cmd_data)
+    data_sub = p.add_subparsers(dest="data_command", metavar="convert", parser_class=_Parser)
+    c = data_sub.add_parser("convert", help="write a dataset as shards that training streams from disk")
+    c.add_argument(
+        "paths",
+        nargs="+",
+        type=_path,
+        metavar="SRC [SRC ...] DIR",
+        help="a dataset (mnist, fashion-mnist, a folder of images, an .npz) or several .npz files; then the "
+        "directory to write",
+    )
+    c.add_argument(
+        "--shard-size",
+        type=_positive_int,
+        default=SHARD_ROWS,
+        metavar="N",
+        help=f"images per shard (default: {SHARD_ROWS})",
+    )
+    c.add_argument("--overwrite", action="store_true", help="replace shards already in DIR")
+    c.add_argument("--data-dir", type=_path, default=None, help="where the built-in datasets are cached")
+    c.set_defaults(func=cmd_data_convert)
 
     p = sub.add_parser("presets", help="list the networks of the exercise")
     p.set_defaults(func=cmd_presets)
@@ -503,6 +560,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", type=_path, metavar="RUN", help="continue the run in RUN from its last epoch")
     _add_data_options(p)
+    g = p.add_argument_group(
+        "devices and processes", "data-parallel training; the batch size is that of all devices together"
+    )
+    g.add_argument(
+        "--devices", type=_devices, default=1, metavar="N|all", help="devices of each process to train on (default: 1)"
+    )
+    g.add_argument(
+        "--coordinator", type=_nonempty, metavar="HOST:PORT", help="address of process 0: the processes meet there"
+    )
+    g.add_argument("--num-processes", type=_positive_int, metavar="N", help="how many processes train together")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0..N-1 (0 writes the run)")
+    g.add_argument(
+        "--peer-timeout",
+        type=_positive_int,
+        default=distribute.PEER_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds a silent process counts as alive; then all stop (default: {distribute.PEER_TIMEOUT_S})",
+    )
     p.set_defaults(func=cmd_train)
 
     def analysis_parser(name: str, help: str, func) -> argparse.ArgumentParser:
@@ -644,14 +719,36 @@ EXIT_BUG = 3  # an error vaelab did not foresee: a bug; the traceback is written
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `vaelab` command. Errors are one line on stderr and an exit status: 2 for a mistake the user can
-    fix, 130 for Ctrl-C, 3 for a bug (its traceback goes to a file that the line names)."""
+    fix, 130 for Ctrl-C, 3 for a bug (its traceback goes to a file that the line names), 4 when another
+    process of a multi-process run went away."""
     import vaelab  # noqa: F401  (chooses the default Keras backend before anything imports Keras)
-    from vaelab._malloc import tune_malloc
 
     args = build_parser().parse_args(argv)
     _interrupt.leave_at_once_on_second_interrupt()
-    tune_malloc()  # a process-wide setting, so the command line makes it, not the library
+    return distribute.finish(_run(args, argv))
+
+
+COMPUTES = ("train", "encode", "generate", "interpolate", "evaluate", "export", "report", "explore")
+
+
+def _start(args: argparse.Namespace) -> None:
+    """Process-wide settings, made by the command line rather than the library: the processes of a
+    multi-process run join, the CPU splits into devices (both before JAX starts), malloc is tuned on a CPU."""
+    from vaelab._malloc import tune_malloc
+
+    if args.command == "train":
+        if distribute.wants_processes(args.coordinator, args.num_processes, args.process_id):
+            distribute.initialize(args.coordinator, args.num_processes, args.process_id, peer_timeout=args.peer_timeout)
+        if isinstance(args.devices, int):
+            distribute.use_cpu_devices(args.devices)
+    if args.command in COMPUTES and distribute.on_cpu():
+        tune_malloc()
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """Runs the command; returns its exit status, having printed any error as one line."""
     try:
+        _start(args)
         return args.func(args)
     except VaelabError as err:
         print(f"vaelab {args.command}: error: {err}", file=sys.stderr)

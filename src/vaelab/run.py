@@ -1,6 +1,7 @@
 """A run directory: the fixed set of files one training writes, and `load_run` to rebuild it.
 
-    config.json      the resolved RunConfig, the run's id, vaelab/Keras/backend versions, the data checksum
+    config.json      the resolved RunConfig, the run's id, vaelab/Keras/backend versions, the data checksum,
+                     where it trained last (platform, processes, devices per process: vaelab.distribute)
     checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id
     history.csv      one row per completed epoch: loss (the objective, reconstruction + w * KL),
                      reconstruction_loss, kl_loss, elbo_loss (reconstruction + KL, the negative ELBO),
@@ -11,7 +12,8 @@
     generator.keras  (vaelab.export); written when training completes
     snapshots.npz    per epoch: fixed test images reconstructed, fixed prior draws decoded (vaelab.snapshots)
     snapshots/       epoch-0001.png, ...: the same, one small picture per epoch
-    .lock            held (flock) by the one process writing the run; names it (vaelab._lock)
+    .lock            held (flock) by the one process writing the run (process 0 of several); names it
+                     (vaelab._lock)
 
 Every file is written atomically, so an interrupted run leaves its last completed epoch usable.
 Only the holder of the lock writes; a reader checks that the files it read belong to one run (the

@@ -3,10 +3,17 @@
 Both hold the run directory's lock from start to end (a second writer gets one line naming the
 holder), stop at a step boundary on Ctrl-C, and stop at once when the loss stops being a number.
 The data are handed in (a `Dataset`); without them the run's dataset is loaded from the cache.
+
+`devices` trains data-parallel on several devices, and a multi-process run (`vaelab.distribute`)
+on the devices of every process: process 0 alone holds the lock and writes the run directory;
+every process reads it to resume, stops on a Ctrl-C in any of them, and stops on a NaN loss (the
+loss is the same number everywhere).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import sys
@@ -22,7 +29,9 @@ from vaelab import run as runs
 from vaelab._files import WriteError
 from vaelab._lock import DirectoryLock
 from vaelab.config import SNAPSHOTS, RunConfig
-from vaelab.data import Dataset, load_dataset, scale_pixels, test_images
+from vaelab.data import Dataset, load_dataset, test_images
+from vaelab.data.batches import Batches, EpochOrder
+from vaelab.distribute import ONE_DEVICE, STOP_CHECK_STEPS, Layout, layout, translated_errors
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.export import export_run
 from vaelab.model import Models, build_models
@@ -36,15 +45,20 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def prepare(config: RunConfig, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The training and test images the run uses, as floats in [0, 1]: subsets taken, pixels scaled.
+def prepare(config: RunConfig, data: Dataset, place: Layout = ONE_DEVICE) -> tuple[Batches, Batches]:
+    """The training and test batches the run uses, as floats in [0, 1]: subsets taken, pixels scaled.
 
-    With binarisation the training images stay grey (the VAE draws binary pixels from them at each
-    step) and the test images are the fixed binarised test set.
+    The training batches are shuffled every epoch from (seed, epoch). With binarisation the training
+    images stay grey (the VAE draws binary pixels from them at each step) and the test images are
+    the fixed binarised test set. On several devices every batch must split evenly over them.
     """
-    x_train = scale_pixels(data.x_train[: config.train.train_subset])
-    x_test = test_images(data, binarized=config.train.binarize)[: config.train.test_subset]
-    return x_train, x_test
+    size = config.train.batch_size
+    train = Batches(data.x_train, size, count=config.train.train_subset, seed=config.train.seed, part=place.part)
+    test = Batches(data.x_test, size, count=config.train.test_subset, part=place.part, binarized=config.train.binarize)
+    place.check_batch(size)
+    place.check_count("training", train.count, size, "--train-subset")
+    place.check_count("test", test.count, size, "--test-subset")
+    return train, test
 
 
 def make_optimizer(config: RunConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -63,6 +77,7 @@ def train(
     *,
     data: Dataset | None = None,
     overwrite: bool = False,
+    devices: int | str = 1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     snapshots: bool = SNAPSHOTS,
     verbose: int | str = "auto",
@@ -70,32 +85,39 @@ def train(
 ) -> runs.Run:
     """Trains `config` on `data` into the new run directory `out` and returns the trained run.
 
-    `out` must not hold a run unless `overwrite`. `callbacks` are passed to Keras' `fit` (the run
+    `out` must not hold a run unless `overwrite`. `devices` (an integer or "all") trains on that many
+    devices of this process (`vaelab.distribute`). `callbacks` are passed to Keras' `fit` (the run
     directory stays the record of the run); `snapshots` records vaelab.snapshots after every epoch.
     Ctrl-C stops after the current step: `Interrupted`.
     """
     config.validate()
     out = Path(out)
+    place = layout(devices)
     if out.exists() and not out.is_dir():
         raise VaelabError(f"{out} is a file, not a run directory; choose another --out")
-    with DirectoryLock(out, "training"), _interrupt.stop_at_step_boundary():
-        if (out / runs.CONFIG).exists() and not overwrite:
+    with _writing(out, place), _interrupt.stop_at_step_boundary():
+        if place.writer and (out / runs.CONFIG).exists() and not overwrite:
             raise VaelabError(
                 f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                 "or --out another directory"
             )
         data = _data_for(config, data, log)
-        models, optimizer = _build(config, data)
-        info = runs.new_run_info(config, data)
-        try:
-            for name in runs.RUN_FILES:  # --overwrite: the old run's files go only now that all is ready
-                (out / name).unlink(missing_ok=True)
-            for old in (out / runs.SNAPSHOT_DIR).glob("*.png"):
-                old.unlink()
-            runs.write_info(out, info)
-        except OSError as err:  # removing the old files of --overwrite
-            raise VaelabError(f"cannot write the run directory {out} ({err.strerror}); choose another --out") from None
-        return _fit(out, config, info, data, models, optimizer, [], 0, callbacks, snapshots, verbose, log)
+        _check(place, config, data)
+        with place.scope():
+            models, optimizer = _build(config, data)
+        info = {**runs.new_run_info(config, data), "distribution": place.record()}
+        if place.writer:
+            try:
+                for name in runs.RUN_FILES:  # --overwrite: the old run's files go only now that all is ready
+                    (out / name).unlink(missing_ok=True)
+                for old in (out / runs.SNAPSHOT_DIR).glob("*.png"):
+                    old.unlink()
+                runs.write_info(out, info)
+            except OSError as err:  # removing the old files of --overwrite
+                raise VaelabError(
+                    f"cannot write the run directory {out} ({err.strerror}); choose another --out"
+                ) from None
+        return _fit(out, config, info, data, models, optimizer, [], 0, callbacks, snapshots, verbose, log, place)
 
 
 def resume(
@@ -103,6 +125,7 @@ def resume(
     *,
     epochs: int | None = None,
     data: Dataset | None = None,
+    devices: int | str = 1,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     snapshots: bool = SNAPSHOTS,
     verbose: int | str = "auto",
@@ -111,11 +134,12 @@ def resume(
     """Continues the run in `out` from its last completed epoch, with its saved configuration.
 
     `epochs` may raise the total. The run draws the same batches and noise it would have drawn
-    had it never stopped, with the same KL weights and learning rates.
+    had it never stopped, with the same KL weights and learning rates, on any number of `devices`.
     """
     out = Path(out)
+    place = layout(devices)
     runs.read_info(out)  # a clear error for a directory that holds no run, before locking it
-    with DirectoryLock(out, "training"), _interrupt.stop_at_step_boundary():
+    with _writing(out, place), _interrupt.stop_at_step_boundary():
         info = runs.read_info(out)
         config = RunConfig.from_dict(info["config"])
         data = _data_for(config, data, log)
@@ -124,22 +148,54 @@ def resume(
                 f"the {data.title} data found now differ from the data {out} was trained on; "
                 "resume with the same data (see `vaelab data`)"
             )
-        models, optimizer = _build(config, data)
-        history: list[dict[str, float]] = []
-        initial_epoch = 0
-        if (out / runs.CHECKPOINT).exists():
-            optimizer.build(models.vae.trainable_variables)
-            initial_epoch = runs.load_checkpoint(out, models.vae, optimizer, run_id=info.get("run_id"))
-            history = runs.read_history(out)[:initial_epoch]
+        with place.scope():
+            models, optimizer = _build(config, data)
+            history: list[dict[str, float]] = []
+            initial_epoch = 0
+            if (out / runs.CHECKPOINT).exists():
+                optimizer.build(models.vae.trainable_variables)
+                initial_epoch = runs.load_checkpoint(out, models.vae, optimizer, run_id=info.get("run_id"))
+                history = runs.read_history(out)[:initial_epoch]
+        changed = info.get("distribution") != place.record()
+        info = {**info, "distribution": place.record()}
         if epochs is not None and epochs != config.train.epochs:
             if epochs < initial_epoch:
                 raise VaelabError(f"{out} has completed {initial_epoch} epochs already; ask for more than that")
             config = config.replace(epochs=epochs)
             info = {**info, "config": config.to_dict()}
+            changed = True
+        _check(place, config, data, initial_epoch)
+        if place.writer and changed:
             runs.write_info(out, info)
         return _fit(
-            out, config, info, data, models, optimizer, history, initial_epoch, callbacks, snapshots, verbose, log
+            out,
+            config,
+            info,
+            data,
+            models,
+            optimizer,
+            history,
+            initial_epoch,
+            callbacks,
+            snapshots,
+            verbose,
+            log,
+            place,
         )
+
+
+def _writing(out: Path, place: Layout):
+    """The run directory's lock, for the one process that writes it (the others only read)."""
+    return DirectoryLock(out, "training") if place.writer else contextlib.nullcontext()
+
+
+def _check(place: Layout, config: RunConfig, data: Dataset, initial_epoch: int = 0) -> None:
+    """Before anything is written: the batches split evenly over the devices, and every process trains
+    the same configuration on the same data from the same epoch."""
+    prepare(config, data, place)
+    place.check_same("configuration", json.dumps(config.to_dict(), sort_keys=True))
+    place.check_same("data", data.sha256)
+    place.check_same("checkpoint", str(initial_epoch))
 
 
 def _data_for(config: RunConfig, data: Dataset | None, log: Log) -> Dataset:
@@ -172,29 +228,34 @@ def _fit(
     record_snapshots: bool,
     verbose: int | str,
     log: Log,
+    place: Layout = ONE_DEVICE,
 ) -> runs.Run:
     """Runs the epochs from `initial_epoch` to the configured total; returns the run as it now stands."""
-    x_train, x_test = prepare(config, data)
-    ours: list[keras.callbacks.Callback] = [StopAtStepBoundary(), schedule.KLWeight(config.train)]
-    if record_snapshots:
+    train_batches, test_batches = prepare(config, data, place)
+    ours: list[keras.callbacks.Callback] = [EpochOrder(train_batches), StopAtStepBoundary(place)]
+    ours.append(schedule.KLWeight(config.train))
+    if record_snapshots and place.processes == 1:  # several processes: the model computes only all together
+        x_test = test_images(data, binarized=config.train.binarize)[: config.train.test_subset]
         labels = data.y_test if data.labelled else None
         ours.append(snapshots.SnapshotCallback(out, models, x_test, labels, config.train.seed, initial_epoch))
-    ours.append(EpochCheckpoint(out, config.train.seed, history, optimizer, info.get("run_id")))
+    ours.append(EpochCheckpoint(out if place.writer else None, history, optimizer, info.get("run_id")))
     if initial_epoch < config.train.epochs:
-        log(f"vaelab: training {config.preset} for epochs {initial_epoch + 1}-{config.train.epochs} into {out}")
+        where = f" on {place.replicas} devices" if place.replicas > 1 else ""
+        if place.writer:
+            epochs = f"{initial_epoch + 1}-{config.train.epochs}"
+            log(f"vaelab: training {config.preset} for epochs {epochs} into {out}{where}")
         try:
-            _interrupt.check()
-            models.vae.fit(
-                x_train,
-                None,
-                batch_size=config.train.batch_size,
-                epochs=config.train.epochs,
-                initial_epoch=initial_epoch,
-                validation_data=(x_test,),
-                shuffle=True,
-                callbacks=[*ours, *callbacks],
-                verbose=verbose,
-            )
+            with place.scope(), translated_errors(place, str(out)):
+                ours[1].check()
+                models.vae.fit(
+                    train_batches,
+                    epochs=config.train.epochs,
+                    initial_epoch=initial_epoch,
+                    validation_data=test_batches,
+                    shuffle=False,  # the batches come shuffled, in the order drawn from (seed, epoch)
+                    callbacks=[*ours, *callbacks],
+                    verbose=verbose if place.writer else 0,
+                )
         except Interrupted:
             how = f"`vaelab train --resume {out}`"
             if history:
@@ -202,13 +263,16 @@ def _fit(
                 raise Interrupted(f"interrupted; {kept}: continue with {how}") from None
             raise Interrupted(f"interrupted before the first epoch ended; start it again with {how}") from None
     last = history[-1]
-    metrics = runs.update_metrics(
-        out,
-        run_id=info.get("run_id"),
-        epochs=len(history),
-        train_seconds=round(sum(row["seconds"] for row in history), 3),
-        test={**{k: last[f"val_{k}"] for k in runs.LOSSES}, "kl_weight": last["kl_weight"]},
-    )
+    metrics = {
+        "run_id": info.get("run_id"),
+        "epochs": len(history),
+        "train_seconds": round(sum(row["seconds"] for row in history), 3),
+        "test": {**{k: last[f"val_{k}"] for k in runs.LOSSES}, "kl_weight": last["kl_weight"]},
+    }
+    if place.writer:
+        metrics = runs.update_metrics(out, **metrics)
+    if place.replicas > 1:
+        models = _local_copy(config, models)
     run = runs.Run(
         path=out,
         config=config,
@@ -218,45 +282,69 @@ def _fit(
         history=history,
         metrics=metrics,
     )
-    export_run(run)
+    if place.writer:
+        export_run(run)
     return run
 
 
-class StopAtStepBoundary(keras.callbacks.Callback):
-    """Ends `fit` between steps: after a Ctrl-C (`Interrupted`) or when the loss is no longer finite."""
+def _local_copy(config: RunConfig, models: Models) -> Models:
+    """The trained networks on this process alone: their weights copied out of the devices that trained them.
 
-    def __init__(self):
+    The networks trained on several devices (of several processes) compute only where all of them take
+    part; the copy runs anywhere, and process 0 can export it alone.
+    """
+    local = build_models(config.model, seed=config.train.seed, binarize=config.train.binarize)
+    for target, source in zip(local.vae.variables, models.vae.variables, strict=True):
+        target.assign(np.asarray(source))
+    return local
+
+
+class StopAtStepBoundary(keras.callbacks.Callback):
+    """Ends `fit` between steps: after a Ctrl-C (`Interrupted`) or when the loss is no longer finite.
+
+    In a multi-process run a Ctrl-C in any process stops all of them at the same step: they agree
+    at the start of every epoch and every `STOP_CHECK_STEPS` steps (a collective operation each).
+    The loss is the same number in every process, so a NaN stops them all at the same step too.
+    """
+
+    def __init__(self, place: Layout = ONE_DEVICE):
         super().__init__()
+        self.place = place
         self.epoch = 0
+        self.checked = 0
+
+    def check(self) -> None:
+        if self.place.stop_everywhere(_interrupt.requested()):
+            raise Interrupted("interrupted")
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
-        _interrupt.check()
+        self.checked = 0
+        self.check()
 
     def on_train_batch_end(self, batch, logs=None):
-        _interrupt.check()
+        if self.place.processes == 1 or batch - self.checked >= STOP_CHECK_STEPS:
+            self.checked = batch
+            self.check()
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
             raise diverged(loss, self.epoch)
 
     def on_test_batch_end(self, batch, logs=None):
-        _interrupt.check()
+        if self.place.processes == 1:  # several processes finish the (short) validation together
+            _interrupt.check()
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves history.csv and checkpoint.npz after every epoch; seeds each epoch's shuffle.
+    """Saves history.csv and checkpoint.npz after every epoch into `out` (None: keeps the history only,
+    in the processes of a multi-process run that do not write)."""
 
-    Seeding the shuffle from (seed, epoch) makes a resumed run draw the same batches as one that
-    never stopped.
-    """
-
-    def __init__(self, out: Path, seed: int, history: list[dict[str, float]], optimizer, run_id: str | None):
+    def __init__(self, out: Path | None, history: list[dict[str, float]], optimizer, run_id: str | None):
         super().__init__()
-        self.out, self.seed, self.history, self.optimizer, self.run_id = out, seed, history, optimizer, run_id
+        self.out, self.history, self.optimizer, self.run_id = out, history, optimizer, run_id
         self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        np.random.seed(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -267,6 +355,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if bad:
             raise diverged(row[bad[0]], epoch + 1)
         self.history.append(row)
+        if self.out is None:
+            return
         try:
             # history first, then the checkpoint: a reader trusts the checkpoint's epoch count and
             # ignores history rows beyond it.

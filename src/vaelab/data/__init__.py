@@ -1,7 +1,9 @@
 """vaelab's one data loader: `load_dataset("mnist" | "fashion-mnist" | PATH)` -> a verified `Dataset`.
 
 Built-in datasets are fetched, verified and cached (`vaelab.data.builtin`); a path is a folder of
-your images or an `.npz` of arrays (`vaelab.data.custom`). Every dataset is 28x28 greyscale uint8.
+your images or an `.npz` of arrays (`vaelab.data.custom`), or a directory of shards written by
+`vaelab data convert`, whose training images stay on disk (`vaelab.data.shards`). Every dataset is
+28x28 greyscale uint8.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def load_dataset(
     sources: Sequence[Source] | None = None,
     log: Callable[[str], None] = _stderr,
 ) -> Dataset:
-    """The dataset named `dataset`: a built-in name (`mnist`, `fashion-mnist`), a folder of images or an `.npz`.
+    """The dataset named `dataset`: a built-in name (`mnist`, `fashion-mnist`), a folder of images, an `.npz`,
+    or a shards directory.
 
     Built-in datasets are read from `data_dir` (default: `default_data_dir()`) or fetched and cached
     there; `sources` replaces their remote sources (tests use it).
@@ -86,8 +89,11 @@ def load_dataset(
             raise VaelabError(f"data dir {directory} is not readable; fix its permissions or pass another --data-dir")
         return fetch_builtin(BUILTIN[name], directory, sources=sources, log=log)
     from vaelab.data.custom import load_folder, load_npz
+    from vaelab.data.shards import is_shards, load_shards
 
     path = Path(name).expanduser()
+    if path.is_dir() and is_shards(path):
+        return load_shards(path.resolve())
     if path.is_dir():
         return load_folder(path.resolve())
     if path.is_file() and path.suffix == ".npz":

@@ -85,8 +85,18 @@ def scale_pixels(x: np.ndarray) -> np.ndarray:
 
 def binarized_test_set(data: Dataset) -> np.ndarray:
     """The test images binarised once (pixel = 1 with probability grey/255), always the same draw."""
-    x = scale_pixels(data.x_test)
-    return (np.random.default_rng(BINARIZE_SEED).random(x.shape, dtype=np.float32) < x).astype(np.float32)
+    return binarize(scale_pixels(data.x_test))
+
+
+def binarize(x: np.ndarray, start: int = 0) -> np.ndarray:
+    """Test images x[start:...] in [0, 1] -> their rows of the fixed binarised test set.
+
+    The draw for image i does not depend on how the set is cut, so a loader that binarises one batch
+    at a time (`vaelab.data.batches`) gives the same pixels as `binarized_test_set`.
+    """
+    rng = np.random.default_rng(BINARIZE_SEED)
+    rng.bit_generator.advance(start * PIXELS // 2)  # PCG64 makes two float32 draws per step; PIXELS is even
+    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
 def test_images(data: Dataset, *, binarized: bool) -> np.ndarray:

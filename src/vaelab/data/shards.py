@@ -1,0 +1,418 @@
+"""A dataset larger than memory: its training images in `.npy` shards on disk, read a batch at a time.
+
+`vaelab data convert SRC DIR` writes one from anything `load_dataset` reads (or from several `.npz`
+files); `--dataset DIR` trains on it, streaming. The directory holds a fixed set of files:
+
+    manifest.json          what the directory holds: for each array its dtype, shape and sha256, and
+                           its shards (file, rows, sha256 of the file); the dataset's checksum (the same
+                           as the source's `Dataset.sha256`), classes, source. Written last.
+    x_train-00000.npy ...  uint8 (rows, 28, 28): the training images, `SHARD_ROWS` to a shard
+    y_train-00000.npy ...  integers (rows,): their labels, when the dataset has labels, in the source's dtype
+    x_test-00000.npy ...   the test images, and y_test-00000.npy ... their labels
+    .lock                  held while `vaelab data convert` writes (vaelab._lock)
+
+Every file is written atomically (a temporary name, then a rename), the manifest after all shards,
+so a directory without one is an unfinished conversion. Opening checks that every shard is there
+with the size and header the manifest gives (a missing or truncated shard is one line); `vaelab
+data --dataset DIR` also checks every shard's sha256.
+
+The training images are never read whole: `ShardedArray.take` reads the rows of one batch with
+positional reads (`os.pread`). Memory-mapping the shards would serve the same bytes, but every page
+touched counts in the process's resident memory until it is unmapped, so an epoch over a mapped
+dataset looks as large as the dataset. The test set is read into memory (evaluation and the
+analyses use it whole); the `.npy` shards open with `numpy.load(path, mmap_mode="r")` anywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vaelab._files import write_bytes, write_json
+from vaelab._lock import DirectoryLock
+from vaelab.data.dataset import IMAGE_SIZE, KEYS, Dataset, arrays_sha256
+from vaelab.errors import VaelabError
+
+MANIFEST = "manifest.json"
+FORMAT = "vaelab-shards"
+VERSION = 1
+SHARD_ROWS = 65536  # images per shard: 51 MB of 28x28 uint8, few files even for tens of millions of images
+OPEN_FILES = 64  # shards kept open at once while reading (a dataset may have more shards than a process may open)
+Log = Callable[[str], None]
+
+
+def is_shards(path: Path) -> bool:
+    """Whether `path` is a shards directory (or an unfinished one: shards without a manifest yet)."""
+    return (path / MANIFEST).is_file() or any(_is_shard_name(p.name) for p in path.glob("x_train-*.npy"))
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+
+class ShardedArray:
+    """One array stored as consecutive `.npy` shards, read on demand; indexes like a NumPy array's rows."""
+
+    def __init__(self, paths: Sequence[Path], rows: Sequence[int], offsets: Sequence[int], dtype, row_shape):
+        self.paths = list(paths)
+        self.offsets = list(offsets)
+        self.dtype = np.dtype(dtype)
+        self.row_shape = tuple(row_shape)
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        self._files: OrderedDict[int, int] = OrderedDict()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.starts[-1]), *self.row_shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self.take(np.arange(*key.indices(len(self))))
+        if isinstance(key, (int, np.integer)):
+            return self.take(np.asarray([key if key >= 0 else key + len(self)]))[0]
+        return self.take(np.asarray(key))
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.take(np.arange(len(self)))
+        return out if dtype is None else out.astype(dtype)
+
+    def take(self, indices, axis: int = 0) -> np.ndarray:
+        """The rows `indices` (any order, repeats allowed), as one array in that order."""
+        if axis != 0:
+            raise ValueError("a ShardedArray is read by rows (axis 0)")
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((len(indices), *self.row_shape), self.dtype)
+        if len(indices) == 0:
+            return out
+        if indices.min() < 0 or indices.max() >= len(self):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        by_row = np.argsort(indices, kind="stable")
+        rows = indices[by_row]
+        flat = out.reshape(len(indices), -1).view(np.uint8)
+        # Consecutive rows of one shard are read together, one pread per run of rows.
+        shard_of = np.searchsorted(self.starts, rows, side="right") - 1
+        breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(shard_of) != 0)) + 1
+        for run in np.split(np.arange(len(rows)), breaks):
+            first, shard = int(rows[run[0]]), int(shard_of[run[0]])
+            local = first - int(self.starts[shard])
+            size = len(run) * self.row_bytes
+            data = os.pread(self._fd(shard), size, self.offsets[shard] + local * self.row_bytes)
+            if len(data) != size:
+                raise VaelabError(f"{self.paths[shard]} ended early (it changed after it was opened); convert again")
+            flat[by_row[run]] = np.frombuffer(data, np.uint8).reshape(len(run), -1)
+        return out
+
+    def _fd(self, shard: int) -> int:
+        fd = self._files.get(shard)
+        if fd is not None:
+            self._files.move_to_end(shard)
+            return fd
+        if len(self._files) >= OPEN_FILES:
+            os.close(self._files.popitem(last=False)[1])
+        try:
+            fd = os.open(self.paths[shard], os.O_RDONLY)
+        except OSError as err:
+            raise VaelabError(f"cannot read {self.paths[shard]} ({err.strerror}); convert the dataset again") from None
+        self._files[shard] = fd
+        return fd
+
+    def __del__(self):
+        for fd in getattr(self, "_files", {}).values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def read_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VaelabError(
+            f"{directory} has no {MANIFEST}: not a shards directory, or its conversion did not finish; "
+            f"run `vaelab data convert SRC {directory} --overwrite`"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise VaelabError(f"{path} is unreadable ({err}); convert the dataset again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise VaelabError(f"{path} is not a vaelab shards manifest")
+    if manifest.get("version") != VERSION:
+        raise VaelabError(f"{path} has format version {manifest.get('version')}; this vaelab reads {VERSION}")
+    return manifest
+
+
+def open_array(directory: Path, key: str, entry: dict) -> ShardedArray:
+    """The array `key` of the manifest, every shard checked to be there, whole, and as described."""
+    dtype = np.dtype(entry["dtype"])
+    row_shape = tuple(entry["shape"][1:])
+    paths, rows, offsets = [], [], []
+    for shard in entry["shards"]:
+        path = directory / shard["file"]
+        offsets.append(_check_shard(path, int(shard["rows"]), dtype, row_shape))
+        paths.append(path)
+        rows.append(int(shard["rows"]))
+    if sum(rows) != entry["shape"][0]:
+        raise VaelabError(f"{directory / MANIFEST}: the {key} shards hold {sum(rows)} rows, not {entry['shape'][0]}")
+    return ShardedArray(paths, rows, offsets, dtype, row_shape)
+
+
+def _check_shard(path: Path, rows: int, dtype: np.dtype, row_shape: tuple[int, ...]) -> int:
+    """Checks one shard's header and size; returns where its data begin."""
+    fix = f"convert the dataset again (`vaelab data convert SRC {path.parent} --overwrite`)"
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"format version {version}")
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, found = read_header(f)
+            offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise VaelabError(f"shard {path} is missing; {fix}") from None
+    except (OSError, ValueError) as err:
+        raise VaelabError(f"shard {path} is not a readable .npy file ({err}); {fix}") from None
+    if shape != (rows, *row_shape) or found != dtype or fortran:
+        raise VaelabError(f"shard {path} holds {found}{list(shape)}, not {dtype}{[rows, *row_shape]}; {fix}")
+    expected = offset + rows * int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+    if size != expected:
+        raise VaelabError(f"shard {path} is truncated ({size} of {expected} bytes); {fix}")
+    return offset
+
+
+def load_shards(directory: Path) -> Dataset:
+    """The dataset in a shards directory: training images streamed from disk, the test set in memory."""
+    manifest = read_manifest(directory)
+    arrays = manifest["arrays"]
+    missing = [k for k in ("x_train", "x_test") if k not in arrays]
+    if missing:
+        raise VaelabError(f"{directory / MANIFEST} lists no {', '.join(missing)}; convert the dataset again")
+    opened = {k: open_array(directory, k, arrays[k]) for k in KEYS if k in arrays}
+    for key in ("x_test", "y_test"):  # the test set is used whole (evaluation, analyses): read it now
+        if key in opened:
+            opened[key] = np.asarray(opened[key])
+    return Dataset(
+        x_train=opened["x_train"],
+        y_train=opened.get("y_train"),
+        x_test=opened["x_test"],
+        y_test=opened.get("y_test"),
+        source=manifest["source"],
+        sha256=manifest["sha256"],
+        name=str(directory),
+        class_names=tuple(manifest["class_names"]) if manifest.get("class_names") is not None else None,
+        path=directory,
+        details={**manifest.get("details", {}), "format": f"shards in {directory}"},
+    )
+
+
+def verify(directory: Path, log: Log | None = None) -> None:
+    """Checks every shard against the sha256 in the manifest (reads the whole dataset once)."""
+    manifest = read_manifest(directory)
+    for key, entry in manifest["arrays"].items():
+        open_array(directory, key, entry)  # presence, header and size first: clearer errors
+        for shard in entry["shards"]:
+            path = directory / shard["file"]
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            if digest != shard["sha256"]:
+                raise VaelabError(f"shard {path} is damaged (its sha256 differs from {MANIFEST}); convert again")
+        if log:
+            log(f"vaelab: {key}: {len(entry['shards'])} shards checked")
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+
+class _ShardWriter:
+    """Cuts a stream of rows into shards of `rows` rows, each written atomically; records what it wrote."""
+
+    def __init__(self, directory: Path, key: str, rows: int):
+        self.directory, self.key, self.rows = directory, key, rows
+        self.buffer: list[np.ndarray] = []
+        self.buffered = 0
+        self.shards: list[dict] = []
+        self.dtype: np.dtype | None = None  # images are uint8; labels keep the source's integer type
+
+    def add(self, chunk: np.ndarray) -> None:
+        if self.dtype is None:
+            self.dtype = np.dtype(np.uint8) if self.key.startswith("x") else np.asarray(chunk).dtype
+        chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
+        while len(chunk):
+            take = min(len(chunk), self.rows - self.buffered)
+            self.buffer.append(chunk[:take])
+            self.buffered += take
+            chunk = chunk[take:]
+            if self.buffered == self.rows:
+                self._write()
+
+    def close(self) -> list[dict]:
+        if self.buffered:
+            self._write()
+        return self.shards
+
+    def _write(self) -> None:
+        data = io.BytesIO()
+        np.save(data, np.concatenate(self.buffer), allow_pickle=False)
+        name = f"{self.key}-{len(self.shards):05d}.npy"
+        write_bytes(self.directory / name, data.getvalue())
+        self.shards.append({"file": name, "rows": self.buffered, "sha256": hashlib.sha256(data.getvalue()).hexdigest()})
+        self.buffer, self.buffered = [], 0
+
+
+def write_shards(
+    directory: Path,
+    parts: Iterable[dict[str, np.ndarray]],
+    *,
+    source: str,
+    class_names: Sequence[str] | None,
+    details: dict | None = None,
+    shard_rows: int = SHARD_ROWS,
+    overwrite: bool = False,
+) -> dict:
+    """Writes the arrays given piece by piece (`parts`: dicts of row chunks, by key) into `directory`.
+
+    Returns the manifest. `directory` must be new or empty, or hold shards and `overwrite` be set.
+    """
+    if shard_rows < 1:
+        raise VaelabError(f"--shard-size must be >= 1, got {shard_rows}")
+    if directory.exists() and not directory.is_dir():
+        raise VaelabError(f"{directory} is a file; choose a directory for the shards")
+    with DirectoryLock(directory, "converting"):
+        _clear(directory, overwrite)
+        writers = {key: _ShardWriter(directory, key, shard_rows) for key in KEYS}
+        try:
+            for part in parts:
+                for key, chunk in part.items():
+                    if chunk is not None:
+                        writers[key].add(chunk)
+            arrays = {k: _describe(directory, k, w.dtype, w.close()) for k, w in writers.items() if w.dtype}
+        except OSError as err:
+            raise VaelabError(f"cannot write {directory} ({err.strerror}); make room and convert again") from None
+        if "x_train" not in arrays or "x_test" not in arrays:
+            raise VaelabError("the source holds no training or no test images; give it both")
+        hashes = {k: arrays[k]["sha256"] if k in arrays else "-" for k in KEYS}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "sha256": arrays_sha256({}, hashes),
+            "source": source,
+            "class_names": list(class_names) if class_names is not None else None,
+            "details": details or {},
+            "arrays": arrays,
+        }
+        try:
+            write_json(directory / MANIFEST, manifest)
+        except OSError as err:
+            raise VaelabError(f"cannot write {directory / MANIFEST} ({err.strerror}); make room") from None
+    return manifest
+
+
+def _describe(directory: Path, key: str, dtype: np.dtype, shards: list[dict]) -> dict:
+    """The manifest's entry for one array; its sha256 as `array_sha256` computes it for the whole array in memory."""
+    row_shape = (IMAGE_SIZE, IMAGE_SIZE) if key.startswith("x") else ()
+    count = sum(s["rows"] for s in shards)
+    array = open_array(directory, key, {"dtype": dtype.str, "shape": [count, *row_shape], "shards": shards})
+    h = hashlib.sha256(f"{dtype.str}{(count, *row_shape)}".encode())
+    for start in range(0, count, SHARD_ROWS):  # read back what was written: the checksum is of the files
+        h.update(array[start : start + SHARD_ROWS].data)
+    return {"dtype": dtype.str, "shape": [count, *row_shape], "sha256": h.hexdigest(), "shards": shards}
+
+
+def _clear(directory: Path, overwrite: bool) -> None:
+    """Makes `directory` ready for new shards: empty, or (with `overwrite`) rid of an earlier conversion."""
+    ours = [p for p in directory.iterdir() if p.name == MANIFEST or _is_shard_name(p.name)]
+    others = [p for p in directory.iterdir() if p not in ours and not p.name.startswith(".")]
+    if others:
+        raise VaelabError(f"{directory} holds other files ({others[0].name}); convert into a new or empty directory")
+    if ours and not overwrite:
+        raise VaelabError(f"{directory} already holds shards; pass --overwrite to replace them")
+    (directory / MANIFEST).unlink(missing_ok=True)  # first: a directory without a manifest is unfinished
+    for path in ours:
+        path.unlink(missing_ok=True)
+
+
+def _is_shard_name(name: str) -> bool:
+    key, _, rest = name.partition("-")
+    return key in KEYS and rest.endswith(".npy") and rest[:-4].isdigit()
+
+
+# --- sources ------------------------------------------------------------------------------------------
+
+
+def convert(
+    sources: Sequence[str],
+    directory: Path,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    shard_rows: int = SHARD_ROWS,
+    overwrite: bool = False,
+    log: Log,
+) -> dict:
+    """`vaelab data convert`: writes shards from one dataset `load_dataset` reads, or from several `.npz` files.
+
+    One source is read whole (as training would read it); several `.npz` files are read one at a
+    time, so their total may exceed memory. They must all have labels or none, and the same classes.
+    """
+    from vaelab.data import load_dataset
+    from vaelab.data.custom import load_npz
+
+    if len(sources) == 1:
+        data = load_dataset(sources[0], data_dir, log=log)
+        manifest = write_shards(
+            directory,
+            [{"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test, "y_test": data.y_test}],
+            source=f"{data.source}, converted by vaelab data convert",
+            class_names=data.class_names,
+            details={**data.details, "converted from": data.name},
+            shard_rows=shard_rows,
+            overwrite=overwrite,
+        )
+        if manifest["sha256"] != data.sha256:
+            raise AssertionError(f"the shards' checksum {manifest['sha256']} differs from the source's {data.sha256}")
+        return manifest
+    paths = [Path(s).expanduser().resolve() for s in sources]
+    bad = [str(p) for p in paths if p.suffix != ".npz" or not p.is_file()]
+    if bad:
+        raise VaelabError(f"several sources must all be .npz files; not one: {bad[0]}")
+    classes = load_npz(paths[0]).class_names
+
+    def parts() -> Iterator[dict[str, np.ndarray]]:
+        for path in paths:
+            part = load_npz(path)
+            if part.class_names != classes:
+                raise VaelabError(
+                    f"{path} has other classes than {paths[0]} ({_names(part.class_names)} vs {_names(classes)}); "
+                    "give files with the same classes, or all without labels"
+                )
+            log(f"vaelab: {len(part.x_train)} training and {len(part.x_test)} test images from {path}")
+            yield {"x_train": part.x_train, "y_train": part.y_train, "x_test": part.x_test, "y_test": part.y_test}
+
+    return write_shards(
+        directory,
+        parts(),
+        source=f"arrays in {len(paths)} .npz files, converted by vaelab data convert",
+        class_names=classes,
+        details={"converted from": ", ".join(str(p) for p in paths)},
+        shard_rows=shard_rows,
+        overwrite=overwrite,
+    )
+
+
+def _names(class_names: Sequence[str] | None) -> str:
+    return ", ".join(class_names) if class_names else "no labels"
