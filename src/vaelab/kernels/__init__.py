@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 from vaelab.kernels import _build
@@ -80,17 +81,25 @@ def _load() -> Status:
 
     if jax.default_backend() != "cpu":
         return Status(False, f"JAX computes on {jax.default_backend()}; the kernels are for the CPU", {})
+    announced = []  # compiling takes a while: say so, and finish the same line with the outcome
+
+    def announce(text: str) -> None:
+        print(text, end=" ... ", file=sys.stderr, flush=True)
+        announced.append(time.perf_counter())
+
     try:
         build = _build.plan()
-        path, _ = _build.ensure_built(build, announce=lambda line: print(line, file=sys.stderr))
+        path, _ = _build.ensure_built(build, announce=announce)
         library = _build.load(path)
         supported = _parse_supported(library.vaelab_kernels_supported)
         for name in _build.HANDLERS:
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
     except (_build.BuildError, AttributeError) as err:
         failed = Status(False, str(err), {})
-        print(f"vaelab: {failed}", file=sys.stderr)  # once per process: _load runs once
+        print(f"failed: {failed}" if announced else f"vaelab: {failed}", file=sys.stderr)  # once: _load runs once
         return failed
+    if announced:
+        print(f"done ({time.perf_counter() - announced[0]:.0f} s)", file=sys.stderr)
     return Status(True, f"{path}, {build.compiler_version}", supported)
 
 
