@@ -196,9 +196,8 @@ ffi::Error ConvPoolInput(ffi::ThreadPool pool, F32 w, F32 y, Int8 arg, F32 g, Ou
     return invalid("conv_pool input: bad shapes or activation");
   const int h = int(xd[1]), wd = int(xd[2]);
   bool ok = conv_pool_channels(c, f, [&](auto C, auto F) {
-    const std::vector<float> wt = flip_kernel<C, F>(w.typed_data());
     for_chunks(pool, xd[0], [&](Index lo, Index hi) {
-      ConvPool<C, F>::input(wt.data(), y.typed_data(), arg.typed_data(), g.typed_data(), act, h, wd,
+      ConvPool<C, F>::input(w.typed_data(), y.typed_data(), arg.typed_data(), g.typed_data(), act, h, wd,
                             dx->typed_data(), lo, hi);
     });
   });
@@ -251,9 +250,8 @@ ffi::Error ConvInput(ffi::ThreadPool pool, F32 w, F32 y, F32 g, Out<F32> dx, int
     return invalid("conv input: bad shapes or activation");
   const int h = int(xd[1]), wd = int(xd[2]);
   bool ok = conv_channels(c, f, [&](auto C, auto F) {
-    const std::vector<float> wt = flip_kernel<C, F>(w.typed_data());
     for_chunks(pool, xd[0], [&](Index lo, Index hi) {
-      Conv<C, F>::input(wt.data(), y.typed_data(), g.typed_data(), act, h, wd, dx->typed_data(), lo, hi);
+      Conv<C, F>::input(w.typed_data(), y.typed_data(), g.typed_data(), act, h, wd, dx->typed_data(), lo, hi);
     });
   });
   return ok ? ffi::Error::Success() : invalid("conv: channels not compiled in");
