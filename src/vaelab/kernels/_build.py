@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent
-SOURCES = ("conv_math.h", "conv_layers.h", "conv_ffi.cc")  # every file the library is built from
+SOURCES = ("conv_math.h", "conv_pool.h", "conv_layers.h", "conv_ffi.cc")  # every file the library is built from
 MAIN_SOURCE = "conv_ffi.cc"
 LIBRARY = "libvaelab_kernels.so"
 HANDLERS = tuple(  # the FFI handlers the library exports (conv_ffi.cc), registered under the same names

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "conv_layers.h"
+#include "conv_pool.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -27,8 +28,9 @@ namespace {
 #define VAELAB_UPCONV_CHANNELS(X) X(8, 16) X(16, 1)
 
 #define VAELAB_NAME_CHANNELS(C, F) " " #C "x" #F
-constexpr const char kSupported[] = "conv_pool" VAELAB_CONV_POOL_CHANNELS(VAELAB_NAME_CHANNELS) ";conv" VAELAB_CONV_CHANNELS(
-    VAELAB_NAME_CHANNELS) ";upconv" VAELAB_UPCONV_CHANNELS(VAELAB_NAME_CHANNELS);
+constexpr const char kSupported[] = "conv_pool" VAELAB_CONV_POOL_CHANNELS(VAELAB_NAME_CHANNELS)  //
+    ";conv" VAELAB_CONV_CHANNELS(VAELAB_NAME_CHANNELS)                                              //
+    ";upconv" VAELAB_UPCONV_CHANNELS(VAELAB_NAME_CHANNELS);
 
 // Calls fn(integral_constant<C>, integral_constant<F>) for the compiled pair (c, f); false if none.
 #define VAELAB_DISPATCH_CHANNELS(C, F)                                         \
@@ -153,7 +155,8 @@ ffi::Error ConvPoolForward(ffi::ThreadPool pool, F32 x, F32 w, Vec b, Out<F32> y
       (act != kLinear && act != kRelu))
     return invalid("conv_pool forward: bad shapes or activation");
   const int64_t pooled[4] = {xd[0], xd[1] / 2, xd[2] / 2, f};
-  if (!same_dims(y->dimensions(), ffi::Span<const int64_t>(pooled, 4)) || !same_dims(arg->dimensions(), y->dimensions()))
+  const ffi::Span<const int64_t> want(pooled, 4);
+  if (!same_dims(y->dimensions(), want) || !same_dims(arg->dimensions(), want))
     return invalid("conv_pool forward: bad output shapes");
   const int h = int(xd[1]), wd = int(xd[2]);
   bool ok = conv_pool_channels(c, f, [&](auto C, auto F) {
@@ -323,33 +326,37 @@ ffi::Error UpConvInput(ffi::ThreadPool pool, F32 w, F32 y, F32 g, Out<F32> dx, i
 namespace {
 using vaelab::F32;
 using vaelab::Int8;
-using vaelab::Out;
 using vaelab::Vec;
+// Every handler gets XLA's intra-op thread pool, then its buffers in the order ops.py passes them.
 auto Bind() { return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>(); }
+constexpr char kAct[] = "activation", kPad[] = "pad";
 }  // namespace
 
 // "kind CxF CxF;kind ...": the channel pairs compiled in, read by the Python side.
 extern "C" const char* vaelab_kernels_supported() { return vaelab::kSupported; }
 
+// conv_pool: (x, kernel, bias) -> (y, arg); (x, y, arg, dy) -> (dkernel, dbias); (kernel, y, arg, dy) -> dx
 XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_conv_pool_forward, vaelab::ConvPoolForward,
-                              Bind().Arg<F32>().Arg<F32>().Arg<Vec>().Ret<F32>().Ret<Int8>().Attr<int32_t>("activation"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_conv_pool_weights, vaelab::ConvPoolWeights,
-                              Bind().Arg<F32>().Arg<F32>().Arg<Int8>().Arg<F32>().Ret<F32>().Ret<Vec>().Attr<int32_t>(
-                                  "activation"));
+                              Bind().Arg<F32>().Arg<F32>().Arg<Vec>().Ret<F32>().Ret<Int8>().Attr<int32_t>(kAct));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    vaelab_conv_pool_weights, vaelab::ConvPoolWeights,
+    Bind().Arg<F32>().Arg<F32>().Arg<Int8>().Arg<F32>().Ret<F32>().Ret<Vec>().Attr<int32_t>(kAct));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_conv_pool_input, vaelab::ConvPoolInput,
-                              Bind().Arg<F32>().Arg<F32>().Arg<Int8>().Arg<F32>().Ret<F32>().Attr<int32_t>("activation"));
+                              Bind().Arg<F32>().Arg<F32>().Arg<Int8>().Arg<F32>().Ret<F32>().Attr<int32_t>(kAct));
+// conv: (x, kernel, bias) -> y; (x, y, dy) -> (dkernel, dbias); (kernel, y, dy) -> dx
 XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_conv_forward, vaelab::ConvForward,
-                              Bind().Arg<F32>().Arg<F32>().Arg<Vec>().Ret<F32>().Attr<int32_t>("activation"));
+                              Bind().Arg<F32>().Arg<F32>().Arg<Vec>().Ret<F32>().Attr<int32_t>(kAct));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_conv_weights, vaelab::ConvWeights,
-                              Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<Vec>().Attr<int32_t>("activation"));
+                              Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<Vec>().Attr<int32_t>(kAct));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_conv_input, vaelab::ConvInput,
-                              Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int32_t>("activation"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_upconv_forward, vaelab::UpConvForward,
-                              Bind().Arg<F32>().Arg<F32>().Arg<Vec>().Ret<F32>().Attr<int32_t>("activation").Attr<int32_t>(
-                                  "pad"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_upconv_weights, vaelab::UpConvWeights,
-                              Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<Vec>().Attr<int32_t>("activation").Attr<
-                                  int32_t>("pad"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_upconv_input, vaelab::UpConvInput,
-                              Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int32_t>("activation").Attr<int32_t>(
-                                  "pad"));
+                              Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int32_t>(kAct));
+// upconv: as conv, with the padding as an attribute
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    vaelab_upconv_forward, vaelab::UpConvForward,
+    Bind().Arg<F32>().Arg<F32>().Arg<Vec>().Ret<F32>().Attr<int32_t>(kAct).Attr<int32_t>(kPad));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    vaelab_upconv_weights, vaelab::UpConvWeights,
+    Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Ret<Vec>().Attr<int32_t>(kAct).Attr<int32_t>(kPad));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    vaelab_upconv_input, vaelab::UpConvInput,
+    Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int32_t>(kAct).Attr<int32_t>(kPad));

@@ -80,9 +80,10 @@ void with_activation(int32_t act, Fn&& fn) {
     fn(Act<kLinear>{});
 }
 
-// For P output pixels p (inputs `in_step` floats apart) and CO output channels o:
+// A stride-1 convolution for P output pixels p and CO output channels o, over input pixels
+// `in_step` floats apart (CI channels each, or more, of which the first CI are read):
 //   out[p * out_step + o] (=, or += if ACC)
-//       sum_{i < KH, j < KW, c < CI} in[i * in_row + p * in_step + j * CI + c] * w[((i * KW + j) * CI + c) * CO + o]
+//       sum_{i < KH, j < KW, c < CI} in[i * in_row + (p + j) * in_step + c] * w[((i * KW + j) * CI + c) * CO + o]
 template <int CI, int CO, int KH, int KW, int P, bool ACC>
 inline void conv_block(const float* in, Index in_row, Index in_step, const float* w, float* out, Index out_step) {
   float acc[P][CO];
@@ -93,7 +94,7 @@ inline void conv_block(const float* in, Index in_row, Index in_step, const float
       for (int c = 0; c < CI; ++c) {
         const float* wv = w + ((i * KW + j) * CI + c) * CO;
         for (int p = 0; p < P; ++p) {
-          const float xv = in[i * in_row + p * in_step + j * CI + c];
+          const float xv = in[i * in_row + (p + j) * in_step + c];
 #pragma omp simd
           for (int o = 0; o < CO; ++o) acc[p][o] += xv * wv[o];
         }
@@ -191,10 +192,10 @@ void pad_image(const float* x, int h, int w, int pad, float* xp) {
 // y[k][f] = act(y[k][f] + b[f]) for k < pixels.
 template <int F>
 void add_bias_activate(float* y, Index pixels, const float* b, int32_t act) {
-  with_activation(act, [&](auto a) {
+  with_activation(act, [&](auto activation) {
     for (Index k = 0; k < pixels; ++k)
 #pragma omp simd
-      for (int f = 0; f < F; ++f) y[k * F + f] = a.apply(y[k * F + f] + b[f]);
+      for (int f = 0; f < F; ++f) y[k * F + f] = activation.apply(y[k * F + f] + b[f]);
   });
 }
 
