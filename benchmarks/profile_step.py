@@ -21,6 +21,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -116,9 +117,13 @@ def main() -> None:
             name = e.get("name", "")
             if e.get("ph") == "X" and not name.startswith(("Thunk", "$", "Pjit", "Common", "PjRt", "Slinky")):
                 total[name] += e["dur"] / 1e3 / 20
+        step, state = steps[variants[0]]
+        targets = dict(
+            re.findall(r'%(\S+) = .*custom_call_target="([^"]+)"', step.lower(state, (x,)).compile().as_text())
+        )
         print(f"\n{variants[0]}: XLA operations, ms per step summed over threads (all: {sum(total.values()):.2f}):")
-        for name, ms in total.most_common(15):
-            print(f"  {ms:6.3f}  {name}")
+        for name, ms in total.most_common(25):
+            print(f"  {ms:6.3f}  {name} {targets.get(name, '')}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ channels of this network. Same layers, same variables: the kernels are another i
 the `keras.ops` formulation, which stays the reference (tests/test_kernels.py) and the fallback
 (other backends, other devices, no compiler, `VAELAB_KERNELS=0`, channel counts not compiled in).
 
-What runs, in C++ (conv_math.h, conv_layers.h; the FFI handlers in conv_ffi.cc), per image:
+What runs, in C++ (conv_math.h, conv_pool.h, conv_layers.h; the FFI handlers in conv_ffi.cc), per image:
 - conv_pool: y = act(max over each 2x2 window of conv3x3_same(x, k) + b); it keeps, per output
   value, which of the window's four pixels was the maximum (int8), and the gradient flows to that
   pixel only (the first maximum on ties, as Keras' MaxPooling2D).
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from vaelab.kernels import _build
 
 SWITCH = "VAELAB_KERNELS"  # "0" turns the kernels off: every layer runs its keras.ops formulation
-KINDS = ("conv_pool", "conv", "upconv")
+KINDS = _build.KINDS
 
 
 @dataclass(frozen=True)

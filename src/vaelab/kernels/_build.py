@@ -4,13 +4,14 @@ The library is built with the system C++ compiler (`$CXX`, else `c++`, else `g++
 FFI headers that jaxlib ships, with the host's instruction set (`-march=native` on x86-64,
 `-mcpu=native` on arm64), and kept in
 
-    <cache>/kernels/<key>/libvaelab_kernels.so
+    <cache>/<key>/libvaelab_kernels.so
 
-where <cache> is `$VAELAB_KERNEL_CACHE`, else vaelab's data directory (`~/.cache/vaelab`, see
-`vaelab.data.default_data_dir`), and <key> is a hash of the sources, the flags, the compiler's
-version, jaxlib's version and the machine (its architecture and CPU model and features, since the
-binary is specific to them). The compiler writes a temporary file that is then renamed into
-place, so processes that compile at once each end up loading a whole library.
+where <cache> is `$VAELAB_KERNEL_CACHE`, else `kernels/` in vaelab's data directory
+(`~/.cache/vaelab/kernels`, see `vaelab.data.default_data_dir`), and <key> is a hash of the
+sources, the flags, the compiler's version, jaxlib's version and the machine (its architecture and
+CPU model and features, since the binary is specific to them). The compiler writes a temporary
+file that is then renamed into place, so processes that compile at once each end up loading a
+whole library.
 
 `VAELAB_KERNELS_SANITIZE=1` builds with AddressSanitizer and UndefinedBehaviorSanitizer instead
 (a separate cache entry; the process must preload libasan, see tests/run_sanitized.sh).
@@ -34,8 +35,9 @@ SOURCE_DIR = Path(__file__).parent
 SOURCES = ("conv_math.h", "conv_pool.h", "conv_layers.h", "conv_ffi.cc")  # every file the library is built from
 MAIN_SOURCE = "conv_ffi.cc"
 LIBRARY = "libvaelab_kernels.so"
+KINDS = ("conv_pool", "conv", "upconv")  # the layer kinds the library computes
 HANDLERS = tuple(  # the FFI handlers the library exports (conv_ffi.cc), registered under the same names
-    f"vaelab_{kind}_{part}" for kind in ("conv_pool", "conv", "upconv") for part in ("forward", "weights", "input")
+    f"vaelab_{kind}_{part}" for kind in KINDS for part in ("forward", "weights", "input")
 )
 COMPILE_TIMEOUT_S = 600
 
