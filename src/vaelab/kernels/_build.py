@@ -6,8 +6,8 @@ FFI headers that jaxlib ships, with the host's instruction set (`-march=native` 
 
     <cache>/<key>/libvaelab_kernels.so
 
-where <cache> is `$VAELAB_KERNEL_CACHE`, else `kernels/` in vaelab's data directory
-(`~/.cache/vaelab/kernels`, see `vaelab.data.default_data_dir`), and <key> is a hash of the
+where <cache> is `$VAELAB_KERNEL_CACHE`, else `$XDG_CACHE_HOME/vaelab/kernels` (by default
+`~/.cache/vaelab/kernels`, beside the MNIST download), and <key> is a hash of the
 sources, the flags, the compiler's version, jaxlib's version and the machine (its architecture and
 CPU model and features, since the binary is specific to them). The compiler writes a temporary
 file that is then renamed into place, so processes that compile at once each end up loading a
@@ -60,11 +60,14 @@ class Build:
 
 
 def cache_root() -> Path:
+    """`$VAELAB_KERNEL_CACHE`, else `$XDG_CACHE_HOME/vaelab/kernels`, else `~/.cache/vaelab/kernels`.
+
+    The user's cache, not vaelab's data directory: `VAELAB_DATA_DIR` may point at data (a dataset
+    folder, a shared drive) where machine-specific binaries do not belong.
+    """
     if os.environ.get("VAELAB_KERNEL_CACHE"):
         return Path(os.environ["VAELAB_KERNEL_CACHE"]).expanduser()
-    from vaelab.data import default_data_dir
-
-    return default_data_dir() / "kernels"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "vaelab" / "kernels"
 
 
 def find_compiler() -> list[str]:
