@@ -26,6 +26,7 @@ def main() -> None:
 
     import keras
 
+    from vaelab import kernels
     from vaelab._malloc import tune_malloc
     from vaelab.config import make_config
     from vaelab.model import build_models
@@ -45,6 +46,7 @@ def main() -> None:
                 "flops_per_epoch": train_flops_per_epoch(stock.vae),
                 "peak_rss_mb": peak_rss_mb(),
                 "test_loss": run.metrics["test"]["loss"],
+                "kernels": str(kernels.status()) if keras.backend.backend() == "jax" else None,
             }
         )
     )

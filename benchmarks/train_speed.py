@@ -4,8 +4,9 @@
 
 Every row trains on the full 60,000 MNIST images, batch 100, with the test set evaluated after each
 epoch, in a fresh process:
-- vaelab (Keras 3 + JAX, the default), with the ConvNet's layer pairs fused and with the exercise's
-  Keras layers one by one (`--implementation keras`);
+- vaelab (Keras 3 + JAX, the default), with the ConvNet's layer pairs fused and run by the compiled
+  C++ kernels (the default), the same fused layers in keras.ops (`VAELAB_KERNELS=0`), and the
+  exercise's Keras layers one by one (`--implementation keras`);
 - peers, where installed: vaelab's networks on the Keras TensorFlow and torch backends (Keras layers),
   and the same networks written in plain PyTorch (eager), benchmarks/peer_torch.py.
 s/epoch is the median of the epochs after the first (which includes compilation); GFLOP/s counts the
@@ -36,33 +37,40 @@ PRESETS = ["mlp", "mlp-fixed-var", "conv", "conv-fixed-var"]
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:glibc.malloc.top_pad=67108864"
 
 
-def measure(cmd: list[str], backend: str | None = None) -> dict:
-    env = {**os.environ, "GLIBC_TUNABLES": TUNABLES}
-    if backend:
-        env["KERAS_BACKEND"] = backend
+def measure(cmd: list[str], env: dict[str, str]) -> dict:
+    env = {**os.environ, "GLIBC_TUNABLES": TUNABLES, **env}
     done = subprocess.run([sys.executable, *cmd], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, list[str], str | None]]:
-    """(who, how, command, KERAS_BACKEND) for each row of one preset."""
+def candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, list[str], dict[str, str]]]:
+    """(who, how, command, environment) for each row of one preset."""
     worker = [str(HERE / "_train_worker.py"), "--preset", preset, "--epochs", str(epochs)]
-    rows = [("vaelab", "Keras 3 + JAX, fused", [*worker, "--implementation", "fused"], "jax")]
+    fused = [*worker, "--implementation", "fused"]
+    jax = {"KERAS_BACKEND": "jax"}
     if preset.startswith("conv"):
-        rows.append(("vaelab", "Keras 3 + JAX, Keras layers", [*worker, "--implementation", "keras"], "jax"))
+        rows = [
+            ("vaelab", "Keras 3 + JAX, fused, compiled kernels", fused, {**jax, "VAELAB_KERNELS": "1"}),
+            ("vaelab", "Keras 3 + JAX, fused, keras.ops", fused, {**jax, "VAELAB_KERNELS": "0"}),
+            ("vaelab", "Keras 3 + JAX, Keras layers", [*worker, "--implementation", "keras"], jax),
+        ]
+    else:
+        rows = [("vaelab", "Keras 3 + JAX, fused", fused, jax)]
     if peers:
         for backend in ("tensorflow", "torch"):
             if importlib.util.find_spec(backend):
-                rows.append(("peer", f"Keras 3 + {backend}", [*worker, "--implementation", "keras"], backend))
+                rows.append(
+                    ("peer", f"Keras 3 + {backend}", [*worker, "--implementation", "keras"], {"KERAS_BACKEND": backend})
+                )
         if importlib.util.find_spec("torch") and preset in ("mlp", "conv"):
             rows.append(
                 (
                     "peer",
                     "plain PyTorch, eager",
                     [str(HERE / "peer_torch.py"), "--arch", preset, "--epochs", str(epochs)],
-                    None,
+                    {},
                 )
             )
     return rows
@@ -81,8 +89,8 @@ def main() -> None:
     flops = {}
     for preset in args.presets:
         results = []
-        for who, how, cmd, backend in candidates(preset, args.epochs, not args.no_peers):
-            r = measure(cmd, backend)
+        for who, how, cmd, env in candidates(preset, args.epochs, not args.no_peers):
+            r = measure(cmd, env)
             flops.setdefault(preset, r.get("flops_per_epoch"))
             timed = r["seconds"][1:] or r["seconds"]
             results.append((who, how, statistics.median(timed), timed, r))

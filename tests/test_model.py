@@ -78,6 +78,7 @@ def test_fused_conv_preset_has_the_same_variables_and_shapes():
     assert [(v.path, v.shape) for v in fused.vae.variables] == [(v.path, v.shape) for v in stock.vae.variables]
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in fused.encoder.layers}
     assert shapes["encoder_conv1"] == (14, 14, 16)  # conv 28x28x16 and its 2x2 pooling, in one layer
+    assert shapes["encoder_conv2"] == (7, 7, 8) and "encoder_pool2" not in shapes  # the same for the second pair
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in fused.generator.layers}
     assert shapes["decoder_conv2"] == (14, 14, 16) and shapes["decoder_mean"] == (28, 28, 1)
 

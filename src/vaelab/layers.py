@@ -6,6 +6,10 @@ layer here computes one such pair in one go, with the same variables as the `Con
 (`kernel` of shape (3, 3, C, F) and `bias`), so weights move freely between the two formulations.
 The tests check outputs and gradients against the stock Keras layers. benchmarks/README.md says
 what each saves.
+
+On the JAX backend on a CPU, each layer here (and `SameConv2D`, the decoder's plain 3x3
+convolution) runs compiled C++ kernels instead (`vaelab.kernels`): the same layer, computed by
+hand-written loops; the `keras.ops` code below is their specification and the fallback.
 """
 
 from __future__ import annotations
@@ -13,6 +17,50 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import activations, layers, ops
+
+from vaelab import kernels
+
+_KERNEL_ACTIVATIONS = {activations.linear: "linear", activations.relu: "relu", activations.sigmoid: "sigmoid"}
+
+
+def _kernel_activation(layer: layers.Conv2D, kind: str, x) -> str | None:
+    """The activation's name if the compiled kernel of `kind` can compute `layer` on x now, else None."""
+    if (
+        keras.backend.backend() != "jax"
+        or layer.compute_dtype != "float32"
+        or keras.backend.standardize_dtype(x.dtype) != "float32"
+        or layer.data_format != "channels_last"
+        or not layer.use_bias
+        or layer.activation not in _KERNEL_ACTIVATIONS
+        or len(x.shape) != 4
+        or None in x.shape[1:]
+    ):
+        return None
+    return _KERNEL_ACTIVATIONS[layer.activation] if kernels.runs(kind, (x.shape[-1], layer.filters)) else None
+
+
+def _tensors(layer: layers.Conv2D):
+    return ops.convert_to_tensor(layer.kernel), ops.convert_to_tensor(layer.bias)
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class SameConv2D(layers.Conv2D):
+    """Conv2D(F, (3, 3), padding="same"): the stock layer, run by the compiled kernel where it can be."""
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(filters, (3, 3), padding="same", **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["kernel_size"], config["padding"]  # fixed by the layer: 3x3, "same"
+        return config
+
+    def call(self, x):
+        if activation := _kernel_activation(self, "conv", x):
+            from vaelab.kernels import ops as kernel_ops
+
+            return kernel_ops.conv(x, *_tensors(self), activation)
+        return super().call(x)
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
@@ -44,6 +92,10 @@ class ConvMaxPool2D(layers.Conv2D):
         _, h, w, c = x.shape
         if h % 2 or w % 2:
             raise ValueError(f"ConvMaxPool2D needs an even height and width, got {h}x{w}")
+        if (activation := _kernel_activation(self, "conv_pool", x)) in ("relu", "linear"):
+            from vaelab.kernels import ops as kernel_ops
+
+            return kernel_ops.conv_max_pool(x, *_tensors(self), activation)
         # kernel4[i, j, c, phase, f] = kernel[i - p, j - q, c, f] for phase (p, q): each phase's 3x3
         # kernel placed at its offset in a 4x4 window.
         phases = [ops.pad(self.kernel, ((p, 1 - p), (q, 1 - q), (0, 0), (0, 0))) for p in (0, 1) for q in (0, 1)]
@@ -97,6 +149,10 @@ class UpSamplingConv2D(layers.Conv2D):
         return super().compute_output_shape((n, None if h is None else 2 * h, None if w is None else 2 * w, c))
 
     def call(self, x):
+        if activation := _kernel_activation(self, "upconv", x):
+            from vaelab.kernels import ops as kernel_ops
+
+            return kernel_ops.upsampling_conv(x, *_tensors(self), self.padding, activation)
         c = x.shape[-1]
         size = self._high - self._low + 1
         kernel = ops.einsum("pdo,qeu,decf->oucpqf", self._taps, self._taps, self.kernel)

@@ -18,7 +18,7 @@ from keras import layers, ops
 from vaelab.config import ModelConfig
 from vaelab.data.dataset import IMAGE_SHAPE, PIXELS
 from vaelab.kl import gaussian_kl
-from vaelab.layers import ConvMaxPool2D, UpSamplingConv2D
+from vaelab.layers import ConvMaxPool2D, SameConv2D, UpSamplingConv2D
 
 
 def bernoulli_log_likelihood(x, x_decoded_mean):
@@ -228,13 +228,14 @@ def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
 
 
 def _conv_encoder(x, config: ModelConfig, init: Initializer):
-    if config.implementation == "fused":
+    if config.implementation == "fused":  # each conv+pool pair in one layer, with the pair's conv's name
         h = ConvMaxPool2D(16, name="encoder_conv1", kernel_initializer=init())(x)  # conv 28x28x16, pool 14x14x16
+        h = ConvMaxPool2D(8, name="encoder_conv2", kernel_initializer=init())(h)  # conv 14x14x8, pool 7x7x8
     else:
         h = _conv(16, "encoder_conv1", init)(x)  # 28x28x16
         h = layers.MaxPooling2D((2, 2), padding="same", name="encoder_pool1")(h)  # 14x14x16
-    h = _conv(8, "encoder_conv2", init)(h)  # 14x14x8
-    h = layers.MaxPooling2D((2, 2), padding="same", name="encoder_pool2")(h)  # 7x7x8
+        h = _conv(8, "encoder_conv2", init)(h)  # 14x14x8
+        h = layers.MaxPooling2D((2, 2), padding="same", name="encoder_pool2")(h)  # 7x7x8
     h = layers.Flatten(name="flatten")(h)  # 392
     return _dense(config.intermediate_dim, "encoder_h", init, "relu")(h)
 
@@ -244,16 +245,17 @@ def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
         _dense(config.intermediate_dim, "decoder_h", init, "relu"),
         _dense(8 * 8 * 8, "decoder_upsample", init, "relu"),
         layers.Reshape((8, 8, 8), name="decoder_reshape"),
-        _conv(8, "decoder_conv1", init),  # 8x8x8
     ]
     if config.implementation == "fused":
         return [
             *head,
+            SameConv2D(8, activation="relu", name="decoder_conv1", kernel_initializer=init()),  # 8x8x8
             UpSamplingConv2D(16, "valid", activation="relu", name="decoder_conv2", kernel_initializer=init()),
             UpSamplingConv2D(1, "same", activation="sigmoid", name="decoder_mean", kernel_initializer=init()),
         ]  # up 16x16x8, conv 14x14x16; up 28x28x16, conv 28x28x1
     return [
         *head,
+        _conv(8, "decoder_conv1", init),  # 8x8x8
         layers.UpSampling2D((2, 2), name="decoder_up1"),  # 16x16x8
         _conv(16, "decoder_conv2", init, padding="valid"),  # 14x14x16
         layers.UpSampling2D((2, 2), name="decoder_up2"),  # 28x28x16

@@ -1,0 +1,168 @@
+"""Compiling the kernels on first use, into a cache keyed by everything the binary depends on.
+
+The library is built with the system C++ compiler (`$CXX`, else `c++`, else `g++`) against the XLA
+FFI headers that jaxlib ships, with the host's instruction set (`-march=native` on x86-64,
+`-mcpu=native` on arm64), and kept in
+
+    <cache>/<key>/libvaelab_kernels.so
+
+where <cache> is `$VAELAB_KERNEL_CACHE`, else `$XDG_CACHE_HOME/vaelab/kernels` (by default
+`~/.cache/vaelab/kernels`, beside the MNIST download), and <key> is a hash of the
+sources, the flags, the compiler's version, jaxlib's version and the machine (its architecture and
+CPU model and features, since the binary is specific to them). The compiler writes a temporary
+file that is then renamed into place, so processes that compile at once each end up loading a
+whole library.
+
+`VAELAB_KERNELS_SANITIZE=1` builds with AddressSanitizer and UndefinedBehaviorSanitizer instead
+(a separate cache entry; the process must preload libasan, see tests/run_sanitized.sh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCE_DIR = Path(__file__).parent
+SOURCES = ("conv_math.h", "conv_pool.h", "conv_layers.h", "conv_ffi.cc")  # every file the library is built from
+MAIN_SOURCE = "conv_ffi.cc"
+LIBRARY = "libvaelab_kernels.so"
+KINDS = ("conv_pool", "conv", "upconv")  # the layer kinds the library computes
+HANDLERS = tuple(  # the FFI handlers the library exports (conv_ffi.cc), registered under the same names
+    f"vaelab_{kind}_{part}" for kind in KINDS for part in ("forward", "weights", "input")
+)
+COMPILE_TIMEOUT_S = 600
+
+
+class BuildError(Exception):
+    """The kernels cannot be built or loaded here; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Build:
+    """How the library is compiled here."""
+
+    compiler: list[str]
+    flags: list[str]
+    compiler_version: str
+    key: str
+
+    def command(self, output: Path) -> list[str]:
+        return [*self.compiler, *self.flags, str(SOURCE_DIR / MAIN_SOURCE), "-o", str(output)]
+
+
+def cache_root() -> Path:
+    """`$VAELAB_KERNEL_CACHE`, else `$XDG_CACHE_HOME/vaelab/kernels`, else `~/.cache/vaelab/kernels`.
+
+    The user's cache, not vaelab's data directory: `VAELAB_DATA_DIR` may point at data (a dataset
+    folder, a shared drive) where machine-specific binaries do not belong.
+    """
+    if os.environ.get("VAELAB_KERNEL_CACHE"):
+        return Path(os.environ["VAELAB_KERNEL_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "vaelab" / "kernels"
+
+
+def find_compiler() -> list[str]:
+    """`$CXX` (which may carry arguments), else the first of c++, g++, clang++ on PATH."""
+    if os.environ.get("CXX"):
+        return shlex.split(os.environ["CXX"])
+    for name in ("c++", "g++", "clang++"):
+        if path := shutil.which(name):
+            return [path]
+    raise BuildError("no C++ compiler found (install g++ or clang++, or set CXX)")
+
+
+def sanitize() -> bool:
+    return os.environ.get("VAELAB_KERNELS_SANITIZE", "0") not in ("", "0")
+
+
+def compile_flags(include_dir: str) -> list[str]:
+    # -fopenmp-simd: honour the sources' `#pragma omp simd` (which loop to vectorise), no OpenMP runtime
+    flags = ["-std=c++17", "-O3", "-fopenmp-simd", "-shared", "-fPIC", "-isystem", include_dir]
+    arch = platform.machine().lower()
+    if arch in ("x86_64", "amd64"):
+        flags.append("-march=native")
+    elif arch in ("aarch64", "arm64"):
+        flags.append("-mcpu=native")
+    if sanitize():
+        flags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+    return flags
+
+
+def machine_id() -> str:
+    """The architecture and, where the OS tells, the CPU's model and feature flags."""
+    parts = [platform.system(), platform.machine(), platform.processor()]
+    with contextlib.suppress(OSError):
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+        wanted = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+        parts += sorted({line.strip() for line in info.splitlines() if line.split(":")[0].strip() in wanted})
+    return "\n".join(parts)
+
+
+def plan() -> Build:
+    """The compiler, flags and cache key for this machine; BuildError if there is no compiler."""
+    import jax
+    import jaxlib
+
+    compiler = find_compiler()
+    try:
+        done = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BuildError(f"cannot run the C++ compiler {shlex.join(compiler)} ({err})") from None
+    if done.returncode != 0:
+        raise BuildError(f"the C++ compiler {shlex.join(compiler)} does not run (exit {done.returncode})")
+    version = done.stdout.strip()
+    flags = compile_flags(jax.ffi.include_dir())
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update(name.encode() + b"\0" + (SOURCE_DIR / name).read_bytes() + b"\0")
+    for part in (shlex.join(compiler), version, shlex.join(flags), jaxlib.__version__, machine_id()):
+        digest.update(part.encode() + b"\0")
+    return Build(compiler, flags, version.splitlines()[0] if version else "?", digest.hexdigest()[:20])
+
+
+def library_path(build: Build) -> Path:
+    return cache_root() / build.key / LIBRARY
+
+
+def ensure_built(build: Build, announce=None) -> tuple[Path, bool]:
+    """The library's path, compiling it first if the cache lacks it; and whether it was compiled now."""
+    path = library_path(build)
+    if path.exists():
+        return path, False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{LIBRARY}.", suffix=".partial", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise BuildError(f"cannot write the kernel cache {path.parent} ({err}); set VAELAB_KERNEL_CACHE") from None
+    if announce:
+        announce(f"vaelab: compiling the ConvNet kernels into {path.parent} (once per machine and version)")
+    try:
+        done = subprocess.run(build.command(Path(tmp)), capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+        if done.returncode != 0:
+            errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
+            raise BuildError(f"compiling the kernels failed: {(errors or ['no message'])[0].strip()[:300]}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BuildError(f"compiling the kernels failed ({err})") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path, True
+
+
+def load(path: Path) -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError as err:
+        raise BuildError(f"cannot load {path} ({err})") from None

@@ -1,0 +1,151 @@
+"""The kernels as differentiable JAX functions: FFI calls wrapped in `jax.custom_vjp`.
+
+Each function checks shapes and dtypes first and raises ValueError (a wrong buffer must never reach
+the C++ code), and needs `vaelab.kernels.status().in_use`. Shapes are NHWC; kernels (3, 3, C, F).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaelab import kernels
+
+ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2}  # conv_math.h's Activation
+PADDINGS = {"valid": 0, "same": 1}  # upconv's zero border around the upsampled image
+
+
+def conv_max_pool(x, kernel, bias, activation: str = "relu"):
+    """act(max over each 2x2 window of conv3x3_same(x, kernel) + bias): (n, h, w, C) -> (n, h/2, w/2, F)."""
+    _check("conv_pool", x, kernel, bias, activation, ("linear", "relu"))
+    if x.shape[1] % 2 or x.shape[2] % 2:
+        raise ValueError(f"conv_max_pool needs an even height and width, got {x.shape[1]}x{x.shape[2]}")
+    return _conv_pool(x, kernel, bias, ACTIVATIONS[activation])
+
+
+def conv(x, kernel, bias, activation: str = "relu"):
+    """act(conv3x3_same(x, kernel) + bias): (n, h, w, C) -> (n, h, w, F)."""
+    _check("conv", x, kernel, bias, activation, tuple(ACTIVATIONS))
+    return _conv(x, kernel, bias, ACTIVATIONS[activation])
+
+
+def upsampling_conv(x, kernel, bias, padding: str = "same", activation: str = "relu"):
+    """act(conv3x3_padding(upsample2x_nearest(x), kernel) + bias): (n, h, w, C) -> (n, 2h[-2], 2w[-2], F)."""
+    _check("upconv", x, kernel, bias, activation, tuple(ACTIVATIONS))
+    if padding not in PADDINGS:
+        raise ValueError(f"upsampling_conv: padding must be 'same' or 'valid', got {padding!r}")
+    if padding == "valid" and min(x.shape[1], x.shape[2]) < 2:
+        raise ValueError(f"upsampling_conv with 'valid' padding needs at least 2x2 pixels, got {x.shape[1:3]}")
+    return _upconv(x, kernel, bias, ACTIVATIONS[activation], PADDINGS[padding])
+
+
+def _check(kind: str, x, kernel, bias, activation: str, activations: tuple[str, ...]) -> None:
+    if activation not in activations:
+        raise ValueError(f"{kind} kernel: activation must be one of {', '.join(activations)}, got {activation!r}")
+    for name, value, rank in (("input", x, 4), ("kernel", kernel, 4), ("bias", bias, 1)):
+        if getattr(value, "dtype", None) != jnp.float32 or len(getattr(value, "shape", ())) != rank:
+            raise ValueError(
+                f"{kind} kernel: the {name} must be a float32 array of rank {rank}, got "
+                f"{getattr(value, 'dtype', type(value).__name__)} {getattr(value, 'shape', '')}"
+            )
+    if None in x.shape or min(x.shape[1:]) < 1:
+        raise ValueError(f"{kind} kernel: the input needs a known, non-empty shape, got {x.shape}")
+    c, f = x.shape[-1], bias.shape[0]
+    if tuple(kernel.shape) != (3, 3, c, f):
+        raise ValueError(
+            f"{kind} kernel: kernel shape {kernel.shape} does not fit input {x.shape} and bias {bias.shape}"
+        )
+    if not kernels.runs(kind, (c, f)):
+        raise ValueError(f"{kind} kernel: not available for {c} -> {f} channels here ({kernels.status()})")
+
+
+def _ffi(name: str, outputs, *args, **attributes):
+    """One FFI call; `outputs` as (shape, dtype) pairs; attributes are int32 scalars."""
+    shapes = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in outputs]
+    attributes = {key: np.int32(value) for key, value in attributes.items()}
+    return jax.ffi.ffi_call(name, shapes)(*args, **attributes)
+
+
+# ---- conv_pool ----------------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv_pool(x, kernel, bias, act):
+    return _conv_pool_forward(x, kernel, bias, act)[0]
+
+
+def _conv_pool_forward(x, kernel, bias, act):
+    n, h, w, _ = x.shape
+    shape = (n, h // 2, w // 2, kernel.shape[3])
+    return _ffi("vaelab_conv_pool_forward", [(shape, jnp.float32), (shape, jnp.int8)], x, kernel, bias, activation=act)
+
+
+def _conv_pool_fwd(x, kernel, bias, act):
+    y, arg = _conv_pool_forward(x, kernel, bias, act)
+    return y, (x, kernel, y, arg)
+
+
+def _conv_pool_bwd(act, residuals, g):
+    x, kernel, y, arg = residuals
+    weights = [(kernel.shape, jnp.float32), ((kernel.shape[3],), jnp.float32)]
+    dkernel, dbias = _ffi("vaelab_conv_pool_weights", weights, x, y, arg, g, activation=act)
+    (dx,) = _ffi("vaelab_conv_pool_input", [(x.shape, jnp.float32)], kernel, y, arg, g, activation=act)
+    return dx, dkernel, dbias
+
+
+_conv_pool.defvjp(_conv_pool_fwd, _conv_pool_bwd)
+
+
+# ---- conv ---------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv(x, kernel, bias, act):
+    return _conv_fwd(x, kernel, bias, act)[0]
+
+
+def _conv_fwd(x, kernel, bias, act):
+    (y,) = _ffi(
+        "vaelab_conv_forward", [((*x.shape[:3], kernel.shape[3]), jnp.float32)], x, kernel, bias, activation=act
+    )
+    return y, (x, kernel, y)
+
+
+def _conv_bwd(act, residuals, g):
+    x, kernel, y = residuals
+    weights = [(kernel.shape, jnp.float32), ((kernel.shape[3],), jnp.float32)]
+    dkernel, dbias = _ffi("vaelab_conv_weights", weights, x, y, g, activation=act)
+    (dx,) = _ffi("vaelab_conv_input", [(x.shape, jnp.float32)], kernel, y, g, activation=act)
+    return dx, dkernel, dbias
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+# ---- upconv -------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _upconv(x, kernel, bias, act, pad):
+    return _upconv_fwd(x, kernel, bias, act, pad)[0]
+
+
+def _upconv_fwd(x, kernel, bias, act, pad):
+    n, h, w, _ = x.shape
+    shape = (n, 2 * h + 2 * pad - 2, 2 * w + 2 * pad - 2, kernel.shape[3])
+    (y,) = _ffi("vaelab_upconv_forward", [(shape, jnp.float32)], x, kernel, bias, activation=act, pad=pad)
+    return y, (x, kernel, y)
+
+
+def _upconv_bwd(act, pad, residuals, g):
+    x, kernel, y = residuals
+    weights = [(kernel.shape, jnp.float32), ((kernel.shape[3],), jnp.float32)]
+    dkernel, dbias = _ffi("vaelab_upconv_weights", weights, x, y, g, activation=act, pad=pad)
+    (dx,) = _ffi("vaelab_upconv_input", [(x.shape, jnp.float32)], kernel, y, g, activation=act, pad=pad)
+    return dx, dkernel, dbias
+
+
+_upconv.defvjp(_upconv_fwd, _upconv_bwd)

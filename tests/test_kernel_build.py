@@ -1,0 +1,145 @@
+"""Building the kernels (cache key, missing or failing compiler) and training on them end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import TEST_SUBSET, TRAIN_SUBSET
+from vaelab import kernels
+from vaelab.config import make_config
+from vaelab.kernels import _build
+from vaelab.run import load_run
+from vaelab.training import train
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="the kernels are for the JAX backend")
+
+# Builds the conv network and runs it once (building the kernels on first use), then prints the status.
+USE = """
+import json, numpy as np
+from vaelab import kernels
+from vaelab.config import PRESETS
+from vaelab.model import build_models
+models = build_models(PRESETS["conv"], seed=0)
+codes = models.encoder.predict(np.zeros((4, 28, 28, 1), np.float32), verbose=0)
+print(json.dumps({"in_use": kernels.status().in_use, "finite": bool(np.isfinite(codes[0]).all())}))
+"""
+
+# Trains conv for one epoch on a subset into argv[1], then prints whether the kernels ran and the loss.
+TRAIN = """
+import json, sys
+from vaelab import kernels
+from vaelab.config import make_config
+from vaelab.training import train
+run = train(make_config("conv", epochs=1, train_subset=500, test_subset=100), sys.argv[1], verbose=0)
+print(json.dumps({"in_use": kernels.status().in_use, "loss": run.history[0]["loss"]}))
+"""
+
+
+def python(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    """`code` in a fresh Python, with the kernels switched on unless `env` says otherwise."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env={**os.environ, kernels.SWITCH: "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen) -> tuple[dict, list[str]]:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1]), [line for line in err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def compiler():
+    """The C++ compiler (skipped without one, a failure in CI)."""
+    try:
+        return _build.find_compiler()
+    except _build.BuildError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must exercise the compiled kernels: {err}")
+        pytest.skip(str(err))
+
+
+def test_without_a_working_compiler_or_switched_off_everything_runs_on_the_fallback(tmp_path, compiler):
+    cases = {  # environment -> what the one line from vaelab says (None: nothing, the user chose it)
+        "no compiler": ({"CXX": "/nonexistent"}, "/nonexistent"),
+        "compile error": ({"CXX": "c++ -include /nonexistent.h"}, "compiling the kernels failed"),
+        "switched off": ({kernels.SWITCH: "0"}, None),
+    }
+    procs = {
+        name: python(USE, env={**env, "VAELAB_KERNEL_CACHE": str(tmp_path / name.replace(" ", "_"))})
+        for name, (env, _) in cases.items()
+    }  # run at once: each spends most of its time importing and tracing
+    for name, proc in procs.items():
+        result, stderr = finish(proc)
+        assert result == {"in_use": False, "finite": True}, name
+        said = [line for line in stderr if line.startswith("vaelab:")]
+        reason = cases[name][1]
+        if reason is None:
+            assert not said, stderr
+        else:
+            assert len(said) == 1 and "not in use" in said[0] and reason in said[0], stderr
+
+
+def test_cache_key_changes_with_the_sources_and_the_flags(tmp_path, monkeypatch, compiler):
+    sources = tmp_path / "src"
+    shutil.copytree(_build.SOURCE_DIR, sources, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    monkeypatch.setattr(_build, "SOURCE_DIR", sources)
+    key = _build.plan().key
+    assert _build.plan().key == key  # the same inputs, the same key
+    with open(sources / "conv_layers.h", "a") as f:
+        f.write("\n// a change\n")
+    changed = _build.plan().key
+    assert changed != key
+    monkeypatch.setenv("VAELAB_KERNELS_SANITIZE", "1")
+    assert _build.plan().key not in (key, changed)
+
+
+@pytest.mark.slow
+def test_two_trainings_at_once_both_compile_and_finish(tmp_path, mnist, compiler):
+    cache = tmp_path / "cache"  # empty: both processes compile at the same time
+    procs = [python(TRAIN, str(tmp_path / f"run{i}"), env={"VAELAB_KERNEL_CACHE": str(cache)}) for i in range(2)]
+    results = [finish(p)[0] for p in procs]
+    assert all(r["in_use"] for r in results)
+    assert results[0]["loss"] == results[1]["loss"] and 0 < results[0]["loss"] < 600  # same seed, same losses
+    assert [sorted(p.name for p in d.iterdir()) for d in cache.iterdir()] == [[_build.LIBRARY]]  # no leftovers
+    for i in range(2):
+        assert load_run(tmp_path / f"run{i}").complete
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["conv", "conv-fixed-var"])
+def test_kernels_and_fallback_train_alike_and_load_each_others_runs(preset, tmp_path, monkeypatch, mnist, compiler):
+    from vaelab.data import scale_pixels
+
+    monkeypatch.setenv(kernels.SWITCH, "1")
+    assert kernels.status().in_use, str(kernels.status())
+    config = make_config(preset, epochs=2, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET)
+    runs = {}
+    for switch in ("1", "0"):
+        monkeypatch.setenv(kernels.SWITCH, switch)
+        runs[switch] = train(config, tmp_path / switch, verbose=0)
+    for a, b in zip(runs["1"].history, runs["0"].history, strict=True):
+        for key in ("loss", "val_loss"):
+            assert abs(a[key] - b[key]) < 0.05, (key, a[key], b[key])
+    x = scale_pixels(mnist.x_test[:100])
+    z = np.random.default_rng(0).normal(size=(100, config.model.latent_dim)).astype(np.float32)
+    for trained in ("1", "0"):  # saved with one implementation, loaded with the other
+        outputs = {}
+        for switch in ("1", "0"):
+            monkeypatch.setenv(kernels.SWITCH, switch)
+            run = load_run(tmp_path / trained)
+            outputs[switch] = [*run.encoder.predict(x, verbose=0), run.generator.predict(z, verbose=0)]
+        for a, b in zip(outputs["1"], outputs["0"], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
