@@ -24,9 +24,14 @@ _KERNEL_ACTIVATIONS = {activations.linear: "linear", activations.relu: "relu", a
 
 
 def _kernel_activation(layer: layers.Conv2D, kind: str, x) -> str | None:
-    """The activation's name if the compiled kernel of `kind` can compute `layer` on x now, else None."""
+    """The activation's name if the compiled kernel of `kind` can compute `layer` on x now, else None.
+
+    Not under a Keras distribution (several devices or processes): XLA cannot split a kernel's call
+    over devices, it would gather the whole batch onto each of them.
+    """
     if (
         keras.backend.backend() != "jax"
+        or keras.distribution.distribution() is not None
         or layer.compute_dtype != "float32"
         or keras.backend.standardize_dtype(x.dtype) != "float32"
         or layer.data_format != "channels_last"

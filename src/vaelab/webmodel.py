@@ -35,7 +35,7 @@ ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softplus")  # those nn.js i
 IDENTITY_LAYERS = ("InputLayer", "Binarize", "Dropout", "GaussianNoise")  # the identity at inference
 SUPPORTED = (
     "Dense, Conv2D, MaxPooling2D, UpSampling2D, Flatten, Reshape, Activation, ConvMaxPool2D, "
-    "UpSamplingConv2D, FixedLogVariance"
+    "UpSamplingConv2D, SameConv2D, FixedLogVariance"
 )
 
 
@@ -99,7 +99,7 @@ def _ops(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], mod
         if cfg.get("interpolation", "nearest") != "nearest":
             raise _unsupported(layer, model, f"interpolation {cfg['interpolation']!r} (only nearest)")
         return [{"op": "upsample2d", "input": source, "output": out, "size": list(cfg["size"])}]
-    if kind == "Conv2D":
+    if kind in ("Conv2D", "SameConv2D"):  # SameConv2D: a 3x3 "same" Conv2D (layers.py)
         return [_conv(layer, cfg, source, out, weights, model)]
     if kind == "ConvMaxPool2D":  # relu(conv) then 2x2 max-pooling (layers.py)
         conv = _conv(layer, cfg, source, f"{out}/conv", weights, model)
