@@ -160,6 +160,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
             f"{name:15} arch={model.arch} variance={model.variance} latent_dim={model.latent_dim} "
             f"intermediate_dim={model.intermediate_dim}"
         )
+    from vaelab import kernels
+
+    print(f"\nThe conv presets' layers, on this machine: {kernels.status()}")
     return 0
 
 

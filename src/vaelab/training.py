@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vaelab import _interrupt, schedule, snapshots
+from vaelab import _interrupt, kernels, schedule, snapshots
 from vaelab import run as runs
 from vaelab._files import WriteError
 from vaelab._lock import DirectoryLock
@@ -244,6 +244,8 @@ def _fit(
         if place.writer:
             epochs = f"{initial_epoch + 1}-{config.train.epochs}"
             log(f"vaelab: training {config.preset} for epochs {epochs} into {out}{where}")
+            if config.model.arch == "conv":
+                log(f"vaelab: conv layers: {conv_layers(config, place)}")
         try:
             with place.scope(), translated_errors(place, str(out)):
                 ours[1].check()
@@ -285,6 +287,18 @@ def _fit(
     if place.writer:
         export_run(run)
     return run
+
+
+def conv_layers(config: RunConfig, place: Layout = ONE_DEVICE) -> str:
+    """What computes the ConvNet's conv layers in this training, in words (the train log says it)."""
+    if config.model.implementation == "keras":
+        return "Keras' stock Conv2D, MaxPooling2D and UpSampling2D (--implementation keras)"
+    if place.replicas > 1:
+        return "vaelab's fused layers in keras.ops (the compiled kernels do not split over devices)"
+    status = kernels.status()
+    if status.in_use:
+        return f"vaelab's compiled C++ kernels ({status.detail})"
+    return f"vaelab's fused layers in keras.ops (compiled kernels not in use: {status.detail})"
 
 
 def _local_copy(config: RunConfig, models: Models) -> Models:
