@@ -22,13 +22,14 @@ if [ ! -f "$runtime" ]; then
 fi
 cxx_runtime=$($cxx -print-file-name=libstdc++.so)
 cache=$(mktemp -d)
-trap 'rm -rf "$cache"' EXIT
+trap "rm -rf $cache" EXIT
 export VAELAB_KERNELS_SANITIZE=1 VAELAB_KERNEL_CACHE="$cache"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 LD_PRELOAD="$runtime $cxx_runtime" "$python" -m pytest tests/test_kernels.py -q -p no:cacheprovider "$@"
 # The tests above must have run on a sanitized build, not silently on the fallback.
 built=$(find "$cache" -name libvaelab_kernels.so)
-if [ -z "$built" ] || ! nm -D "$built" | grep -q __asan; then
+# (grep -c, not grep -q: -q closes the pipe early, and pipefail would count nm's SIGPIPE as a failure)
+if [ -z "$built" ] || [ "$(nm -D "$built" | grep -c __asan)" = 0 ]; then
   echo "run_sanitized.sh: the kernels were not built with the sanitizers" >&2
   exit 1
 fi

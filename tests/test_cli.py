@@ -54,15 +54,20 @@ def test_data_reports_the_source_and_canonical_counts(mnist):
     assert "source:" in result.stdout and mnist.sha256 in result.stdout
 
 
-def test_presets_lists_the_networks():
-    result = run_cli("presets")
+def test_presets_lists_the_networks_and_says_whether_the_kernels_run_them():
+    result = run_cli("presets", env={"VAELAB_KERNELS": "0"})
     assert result.returncode == 0
-    assert [line.split()[0] for line in result.stdout.splitlines()] == [
+    networks, kernels = result.stdout.split("\n\n")
+    assert [line.split()[0] for line in networks.splitlines()] == [
         "mlp",
         "mlp-fixed-var",
         "conv",
         "conv-fixed-var",
     ]
+    assert kernels.strip() == (
+        "The conv presets' layers, on this machine: compiled kernels: not in use (turned off by "
+        "VAELAB_KERNELS=0); the ConvNet runs on its keras.ops layers"
+    )
 
 
 def test_train_writes_a_run_and_refuses_to_overwrite_it(tmp_path, mnist):

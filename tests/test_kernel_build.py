@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -110,8 +112,11 @@ def test_cache_key_changes_with_the_sources_and_the_flags(tmp_path, monkeypatch,
 def test_two_trainings_at_once_both_compile_and_finish(tmp_path, mnist, compiler):
     cache = tmp_path / "cache"  # empty: both processes compile at the same time
     procs = [python(TRAIN, str(tmp_path / f"run{i}"), env={"VAELAB_KERNEL_CACHE": str(cache)}) for i in range(2)]
-    results = [finish(p)[0] for p in procs]
+    finished = [finish(p) for p in procs]
+    results = [result for result, _ in finished]
     assert all(r["in_use"] for r in results)
+    for _, log in finished:  # the training log says what computes the conv layers
+        assert any(line.startswith("vaelab: conv layers: vaelab's compiled C++ kernels (") for line in log), log
     assert results[0]["loss"] == results[1]["loss"] and 0 < results[0]["loss"] < 600  # same seed, same losses
     assert [sorted(p.name for p in d.iterdir()) for d in cache.iterdir()] == [[_build.LIBRARY]]  # no leftovers
     for i in range(2):
@@ -143,3 +148,26 @@ def test_kernels_and_fallback_train_alike_and_load_each_others_runs(preset, tmp_
             outputs[switch] = [*run.encoder.predict(x, verbose=0), run.generator.predict(z, verbose=0)]
         for a, b in zip(outputs["1"], outputs["0"], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_kernel_tests_pass_under_address_and_undefined_behaviour_sanitizers(compiler):
+    """tests/run_sanitized.sh: kernel tests with the kernels built with -fsanitize=address,undefined.
+
+    Every kernel forward and backward at batch 7 (an odd batch over the threads), the pooling's ties, the
+    handlers' refusals; the rest of tests/test_kernels.py would add minutes under the sanitizers
+    (`tests/run_sanitized.sh` alone runs it all). Skipped where the compiler has no AddressSanitizer
+    runtime, except in CI, where that is a failure."""
+    script = Path(__file__).with_name("run_sanitized.sh")
+    subset = "equals_the_keras_ops_layer and -7] or tied_gradients or refuse"
+    done = subprocess.run(
+        ["bash", str(script), "-x", "-k", subset],
+        env={**os.environ, "PYTHON": sys.executable, "CXX": shlex.join(compiler)},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    if done.returncode == 2 and "no AddressSanitizer runtime" in done.stderr and not os.environ.get("CI"):
+        pytest.skip(done.stderr.strip())
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "kernel tests passed under AddressSanitizer and UndefinedBehaviorSanitizer" in done.stdout

@@ -234,7 +234,9 @@ def _fit(
     train_batches, test_batches = prepare(config, data, place)
     ours: list[keras.callbacks.Callback] = [EpochOrder(train_batches), StopAtStepBoundary(place)]
     ours.append(schedule.KLWeight(config.train))
-    if record_snapshots and place.processes == 1:  # several processes: the model computes only all together
+    if record_snapshots and place.processes > 1 and place.writer:
+        log("vaelab: no training snapshots in a multi-process run (its networks compute only all together)")
+    if record_snapshots and place.processes == 1:
         x_test = test_images(data, binarized=config.train.binarize)[: config.train.test_subset]
         labels = data.y_test if data.labelled else None
         ours.append(snapshots.SnapshotCallback(out, models, x_test, labels, config.train.seed, initial_epoch))
