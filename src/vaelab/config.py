@@ -22,7 +22,7 @@ VARIANCES = ("learned", "fixed")
 OPTIMIZERS = ("rmsprop", "adam")
 IMPLEMENTATIONS = ("fused", "keras")
 ACTIVATIONS = ("relu", "tanh")
-# Training snapshots (vaelab.snapshots) are on unless --no-snapshots: they cost about 1% of an MLP epoch
+# Training snapshots (vaelab.snapshots) are on unless --no-snapshots: training waits about 0.2% of an MLP epoch for them
 # (benchmarks/snapshot_cost.py). Not part of a run's configuration: they record, they change no number.
 SNAPSHOTS = True
 
