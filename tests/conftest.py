@@ -174,3 +174,14 @@ def artifacts() -> Path:
     path = Path(os.environ.get("VAELAB_ARTIFACTS", Path(__file__).parents[1] / "artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def draw_a_one(page) -> None:
+    """Draws a vertical stroke (a 1) on the explorer page's pad; waits until the page has placed it on the map."""
+    pad = page.locator("#pad").bounding_box()
+    page.mouse.move(pad["x"] + 100, pad["y"] + 30)
+    page.mouse.down()
+    for y in range(30, 170, 10):
+        page.mouse.move(pad["x"] + 100, pad["y"] + y)
+    page.mouse.up()
+    page.wait_for_function("document.getElementById('drawn-coords').textContent !== '–'")

@@ -24,7 +24,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import run_cli
+from tests.conftest import draw_a_one, run_cli
 from vaelab.errors import VaelabError
 from vaelab.explore.guards import MAX_BODY_BYTES, AllowedHosts, HostCheck
 from vaelab.explore.server import create_app
@@ -228,13 +228,7 @@ def test_page_in_chromium_decodes_draws_and_interpolates(server, browser, artifa
     first, second = hover(0.3, 0.3), hover(0.7, 0.65)
     assert first != second, "moving over the map did not change the decoded digit"
 
-    pad = page.locator("#pad").bounding_box()
-    page.mouse.move(pad["x"] + 100, pad["y"] + 30)
-    page.mouse.down()
-    for y in range(30, 170, 10):  # a vertical stroke: a 1
-        page.mouse.move(pad["x"] + 100, pad["y"] + y)
-    page.mouse.up()
-    page.wait_for_function("document.getElementById('drawn-coords').textContent !== '–'")
+    draw_a_one(page)
     assert page.evaluate("window.vaelabExplorer.drawn") is not None  # the drawn digit's point on the map
 
     page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + 0.5 * box["height"])

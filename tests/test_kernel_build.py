@@ -115,7 +115,8 @@ def test_two_trainings_at_once_both_compile_and_finish(tmp_path, mnist, compiler
     finished = [finish(p) for p in procs]
     results = [result for result, _ in finished]
     assert all(r["in_use"] for r in results)
-    for _, log in finished:  # the training log says what computes the conv layers
+    for _, log in finished:  # the training log says the backend and what computes the conv layers
+        assert any(line.startswith("vaelab: training conv ") and line.endswith(" on jax)") for line in log), log
         assert any(line.startswith("vaelab: conv layers: vaelab's compiled C++ kernels (") for line in log), log
     assert results[0]["loss"] == results[1]["loss"] and 0 < results[0]["loss"] < 600  # same seed, same losses
     assert [sorted(p.name for p in d.iterdir()) for d in cache.iterdir()] == [[_build.LIBRARY]]  # no leftovers

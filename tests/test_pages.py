@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import PRESETS, offline_page, run_cli
+from tests.conftest import PRESETS, draw_a_one, offline_page, run_cli
 from vaelab import webmodel, webpage
 from vaelab.errors import VaelabError
 from vaelab.explore.export import RUN_BUDGET_BYTES
@@ -156,13 +156,7 @@ def test_exported_explorer_works_offline(explorer_page, artifacts):
     page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.5 * box["height"])
     page.wait_for_function("document.querySelectorAll('#strip canvas').length === 10")
 
-    pad = page.locator("#pad").bounding_box()
-    page.mouse.move(pad["x"] + 100, pad["y"] + 30)
-    page.mouse.down()
-    for y in range(30, 170, 10):  # a vertical stroke: a 1
-        page.mouse.move(pad["x"] + 100, pad["y"] + y)
-    page.mouse.up()
-    page.wait_for_function("document.getElementById('drawn-coords').textContent !== '–'")
+    draw_a_one(page)
     assert page.evaluate("vaelabExplorer.drawn") is not None
     page.screenshot(path=str(artifacts / "explorer-export.png"), full_page=True)
 

@@ -245,7 +245,8 @@ def _fit(
         where = f" on {place.replicas} devices" if place.replicas > 1 else ""
         if place.writer:
             epochs = f"{initial_epoch + 1}-{config.train.epochs}"
-            log(f"vaelab: training {config.preset} for epochs {epochs} into {out}{where}")
+            backend = f"Keras {keras.__version__} on {keras.backend.backend()}"
+            log(f"vaelab: training {config.preset} for epochs {epochs} into {out}{where} ({backend})")
             if config.model.arch == "conv":
                 log(f"vaelab: conv layers: {conv_layers(config, place)}")
         try:
