@@ -57,9 +57,9 @@ Log = Callable[[str], None]
 def default_workers() -> int:
     """Training processes at once: one per two cores of this process's CPU set, at least one.
 
-    XLA already spreads one training over the cores it has; on the 2-core development machine two
-    concurrent MLP trainings took as long as running them one after the other (see the README), so a
-    second process per two cores buys nothing but memory.
+    XLA already spreads one training over the cores it has, so more processes mostly compete for the
+    same cores and add memory; two cores per training still leave each one parallel work.
+    benchmarks/sweep_workers.py times a grid with each worker count.
     """
     return max(1, len(os.sched_getaffinity(0)) // 2)
 
