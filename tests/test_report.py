@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 from tests.conftest import REPORT_EPOCHS, TRAIN_SUBSET, offline_page, run_cli
 from vaelab.report import REPORT_PRESETS
+from vaelab.run import load_run
 
 pytestmark = pytest.mark.slow
 REPORT_BUDGET_BYTES = 10_000_000
@@ -134,3 +140,38 @@ def test_live_report_decoders_equal_the_keras_generators(report_page, preset_run
         expected = np.asarray(preset_runs[preset].generator.predict(z, verbose=0)).reshape(100, -1)
         np.testing.assert_allclose(np.array(got), expected, rtol=0, atol=1e-4, err_msg=preset)
     assert not errors and not requests
+
+
+def test_networks_train_side_by_side_stop_together_on_ctrl_c_and_carry_on(tmp_path, mnist):
+    """With two cores or more, the report trains its networks at once in pinned worker processes; a Ctrl-C
+    stops them all at a step boundary, and the same command carries on from the epochs they kept."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: the report trains its networks one after the other")
+    args = ["report", "--epochs", "1", "--train-subset", "1000", "--iwae-samples", "2"]
+    args += ["--out", str(tmp_path / "report"), "--runs-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaelab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    started = []
+    for line in proc.stderr:  # both lanes busy: a training in each
+        started += [line] if " on cores " in line else []
+        if len(started) == 2:
+            break
+    assert {s.split()[2] for s in started} == {"conv", "mlp"}, started  # the longest (conv) first
+    time.sleep(8)  # mid-training (or mid-start-up): either way the workers must stop cleanly
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .endswith("run the same `vaelab report` again to continue (finished runs are reused)")
+    )
+    assert not (tmp_path / "report" / "index.html").exists()
+
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "report" / "index.html").exists()
+    for preset in REPORT_PRESETS:
+        run = load_run(tmp_path / "runs" / f"{preset}-epochs1-train-subset1000")
+        assert run.complete and run.metrics["evaluation"]["samples"] == 2

@@ -13,16 +13,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vaelab import _interrupt, analysis, plots
+from vaelab import _interrupt, analysis, lanes, plots
 from vaelab._files import write_text
 from vaelab.config import RunConfig, TrainConfig, make_config
-from vaelab.data import DEFAULT_DATASET, Dataset, load_dataset
+from vaelab.data import BUILTIN, DEFAULT_DATASET, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.explore import pagedata
 from vaelab.figures import draw_run_figures, exercise_point
 from vaelab.model import parameter_count
 from vaelab.report_html import LIVE_MARKER, markdown_to_html
-from vaelab.run import Run, load_run, read_info, run_dir_name, run_is_complete
+from vaelab.run import Run, load_run, read_info, read_metrics, run_dir_name, run_is_complete
 
 REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")
 PARTS = {
@@ -76,10 +76,13 @@ def report(
 ) -> Path:
     """Trains or reuses the presets mlp, mlp-fixed-var and conv, then writes the report; returns index.html."""
     data = load_dataset(dataset, data_dir, log=log)
+    configs = [
+        make_config(preset, epochs=epochs, train_subset=train_subset, dataset=data.name) for preset in REPORT_PRESETS
+    ]
     runs = []
     with _interrupt.stop_at_step_boundary():
-        for k, preset in enumerate(REPORT_PRESETS, 1):
-            config = make_config(preset, epochs=epochs, train_subset=train_subset, dataset=data.name)
+        _train_side_by_side(configs, Path(runs_dir), data, iwae_samples, data_dir, log)
+        for k, (preset, config) in enumerate(zip(REPORT_PRESETS, configs, strict=True), 1):
             log(f"vaelab report: [{k}/{len(REPORT_PRESETS)}] {preset}")
             try:
                 runs.append(ensure_run(config, Path(runs_dir) / run_dir_name(config), data, log=log))
@@ -91,6 +94,54 @@ def report(
                 ) from None
     log("vaelab report: analysing the runs and writing the report")
     return build_report(runs, data, Path(out))
+
+
+def _train_side_by_side(
+    configs: list[RunConfig], runs_dir: Path, data: Dataset, samples: int, data_dir, log: Callable[[str], None]
+) -> None:
+    """Trains and evaluates the runs still to do at the same time, each on its own share of the cores.
+
+    Only for built-in datasets (a worker process loads the data by name) with JAX on a CPU; otherwise,
+    or with one core, the report trains them one after the other itself.
+    """
+    todo = [
+        lanes.Job(config, runs_dir / run_dir_name(config), samples, len(data.x_test))
+        for config in configs
+        if not _evaluated(runs_dir / run_dir_name(config), samples, len(data.x_test))
+    ]
+    todo.sort(key=lambda job: job.config.model.arch != "conv")  # the longest first: the ConvNet
+    cores = lanes.cpu_lanes(len(todo))
+    if len(cores) < 2 or data.name not in BUILTIN or not _jax_on_cpu():
+        return
+    log(f"vaelab report: training {len(todo)} networks side by side, on {len(cores)} shares of the cores")
+    try:
+        lanes.run_in_lanes(todo, cores, data_dir=None if data_dir is None else os.fspath(data_dir), log=log)
+    except Interrupted:
+        raise Interrupted(
+            "interrupted; the runs keep their completed epochs: run the same `vaelab report` again to continue "
+            "(finished runs are reused)"
+        ) from None
+
+
+def _evaluated(path: Path, samples: int, images: int) -> bool:
+    """Whether the run in `path` is complete and evaluated as the report asks (then nothing is left to do)."""
+    try:
+        if not run_is_complete(path):
+            return False
+        done = read_metrics(path).get("evaluation", {})
+    except VaelabError:  # no run there yet (or a damaged one: the worker says which file, in one line)
+        return False
+    return done.get("samples") == samples and done.get("images") == images
+
+
+def _jax_on_cpu() -> bool:
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
 
 
 # --- the report itself: a pure function of the runs' files ------------------------------------------------
