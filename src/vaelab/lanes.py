@@ -80,7 +80,7 @@ def run_in_lanes(jobs: list[Job], lanes: list[set[int]], *, data_dir: str | None
                 log("vaelab: epochs done: " + ", ".join(_progress(job) for job, _ in running.values()))
             time.sleep(POLL_SECONDS)
     except BaseException:
-        _stop(running)
+        stop_workers(list(running))
         raise
 
 
@@ -105,14 +105,18 @@ def _check(proc: subprocess.Popen, job: Job) -> None:
         return
     if proc.returncode == Interrupted.exit_code:
         raise Interrupted(f"interrupted while training {job.config.preset}")
-    last = _last_line(job.log)
+    last = last_line(job.log)
     if last.startswith("error: "):
         raise VaelabError(last.removeprefix("error: "))
     raise VaelabError(f"training {job.config.preset} failed (exit status {proc.returncode}); see {job.log}")
 
 
-def _stop(running: dict[subprocess.Popen, tuple[Job, set[int]]]) -> None:
-    """Lets the workers still running stop at a step boundary (a terminal's Ctrl-C reached them already)."""
+def stop_workers(running: list[subprocess.Popen]) -> None:
+    """Waits for worker processes to stop at a step boundary after a Ctrl-C, and makes sure they do.
+
+    A Ctrl-C in the terminal reached the workers too, and they stop after their current step; a signal
+    sent to this process alone did not: it is passed on to those still running after a moment (a
+    second SIGINT would make a worker leave at once, without finishing its step)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(proc.poll() is None for proc in running):
         time.sleep(0.1)
@@ -140,9 +144,10 @@ def _cores(cores: set[int]) -> str:
     return ",".join(str(c) for c in sorted(cores))
 
 
-def _last_line(path: Path) -> str:
+def last_line(path: Path) -> str:
+    """The last non-blank line of a worker's log ("" if there is none)."""
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
     return lines[-1] if lines else ""

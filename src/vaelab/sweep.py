@@ -23,7 +23,6 @@ and run it again: finished points are reused, interrupted ones resumed.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import itertools
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaelab import _interrupt
+from vaelab import _interrupt, lanes
 from vaelab._files import write_json, write_text
 from vaelab._lock import DirectoryLock
 from vaelab.config import RunConfig, make_config
@@ -262,22 +261,8 @@ def _run_locally(todo: list[Point], out: Path, common: dict[str, Any], workers: 
                 done(point)
             time.sleep(0.1)
     except Interrupted:
-        # A Ctrl-C in the terminal reached the workers too, and they stop after their current step; a
-        # signal sent to this process alone did not: pass it on to those still running after a moment
-        # (a second SIGINT would make a worker leave at once, without finishing its step).
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(proc.poll() is None for proc in running):
-            time.sleep(0.1)
-        for proc in running:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGINT)
+        lanes.stop_workers(list(running))
         for proc, point in running.items():
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
             _collect(proc, point, out)
             done(point)
         raise
@@ -293,15 +278,7 @@ def _collect(proc: subprocess.Popen, point: Point, out: Path) -> None:
     elif code < 0:
         _record(point, "failed", f"worker killed by {signal.Signals(-code).name}")
     else:
-        _record(point, "failed", _last_line(out / "logs" / f"{point.name}.log") or f"worker exited with {code}")
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
+        _record(point, "failed", lanes.last_line(out / "logs" / f"{point.name}.log") or f"worker exited with {code}")
 
 
 # --- Ray -------------------------------------------------------------------------------------------------
