@@ -337,6 +337,17 @@ def test_binarized_test_set_draws_each_pixel_at_its_grey_rate_once_and_for_all()
     np.testing.assert_array_equal(data_module.test_images(data, binarized=False), scale_pixels(grey))
 
 
+def test_binarising_in_pieces_gives_the_whole_sets_draw():
+    """A loader binarises the test set a batch at a time (vaelab.data.batches): image i gets the same
+    pixels wherever a batch starts, so a run is scored on one fixed binarised set."""
+    grey = np.random.default_rng(11).integers(0, 256, (9, 28, 28), dtype=np.uint8)
+    whole = binarized_test_set(Dataset(grey[:1], None, grey, None, source="t", sha256="-"))
+    x = scale_pixels(grey)
+    for start, stop in ((0, 4), (4, 5), (5, 9), (3, 8)):
+        np.testing.assert_array_equal(data_module.binarize(x[start:stop], start), whole[start:stop])
+    assert not np.array_equal(data_module.binarize(x[4:5], 4), data_module.binarize(x[4:5], 3))
+
+
 def test_array_checksums_cover_dtype_shape_and_contents():
     a = np.arange(6, dtype=np.uint8).reshape(2, 3)
     # The format is fixed: caches and runs store these digests.

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from keras import layers
 
+from vaelab import kernels
 from vaelab.config import PRESETS
 from vaelab.data import scale_pixels
-from vaelab.layers import ConvMaxPool2D, UpSamplingConv2D
+from vaelab.layers import ConvMaxPool2D, SameConv2D, UpSamplingConv2D, _kernel_activation
 from vaelab.model import build_models, kl_loss, reconstruction_loss
 
 
@@ -198,3 +199,68 @@ def test_upsampling_conv_reads_its_padding_as_keras_does(padding):
     expected = np.asarray(conv(layers.UpSampling2D((2, 2))(x)))
     assert fused.compute_output_shape(x.shape) == expected.shape
     np.testing.assert_allclose(np.asarray(fused(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_same_conv_is_the_stock_3x3_convolution_with_same_padding():
+    """SameConv2D's own code only fixes the kernel size and padding (the compiled kernel is tested in
+    tests/test_kernels.py): its keras.ops path is Conv2D(F, (3, 3), padding="same")."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(2, 6, 7, 3)).astype(np.float32)
+    layer = SameConv2D(5, activation="relu", name="same")
+    layer.build((None, 6, 7, 3))
+    random_weights(layer, rng)
+    conv = layers.Conv2D(5, (3, 3), padding="same", activation="relu")
+    conv.build((None, 6, 7, 3))
+    conv.set_weights(layer.get_weights())
+    y = np.asarray(layer(x))
+    assert y.shape == (2, 6, 7, 5)
+    np.testing.assert_allclose(y, np.asarray(conv(x)), rtol=1e-6, atol=1e-6)
+    config = layer.get_config()
+    assert "kernel_size" not in config and "padding" not in config  # fixed by the layer
+    copy = SameConv2D.from_config(config)
+    copy.build((None, 6, 7, 3))
+    copy.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(np.asarray(copy(x)), y)
+
+
+def test_a_compiled_kernel_takes_only_the_layers_it_can_compute(monkeypatch):
+    """The dispatch rule: a layer goes to its compiled kernel only in float32, channels last, with a bias,
+    a relu, linear or sigmoid activation, on a 4-D input of known size, outside any distribution, and
+    when the library has its (input, output) channels compiled in. Anything else runs the keras.ops code.
+
+    The library is asked through `vaelab.kernels.runs`, here a stand-in that has (3, 4) compiled in, so
+    the rule is checked without a compiler; tests/test_kernels.py checks the kernels themselves.
+    """
+    asked = []
+
+    def runs(kind, channels):
+        asked.append((kind, tuple(channels)))
+        return tuple(channels) == (3, 4)
+
+    monkeypatch.setattr(kernels, "runs", runs)
+    x = np.zeros((2, 6, 8, 3), np.float32)
+    for activation, name in (("relu", "relu"), (None, "linear"), ("sigmoid", "sigmoid")):
+        assert _kernel_activation(SameConv2D(4, activation=activation), "conv", x) == name
+    assert asked == [("conv", (3, 4))] * 3  # the kind and the channels of this layer on this input
+    assert _kernel_activation(UpSamplingConv2D(4, "valid"), "upconv", x) == "linear"
+    assert asked[-1] == ("upconv", (3, 4))
+    assert _kernel_activation(SameConv2D(4), "conv", keras.KerasTensor((None, 6, 8, 3))) == "linear"  # any batch
+    assert _kernel_activation(SameConv2D(5), "conv", x) is None  # (3, 5) is not compiled in
+    refused = {
+        "float16 layer": (SameConv2D(4, dtype="float16"), x),
+        "bfloat16 computation": (SameConv2D(4, dtype="mixed_bfloat16"), x),
+        "float16 input": (SameConv2D(4), x.astype(np.float16)),
+        "channels first": (SameConv2D(4, data_format="channels_first"), x),
+        "no bias": (SameConv2D(4, use_bias=False), x),
+        "tanh": (SameConv2D(4, activation="tanh"), x),
+        "3-D input": (SameConv2D(4), x[0]),
+        "5-D input": (SameConv2D(4), x[None]),
+        "unknown height": (SameConv2D(4), keras.KerasTensor((None, None, 8, 3))),
+        "unknown width": (SameConv2D(4), keras.KerasTensor((None, 6, None, 3))),
+    }
+    for what, (layer, inputs) in refused.items():
+        assert _kernel_activation(layer, "conv", inputs) is None, what
+    distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:1])
+    with distribution.scope():  # XLA would gather the whole batch onto every device for the call
+        assert _kernel_activation(SameConv2D(4), "conv", x) is None
+    assert _kernel_activation(SameConv2D(4), "conv", x) == "linear"

@@ -245,3 +245,23 @@ def test_compute_loss_is_the_mean_negative_elbo_scored_against_the_binarised_inp
     recon_binary = -(binary * np.log(p) + (1 - binary) * np.log(1 - p)).reshape(4, -1).sum(axis=1)
     assert float(with_binary) == pytest.approx(float(np.mean(recon_binary + kl)), rel=1e-5)
     assert {"reconstruction_loss", "kl_loss"} <= {m.name for m in vae.metrics}
+
+
+def test_the_kl_weight_scales_the_objective_and_nothing_else():
+    """beta and warm-up (vaelab.schedule): the loss minimised is reconstruction + w * KL, while the logged
+    `elbo_loss` stays reconstruction + KL, the negative ELBO. w starts at 1 and is a setting, never trained."""
+    vae = build_models(ModelConfig(intermediate_dim=8), seed=0).vae
+    assert float(vae.kl_weight.numpy()) == 1.0
+    assert not vae.kl_weight.trainable and all(v is not vae.kl_weight for v in vae.trainable_variables)
+    rng = np.random.default_rng(8)
+    x = rng.random((3, 28, 28, 1)).astype(np.float32)
+    p = rng.uniform(0.05, 0.95, (3, 28, 28, 1)).astype(np.float32)
+    mu, lv = rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=(3, 2)).astype(np.float32)
+    recon = -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(3, -1).sum(axis=1)
+    kl = (-0.5 * (1 + lv - mu**2 - np.exp(lv))).sum(axis=1)
+    vae.kl_weight.assign(0.25)
+    loss = vae.compute_loss(x=x, y_pred={"x_decoded_mean": p, "z_mean": mu, "z_log_var": lv})
+    assert float(loss) == pytest.approx(float(np.mean(recon + 0.25 * kl)), rel=1e-5)
+    logged = {m.name: float(m.result()) for m in vae.metrics if m.name != "loss"}
+    expected = {"reconstruction_loss": recon.mean(), "kl_loss": kl.mean(), "elbo_loss": (recon + kl).mean()}
+    assert logged == pytest.approx({**expected, "kl_weight": 0.25}, rel=1e-5)

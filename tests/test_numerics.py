@@ -23,6 +23,7 @@ import signal
 import time
 from dataclasses import asdict
 
+import keras
 import numpy as np
 import pytest
 from scipy import special
@@ -114,6 +115,8 @@ def test_single_sample_log_weights_average_to_the_elbo(tmp_path):
     # The reconstruction does not depend on z, so the ELBO is log p(x) - KL exactly.
     assert result.kl_loss == pytest.approx(kl, rel=1e-9)
     assert result.elbo == pytest.approx(log_px - kl, abs=2e-3)
+    assert result.elbo_at_mean == pytest.approx(log_px - kl, abs=2e-3)  # z = z_mean decodes as any z does
+    assert result.reconstruction_loss_at_mean == pytest.approx(-log_px, abs=2e-3)
     # log w - log p(x) = log p(z) - log q(z|x) with z ~ q: its standard deviation per image, from its
     # definition (z = m + sigma e), estimated here on a million draws.
     e = np.random.default_rng(7).standard_normal((1_000_000, LATENT_DIM))
@@ -122,6 +125,9 @@ def test_single_sample_log_weights_average_to_the_elbo(tmp_path):
     assert log_ratio.mean() == pytest.approx(-kl, abs=0.02)
     standard_error = log_ratio.std() / math.sqrt(1000)
     assert abs(result.iwae - result.elbo) < 4 * standard_error  # 4 SE = 0.42 nat; lv forgotten in q: 1.39
+    # Every image has the same code: no dimension is active, and each holds half of the KL.
+    assert result.unit_activity == (0.0, 0.0) and result.active_units == 0
+    assert result.kl_per_dim == pytest.approx((kl / 2, kl / 2), rel=1e-9)
 
 
 def test_the_bound_rises_to_log_px_as_k_grows(tmp_path):
@@ -152,23 +158,38 @@ def test_a_near_deterministic_encoder_decodes_its_samples_as_its_mean(tmp_path):
     assert result.reconstruction_loss_at_mean == pytest.approx(own, rel=1e-5)
     assert result.reconstruction_loss == pytest.approx(own, rel=1e-3)
     assert np.ptp(np.asarray(reconstruction_loss(x, decoded))) > 10  # the images do score differently
+    # The codes differ from image to image: each dimension's activity is the variance of z_mean over them.
+    activity = run.encode(x)[0].astype(np.float64).var(axis=0)
+    assert result.unit_activity == pytest.approx(tuple(activity), rel=1e-6)
+    assert result.active_units == (activity > 0.01).sum() > 0
 
 
 def test_logsumexp_is_stable_and_exact():
     a = np.array([[-1000.0, -1001.0, -1002.5], [3.0, 3.0, 3.0], [700.0, 0.0, -700.0]])
     np.testing.assert_allclose(evaluation._logsumexp(a, axis=1), special.logsumexp(a, axis=1), rtol=1e-15)
     np.testing.assert_allclose(evaluation._logsumexp(a.T, axis=0), special.logsumexp(a, axis=1), rtol=1e-15)
+    one_image = evaluation._logsumexp(np.zeros((1, 4)), axis=1)  # --images 1: one bound, not a scalar
+    assert one_image.shape == (1,) and one_image[0] == pytest.approx(math.log(4), rel=1e-15)
 
 
 def test_points_per_call_bounds_the_decoding_batches_and_not_the_result(tmp_path, monkeypatch):
     run, _ = closed_form_run(tmp_path, z_mean=0.5, z_log_var=math.log(4.0))
     data = dataset(10)
     calls: list[tuple[int, int]] = []
+    traced: list[int] = []  # latent points per decoding batch, of either model, seen as Keras traces its step
     build = evaluation._log_likelihood_model
 
     def recording(run, k):
         model = build(run, k)
         predict = model.predict_on_batch
+        step = model.predict_step
+
+        def traced_step(*args):  # traced once per batch shape (the shapes are static there)
+            x, z = keras.tree.flatten(args[-1])[:2]
+            traced.append(x.shape[0] * z.shape[1])
+            return step(*args)
+
+        model.predict_step = traced_step
 
         def record(inputs):
             calls.append(inputs[1].shape[:2])  # (images, samples) decoded by this call
@@ -180,6 +201,9 @@ def test_points_per_call_bounds_the_decoding_batches_and_not_the_result(tmp_path
     monkeypatch.setattr(evaluation, "_log_likelihood_model", recording)
     whole = evaluate(run, data, samples=7, points_per_call=1000)
     assert calls == [(10, 7)]  # everything in one call when it fits
+    traced.clear()
+    evaluate(run, data, samples=2, points_per_call=4)
+    assert max(traced) == 4  # the codes themselves (K = 1) are decoded 4 at a time too, not all 10 at once
     calls.clear()
     split = evaluate(run, data, samples=7, points_per_call=30)
     assert calls == [(4, 7), (4, 7), (2, 7)]  # as many whole images as 30 points allow
@@ -231,7 +255,9 @@ def test_an_evaluation_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp
         evaluate(run, data, samples=30)
     monkeypatch.setattr(evaluation, "_physical_memory", lambda: 16_050_000_000)
     # 9.65 GB and 16.05 GB, in decimal gigabytes rounded to one place (both round up)
-    with pytest.raises(VaelabError, match=r"10 images x 60,312,500 samples need 9\.7 GB; this machine has 16\.1 GB"):
+    need = r"^10 images x 60,312,500 samples need 9\.7 GB; this machine has 16\.1 GB"
+    message = need + ": use fewer --samples or --images$"
+    with pytest.raises(VaelabError, match=message):
         evaluate(run, data, samples=60_312_500)  # refused at once: nothing of that size is allocated
 
 
