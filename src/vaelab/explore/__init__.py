@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vaelab import _interrupt
 from vaelab.errors import VaelabError
 
 if TYPE_CHECKING:
@@ -79,15 +80,18 @@ def serve(
 
     if not 0 <= port <= 65535:
         raise VaelabError(f"--port must be between 0 (any free port) and 65535, got {port}")
-    loaded = load_runs(runs)
-    data = load_data(loaded, dataset, data_dir)
-    sock = _bind(host, port)
-    try:
-        port = sock.getsockname()[1]
-        app = create_app(loaded, data, allowed_hosts=guards.AllowedHosts.for_server(host, port))
-    except BaseException:
-        sock.close()
-        raise
+    # Loading compiles the networks: a Ctrl-C then stops after it, not inside JAX (vaelab._interrupt).
+    with _interrupt.stop_at_step_boundary():
+        loaded = load_runs(runs)
+        data = load_data(loaded, dataset, data_dir)
+        sock = _bind(host, port)
+        try:
+            port = sock.getsockname()[1]
+            app = create_app(loaded, data, allowed_hosts=guards.AllowedHosts.for_server(host, port))
+            _interrupt.check("interrupted before the explorer started")
+        except BaseException:
+            sock.close()
+            raise
     config = uvicorn.Config(
         app,
         http=guards.SlowClientGuard,
