@@ -29,6 +29,8 @@ def report_dirs(tmp_path_factory, preset_runs):
         str(REPORT_EPOCHS),
         "--train-subset",
         str(TRAIN_SUBSET),
+        "--iwae-samples",
+        "2",  # the bound's value is tested elsewhere; 100 samples of 10,000 test images cost a minute here
         "--out",
         str(base / "report"),
         "--runs-dir",
