@@ -3,6 +3,10 @@
     python benchmarks/mutation.py                      # every file in SCOPE (hours on 2 cores)
     python benchmarks/mutation.py layers.py model.py   # some files
     python benchmarks/mutation.py --score              # only print the table of the last runs
+    python benchmarks/mutation.py --rerun timeout      # also run again the mutants that timed out
+
+A run carries on where the last one stopped: it runs the mutants in scope that have no result yet
+(naming a mutant to mutmut makes it run again, whatever its result).
 
 mutmut's settings ([tool.mutmut] in pyproject.toml) say which files it mutates and which fast tests
 run against each mutant; this script names the functions in scope (SCOPE) and counts their mutants.
@@ -107,13 +111,23 @@ def main() -> None:
     parser.add_argument("files", nargs="*", help=f"files to mutate, of {', '.join(SCOPE)} (default: all)")
     parser.add_argument("--score", action="store_true", help="print the table of the last runs, run nothing")
     parser.add_argument("--max-children", type=int, default=os.cpu_count(), help="mutants tested at once")
+    parser.add_argument(
+        "--rerun", nargs="+", default=[], metavar="STATUS", help="also run the mutants with these results again"
+    )
     args = parser.parse_args()
     unknown = [f for f in args.files if f not in SCOPE]
     if unknown:
         parser.error(f"not in the mutation scope: {', '.join(unknown)}; choose from {', '.join(SCOPE)}")
     files = args.files or list(SCOPE)
     if not args.score:
-        mutmut("run", "--max-children", str(args.max_children), *(p for f in files for p in SCOPE[f]))
+        known = results() if (ROOT / "mutants").is_dir() else {}
+        if known:
+            wanted = {"not checked", *args.rerun}
+            names = sorted(n for n, s in known.items() if s in wanted and any(in_file(n, f) for f in files))
+        else:  # the first run: mutmut makes the mutants
+            names = [p for f in files for p in SCOPE[f]]
+        if names:
+            mutmut("run", "--max-children", str(args.max_children), *names)
     print(score(files))
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,18 @@ if "MUTANT_UNDER_TEST" in os.environ:  # set by mutmut in every process it runs 
     # Thousands of processes compile the same XLA programs: share them on disk (about halves a mutant's time).
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("jax-cache").resolve()))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    # The tests start vaelab in hundreds of processes that compile the same XLA programs (a conv training
+    # spends most of a short run compiling): they share them through JAX's persistent compilation cache,
+    # fresh for each test session. Tests of what happens during a compilation turn it off (NO_JAX_CACHE).
+    _jax_cache = tempfile.mkdtemp(prefix="vaelab-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+
+# For a subprocess's environment: compile from scratch, as a first run does.
+NO_JAX_CACHE = {"JAX_ENABLE_COMPILATION_CACHE": "false"}
 
 import vaelab  # noqa: E402, F401  (chooses the Keras backend before any test imports Keras)
 from vaelab.data import TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS  # noqa: E402
@@ -96,6 +111,13 @@ def small_run(tmp_path_factory, mnist):
 
 PRESETS = ("mlp", "mlp-fixed-var", "conv", "conv-fixed-var")
 REPORT_EPOCHS = 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the tests that use `preset_runs` run in one process, which trains the presets once."""
+    for item in items:
+        if "preset_runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("preset_runs"))
 
 
 @pytest.fixture(scope="session")

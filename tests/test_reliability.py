@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import NO_JAX_CACHE, run_cli
 from vaelab import _interrupt
 from vaelab._lock import DirectoryLock
 from vaelab.errors import Interrupted, VaelabError
@@ -21,9 +21,13 @@ from vaelab.run import CHECKPOINT, CONFIG, load_run
 TRAIN = ["train", "--train-subset", "3000", "--test-subset", "300"]
 
 
-def start_cli(*args: str) -> subprocess.Popen:
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "vaelab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "vaelab", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -107,7 +111,7 @@ def test_two_writers_started_together_leave_one_whole_run(tmp_path, mnist):
 @pytest.mark.parametrize("delay", [0.0, 1.0])
 def test_ctrl_c_during_the_first_compilation_exits_cleanly(tmp_path, mnist, delay):
     out = tmp_path / "run"
-    proc = start_cli(*TRAIN, "--epochs", "3", "--preset", "conv", "--out", str(out))
+    proc = start_cli(*TRAIN, "--epochs", "3", "--preset", "conv", "--out", str(out), env=NO_JAX_CACHE)
     wait_for(lambda: (out / CONFIG).exists(), proc)  # config.json is written just before the first step compiles
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
@@ -125,7 +129,7 @@ def test_ctrl_c_during_the_first_compilation_exits_cleanly(tmp_path, mnist, dela
 @pytest.mark.slow
 def test_a_second_ctrl_c_leaves_at_once(tmp_path, mnist):
     out = tmp_path / "run"
-    proc = start_cli(*TRAIN, "--epochs", "3", "--preset", "conv", "--out", str(out))
+    proc = start_cli(*TRAIN, "--epochs", "3", "--preset", "conv", "--out", str(out), env=NO_JAX_CACHE)
     wait_for(lambda: (out / CONFIG).exists(), proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
