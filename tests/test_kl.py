@@ -83,6 +83,9 @@ def test_float64_versions_keep_float64_precision_for_float32_inputs():
     expected = 0.5 * (math.expm1(x) - x)  # KL(N(0, e^x) || N(0, 1)), without cancellation
     assert gaussian_kl_float64(np.float32(0.0), log_var).dtype == np.float64
     assert float(gaussian_kl_float64(np.float32(0.0), log_var)) == pytest.approx(expected, rel=1e-9, abs=0)
+    # All four in float32: no float64 operand would promote the others if they were not converted first.
+    all_float32 = [np.float32(0.0), log_var, np.float32(0.0), np.float32(0.0)]
+    assert float(gaussian_kl_float64(*all_float32)) == pytest.approx(expected, rel=1e-9, abs=0)
     sigma = np.float32(1.001)
     s = float(sigma)
     expected = 0.5 * (s * s - 1) - math.log(s)
