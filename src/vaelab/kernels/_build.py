@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent
-SOURCES = ("conv_math.h", "conv_pool.h", "conv_layers.h", "conv_ffi.cc")  # every file the library is built from
+# every file the library is built from
+SOURCES = ("conv_math.h", "conv_chunks.h", "conv_pool.h", "conv_layers.h", "conv_ffi.cc")
 MAIN_SOURCE = "conv_ffi.cc"
 LIBRARY = "libvaelab_kernels.so"
 KINDS = ("conv_pool", "conv", "upconv")  # the layer kinds the library computes
