@@ -3,6 +3,11 @@
 #
 #   tests/run_sanitized.sh [pytest arguments]      (PYTHON: the interpreter, default .venv/bin/python)
 #
+# The full, manual check (minutes; not in the test suite): the only one that runs the FFI handlers'
+# glue (conv_ffi.cc: shape checks, dispatch, XLA's thread pool) under the sanitizers; run it after
+# changing conv_ffi.cc. The suite's check is tests/kernels_sanitized.cc (test_kernel_build.py): the
+# kernel math and the chunking, without XLA, in seconds.
+#
 # The kernels are compiled with -fsanitize=address,undefined (VAELAB_KERNELS_SANITIZE=1) into an
 # empty cache. Python itself is not instrumented, so the ASan runtime is preloaded, with the C++
 # runtime (ASan must see libstdc++ from the start to intercept C++ exceptions, which jaxlib throws);

@@ -6,7 +6,8 @@ channels of this network. Same layers, same variables: the kernels are another i
 the `keras.ops` formulation, which stays the reference (tests/test_kernels.py) and the fallback
 (other backends, other devices, no compiler, `VAELAB_KERNELS=0`, channel counts not compiled in).
 
-What runs, in C++ (conv_math.h, conv_pool.h, conv_layers.h; the FFI handlers in conv_ffi.cc), per image:
+What runs, in C++ (conv_math.h, conv_pool.h, conv_layers.h; the batch's chunks in conv_chunks.h; the
+FFI handlers in conv_ffi.cc), per image:
 - conv_pool: y = act(max over each 2x2 window of conv3x3_same(x, k) + b); it keeps, per output
   value, which of the window's four pixels was the maximum (int8), and the gradient flows to that
   pixel only (the first maximum on ties, as Keras' MaxPooling2D).

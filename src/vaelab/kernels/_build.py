@@ -14,7 +14,8 @@ file that is then renamed into place, so processes that compile at once each end
 whole library.
 
 `VAELAB_KERNELS_SANITIZE=1` builds with AddressSanitizer and UndefinedBehaviorSanitizer instead
-(a separate cache entry; the process must preload libasan, see tests/run_sanitized.sh).
+(a separate cache entry; the process must preload libasan, see tests/run_sanitized.sh). The same
+flags build tests/kernels_sanitized.cc, which checks the kernels without XLA.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent
-SOURCES = ("conv_math.h", "conv_pool.h", "conv_layers.h", "conv_ffi.cc")  # every file the library is built from
+# every file the library is built from
+SOURCES = ("conv_math.h", "conv_chunks.h", "conv_pool.h", "conv_layers.h", "conv_ffi.cc")
 MAIN_SOURCE = "conv_ffi.cc"
 LIBRARY = "libvaelab_kernels.so"
 KINDS = ("conv_pool", "conv", "upconv")  # the layer kinds the library computes
@@ -84,16 +86,30 @@ def sanitize() -> bool:
     return os.environ.get("VAELAB_KERNELS_SANITIZE", "0") not in ("", "0")
 
 
-def compile_flags(include_dir: str) -> list[str]:
-    # -fopenmp-simd: honour the sources' `#pragma omp simd` (which loop to vectorise), no OpenMP runtime
-    flags = ["-std=c++17", "-O3", "-fopenmp-simd", "-shared", "-fPIC", "-isystem", include_dir]
+# AddressSanitizer and UndefinedBehaviorSanitizer, any finding fatal: the library's flags under
+# VAELAB_KERNELS_SANITIZE=1, and the sanitized kernel test's (tests/kernels_sanitized.cc)
+SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
+
+
+def loop_flags() -> list[str]:
+    """How the kernels' loops are compiled on this machine, whatever else the build does.
+
+    `-fopenmp-simd` honours the sources' `#pragma omp simd` (which loop to vectorise) without an
+    OpenMP runtime; `-march=native` (x86-64) or `-mcpu=native` (arm64) targets the host's CPU.
+    """
+    flags = ["-fopenmp-simd"]
     arch = platform.machine().lower()
     if arch in ("x86_64", "amd64"):
         flags.append("-march=native")
     elif arch in ("aarch64", "arm64"):
         flags.append("-mcpu=native")
+    return flags
+
+
+def compile_flags(include_dir: str) -> list[str]:
+    flags = ["-std=c++17", "-O3", *loop_flags(), "-shared", "-fPIC", "-isystem", include_dir]
     if sanitize():
-        flags += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+        flags += SANITIZE_FLAGS
     return flags
 
 

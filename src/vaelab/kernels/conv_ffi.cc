@@ -1,5 +1,6 @@
-// XLA FFI handlers for conv_layers.h: shape checks, the split of a batch over XLA's thread pool,
-// and the dispatch to the channel counts compiled in. Built by vaelab/kernels/_build.py.
+// XLA FFI handlers for conv_layers.h and conv_pool.h: shape checks, the split of a batch over XLA's
+// thread pool (in the chunks of conv_chunks.h), and the dispatch to the channel counts compiled in.
+// Built by vaelab/kernels/_build.py.
 //
 // Every handler takes float32 NHWC buffers. Attributes: `activation` (conv_math.h's Activation)
 // and, for upconv, `pad` (1: "same", 0: "valid"). The Python wrappers check shapes and dtypes
@@ -13,6 +14,7 @@
 #include <string>
 #include <type_traits>
 
+#include "conv_chunks.h"
 #include "conv_layers.h"
 #include "conv_pool.h"
 #include "xla/ffi/api/ffi.h"
@@ -54,19 +56,6 @@ bool upconv_channels(int64_t c, int64_t f, Fn&& fn) {
   return false;
 }
 
-// The batch is cut into at most kMaxChunks runs of whole images, the same cut for any number of
-// threads; the weight gradients' partial sums of the chunks are added in chunk order, so a run
-// repeats exactly (same seed, same losses) however the threads happen to be scheduled.
-constexpr Index kMaxChunks = 32;
-
-struct Chunks {
-  Index n, size, count;
-  explicit Chunks(Index images)
-      : n(images), size(images > 0 ? (images + kMaxChunks - 1) / kMaxChunks : 1), count((images + size - 1) / size) {}
-  Index lo(Index k) const { return k * size; }
-  Index hi(Index k) const { return std::min(n, (k + 1) * size); }
-};
-
 // Runs fn(0) ... fn(count - 1) on the calling thread and on XLA's intra-op threads. The caller
 // takes work too and then waits only for chunks already running, so it never waits on a task that
 // has not started (XLA may call us from one of the pool's own threads). Helpers that start after
@@ -98,28 +87,9 @@ void parallel_for(ffi::ThreadPool& pool, Index count, const std::function<void(I
   state->finished.wait(lock, [&] { return state->done.load() == count; });
 }
 
-// Runs weights(lo, hi, dw, db) per chunk into zeroed partial sums, then adds them up in chunk order.
-void weight_gradients(ffi::ThreadPool& pool, Index n, Index kernel_size, Index filters, float* dw, float* db,
-                      const std::function<void(Index, Index, float*, float*)>& weights) {
-  const Chunks chunks(n);
-  const Index stride = kernel_size + filters;
-  std::vector<float> partial(chunks.count * stride, 0.f);
-  parallel_for(pool, chunks.count, [&](Index k) {
-    float* part = partial.data() + k * stride;
-    weights(chunks.lo(k), chunks.hi(k), part, part + kernel_size);
-  });
-  std::fill(dw, dw + kernel_size, 0.f);
-  std::fill(db, db + filters, 0.f);
-  for (Index k = 0; k < chunks.count; ++k) {
-    const float* part = partial.data() + k * stride;
-    for (Index i = 0; i < kernel_size; ++i) dw[i] += part[i];
-    for (Index f = 0; f < filters; ++f) db[f] += part[kernel_size + f];
-  }
-}
-
-void for_chunks(ffi::ThreadPool& pool, Index n, const std::function<void(Index, Index)>& body) {
-  const Chunks chunks(n);
-  parallel_for(pool, chunks.count, [&](Index k) { body(chunks.lo(k), chunks.hi(k)); });
+// The pool as conv_chunks.h's ChunkRunner.
+ChunkRunner on(ffi::ThreadPool& pool) {
+  return [&pool](Index count, const std::function<void(Index)>& fn) { parallel_for(pool, count, fn); };
 }
 
 using F32 = ffi::Buffer<ffi::F32, 4>;
@@ -160,7 +130,7 @@ ffi::Error ConvPoolForward(ffi::ThreadPool pool, F32 x, F32 w, Vec b, Out<F32> y
     return invalid("conv_pool forward: bad output shapes");
   const int h = int(xd[1]), wd = int(xd[2]);
   bool ok = conv_pool_channels(c, f, [&](auto C, auto F) {
-    for_chunks(pool, xd[0], [&](Index lo, Index hi) {
+    for_chunks(on(pool), xd[0], [&](Index lo, Index hi) {
       ConvPool<C, F>::forward(x.typed_data(), w.typed_data(), b.typed_data(), act, h, wd, y->typed_data(),
                               arg->typed_data(), lo, hi);
     });
@@ -182,7 +152,7 @@ ffi::Error ConvPoolWeights(ffi::ThreadPool pool, F32 x, F32 y, Int8 arg, F32 g, 
     return invalid("conv_pool weights: bad shapes or activation");
   const int h = int(xd[1]), wd = int(xd[2]);
   bool ok = conv_pool_channels(c, f, [&](auto C, auto F) {
-    weight_gradients(pool, xd[0], 9 * C * F, F, dw->typed_data(), db->typed_data(),
+    weight_gradients(on(pool), xd[0], 9 * C * F, F, dw->typed_data(), db->typed_data(),
                      [&](Index lo, Index hi, float* pdw, float* pdb) {
                        ConvPool<C, F>::weights(x.typed_data(), y.typed_data(), arg.typed_data(), g.typed_data(), act,
                                                h, wd, pdw, pdb, lo, hi);
@@ -199,7 +169,7 @@ ffi::Error ConvPoolInput(ffi::ThreadPool pool, F32 w, F32 y, Int8 arg, F32 g, Ou
     return invalid("conv_pool input: bad shapes or activation");
   const int h = int(xd[1]), wd = int(xd[2]);
   bool ok = conv_pool_channels(c, f, [&](auto C, auto F) {
-    for_chunks(pool, xd[0], [&](Index lo, Index hi) {
+    for_chunks(on(pool), xd[0], [&](Index lo, Index hi) {
       ConvPool<C, F>::input(w.typed_data(), y.typed_data(), arg.typed_data(), g.typed_data(), act, h, wd,
                             dx->typed_data(), lo, hi);
     });
@@ -221,7 +191,7 @@ ffi::Error ConvForward(ffi::ThreadPool pool, F32 x, F32 w, Vec b, Out<F32> y, in
     return invalid("conv forward: bad shapes or activation");
   const int h = int(xd[1]), wd = int(xd[2]);
   bool ok = conv_channels(c, f, [&](auto C, auto F) {
-    for_chunks(pool, xd[0], [&](Index lo, Index hi) {
+    for_chunks(on(pool), xd[0], [&](Index lo, Index hi) {
       Conv<C, F>::forward(x.typed_data(), w.typed_data(), b.typed_data(), act, h, wd, y->typed_data(), lo, hi);
     });
   });
@@ -236,7 +206,7 @@ ffi::Error ConvWeights(ffi::ThreadPool pool, F32 x, F32 y, F32 g, Out<F32> dw, O
     return invalid("conv weights: bad shapes or activation");
   const int h = int(xd[1]), wd = int(xd[2]);
   bool ok = conv_channels(c, f, [&](auto C, auto F) {
-    weight_gradients(pool, xd[0], 9 * C * F, F, dw->typed_data(), db->typed_data(),
+    weight_gradients(on(pool), xd[0], 9 * C * F, F, dw->typed_data(), db->typed_data(),
                      [&](Index lo, Index hi, float* pdw, float* pdb) {
                        Conv<C, F>::weights(x.typed_data(), y.typed_data(), g.typed_data(), act, h, wd, pdw, pdb, lo,
                                            hi);
@@ -253,7 +223,7 @@ ffi::Error ConvInput(ffi::ThreadPool pool, F32 w, F32 y, F32 g, Out<F32> dx, int
     return invalid("conv input: bad shapes or activation");
   const int h = int(xd[1]), wd = int(xd[2]);
   bool ok = conv_channels(c, f, [&](auto C, auto F) {
-    for_chunks(pool, xd[0], [&](Index lo, Index hi) {
+    for_chunks(on(pool), xd[0], [&](Index lo, Index hi) {
       Conv<C, F>::input(w.typed_data(), y.typed_data(), g.typed_data(), act, h, wd, dx->typed_data(), lo, hi);
     });
   });
@@ -277,7 +247,7 @@ ffi::Error UpConvForward(ffi::ThreadPool pool, F32 x, F32 w, Vec b, Out<F32> y, 
     return invalid("upconv forward: bad shapes, pad or activation");
   bool ok = upconv_channels(c, f, [&](auto C, auto F) {
     const std::vector<float> wc = subpixel_kernels<C, F>(w.typed_data(), geo);
-    for_chunks(pool, x.dimensions()[0], [&](Index lo, Index hi) {
+    for_chunks(on(pool), x.dimensions()[0], [&](Index lo, Index hi) {
       UpConv<C, F>::forward(x.typed_data(), wc.data(), b.typed_data(), act, geo, y->typed_data(), lo, hi);
     });
   });
@@ -293,7 +263,7 @@ ffi::Error UpConvWeights(ffi::ThreadPool pool, F32 x, F32 y, F32 g, Out<F32> dw,
     return invalid("upconv weights: bad shapes, pad or activation");
   bool ok = upconv_channels(c, f, [&](auto C, auto F) {
     std::vector<float> dwc(16 * C * F);
-    weight_gradients(pool, x.dimensions()[0], 16 * C * F, F, dwc.data(), db->typed_data(),
+    weight_gradients(on(pool), x.dimensions()[0], 16 * C * F, F, dwc.data(), db->typed_data(),
                      [&](Index lo, Index hi, float* pdw, float* pdb) {
                        UpConv<C, F>::weights(x.typed_data(), y.typed_data(), g.typed_data(), act, geo, pdw, pdb, lo,
                                              hi);
@@ -311,7 +281,7 @@ ffi::Error UpConvInput(ffi::ThreadPool pool, F32 w, F32 y, F32 g, Out<F32> dx, i
     return invalid("upconv input: bad shapes, pad or activation");
   bool ok = upconv_channels(c, f, [&](auto C, auto F) {
     const std::vector<float> wc = subpixel_kernels<C, F>(w.typed_data(), geo);
-    for_chunks(pool, dx->dimensions()[0], [&](Index lo, Index hi) {
+    for_chunks(on(pool), dx->dimensions()[0], [&](Index lo, Index hi) {
       UpConv<C, F>::input(wc.data(), y.typed_data(), g.typed_data(), act, geo, dx->typed_data(), lo, hi);
     });
   });

@@ -1,0 +1,352 @@
+// Every compiled kernel against naive reference loops, without XLA, built with AddressSanitizer and
+// UndefinedBehaviorSanitizer: CI's check that the kernel math and the batch's chunking stay inside
+// their buffers, do nothing undefined, and compute the right numbers. (The FFI handlers' glue, in
+// conv_ffi.cc, needs XLA: tests/run_sanitized.sh checks it, by hand.)
+//
+// The ConvNet's five layers, forward, weight gradients and input gradient each, at batches 1, 7 and
+// 33, cut into chunks of images by conv_chunks.h (the handlers' own code; 33 images make chunks of
+// 2 and a last one of 1) that run on two std::threads, like XLA's thread pool. The weight gradients
+// are computed once more on one thread and must be bitwise the same (the chunks are added in
+// order). Outputs start as NaN (int8 -1), so an element a kernel forgets to write is a mismatch.
+//
+// Inputs, kernels and gradients are multiples of 1/8 in [-1, 1]: every product is a multiple of
+// 1/64 and every sum here stays far below 2^24 / 64, so the relu layers' sums are exact in float32
+// in any order. The max-pooling's ties are therefore exact ties (many: small values, and a blank top
+// half of each image, as around a digit), and which pixel wins each window is compared exactly. The
+// sigmoid layer's values are not exact; all float values are compared with a tolerance relative to
+// the array's magnitude. Exit 0 with one line saying what passed; 1 with the first mismatch; the
+// sanitizers abort on any memory error or undefined behaviour.
+//
+// Built and run by tests/test_kernel_build.py with the flags of vaelab/kernels/_build.py; by hand:
+//
+//   c++ -std=c++17 -O1 -g -fopenmp-simd -march=native -fsanitize=address,undefined
+//       -fno-sanitize-recover=all -Isrc/vaelab/kernels tests/kernels_sanitized.cc -o /tmp/ks
+//   /tmp/ks
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "conv_chunks.h"
+#include "conv_layers.h"
+#include "conv_pool.h"
+
+using namespace vaelab;
+
+namespace {
+
+// ---- running the chunks -------------------------------------------------------------------------
+
+// A ChunkRunner on two std::threads that take the next chunk as they finish one, as XLA's pool does.
+void two_threads(Index count, const std::function<void(Index)>& fn) {
+  std::atomic<Index> next{0};
+  auto work = [&] {
+    for (Index k; (k = next.fetch_add(1)) < count;) fn(k);
+  };
+  std::thread first(work), second(work);
+  first.join();
+  second.join();
+}
+
+void one_thread(Index count, const std::function<void(Index)>& fn) {
+  for (Index k = 0; k < count; ++k) fn(k);
+}
+
+// ---- checking -----------------------------------------------------------------------------------
+
+const float kUnwritten = std::numeric_limits<float>::quiet_NaN();
+int kernel_runs = 0;  // kernels run and found equal to the reference
+long tied_windows = 0;
+
+[[noreturn]] void mismatch(const std::string& what, size_t i, double got, double want, double tolerance) {
+  std::fprintf(stderr,
+               "kernels_sanitized: MISMATCH in %s: element %zu is %.9g, the reference loops say %.9g "
+               "(tolerance %.3g)\n",
+               what.c_str(), i, got, want, tolerance);
+  std::exit(1);
+}
+
+// Equal to float32 rounding: |got - want| <= 1e-4 |want| + 2e-6 max(1, max |want|), as test_kernels.py.
+void check(const std::string& what, const std::vector<float>& got, const std::vector<double>& want) {
+  if (got.size() != want.size()) mismatch(what + " (sizes differ)", 0, double(got.size()), double(want.size()), 0);
+  double scale = 1;
+  for (double v : want) scale = std::max(scale, std::abs(v));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tolerance = 1e-4 * std::abs(want[i]) + 2e-6 * scale;
+    if (!(std::abs(double(got[i]) - want[i]) <= tolerance)) mismatch(what, i, got[i], want[i], tolerance);
+  }
+}
+
+void check_exact(const std::string& what, const std::vector<int8_t>& got, const std::vector<int8_t>& want) {
+  for (size_t i = 0; i < want.size(); ++i)
+    if (got[i] != want[i]) mismatch(what, i, got[i], want[i], 0);
+}
+
+void check_bitwise(const std::string& what, const std::vector<float>& got, const std::vector<float>& want) {
+  for (size_t i = 0; i < want.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) mismatch(what, i, got[i], want[i], 0);
+}
+
+// ---- data ---------------------------------------------------------------------------------------
+
+// n values k/8, k uniform in [-8, 8]; given h, w and c, the top half of each (images, h, w, c) image is zero.
+std::vector<float> eighths(size_t n, unsigned seed, int h = 0, int w = 0, int c = 0) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> k(-8, 8);
+  std::vector<float> v(n);
+  for (float& x : v) x = k(gen) / 8.f;
+  if (h > 0)
+    for (size_t i = 0; i < n; ++i)
+      if ((i / (size_t(w) * c)) % h < size_t(h / 2)) v[i] = 0.f;
+  return v;
+}
+
+// ---- the reference: naive loops in double, from the layers' definitions ------------------------
+
+double act(int32_t a, double v) { return a == kRelu ? std::max(v, 0.0) : a == kSigmoid ? 1 / (1 + std::exp(-v)) : v; }
+double slope(int32_t a, double y) { return a == kRelu ? (y > 0 ? 1.0 : 0.0) : a == kSigmoid ? y * (1 - y) : 1.0; }
+
+// out (n, h + 2 pad - 2, w + 2 pad - 2, f) = x (n, h, w, c) convolved with k (3, 3, c, f), with `pad`
+// zero pixels around each image.
+std::vector<double> conv3x3(const std::vector<float>& x, Index n, int h, int w, int c, const std::vector<float>& k,
+                            int f, int pad) {
+  const int oh = h + 2 * pad - 2, ow = w + 2 * pad - 2;
+  std::vector<double> out(size_t(n) * oh * ow * f, 0.0);
+  for (Index im = 0; im < n; ++im)
+    for (int r = 0; r < oh; ++r)
+      for (int s = 0; s < ow; ++s)
+        for (int o = 0; o < f; ++o) {
+          double sum = 0;
+          for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) {
+              const int a = r + i - pad, b = s + j - pad;
+              if (a < 0 || a >= h || b < 0 || b >= w) continue;
+              for (int ci = 0; ci < c; ++ci)
+                sum += double(x[((im * h + a) * w + b) * c + ci]) * k[((i * 3 + j) * c + ci) * f + o];
+            }
+          out[((im * oh + r) * ow + s) * f + o] = sum;
+        }
+  return out;
+}
+
+struct Gradients {
+  std::vector<double> kernel, bias, input;
+};
+
+// The gradients of sum(gz * (conv3x3(x, k, pad) + bias)) for gz at the convolution's output.
+Gradients conv3x3_backward(const std::vector<float>& x, Index n, int h, int w, int c, const std::vector<float>& k,
+                           int f, int pad, const std::vector<double>& gz) {
+  const int oh = h + 2 * pad - 2, ow = w + 2 * pad - 2;
+  Gradients d{std::vector<double>(9 * c * f, 0.0), std::vector<double>(f, 0.0), std::vector<double>(x.size(), 0.0)};
+  for (Index im = 0; im < n; ++im)
+    for (int r = 0; r < oh; ++r)
+      for (int s = 0; s < ow; ++s)
+        for (int o = 0; o < f; ++o) {
+          const double v = gz[((im * oh + r) * ow + s) * f + o];
+          d.bias[o] += v;
+          for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) {
+              const int a = r + i - pad, b = s + j - pad;
+              if (a < 0 || a >= h || b < 0 || b >= w) continue;
+              for (int ci = 0; ci < c; ++ci) {
+                const Index at = ((im * h + a) * w + b) * c + ci, tap = ((i * 3 + j) * c + ci) * f + o;
+                d.kernel[tap] += x[at] * v;
+                d.input[at] += k[tap] * v;
+              }
+            }
+        }
+  return d;
+}
+
+// ---- the layers ---------------------------------------------------------------------------------
+
+std::string label(const char* layer, const char* part, Index n) {
+  return std::string(layer) + " " + part + " (batch " + std::to_string(n) + ")";
+}
+
+// The weight gradients by `weights` through conv_chunks.h on two threads, checked bitwise against
+// the same on one thread; returns (kernel gradient, bias gradient).
+template <class Weights>
+std::pair<std::vector<float>, std::vector<float>> weight_gradients_checked(const std::string& what, Index n,
+                                                                           Index kernel_size, int f,
+                                                                           Weights&& weights) {
+  std::vector<float> dk(kernel_size, kUnwritten), db(f, kUnwritten), dk1(kernel_size), db1(f);
+  weight_gradients(two_threads, n, kernel_size, f, dk.data(), db.data(), weights);
+  weight_gradients(one_thread, n, kernel_size, f, dk1.data(), db1.data(), weights);
+  check_bitwise(what + ": kernel gradient, two threads against one", dk, dk1);
+  check_bitwise(what + ": bias gradient, two threads against one", db, db1);
+  return {dk, db};
+}
+
+// conv_pool: y = relu(max over each 2x2 window of conv3x3_same(x, k) + b), the first maximum on ties.
+template <int C, int F>
+void conv_pool(const char* layer, Index n, int h, int w) {
+  const int ph = h / 2, pw = w / 2;
+  const auto x = eighths(size_t(n) * h * w * C, 1, h, w, C), k = eighths(9 * C * F, 2), b = eighths(F, 3);
+  const auto g = eighths(size_t(n) * ph * pw * F, 4);
+  using L = ConvPool<C, F>;
+
+  std::vector<float> y(g.size(), kUnwritten);
+  std::vector<int8_t> arg(g.size(), -1);
+  for_chunks(two_threads, n, [&](Index lo, Index hi) {
+    L::forward(x.data(), k.data(), b.data(), kRelu, h, w, y.data(), arg.data(), lo, hi);
+  });
+  const std::vector<double> z = conv3x3(x, n, h, w, C, k, F, 1);
+  std::vector<double> y_ref(g.size());
+  std::vector<int8_t> arg_ref(g.size());
+  for (Index im = 0; im < n; ++im)
+    for (int i = 0; i < ph; ++i)
+      for (int j = 0; j < pw; ++j)
+        for (int o = 0; o < F; ++o) {
+          double best = -INFINITY;
+          int first = 0, ties = 0;
+          for (int a = 0; a < 4; ++a) {  // (0, 0), (0, 1), (1, 0), (1, 1)
+            const double v = z[((im * h + 2 * i + a / 2) * w + 2 * j + a % 2) * F + o];
+            ties += v == best;
+            if (v > best) best = v, first = a, ties = 0;
+          }
+          tied_windows += ties > 0;
+          const Index at = ((im * ph + i) * pw + j) * F + o;
+          y_ref[at] = act(kRelu, best + b[o]);
+          arg_ref[at] = int8_t(first);
+        }
+  check(label(layer, "forward", n), y, y_ref);
+  check_exact(label(layer, "forward: which pixel is each window's maximum", n), arg, arg_ref);
+
+  std::vector<double> gz(z.size(), 0.0);  // the pooled gradient, at each window's maximum
+  for (Index im = 0; im < n; ++im)
+    for (int i = 0; i < ph; ++i)
+      for (int j = 0; j < pw; ++j)
+        for (int o = 0; o < F; ++o) {
+          const Index at = ((im * ph + i) * pw + j) * F + o;
+          const int a = arg_ref[at];
+          gz[((im * h + 2 * i + a / 2) * w + 2 * j + a % 2) * F + o] = g[at] * slope(kRelu, y[at]);
+        }
+  const Gradients want = conv3x3_backward(x, n, h, w, C, k, F, 1, gz);
+  const std::string what = label(layer, "weights", n);
+  const auto [dk, db] =
+      weight_gradients_checked(what, n, 9 * C * F, F, [&](Index lo, Index hi, float* pdk, float* pdb) {
+        L::weights(x.data(), y.data(), arg.data(), g.data(), kRelu, h, w, pdk, pdb, lo, hi);
+      });
+  check(what + ": kernel gradient", dk, want.kernel);
+  check(what + ": bias gradient", db, want.bias);
+
+  std::vector<float> dx(x.size(), kUnwritten);
+  for_chunks(two_threads, n, [&](Index lo, Index hi) {
+    L::input(k.data(), y.data(), arg.data(), g.data(), kRelu, h, w, dx.data(), lo, hi);
+  });
+  check(label(layer, "input", n), dx, want.input);
+  kernel_runs += 3;
+}
+
+// conv: y = relu(conv3x3_same(x, k) + b).
+template <int C, int F>
+void conv(const char* layer, Index n, int h, int w) {
+  const auto x = eighths(size_t(n) * h * w * C, 5), k = eighths(9 * C * F, 6), b = eighths(F, 7);
+  const auto g = eighths(size_t(n) * h * w * F, 8);
+  using L = Conv<C, F>;
+
+  std::vector<float> y(g.size(), kUnwritten);
+  for_chunks(two_threads, n, [&](Index lo, Index hi) {
+    L::forward(x.data(), k.data(), b.data(), kRelu, h, w, y.data(), lo, hi);
+  });
+  std::vector<double> y_ref = conv3x3(x, n, h, w, C, k, F, 1);
+  for (size_t i = 0; i < y_ref.size(); ++i) y_ref[i] = act(kRelu, y_ref[i] + b[i % F]);
+  check(label(layer, "forward", n), y, y_ref);
+
+  std::vector<double> gz(g.size());
+  for (size_t i = 0; i < gz.size(); ++i) gz[i] = g[i] * slope(kRelu, y[i]);
+  const Gradients want = conv3x3_backward(x, n, h, w, C, k, F, 1, gz);
+  const std::string what = label(layer, "weights", n);
+  const auto [dk, db] =
+      weight_gradients_checked(what, n, 9 * C * F, F, [&](Index lo, Index hi, float* pdk, float* pdb) {
+        L::weights(x.data(), y.data(), g.data(), kRelu, h, w, pdk, pdb, lo, hi);
+      });
+  check(what + ": kernel gradient", dk, want.kernel);
+  check(what + ": bias gradient", db, want.bias);
+
+  std::vector<float> dx(x.size(), kUnwritten);
+  for_chunks(two_threads, n, [&](Index lo, Index hi) {
+    L::input(k.data(), y.data(), g.data(), kRelu, h, w, dx.data(), lo, hi);
+  });
+  check(label(layer, "input", n), dx, want.input);
+  kernel_runs += 3;
+}
+
+// upconv: y = act(conv3x3(upsample2x_nearest(x), k) + b), with `pad` 1 ("same") or 0 ("valid").
+// The kernel goes in and out through the sub-pixel kernels, as the FFI handlers do.
+template <int C, int F>
+void upconv(const char* layer, Index n, int h, int w, int pad, int32_t activation) {
+  const UpGeometry geo{h, w, pad};
+  const int oh = geo.out_h(), ow = geo.out_w();
+  const auto x = eighths(size_t(n) * h * w * C, 9), k = eighths(9 * C * F, 10), b = eighths(F, 11);
+  const auto g = eighths(size_t(n) * oh * ow * F, 12);
+  const std::vector<float> kc = subpixel_kernels<C, F>(k.data(), geo);
+  using L = UpConv<C, F>;
+
+  auto source = [&](size_t i) {  // where element i of upsample2x_nearest(x) comes from in x
+    const size_t c = i % C, s = i / C % (2 * w), r = i / C / (2 * w) % (2 * h), im = i / C / (2 * w) / (2 * h);
+    return ((im * h + r / 2) * w + s / 2) * C + c;
+  };
+  std::vector<float> up(size_t(n) * 4 * h * w * C);
+  for (size_t i = 0; i < up.size(); ++i) up[i] = x[source(i)];
+
+  std::vector<float> y(g.size(), kUnwritten);
+  for_chunks(two_threads, n, [&](Index lo, Index hi) {
+    L::forward(x.data(), kc.data(), b.data(), activation, geo, y.data(), lo, hi);
+  });
+  std::vector<double> y_ref = conv3x3(up, n, 2 * h, 2 * w, C, k, F, pad);
+  for (size_t i = 0; i < y_ref.size(); ++i) y_ref[i] = act(activation, y_ref[i] + b[i % F]);
+  check(label(layer, "forward", n), y, y_ref);
+
+  std::vector<double> gz(g.size());
+  for (size_t i = 0; i < gz.size(); ++i) gz[i] = g[i] * slope(activation, y[i]);
+  const Gradients want = conv3x3_backward(up, n, 2 * h, 2 * w, C, k, F, pad, gz);
+  const std::string what = label(layer, "weights", n);
+  const auto [dkc, db] =
+      weight_gradients_checked(what, n, 16 * C * F, F, [&](Index lo, Index hi, float* pdk, float* pdb) {
+        L::weights(x.data(), y.data(), g.data(), activation, geo, pdk, pdb, lo, hi);
+      });
+  std::vector<float> dk(9 * C * F, kUnwritten);
+  kernel_from_subpixel<C, F>(dkc.data(), geo, dk.data());
+  check(what + ": kernel gradient", dk, want.kernel);
+  check(what + ": bias gradient", db, want.bias);
+
+  std::vector<float> dx(x.size(), kUnwritten);
+  for_chunks(two_threads, n, [&](Index lo, Index hi) {
+    L::input(kc.data(), y.data(), g.data(), activation, geo, dx.data(), lo, hi);
+  });
+  std::vector<double> dx_ref(x.size(), 0.0);  // the upsampling's gradient: each 2x2 block summed
+  for (size_t i = 0; i < up.size(); ++i) dx_ref[source(i)] += want.input[i];
+  check(label(layer, "input", n), dx, dx_ref);
+  kernel_runs += 3;
+}
+
+}  // namespace
+
+int main() {
+  const Index batches[] = {1, 7, 33};
+  for (Index n : batches) {
+    conv_pool<1, 16>("encoder_conv1 (conv_pool 1->16, 28x28)", n, 28, 28);
+    conv_pool<16, 8>("encoder_conv2 (conv_pool 16->8, 14x14)", n, 14, 14);
+    conv<8, 8>("decoder_conv1 (conv 8->8, 8x8)", n, 8, 8);
+    upconv<8, 16>("decoder_conv2 (upconv 8->16 valid, 8x8)", n, 8, 8, 0, kRelu);
+    upconv<16, 1>("decoder_mean (upconv 16->1 same + sigmoid, 14x14)", n, 14, 14, 1, kSigmoid);
+  }
+  if (tied_windows == 0) {
+    std::fprintf(stderr, "kernels_sanitized: the data made no max-pooling ties, which this check must include\n");
+    return 1;
+  }
+  const int per_batch = kernel_runs / int(std::size(batches));
+  std::printf("kernels_sanitized: %d kernels x %d batches (1, 7, 33) on 2 threads equal the reference loops "
+              "(%ld max-pooling windows with ties)\n",
+              per_batch, int(std::size(batches)), tied_windows);
+  return 0;
+}
