@@ -264,3 +264,22 @@ def test_a_compiled_kernel_takes_only_the_layers_it_can_compute(monkeypatch):
     with distribution.scope():  # XLA would gather the whole batch onto every device for the call
         assert _kernel_activation(SameConv2D(4), "conv", x) is None
     assert _kernel_activation(SameConv2D(4), "conv", x) == "linear"
+
+
+@pytest.mark.parametrize(
+    ("layer", "padding"),
+    [
+        (lambda: ConvMaxPool2D(4), "same"),
+        (lambda: SameConv2D(4), "same"),
+        (lambda: UpSamplingConv2D(4), "same"),
+        (lambda: UpSamplingConv2D(4, "valid"), "valid"),
+    ],
+)
+def test_fused_layers_tell_the_browser_their_stock_convolution(layer, padding):
+    """The live report's JavaScript runs each fused layer as its stock pair, from the layer's own attributes."""
+    from vaelab.webmodel import describe
+
+    x = keras.Input((8, 8, 2))
+    described = describe(keras.Model(x, layer()(x)))
+    conv = next(op for op in described["ops"] if op["op"] == "conv2d")
+    assert conv["padding"] == padding
