@@ -201,8 +201,10 @@ def test_explore_warns_when_listening_beyond_loopback(small_run):
         line = proc.stderr.readline()
         assert "warning" in line and "0.0.0.0" in line
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # at once: the server may still be starting, which a Ctrl-C must stop too
         proc.wait(timeout=30)
+    assert proc.returncode == 130
+    assert proc.stderr.read().strip().splitlines() == ["vaelab explore: interrupted"]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 import sys
 import threading
@@ -116,8 +117,30 @@ def serve(
             thread.join(0.02)
         return Server(url, server, thread)
     print(f"vaelab explore: serving {', '.join(r.name for r in loaded)} at {url} (Ctrl-C stops)", flush=True)
-    server.run(sockets=[sock])
+    _run_until_ctrl_c(server, sock)
     return None
+
+
+def _run_until_ctrl_c(server, sock: socket.socket) -> None:
+    """Runs uvicorn in the foreground; Ctrl-C stops it and then raises KeyboardInterrupt.
+
+    uvicorn installs its own Ctrl-C handler only once its event loop runs. Python's default handler
+    would raise KeyboardInterrupt inside asyncio's start-up before that, which can leave the server
+    running; this one asks uvicorn to stop instead, which it checks as it starts.
+    """
+    stopped = []
+
+    def stop(signum, frame):
+        stopped.append(signum)
+        server.should_exit = True
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        server.run(sockets=[sock])  # uvicorn passes a Ctrl-C it caught on to this handler as it returns
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stopped:
+        raise KeyboardInterrupt
 
 
 def _url_host(host: str) -> str:
