@@ -113,13 +113,6 @@ PRESETS = ("mlp", "mlp-fixed-var", "conv", "conv-fixed-var")
 REPORT_EPOCHS = 1
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, the tests that use `preset_runs` run in one process, which trains the presets once."""
-    for item in items:
-        if "preset_runs" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("preset_runs"))
-
-
 @pytest.fixture(scope="session")
 def preset_runs(tmp_path_factory, mnist) -> dict:
     """Every preset trained for 1 epoch on 2000 real MNIST images, in one runs directory.

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 REPORT_BUDGET_BYTES = 10_000_000
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": pytest-xdist may run this module's tests apart; one report
 def report_dirs(tmp_path_factory, preset_runs):
     base = tmp_path_factory.mktemp("report")
     args = [
