@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vaelab import _interrupt
 from vaelab.config import RunConfig
@@ -88,14 +89,22 @@ def _start(job: Job, cores: set[int], data_dir: str | None) -> subprocess.Popen:
     spec = {"config": job.config.to_dict(), "path": str(job.path), "samples": job.samples, "images": job.images,
             "data_dir": data_dir, "verbose": 2}  # fmt: skip
     job.path.parent.mkdir(parents=True, exist_ok=True)
-    with open(job.log, "w") as logfile:
+    return start_worker(spec, job.log, cores)
+
+
+def start_worker(spec: dict[str, Any], log: Path, cores: set[int] | None = None) -> subprocess.Popen:
+    """Starts `python -m vaelab._sweep_worker` on `spec` (one run trained and evaluated), its output in `log`.
+
+    With `cores`, the worker may run on those cores only: XLA sizes its thread pool from them.
+    """
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores and hasattr(os, "sched_setaffinity") else None
+    with open(log, "w") as logfile:
         return subprocess.Popen(
             [sys.executable, "-m", "vaelab._sweep_worker", json.dumps(spec)],
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            # XLA sizes its thread pool from the cores the process may run on
-            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if hasattr(os, "sched_setaffinity") else None,
+            preexec_fn=pin,
         )
 
 

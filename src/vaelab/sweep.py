@@ -247,14 +247,7 @@ def _run_locally(todo: list[Point], out: Path, common: dict[str, Any], workers: 
             while pending and len(running) < workers:
                 point = pending.pop(0)
                 spec = _point_spec(point, out, common)
-                with open(spec["log"], "w") as logfile:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "vaelab._sweep_worker", json.dumps(spec)],
-                        stdout=logfile,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                    )
-                running[proc] = point
+                running[lanes.start_worker(spec, Path(spec["log"]))] = point
             for proc in [p for p in running if p.poll() is not None]:
                 point = running.pop(proc)
                 _collect(proc, point, out)
