@@ -174,6 +174,8 @@ def test_networks_train_side_by_side_stop_together_on_ctrl_c_and_carry_on(tmp_pa
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "report" / "index.html").exists()
+    # Pinning the workers must not fork this JAX process (Python warns of a deadlock when it does).
+    assert "Warning" not in err + again.stderr, err + again.stderr
     for preset in REPORT_PRESETS:
         run = load_run(tmp_path / "runs" / f"{preset}-epochs1-train-subset1000")
         assert run.complete and run.metrics["evaluation"]["samples"] == 2

@@ -8,11 +8,15 @@ log; the exit status says how it went, as the `vaelab` command's does: 0 done, 2
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 
 
 def main(argv: list[str]) -> int:
+    spec = json.loads(argv[1])
+    if spec.get("cores"):  # before JAX loads: XLA sizes its thread pool from the cores it may use
+        os.sched_setaffinity(0, spec["cores"])
     import vaelab  # noqa: F401  (chooses the Keras backend before anything imports Keras)
     from vaelab import _interrupt
     from vaelab._malloc import tune_malloc
@@ -21,7 +25,6 @@ def main(argv: list[str]) -> int:
 
     _interrupt.leave_at_once_on_second_interrupt()
     tune_malloc()
-    spec = json.loads(argv[1])
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

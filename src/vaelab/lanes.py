@@ -95,16 +95,18 @@ def _start(job: Job, cores: set[int], data_dir: str | None) -> subprocess.Popen:
 def start_worker(spec: dict[str, Any], log: Path, cores: set[int] | None = None) -> subprocess.Popen:
     """Starts `python -m vaelab._sweep_worker` on `spec` (one run trained and evaluated), its output in `log`.
 
-    With `cores`, the worker may run on those cores only: XLA sizes its thread pool from them.
+    With `cores`, the worker may run on those cores only: it pins itself before JAX loads, so XLA sizes its
+    thread pool from them. (Pinning it here, in a `preexec_fn`, would fork this process, which may hold JAX's
+    threads: Python then warns, rightly, that a fork of a multithreaded process can deadlock.)
     """
-    pin = (lambda: os.sched_setaffinity(0, cores)) if cores and hasattr(os, "sched_setaffinity") else None
+    if cores and hasattr(os, "sched_setaffinity"):
+        spec = {**spec, "cores": sorted(cores)}
     with open(log, "w") as logfile:
         return subprocess.Popen(
             [sys.executable, "-m", "vaelab._sweep_worker", json.dumps(spec)],
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=pin,
         )
 
 
