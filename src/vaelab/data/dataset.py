@@ -1,7 +1,9 @@
-"""A dataset as vaelab uses it: 28x28 greyscale uint8 images, optional class labels, and a checksum.
+"""A dataset as vaelab uses it: uint8 images of one shape, optional class labels, and a checksum.
 
-Every source (MNIST, Fashion-MNIST, a folder of your images, an `.npz`) ends up as a `Dataset`;
-models, training, analyses and the report only ever see this.
+Every source (MNIST, Fashion-MNIST, the generated colour shapes, a folder of your images, an `.npz`)
+ends up as a `Dataset`; models, training, analyses and the report only ever see this. Grey images are
+stored (n, H, W) and colour images (n, H, W, C); either way `Dataset.image_shape` is (H, W, C), the
+shape the networks take.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SIZE = 28  # every dataset's images are IMAGE_SIZE x IMAGE_SIZE, one grey channel (the exercise's MNIST)
-IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # what the networks take: height, width, channels
+IMAGE_SIZE = 28  # the exercise's MNIST images are IMAGE_SIZE x IMAGE_SIZE, one grey channel
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # the exercise's shape (height, width, channels): the default
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 BINARIZE_SEED = 2015  # the fixed binarised test set is drawn with this seed, so every evaluation sees the same one
@@ -23,7 +25,8 @@ Arrays = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images as uint8 arrays (n, 28, 28), labels (n,) or None, with where they came from and a checksum."""
+    """Images as uint8 arrays (n, H, W) or (n, H, W, C), labels (n,) or None, with where they came from and a
+    checksum."""
 
     x_train: np.ndarray
     y_train: np.ndarray | None
@@ -35,6 +38,11 @@ class Dataset:
     class_names: tuple[str, ...] | None = None  # label k is class_names[k]; None when there are no labels
     path: Path | None = None  # the file or directory read, when there is one
     details: dict = field(default_factory=dict)  # e.g. how a test split was made, recorded with a run
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of every image: what the networks take."""
+        return image_shape(self.x_train)
 
     @property
     def labelled(self) -> bool:
@@ -78,9 +86,21 @@ def make_dataset(arrays: Arrays, *, name: str, source: str, class_names=None, pa
     )
 
 
+def image_shape(images: np.ndarray) -> tuple[int, int, int]:
+    """(H, W, C) of images stored (n, H, W) (grey: C = 1) or (n, H, W, C)."""
+    shape = tuple(int(d) for d in images.shape[1:])
+    return (*shape, 1) if len(shape) == 2 else shape  # type: ignore[return-value]
+
+
 def scale_pixels(x: np.ndarray) -> np.ndarray:
-    """uint8 images (n, 28, 28) -> float32 in [0, 1] with a channel axis (n, 28, 28, 1), as x/255."""
-    return (np.asarray(x, dtype=np.float32) / 255.0)[..., None]
+    """uint8 images (n, H, W) or (n, H, W, C) -> float32 in [0, 1], (n, H, W, C), as x/255."""
+    x = np.asarray(x, dtype=np.float32) / 255.0
+    return x[..., None] if x.ndim == 3 else x
+
+
+def as_stored(images: np.ndarray) -> np.ndarray:
+    """Images (n, H, W, C) -> as a dataset stores them: (n, H, W) when grey, else unchanged."""
+    return images[..., 0] if images.ndim == 4 and images.shape[-1] == 1 else images
 
 
 def binarized_test_set(data: Dataset) -> np.ndarray:
@@ -95,7 +115,10 @@ def binarize(x: np.ndarray, start: int = 0) -> np.ndarray:
     at a time (`vaelab.data.batches`) gives the same pixels as `binarized_test_set`.
     """
     rng = np.random.default_rng(BINARIZE_SEED)
-    rng.bit_generator.advance(start * PIXELS // 2)  # PCG64 makes two float32 draws per step; PIXELS is even
+    skip = start * int(np.prod(x.shape[1:]))  # the draws of the images before `start`
+    rng.bit_generator.advance(skip // 2)  # PCG64 makes two float32 draws per step
+    if skip % 2:
+        rng.random(1, dtype=np.float32)
     return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
