@@ -12,9 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vaelab.data.dataset import IMAGE_SHAPE
 from vaelab.errors import VaelabError
 
-ARCHS = ("mlp", "conv")
+ARCHS = ("mlp", "conv", "convnet")
+# p(x|z), the decoder's distribution of the pixels (vaelab.likelihoods): Bernoulli for grey images (the course's),
+# the discretised logistic for 8-bit colour (as PixelCNN++ and IAF-VAE); see default_likelihood.
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic")
+SCALES = ("global", "pixel")  # the learned sigma (gaussian) or s (logistic): one for all pixels, or one per pixel
+DEFAULT_FILTERS = (32, 64, 128)  # the convnet's stride-2 blocks: 32x32 images down to a 4x4 map
 # Keras seeds are uint32, and each layer's initializer gets 1000 * seed + its number (model.py).
 MAX_SEED = (2**32 - 1000) // 1000
 MAX_PARAMETERS = 100_000_000  # 400 MB of float32 weights, 1.6 GB with RMSprop's state and gradients
@@ -29,9 +35,12 @@ SNAPSHOTS = True
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network: which encoder/decoder, whether the variance is learned, and its sizes."""
+    """The network: which encoder/decoder, whether the variance is learned, its sizes, the images it takes and
+    the distribution of their pixels."""
 
-    arch: str = "mlp"  # "mlp": the course script's dense network; "conv": part (g)'s ConvNet
+    # "mlp": the course script's dense network (any image shape); "conv": part (g)'s ConvNet (28x28 grey);
+    # "convnet": a ConvNet built from the image's shape (stride-2 blocks of `filters`, a mirrored decoder).
+    arch: str = "mlp"
     variance: str = "learned"  # "fixed": z_log_var = 0, only z_mean is learned (part f)
     latent_dim: int = 2  # 2, so the latent space can be drawn as a plane (part c)
     intermediate_dim: int = 256  # the course script's hidden width; part (g) asks for 16
@@ -43,10 +52,44 @@ class ModelConfig:
     # script's one layer of intermediate_dim units; (200, 200) is Burda et al.'s network.
     hidden: tuple[int, ...] | None = None
     activation: str = "relu"  # of the dense network's hidden layers: the course's relu; Burda et al. use tanh
+    # (height, width, channels) of the images; None: the data's (set when training starts: `for_data`), and
+    # the exercise's 28x28x1 for a network built without data (and for runs made before other shapes existed).
+    image_shape: tuple[int, int, int] | None = None
+    likelihood: str | None = None  # one of LIKELIHOODS; None: default_likelihood of the image shape
+    scale: str = "global"  # of the gaussian's sigma or the logistic's s: IAF-VAE's one learned number
+    filters: tuple[int, ...] | None = None  # the convnet's blocks, encoder side; None: DEFAULT_FILTERS
 
     def __post_init__(self):
-        if isinstance(self.hidden, list):  # from config.json: a JSON list
-            object.__setattr__(self, "hidden", tuple(self.hidden))
+        for name in ("hidden", "image_shape", "filters"):
+            if isinstance(getattr(self, name), list):  # from config.json: a JSON list
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The shape of the images the network takes: `image_shape`, or the exercise's 28x28x1."""
+        return self.image_shape if self.image_shape is not None else IMAGE_SHAPE
+
+    @property
+    def pixel_likelihood(self) -> str:
+        """The likelihood the network is trained and evaluated with: `likelihood`, or the image's default."""
+        return self.likelihood if self.likelihood is not None else default_likelihood(self.input_shape)
+
+    @property
+    def conv_filters(self) -> tuple[int, ...]:
+        return self.filters if self.filters is not None else DEFAULT_FILTERS
+
+    def for_data(self, shape: tuple[int, int, int]) -> ModelConfig:
+        """This network for images of `shape`, with the likelihood resolved; a network made for another shape
+        is a one-line error."""
+        shape = tuple(int(d) for d in shape)
+        if self.image_shape is not None and self.image_shape != shape:
+            raise VaelabError(
+                f"the network was made for {_shape_words(self.image_shape)} images, but the data are "
+                f"{_shape_words(shape)}; train a new run for these data"
+            )
+        resolved = dataclasses.replace(self, image_shape=shape, likelihood=self.likelihood or default_likelihood(shape))
+        resolved.validate()
+        return resolved
 
     @property
     def hidden_widths(self) -> tuple[int, ...]:
@@ -67,8 +110,30 @@ class ModelConfig:
                 raise VaelabError(f"hidden must list one or more layer widths, got {self.hidden!r}")
             for width in self.hidden:
                 _check_positive("a hidden layer's width", width)
-        if self.arch == "conv" and (self.hidden is not None or self.activation != "relu"):
-            raise VaelabError("--hidden and --activation shape the dense network (mlp presets); the ConvNet is fixed")
+        _check_choice("likelihood", self.pixel_likelihood, LIKELIHOODS)
+        _check_choice("scale", self.scale, SCALES)
+        shape = self.input_shape
+        if len(shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in shape):
+            raise VaelabError(f"image_shape must be (height, width, channels), got {self.image_shape!r}")
+        if self.arch != "mlp" and (self.hidden is not None or self.activation != "relu"):
+            raise VaelabError("--hidden and --activation shape the dense network (mlp presets); not the ConvNets")
+        if self.arch == "conv" and shape != IMAGE_SHAPE:
+            raise VaelabError(
+                f"the exercise's ConvNet (--preset conv) takes 28x28 grey images, not {_shape_words(shape)}; "
+                "use --preset convnet, built from the image's shape"
+            )
+        if self.filters is not None and self.arch != "convnet":
+            raise VaelabError("--filters shapes the convnet preset's blocks; choose --preset convnet")
+        if self.arch == "convnet":
+            if not isinstance(self.conv_filters, tuple) or not self.conv_filters:
+                raise VaelabError(f"filters must list one or more block widths, got {self.filters!r}")
+            for width in self.conv_filters:
+                _check_positive("a convnet block's width", width)
+            if 2 ** len(self.conv_filters) > max(shape[:2]):
+                raise VaelabError(
+                    f"{len(self.conv_filters)} stride-2 blocks halve {shape[0]}x{shape[1]} images below one pixel; "
+                    "give fewer --filters"
+                )
         if self.parameters() > MAX_PARAMETERS:
             widths = "x".join(str(w) for w in (self.hidden_widths if self.arch == "mlp" else (self.intermediate_dim,)))
             raise VaelabError(
@@ -81,12 +146,26 @@ class ModelConfig:
         """The number of weights the network will have (computed before building it, to refuse absurd sizes)."""
         z = self.latent_dim
         heads = 2 if self.variance == "learned" else 1  # z_mean (and z_log_var)
+        height, width, channels = self.input_shape
+        pixels = height * width * channels
+        scale = {"global": 1, "pixel": pixels}[self.scale] if self.pixel_likelihood in ("gaussian", "logistic") else 0
         if self.arch == "mlp":
             widths = self.hidden_widths
-            encoder = sum((a + 1) * b for a, b in zip((784, *widths), widths, strict=False))
-            decoder = sum((a + 1) * b for a, b in zip((z, *widths[::-1]), (*widths[::-1], 784), strict=True))
-            return encoder + (widths[-1] + 1) * z * heads + decoder
+            encoder = sum((a + 1) * b for a, b in zip((pixels, *widths), widths, strict=False))
+            decoder = sum((a + 1) * b for a, b in zip((z, *widths[::-1]), (*widths[::-1], pixels), strict=True))
+            return encoder + (widths[-1] + 1) * z * heads + decoder + scale
         h = self.intermediate_dim
+        if self.arch == "convnet":
+            filters = self.conv_filters
+            side = (math.ceil(height / 2 ** len(filters)), math.ceil(width / 2 ** len(filters)))
+            flat = side[0] * side[1] * filters[-1]
+            encoder = sum((9 * a + 1) * b for a, b in zip((channels, *filters), filters, strict=False))
+            ups = (*filters[::-1][1:], filters[0])
+            decoder = (
+                sum((9 * a + 1) * b for a, b in zip(filters[::-1], ups, strict=True)) + (9 * ups[-1] + 1) * channels
+            )
+            dense = (flat + 1) * h + (h + 1) * z * heads + (z + 1) * h + (h + 1) * flat
+            return encoder + dense + decoder + scale
         convs = (9 * 1 + 1) * 16 + (9 * 16 + 1) * 8 + (9 * 8 + 1) * 8 + (9 * 8 + 1) * 16 + (9 * 16 + 1)
         return convs + (392 + 1) * h + (h + 1) * z * heads + (z + 1) * h + (h + 1) * 512
 
@@ -144,6 +223,7 @@ PRESETS: dict[str, ModelConfig] = {
     "mlp-fixed-var": ModelConfig(variance="fixed"),
     "conv": ModelConfig(arch="conv", intermediate_dim=16),
     "conv-fixed-var": ModelConfig(arch="conv", variance="fixed", intermediate_dim=16),
+    "convnet": ModelConfig(arch="convnet"),  # for images of any shape, colour included
 }
 
 
@@ -161,7 +241,17 @@ class RunConfig:
         self.train.validate()
         if not isinstance(self.dataset, str) or not self.dataset:
             raise VaelabError(f"dataset must be a name or a path, got {self.dataset!r}")
+        if self.train.binarize and self.model.pixel_likelihood == "logistic":
+            raise VaelabError(
+                "the discretised logistic models 8-bit pixels, and --binarize makes them binary; "
+                "with --binarize use --likelihood bernoulli"
+            )
         return self
+
+    def for_data(self, data: Any) -> RunConfig:
+        """This configuration for the images of `data` (a `Dataset`): the network's image shape and likelihood
+        resolved; a network made for another shape is a one-line error."""
+        return dataclasses.replace(self, model=self.model.for_data(data.image_shape)).validate()
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as config.json holds it (tuples as lists)."""
@@ -191,21 +281,39 @@ def make_config(
     implementation: str | None = None,
     hidden: Sequence[int] | None = None,
     activation: str | None = None,
+    likelihood: str | None = None,
+    scale: str | None = None,
+    filters: Sequence[int] | None = None,
+    image_shape: Sequence[int] | None = None,
     dataset: str | None = None,
     **train: Any,
 ) -> RunConfig:
-    """The configuration of `preset` on `dataset`, with `latent_dim`, `implementation`, `hidden`, `activation`
-    and any `TrainConfig` field overridden (None keeps the default)."""
+    """The configuration of `preset` on `dataset`, with `latent_dim`, `implementation`, `hidden`, `activation`,
+    `likelihood`, `scale`, `filters`, `image_shape` and any `TrainConfig` field overridden (None keeps the
+    default; the image shape is otherwise the data's, set when training starts)."""
     _check_choice("preset", preset, tuple(PRESETS))
     model = PRESETS[preset]
-    overrides = {"latent_dim": latent_dim, "implementation": implementation, "activation": activation}
+    overrides = {"latent_dim": latent_dim, "implementation": implementation, "activation": activation,
+                 "likelihood": likelihood, "scale": scale}  # fmt: skip
     overrides["hidden"] = tuple(hidden) if hidden is not None else None
+    overrides["filters"] = tuple(filters) if filters is not None else None
+    overrides["image_shape"] = tuple(image_shape) if image_shape is not None else None
     model = dataclasses.replace(model, **{k: v for k, v in overrides.items() if v is not None})
     unknown = set(train) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise VaelabError(f"unknown training settings: {', '.join(sorted(unknown))}")
     train = {k: v for k, v in train.items() if v is not None}  # None: keep the default
     return RunConfig(preset=preset, model=model, train=TrainConfig(**train), dataset=dataset or "mnist").validate()
+
+
+def default_likelihood(shape: tuple[int, int, int]) -> str:
+    """The likelihood a run on images of `shape` gets unless it names one: Bernoulli for grey images (the
+    course's), the discretised logistic for colour (8-bit pixels, as in the colour VAE papers)."""
+    return "bernoulli" if shape[-1] == 1 else "logistic"
+
+
+def _shape_words(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape)
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

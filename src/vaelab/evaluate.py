@@ -2,7 +2,8 @@
 
     log p(x) >= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x)
 
-The bound tightens as K grows and equals the ELBO's single-sample estimate at K = 1. Latent points
+The bound tightens as K grows and equals the ELBO's single-sample estimate at K = 1. Both use the run's
+likelihood (vaelab.likelihoods) and are also given in bits per dimension. Latent points
 are decoded in batches of a bounded size; the sum over k is taken with log-sum-exp in float64.
 The ELBO here is always the true one (KL weight 1), whatever β the run was trained with. The
 latent diagnostics (active units, KL per dimension: vaelab.diagnostics) come with it.
@@ -21,15 +22,16 @@ from keras import layers, ops
 
 from vaelab import _interrupt
 from vaelab._lock import DirectoryLock
-from vaelab.data import IMAGE_SHAPE, PIXELS, Dataset, test_images
+from vaelab.data import Dataset, test_images
 from vaelab.diagnostics import latent_diagnostics
 from vaelab.errors import VaelabError
 from vaelab.kl import gaussian_kl_float64
-from vaelab.model import bernoulli_log_likelihood
+from vaelab.likelihoods import SCALED, bits_per_dim, log_likelihood
 from vaelab.run import Run, update_metrics
 
 LOG_2PI = math.log(2 * math.pi)
-POINTS_PER_CALL = {"mlp": 20000, "conv": 2000}  # decoded latent points per batch: bounds memory (~100 MB)
+# Decoded latent points per batch for 28x28x1 images, fewer for bigger ones: bounds memory (~100 MB).
+POINTS_PER_CALL = {"mlp": 20000, "conv": 2000, "convnet": 1000}
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Evaluation:
     images: int
     samples: int  # K, importance samples per image
     binarized: bool  # on the fixed binarised test set (a true likelihood) or on grey levels
+    likelihood: str  # p(x|z) of the bounds (vaelab.likelihoods)
     elbo: float  # E_q[log p(x|z)] - KL, the expectation estimated with the K samples
     reconstruction_loss: float  # -E_q[log p(x|z)]
     kl_loss: float  # KL(q(z|x) || p(z)), analytic
@@ -46,6 +49,8 @@ class Evaluation:
     reconstruction_loss_at_mean: float
     iwae: float  # the importance-weighted lower bound on log p(x) with K samples
     nll: float  # -iwae: the negative log-likelihood estimate the literature reports
+    bits_per_dim: float  # nll in bits per pixel value (vaelab.likelihoods.bits_per_dim)
+    elbo_bits_per_dim: float  # -elbo in bits per pixel value
     seconds: float
     active_units: int  # latent dimensions with activity > 0.01 (Burda et al.'s criterion)
     unit_activity: tuple[float, ...]  # per dimension: variance of z_mean over the images
@@ -55,23 +60,30 @@ class Evaluation:
 class _LogLikelihood(layers.Layer):
     """log p(x | z) for K latent points per image: the generator decodes them all in one batch."""
 
-    def __init__(self, generator: keras.Model, **kwargs):
+    def __init__(self, generator: keras.Model, likelihood: str, log_scale: layers.Layer | None, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
+        self.likelihood = likelihood
+        self.log_scale = log_scale  # the VAE's LogScale layer, for the likelihoods that have one
 
     def call(self, x, z):
         k, dim = z.shape[1], z.shape[2]
-        x_hat = ops.reshape(self.generator(ops.reshape(z, (-1, dim))), (-1, PIXELS))
+        pixels = math.prod(x.shape[1:])
+        decoded = self.generator(ops.reshape(z, (-1, dim)))
+        x_hat = ops.reshape(decoded, (-1, pixels))
+        log_scale = None if self.log_scale is None else ops.reshape(self.log_scale(decoded), (-1, pixels))
         target = ops.reshape(
-            ops.broadcast_to(ops.reshape(x, (-1, 1, PIXELS)), (ops.shape(x)[0], k, PIXELS)), (-1, PIXELS)
+            ops.broadcast_to(ops.reshape(x, (-1, 1, pixels)), (ops.shape(x)[0], k, pixels)), (-1, pixels)
         )
-        return ops.reshape(bernoulli_log_likelihood(target, x_hat), (-1, k))
+        return ops.reshape(log_likelihood(self.likelihood, target, x_hat, log_scale), (-1, k))
 
 
 def _log_likelihood_model(run: Run, k: int) -> keras.Model:
-    x = keras.Input(IMAGE_SHAPE, name="x")
+    likelihood = run.config.model.pixel_likelihood
+    log_scale = run.vae.get_layer("x_log_scale") if likelihood in SCALED else None
+    x = keras.Input(run.config.model.input_shape, name="x")
     z = keras.Input((k, run.config.model.latent_dim), name="z")
-    return keras.Model([x, z], _LogLikelihood(run.generator, name="log_px_given_z")(x, z))
+    return keras.Model([x, z], _LogLikelihood(run.generator, likelihood, log_scale, name="log_px_given_z")(x, z))
 
 
 def evaluate(
@@ -95,7 +107,8 @@ def evaluate(
             f"{n:,} images x {samples:,} samples need {needed / 1e9:.1f} GB; this machine has "
             f"{_physical_memory() / 1e9:.1f} GB: use fewer --samples or --images"
         )
-    points = points_per_call or POINTS_PER_CALL[run.config.model.arch]
+    shape = run.config.model.input_shape
+    points = points_per_call or max(1, POINTS_PER_CALL[run.config.model.arch] * 784 // math.prod(shape))
     k_chunk = min(samples, points)
     per_call = max(1, points // k_chunk)
     model = _log_likelihood_model(run, k_chunk)
@@ -129,17 +142,22 @@ def evaluate(
     iwae = _logsumexp(log_w, axis=1) - math.log(samples)
     reconstruction = -log_px.mean(axis=1)
     latent = latent_diagnostics(z_mean, z_log_var)
+    likelihood = run.config.model.pixel_likelihood
+    elbo = float(np.mean(-reconstruction - kl))
     return Evaluation(
         images=n,
         samples=samples,
         binarized=run.config.train.binarize,
-        elbo=float(np.mean(-reconstruction - kl)),
+        likelihood=likelihood,
+        elbo=elbo,
         reconstruction_loss=float(reconstruction.mean()),
         kl_loss=float(kl.mean()),
         elbo_at_mean=float(np.mean(log_px_at_mean - kl)),
         reconstruction_loss_at_mean=float(-log_px_at_mean.mean()),
         iwae=float(iwae.mean()),
         nll=float(-iwae.mean()),
+        bits_per_dim=bits_per_dim(float(-iwae.mean()), shape, likelihood),
+        elbo_bits_per_dim=bits_per_dim(-elbo, shape, likelihood),
         seconds=round(time.perf_counter() - started, 2),
         active_units=latent.active_units,
         unit_activity=tuple(float(a) for a in latent.activity),

@@ -1,7 +1,8 @@
-"""The exercise's VAEs as Keras functional models: `encoder`, `generator` and the trainable `vae`.
+"""The VAEs as Keras functional models: `encoder`, `generator` and the trainable `vae`.
 
-Images enter every network as (28, 28, 1) floats in [0, 1] (`vaelab.data.IMAGE_SHAPE`). The dense
-network flattens them to the course script's 784 inputs; the ConvNet of part (g) reads them as they are.
+Images enter every network as (H, W, C) floats in [0, 1] (`ModelConfig.input_shape`; the exercise's
+28x28x1 MNIST by default). The dense network flattens them (the course script's 784 inputs for MNIST);
+the ConvNet of part (g) reads 28x28x1 images as they are; the convnet is built from the image's shape.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import keras
 from keras import layers, ops
 
 from vaelab.config import ModelConfig
-from vaelab.data.dataset import IMAGE_SHAPE, PIXELS
 from vaelab.kl import gaussian_kl
 from vaelab.layers import ConvMaxPool2D, SameConv2D, UpSamplingConv2D
+from vaelab.likelihoods import SCALED, log_likelihood
 
 
 def bernoulli_log_likelihood(x, x_decoded_mean):
@@ -27,13 +28,12 @@ def bernoulli_log_likelihood(x, x_decoded_mean):
     Written as Keras' binary cross-entropy (which clips probabilities to [1e-7, 1 - 1e-7]), over all
     axes but the first; for grey levels x in [0, 1] it is the continuous extension the course uses.
     """
-    bce = ops.binary_crossentropy(x, x_decoded_mean)
-    return -ops.sum(ops.reshape(bce, (ops.shape(bce)[0], -1)), axis=-1)
+    return log_likelihood("bernoulli", x, x_decoded_mean)
 
 
-def reconstruction_loss(x, x_decoded_mean):
-    """-log p(x|z) per image, in nats: binary cross-entropy summed over the 784 pixels."""
-    return -bernoulli_log_likelihood(x, x_decoded_mean)
+def reconstruction_loss(x, x_decoded_mean, likelihood: str = "bernoulli", x_log_scale=None):
+    """-log p(x|z) per image, in nats: for the course's Bernoulli, binary cross-entropy summed over the pixels."""
+    return -log_likelihood(likelihood, x, x_decoded_mean, x_log_scale)
 
 
 def kl_loss(z_mean, z_log_var):
@@ -91,18 +91,39 @@ class FixedLogVariance(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
+class LogScale(layers.Layer):
+    """The learned log-scale of the gaussian (log sigma) or the logistic (log s) likelihood: one number for
+    every pixel ("global") or one per pixel ("pixel"), not depending on z; outputs it for each image."""
+
+    def __init__(self, image_shape: tuple[int, int, int], scale: str = "global", **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(image_shape)
+        self.scale = scale
+        shape = self.image_shape if scale == "pixel" else (1, 1, 1)
+        self.log_scale = self.add_weight(shape=shape, initializer="zeros", name="log_scale")
+
+    def call(self, x_decoded_mean):
+        return ops.zeros_like(x_decoded_mean) + ops.cast(self.log_scale, x_decoded_mean.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "image_shape": self.image_shape, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
 class VAE(keras.Model):
     """The trainable VAE: image -> {x_decoded_mean, z_mean, z_log_var} (and "x", the binarised input,
     for runs with dynamic binarisation: the image the reconstruction is scored against).
 
     Its loss per image, the objective minimised, is reconstruction_loss + w * kl_loss, in nats, where
-    w = `kl_weight` (1 for the ELBO; vaelab.schedule sets it per epoch for beta and warm-up). Training
+    w = `kl_weight` (1 for the ELBO; vaelab.schedule sets it per epoch for beta and warm-up) and the
+    reconstruction is scored with `likelihood` (vaelab.likelihoods; "x_log_scale" is its scale). Training
     logs `loss`, `reconstruction_loss`, `kl_loss`, `elbo_loss` (= reconstruction + KL: the negative
     ELBO, whatever w is) and `kl_weight`, each averaged over images.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, likelihood: str = "bernoulli", **kwargs):
         super().__init__(*args, **kwargs)
+        self.likelihood = likelihood
         self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
         self.elbo_loss_tracker = keras.metrics.Mean(name="elbo_loss")
@@ -112,13 +133,18 @@ class VAE(keras.Model):
         self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        reconstruction = reconstruction_loss(y_pred.get("x", x), y_pred["x_decoded_mean"])
+        reconstruction = reconstruction_loss(
+            y_pred.get("x", x), y_pred["x_decoded_mean"], self.likelihood, y_pred.get("x_log_scale")
+        )
         kl = kl_loss(y_pred["z_mean"], y_pred["z_log_var"])
         self.reconstruction_loss_tracker.update_state(reconstruction)
         self.kl_loss_tracker.update_state(kl)
         self.elbo_loss_tracker.update_state(reconstruction + kl)
         self.kl_weight_tracker.update_state(self.kl_weight)
         return ops.mean(reconstruction + ops.cast(self.kl_weight, kl.dtype) * kl)
+
+    def get_config(self):
+        return {**super().get_config(), "likelihood": self.likelihood}
 
 
 def parameter_count(model: keras.Model) -> int:
@@ -149,7 +175,7 @@ def build_models(
     if stock:
         config = dataclasses.replace(config, implementation="keras")
     init = _kernel_initializers(seed)
-    x = keras.Input(shape=IMAGE_SHAPE, name="x")
+    x = keras.Input(shape=config.input_shape, name="x")
     target = Binarize(seed=seed, name="binarize")(x) if binarize and not stock else x
     h = _ENCODER_BODIES[config.arch](target, config, init)
     z_mean = _dense(config.latent_dim, "z_mean", init)(h)
@@ -164,16 +190,16 @@ def build_models(
     decoder_layers = _DECODERS[config.arch](config, init)
     x_decoded_mean = _apply(decoder_layers, z)
     decoder_input = keras.Input(shape=(config.latent_dim,), name="decoder_input")
+    outputs = {"x_decoded_mean": x_decoded_mean, "z_mean": z_mean, "z_log_var": z_log_var}
+    if config.pixel_likelihood in SCALED:
+        outputs["x_log_scale"] = LogScale(config.input_shape, config.scale, name="x_log_scale")(x_decoded_mean)
+    if binarize and not stock:
+        outputs["x"] = target
 
     return Models(
         encoder=keras.Model(x, [z_mean, z_log_var], name="encoder"),
         generator=keras.Model(decoder_input, _apply(decoder_layers, decoder_input), name="generator"),
-        vae=VAE(
-            x,
-            {"x_decoded_mean": x_decoded_mean, "z_mean": z_mean, "z_log_var": z_log_var}
-            | ({"x": target} if binarize and not stock else {}),
-            name="vae",
-        ),
+        vae=VAE(x, outputs, likelihood=config.pixel_likelihood, name="vae"),
     )
 
 
@@ -196,9 +222,13 @@ def _dense(units: int, name: str, init: Initializer, activation: str | None = No
     return layers.Dense(units, activation=activation, name=name, kernel_initializer=init())
 
 
-def _conv(filters: int, name: str, init: Initializer, activation="relu", padding="same") -> layers.Conv2D:
-    """Conv2D(filters, (3, 3)) as the exercise writes it."""
-    return layers.Conv2D(filters, (3, 3), activation=activation, padding=padding, name=name, kernel_initializer=init())
+def _conv(
+    filters: int, name: str, init: Initializer, activation="relu", padding="same", strides: int = 1
+) -> layers.Conv2D:
+    """Conv2D(filters, (3, 3)) as the exercise writes it (with `strides` 2: the image's height and width halved)."""
+    return layers.Conv2D(
+        filters, (3, 3), strides=strides, activation=activation, padding=padding, name=name, kernel_initializer=init()
+    )
 
 
 def _hidden_names(side: str, count: int) -> list[str]:
@@ -207,7 +237,7 @@ def _hidden_names(side: str, count: int) -> list[str]:
 
 
 def _mlp_encoder(x, config: ModelConfig, init: Initializer):
-    h = layers.Flatten(name="flatten")(x)  # the course script's 784 inputs
+    h = layers.Flatten(name="flatten")(x)  # the course script's 784 inputs for MNIST
     widths = config.hidden_widths
     for width, name in zip(widths, _hidden_names("encoder", len(widths)), strict=True):
         h = _dense(width, name, init, config.activation)(h)
@@ -222,8 +252,8 @@ def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
     ]
     return [
         *hidden,
-        _dense(PIXELS, "decoder_mean", init, "sigmoid"),
-        layers.Reshape(IMAGE_SHAPE, name="decoder_image"),
+        _dense(math.prod(config.input_shape), "decoder_mean", init, "sigmoid"),
+        layers.Reshape(config.input_shape, name="decoder_image"),
     ]
 
 
@@ -263,5 +293,42 @@ def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
     ]
 
 
-_ENCODER_BODIES = {"mlp": _mlp_encoder, "conv": _conv_encoder}
-_DECODERS = {"mlp": _mlp_decoder, "conv": _conv_decoder}
+def _convnet_encoder(x, config: ModelConfig, init: Initializer):
+    """Stride-2 3x3 convolutions, one block per width in `filters`, each halving the image (rounding up)."""
+    h = x
+    for k, filters in enumerate(config.conv_filters, start=1):
+        h = _conv(filters, f"encoder_conv{k}", init, strides=2)(h)
+    h = layers.Flatten(name="flatten")(h)
+    return _dense(config.intermediate_dim, "encoder_h", init, "relu")(h)
+
+
+def _convnet_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
+    """The encoder mirrored: stride-2 transposed convolutions back up, then the image cropped to its shape."""
+    height, width, channels = config.input_shape
+    filters = config.conv_filters
+    blocks = len(filters)
+    side = (-(-height // 2**blocks), -(-width // 2**blocks))  # the encoder's last map
+    widths = (*filters[::-1][1:], filters[0])
+    up = [_conv_transpose(w, f"decoder_conv{k}", init) for k, w in enumerate(widths, start=1)]
+    grown = (side[0] * 2**blocks, side[1] * 2**blocks)  # at least the image: crop the extra rows and columns
+    excess = ((0, grown[0] - height), (0, grown[1] - width))
+    crop = [layers.Cropping2D(excess, name="decoder_crop")] if grown != (height, width) else []
+    return [
+        _dense(config.intermediate_dim, "decoder_h", init, "relu"),
+        _dense(side[0] * side[1] * filters[-1], "decoder_upsample", init, "relu"),
+        layers.Reshape((*side, filters[-1]), name="decoder_reshape"),
+        *up,
+        *crop,
+        _conv(channels, "decoder_mean", init, activation="sigmoid"),
+    ]
+
+
+def _conv_transpose(filters: int, name: str, init: Initializer) -> layers.Conv2DTranspose:
+    """A stride-2 3x3 transposed convolution: the map's height and width doubled."""
+    return layers.Conv2DTranspose(
+        filters, 3, strides=2, padding="same", activation="relu", name=name, kernel_initializer=init()
+    )
+
+
+_ENCODER_BODIES = {"mlp": _mlp_encoder, "conv": _conv_encoder, "convnet": _convnet_encoder}
+_DECODERS = {"mlp": _mlp_decoder, "conv": _conv_decoder, "convnet": _convnet_decoder}

@@ -92,7 +92,8 @@ class Run:
         return run_data(self.path, dataset, data_dir)
 
     def reconstruct(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Images -> their reconstructions (n, 28, 28): the decoded z_mean, the encoder's best guess of the code."""
+        """Images -> their reconstructions, as `decode` gives them: the decoded z_mean, the encoder's best guess of
+        the code."""
         z_mean, _ = self.encode(x, batch_size)
         return self.decode(z_mean, batch_size)
 
@@ -101,18 +102,21 @@ class Run:
         return self.path.name
 
     def encode(self, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-        """Images (n, 28, 28[, 1]) as uint8 or floats in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
-        from vaelab.data import IMAGE_SHAPE, scale_pixels
+        """Images (n, H, W[, C]) as uint8 or floats in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
+        from vaelab.data import scale_pixels
 
         x = np.asarray(x)
-        x = scale_pixels(x) if x.dtype == np.uint8 else x.astype(np.float32).reshape(-1, *IMAGE_SHAPE)
+        shape = self.config.model.input_shape
+        x = scale_pixels(x) if x.dtype == np.uint8 else x.astype(np.float32).reshape(-1, *shape)
         z_mean, z_log_var = self.encoder.predict(x, batch_size=batch_size, verbose=0)
         return np.asarray(z_mean), np.asarray(z_log_var)
 
     def decode(self, z: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Latent points (n, latent_dim) -> decoded images (n, 28, 28), floats in [0, 1]."""
+        """Latent points (n, latent_dim) -> decoded images, floats in [0, 1]: (n, H, W) grey, (n, H, W, C) colour."""
+        from vaelab.data.dataset import as_stored
+
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.config.model.latent_dim)
-        return np.asarray(self.generator.predict(z, batch_size=batch_size, verbose=0))[..., 0]
+        return as_stored(np.asarray(self.generator.predict(z, batch_size=batch_size, verbose=0)))
 
 
 def run_data(path: Path, dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> Dataset:

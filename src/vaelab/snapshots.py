@@ -4,9 +4,9 @@ Two records in the run directory, written atomically after each epoch (the .npz 
 while the next epoch trains; a run killed outright may miss its last epoch there, never in the PNGs):
 
     snapshots.npz             epoch (E,) the epochs recorded; index (n,) the test images' positions;
-                              inputs (n, 28, 28); z (m, latent_dim) the prior draws, float32;
-                              reconstructions (E, n, 28, 28) and samples (E, m, 28, 28): decoded
-                              pixels; every image stored as uint8 (grey level x 255, rounded)
+                              inputs (n, H, W[, C]); z (m, latent_dim) the prior draws, float32;
+                              reconstructions (E, n, H, W[, C]) and samples (E, m, H, W[, C]): decoded
+                              pixels; every image stored as uint8 (level x 255, rounded; C for colour)
     snapshots/epoch-0001.png  one per epoch, 3 rows: the inputs, their reconstructions, the prior draws decoded
 
 The test images are the first of each class (the first ten images without labels), as the scoring
@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from vaelab._files import WriteError, atomic_path, write_bytes
+from vaelab.data.dataset import as_stored
 from vaelab.errors import VaelabError
 from vaelab.run import SNAPSHOT_DIR, SNAPSHOTS
 
@@ -43,10 +44,10 @@ class Snapshots:
 
     epoch: np.ndarray  # (E,)
     index: np.ndarray  # (n,) positions in the test set
-    inputs: np.ndarray  # (n, 28, 28) uint8
+    inputs: np.ndarray  # (n, H, W[, C]) uint8
     z: np.ndarray  # (m, latent_dim)
-    reconstructions: np.ndarray  # (E, n, 28, 28) uint8
-    samples: np.ndarray  # (E, m, 28, 28) uint8
+    reconstructions: np.ndarray  # (E, n, H, W[, C]) uint8
+    samples: np.ndarray  # (E, m, H, W[, C]) uint8
 
 
 def pick_images(labels: np.ndarray | None, count: int = IMAGES) -> np.ndarray:
@@ -69,23 +70,26 @@ def read_snapshots(run_dir: Path) -> Snapshots | None:
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Grey levels in [0, 1] (n, 28, 28[, 1]) -> uint8 (n, 28, 28); a diverged network's NaNs become 0."""
-    images = np.nan_to_num(np.asarray(images, np.float32).reshape(-1, 28, 28))
-    return np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
+    """Levels in [0, 1] (n, H, W[, C]) -> uint8 (n, H, W) grey or (n, H, W, C) colour; a diverged network's NaNs
+    become 0."""
+    images = np.nan_to_num(np.asarray(images, np.float32))
+    return as_stored(np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8))
 
 
 def snapshot_png(inputs: np.ndarray, reconstructions: np.ndarray, samples: np.ndarray) -> bytes:
-    """One epoch's picture: three rows of 28x28 uint8 images, dark strokes on white, 2-pixel gaps."""
+    """One epoch's picture: three rows of uint8 images with 2-pixel white gaps; grey images as dark strokes on
+    white (MNIST's ink), colour images as they are."""
     from PIL import Image
 
     rows = [inputs, reconstructions, samples]
-    width = max(len(r) for r in rows)
-    canvas = np.zeros((len(rows) * 30 - 2, width * 30 - 2), np.uint8)
+    grey = inputs.ndim == 3
+    h, w = inputs.shape[1:3]
+    canvas = np.full((len(rows) * (h + 2) - 2, max(len(r) for r in rows) * (w + 2) - 2, *inputs.shape[3:]), 255)
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
-            canvas[i * 30 : i * 30 + 28, j * 30 : j * 30 + 28] = image
+            canvas[i * (h + 2) : i * (h + 2) + h, j * (w + 2) : j * (w + 2) + w] = 255 - image if grey else image
     buf = io.BytesIO()
-    Image.fromarray(255 - canvas, mode="L").save(buf, format="png")
+    Image.fromarray(canvas.astype(np.uint8), mode="L" if grey else "RGB").save(buf, format="png")
     return buf.getvalue()
 
 

@@ -34,6 +34,7 @@ from vaelab.data.batches import Batches, EpochOrder
 from vaelab.distribute import ONE_DEVICE, STOP_CHECK_STEPS, Layout, layout, translated_errors
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.export import export_run
+from vaelab.likelihoods import bits_per_dim
 from vaelab.model import Models, build_models
 
 STEPS_PER_EXECUTION = 10  # steps per call into the compiled step, less Python overhead (torch allows only 1)
@@ -102,6 +103,7 @@ def train(
                 "or --out another directory"
             )
         data = _data_for(config, data, log)
+        config = config.for_data(data)
         _check(place, config, data)
         with place.scope():
             models, optimizer = _build(config, data)
@@ -143,6 +145,7 @@ def resume(
         info = runs.read_info(out)
         config = RunConfig.from_dict(info["config"])
         data = _data_for(config, data, log)
+        config = config.for_data(data)
         if info["data_sha256"] != data.sha256:
             raise VaelabError(
                 f"the {data.title} data found now differ from the data {out} was trained on; "
@@ -268,11 +271,17 @@ def _fit(
                 raise Interrupted(f"interrupted; {kept}: continue with {how}") from None
             raise Interrupted(f"interrupted before the first epoch ended; start it again with {how}") from None
     last = history[-1]
+    model = config.model
     metrics = {
         "run_id": info.get("run_id"),
         "epochs": len(history),
         "train_seconds": round(sum(row["seconds"] for row in history), 3),
-        "test": {**{k: last[f"val_{k}"] for k in runs.LOSSES}, "kl_weight": last["kl_weight"]},
+        "test": {
+            **{k: last[f"val_{k}"] for k in runs.LOSSES},
+            "kl_weight": last["kl_weight"],
+            # -ELBO per pixel value, in bits: the figure colour-image papers quote (vaelab.likelihoods)
+            "bits_per_dim": bits_per_dim(last["val_elbo_loss"], model.input_shape, model.pixel_likelihood),
+        },
     }
     if place.writer:
         metrics = runs.update_metrics(out, **metrics)

@@ -1,0 +1,92 @@
+"""p(x|z): the decoder's distribution of the pixels, as log-likelihoods per image in nats, and bits per dimension.
+
+Pixels x are in [0, 1] (8-bit grey levels k/255, or binary after `--binarize`). The decoder gives one
+number per pixel, `mean` in (0, 1) (a sigmoid); the gaussian and the logistic also have a learned
+log-scale (`vaelab.model.LogScale`: one number, or one per pixel, not depending on z).
+
+- `bernoulli`: pixels independent Bernoulli(mean), Keras' binary cross-entropy. A likelihood for binary
+  pixels; for grey levels it is the continuous extension the course uses, not a normalised density.
+- `continuous-bernoulli`: the Bernoulli's normalised version on [0, 1] (Loaiza-Ganem & Cunningham, 2019):
+  Bernoulli(mean) times C(mean) = 2 atanh(1 - 2 mean) / (1 - 2 mean). A density on [0, 1].
+- `gaussian`: N(mean, sigma^2), a density on the real line, sigma >= 1/256 (`MIN_LOG_SCALE`) so that it
+  cannot shrink onto the 256 levels of 8-bit data.
+- `logistic`: the discretised logistic of PixelCNN++ and IAF-VAE: the probability of pixel k/255 is the
+  logistic(mean, s) mass of its bin [k/255 - 1/510, k/255 + 1/510], the two end bins open to -inf and +inf.
+  A probability of the 256 levels: exact nats of 8-bit images.
+
+Bits per dimension are nats / (D ln 2) for the discrete likelihoods; a density's nats become those of
+8-bit pixels by its bins' width 1/255 (D ln 255 added per image: the usual reading, without dequantisation
+noise), so every likelihood reports on one scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import ops
+
+LEVELS = 255  # 8-bit pixels are k / LEVELS
+HALF_BIN = 0.5 / LEVELS
+MIN_LOG_SCALE = -math.log(256.0)  # the gaussian's sigma stays >= 1/256, the logistic's s as well
+DENSITIES = ("continuous-bernoulli", "gaussian")  # densities on [0, 1] or R; the others are probabilities
+SCALED = ("gaussian", "logistic")  # the likelihoods with a learned log-scale
+_CLIP = 1e-7  # Keras' clipping of probabilities in binary cross-entropy
+
+
+def log_likelihood(likelihood: str, x, mean, log_scale=None):
+    """log p(x|z) of each image in nats: the pixels' log-likelihoods summed over all axes but the first."""
+    per_pixel = _PER_PIXEL[likelihood](x, mean, log_scale)
+    return ops.sum(ops.reshape(per_pixel, (ops.shape(per_pixel)[0], -1)), axis=-1)
+
+
+def bits_per_dim(nats: float, image_shape: tuple[int, ...], likelihood: str) -> float:
+    """-log p(x) of one image in nats (an NLL, or a negative bound) -> bits per pixel value (dimension)."""
+    dims = math.prod(image_shape)
+    offset = dims * math.log(LEVELS) if likelihood in DENSITIES else 0.0
+    return (nats + offset) / (dims * math.log(2.0))
+
+
+def _bernoulli(x, mean, log_scale=None):
+    return -ops.binary_crossentropy(x, mean)
+
+
+def _continuous_bernoulli(x, mean, log_scale=None):
+    return _bernoulli(x, mean) + _log_normaliser(ops.clip(mean, _CLIP, 1 - _CLIP))
+
+
+def _log_normaliser(lam):
+    """log C(lam) = log(2 atanh(1 - 2 lam) / (1 - 2 lam)), by its Taylor series near lam = 1/2 where it is 0/0."""
+    u = 1.0 - 2.0 * lam
+    near = ops.abs(u) < 1e-2
+    safe = ops.where(near, ops.cast(0.25, lam.dtype), lam)  # keeps the far branch (and its gradient) finite
+    far = ops.log((ops.log1p(-safe) - ops.log(safe)) / (1.0 - 2.0 * safe))  # 2 atanh(u) = log((1 - lam) / lam)
+    taylor = math.log(2.0) + u**2 / 3.0 + 13.0 * u**4 / 90.0
+    return ops.where(near, taylor, far)
+
+
+def _gaussian(x, mean, log_scale):
+    log_scale = ops.maximum(log_scale, MIN_LOG_SCALE)
+    return -0.5 * math.log(2 * math.pi) - log_scale - 0.5 * ops.square((x - mean) * ops.exp(-log_scale))
+
+
+def _logistic(x, mean, log_scale):
+    log_scale = ops.maximum(log_scale, MIN_LOG_SCALE)
+    inverse_scale = ops.exp(-log_scale)
+    centred = x - mean
+    upper = inverse_scale * (centred + HALF_BIN)
+    lower = inverse_scale * (centred - HALF_BIN)
+    log_cdf_upper = upper - ops.softplus(upper)  # log sigmoid(upper): the first bin, (-inf, 1/510]
+    log_survival_lower = -ops.softplus(lower)  # log(1 - sigmoid(lower)): the last bin, [1 - 1/510, inf)
+    mass = ops.sigmoid(upper) - ops.sigmoid(lower)
+    middle = inverse_scale * centred  # where the bin's mass underflows: its density at the centre times its width
+    log_density = middle - log_scale - 2.0 * ops.softplus(middle) - math.log(LEVELS)
+    inner = ops.where(mass > 1e-5, ops.log(ops.maximum(mass, 1e-12)), log_density)
+    return ops.where(x < HALF_BIN, log_cdf_upper, ops.where(x > 1.0 - HALF_BIN, log_survival_lower, inner))
+
+
+_PER_PIXEL = {
+    "bernoulli": _bernoulli,
+    "continuous-bernoulli": _continuous_bernoulli,
+    "gaussian": _gaussian,
+    "logistic": _logistic,
+}
