@@ -141,7 +141,7 @@ def check_points(z: np.ndarray, latent_dim: int) -> np.ndarray:
 
 
 def generate(run: Run, z) -> np.ndarray:
-    """Part (d): decodes latent points (n, latent_dim) into images (n, 28, 28) in one batch."""
+    """Part (d): decodes latent points (n, latent_dim) into images (n, H, W[, C]) in one batch."""
     return run.decode(check_points(z, run.config.model.latent_dim))
 
 
@@ -161,7 +161,7 @@ def manifold_grid(n: int = 15, low: float = 0.05, high: float = 0.95) -> np.ndar
 def manifold(run: Run, n: int = 15) -> tuple[np.ndarray, np.ndarray]:
     """An n x n grid of decoded digits over Gaussian quantiles of the first two latent dimensions (others 0).
 
-    Returns (grid values, images of shape (n, n, 28, 28)); row 0 is the top of the figure (largest z[1]).
+    Returns (grid values, images of shape (n, n, H, W[, C])); row 0 is the top of the figure (largest z[1]).
     """
     grid = manifold_grid(n)
     z = np.zeros((n, n, run.config.model.latent_dim), np.float32)
@@ -180,11 +180,11 @@ class Interpolation:
     end_index: int
     start_name: str  # the class of each end ("3", "Trouser"), or "#index" for unlabelled data
     end_name: str
-    originals: np.ndarray  # (2, 28, 28) uint8
+    originals: np.ndarray  # (2, H, W[, C]) uint8
     z_start: np.ndarray  # (latent_dim,)
     z_end: np.ndarray
     points: np.ndarray  # (steps, latent_dim), endpoints included
-    images: np.ndarray  # (steps, 28, 28)
+    images: np.ndarray  # (steps, H, W[, C])
 
 
 DEFAULT_PAIR = (3, 8)  # the exercise's figure interpolates from a 3 to an 8

@@ -50,8 +50,9 @@ def latent_diagnostics(z_mean: np.ndarray, z_log_var: np.ndarray) -> LatentDiagn
 
 
 def traversal(run: Run, values: np.ndarray = TRAVERSAL_VALUES) -> np.ndarray:
-    """Decodes each latent dimension swept over `values`, the others at 0: images (latent_dim, len(values), 28, 28)."""
+    """Decodes each latent dimension swept over `values`, the others at 0: (latent_dim, len(values), H, W[, C])."""
     dim = run.config.model.latent_dim
     z = np.zeros((dim, len(values), dim), np.float32)
     z[np.arange(dim), :, np.arange(dim)] = values
-    return run.decode(z.reshape(-1, dim)).reshape(dim, len(values), 28, 28)
+    images = run.decode(z.reshape(-1, dim))
+    return images.reshape(dim, len(values), *images.shape[1:])

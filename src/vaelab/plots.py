@@ -96,6 +96,22 @@ def plot_latent_map(
     return fig
 
 
+def show_image(ax, image: np.ndarray, **kwargs) -> None:
+    """Draws one image, uint8 or floats in [0, 1]: grey (h, w[, 1]) as dark ink on white, colour (h, w, 3) as it is.
+
+    A canvas's NaN pixels (the gaps between tiled images) show white."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        ax.imshow(image, cmap=_GREY, vmin=0, vmax=255 if image.dtype == np.uint8 else 1, **kwargs)
+    else:
+        ax.imshow(np.nan_to_num(image, nan=1.0) if image.dtype != np.uint8 else image, **kwargs)
+
+
+_GREY = colormaps["gray_r"].with_extremes(bad="white")
+
+
 def plot_class_table(rows: list[ClassRow], images: np.ndarray, title: str = "", word: str = "digit") -> Figure:
     """(c) One test image per class beside its latent coordinates (and sigma where it is learned)."""
     ncols = min(5, len(rows))
@@ -103,7 +119,7 @@ def plot_class_table(rows: list[ClassRow], images: np.ndarray, title: str = "", 
     fig = Figure(figsize=(2.2 * ncols, 3.1 * nrows))
     for k, (row, image) in enumerate(zip(rows, images, strict=True)):
         ax = fig.add_subplot(nrows, ncols, k + 1)
-        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+        show_image(ax, image)
         ax.set_xticks([])
         ax.set_yticks([])
         text = f"{word} {row.name}  (test #{row.index})\nz = {format_point(row.z_mean, 2)}"
@@ -126,7 +142,7 @@ def plot_images(
     fig = Figure(figsize=(1.25 * ncols, 1.45 * nrows + (0.4 if title else 0)))
     for k, image in enumerate(images):
         ax = fig.add_subplot(nrows, ncols, k + 1)
-        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+        show_image(ax, image)
         ax.set_xticks([])
         ax.set_yticks([])
         if titles:
@@ -140,15 +156,15 @@ def plot_images(
 def plot_manifold(grid: np.ndarray, images: np.ndarray, title: str = "") -> Figure:
     """(d) The decoded n x n grid over Gaussian quantiles of z[0] (across) and z[1] (up)."""
     n = len(grid)
-    size = images.shape[-1]
-    canvas = images.transpose(0, 2, 1, 3).reshape(n * size, n * size)
-    fig = Figure(figsize=(7.5, 7.5))
+    h, w = images.shape[2:4]
+    axes = (0, 2, 1, 3, *range(4, images.ndim))  # rows of images, then each image's rows: one canvas
+    canvas = images.transpose(axes).reshape(n * h, n * w, *images.shape[4:])
+    fig = Figure(figsize=(7.5, 7.5 * h / w))
     ax = fig.add_subplot()
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
-    ticks = np.arange(n) * size + (size - 1) / 2
+    show_image(ax, canvas)
     labels = [f"{round(v, 2) + 0.0:.2f}" for v in grid]  # + 0.0: no "-0.00"
-    ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
-    ax.set_yticks(ticks, labels[::-1], fontsize=7)
+    ax.set_xticks(np.arange(n) * w + (w - 1) / 2, labels, rotation=90, fontsize=7)
+    ax.set_yticks(np.arange(n) * h + (h - 1) / 2, labels[::-1], fontsize=7)
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     ax.set_title(title or f"decoded {n}×{n} grid over Gaussian quantiles (other dimensions 0)", fontsize=10)
@@ -185,14 +201,14 @@ def plot_history(histories: dict[str, list[dict[str, float]]]) -> Figure:
 
 
 def image_canvas(rows: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
-    """Rows of images (each (n_i, h, w[, 1]), uint8 or floats in [0, 1]) tiled into one float canvas in [0, 1].
+    """Rows of images (each (n_i, h, w[, c]), uint8 or floats in [0, 1]) tiled into one float canvas in [0, 1].
 
-    Images are separated by `gap` pixels; the background is NaN, so it shows as the axes' colour.
+    Images are separated by `gap` pixels; the background is NaN, so it shows white (`show_image`).
     """
     rows = [_unit_images(r) for r in rows]
-    h, w = rows[0].shape[-2:]
+    h, w = rows[0].shape[1:3]
     ncols = max(len(r) for r in rows)
-    canvas = np.full((len(rows) * (h + gap) - gap, ncols * (w + gap) - gap), np.nan, np.float32)
+    canvas = np.full((len(rows) * (h + gap) - gap, ncols * (w + gap) - gap, *rows[0].shape[3:]), np.nan, np.float32)
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
             canvas[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = image
@@ -200,7 +216,8 @@ def image_canvas(rows: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
 
 
 def _unit_images(images) -> np.ndarray:
-    """Images as floats in [0, 1], shape (n, h, w): uint8 scaled, a trailing channel of 1 dropped."""
+    """Images as floats in [0, 1], shape (n, h, w) grey or (n, h, w, c) colour: uint8 scaled, a trailing channel of
+    1 dropped."""
     images = np.asarray(images)
     scale = 255.0 if images.dtype == np.uint8 else 1.0
     if images.ndim == 4 and images.shape[-1] == 1:
@@ -213,16 +230,14 @@ def plot_image_rows(
 ) -> Figure:
     """Rows of small images, one label per row (left) and optionally per column (below)."""
     canvas = image_canvas(rows)
-    size, gap = _unit_images(rows[0]).shape[-1], 2
+    (h, w), gap = np.shape(rows[0])[1:3], 2
     ncols = max(len(r) for r in rows)
-    fig = Figure(figsize=(0.2 + 0.6 * ncols + 1.4, 0.35 + 0.6 * len(rows) + (0.3 if col_labels else 0)))
+    fig = Figure(figsize=(0.2 + 0.6 * ncols + 1.4, 0.35 + 0.6 * len(rows) * h / w + (0.3 if col_labels else 0)))
     ax = fig.add_subplot()
-    cmap = colormaps["gray_r"].with_extremes(bad="white")
-    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-    step = size + gap
-    ax.set_yticks(np.arange(len(rows)) * step + (size - 1) / 2, row_labels, fontsize=8)
+    show_image(ax, canvas, interpolation="nearest")
+    ax.set_yticks(np.arange(len(rows)) * (h + gap) + (h - 1) / 2, row_labels, fontsize=8)
     if col_labels:
-        ax.set_xticks(np.arange(ncols) * step + (size - 1) / 2, col_labels, fontsize=7)
+        ax.set_xticks(np.arange(ncols) * (w + gap) + (w - 1) / 2, col_labels, fontsize=7)
     else:
         ax.set_xticks([])
     ax.tick_params(length=0)
