@@ -193,6 +193,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             implementation=args.implementation,
             hidden=args.hidden,
             activation=args.activation,
+            likelihood=args.likelihood,
+            scale=args.scale,
+            filters=args.filters,
             beta=args.beta,
             kl_warmup=args.kl_warmup,
             lr_decay_epochs=args.lr_decay_epochs,
@@ -315,8 +318,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-    kind = "binarised" if result.binarized else "grey-level"
-    print(f"{run.name}: {result.images:,} {kind} test images, K = {result.samples} importance samples")
+    kind = "binarised" if result.binarized else "8-bit"
+    shape = "x".join(str(d) for d in run.config.model.input_shape)
+    print(
+        f"{run.name}: {result.images:,} {kind} {shape} test images, K = {result.samples} importance samples, "
+        f"{result.likelihood} likelihood"
+    )
     train = run.config.train
     if train.beta != 1 or train.kl_warmup:
         test = run.metrics["test"]
@@ -334,6 +341,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{result.reconstruction_loss_at_mean:.2f})"
     )
     print(f"  log p(x) >= IWAE bound     {result.iwae:9.2f} nats, i.e. NLL <= {result.nll:.2f}")
+    print(f"  bits per dimension         {result.bits_per_dim:9.4f} (NLL bound; -ELBO: {result.elbo_bits_per_dim:.4f})")
     dim = len(result.kl_per_dim)
     print(f"  active units               {result.active_units:9d} of {dim} (Cov_x(E_q[z_j]) > 0.01)")
     print(f"  KL per dimension, nats     {' '.join(f'{k:.2f}' for k in result.kl_per_dim)}")
@@ -409,7 +417,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     axes = {"preset": args.preset, "latent_dim": args.latent_dim, "beta": args.beta, "seed": args.seed}
     fixed = {"epochs": args.epochs, "kl_warmup": args.kl_warmup, "train_subset": args.train_subset,
-             "test_subset": args.test_subset, "binarize": args.binarize or None}  # fmt: skip
+             "test_subset": args.test_subset, "binarize": args.binarize or None,
+             "likelihood": args.likelihood, "scale": args.scale}  # fmt: skip
     points = sweep(
         {k: v for k, v in axes.items() if v is not None},
         args.out,
@@ -461,10 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     from vaelab import __version__
     from vaelab.config import (
         ACTIVATIONS,
+        DEFAULT_FILTERS,
         IMPLEMENTATIONS,
+        LIKELIHOODS,
         MAX_SEED,
         OPTIMIZERS,
         PRESETS,
+        SCALES,
         SNAPSHOTS,
         ModelConfig,
         TrainConfig,
@@ -537,6 +549,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ACTIVATIONS,
         help=f"of the dense network's hidden layers (default: {ModelConfig.activation})",
     )
+    p.add_argument(
+        "--filters",
+        type=_positive_int,
+        nargs="+",
+        metavar="WIDTH",
+        help="the convnet preset's stride-2 blocks, each halving the image "
+        f"(default: {' '.join(map(str, DEFAULT_FILTERS))})",
+    )
+    _add_likelihood_options(p, LIKELIHOODS, SCALES)
     p.add_argument(
         "--beta", type=float, help=f"weight of the KL term in the objective (default: {TrainConfig.beta:g}, the ELBO)"
     )
@@ -675,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
     p.add_argument("--test-subset", type=_positive_int, help="validate on the first N test images during training")
     p.add_argument("--binarize", action="store_true", help="dynamic binarisation for every point")
+    _add_likelihood_options(p, LIKELIHOODS, SCALES)
     p.add_argument(
         "--iwae-samples", type=_positive_int, default=100, metavar="K", help="importance samples (default: 100)"
     )
@@ -715,6 +737,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="also integrate the definition numerically")
     p.set_defaults(func=cmd_kl)
     return parser
+
+
+def _add_likelihood_options(p: argparse.ArgumentParser, likelihoods: Sequence[str], scales: Sequence[str]) -> None:
+    p.add_argument(
+        "--likelihood",
+        choices=likelihoods,
+        help="p(x|z), the pixels' distribution (default: bernoulli for grey images, logistic for colour)",
+    )
+    p.add_argument(
+        "--scale",
+        choices=scales,
+        help="the gaussian's sigma or the logistic's s: one learned number, or one per pixel (default: global)",
+    )
 
 
 EXIT_BUG = 3  # an error vaelab did not foresee: a bug; the traceback is written to a file

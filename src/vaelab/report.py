@@ -16,7 +16,7 @@ from pathlib import Path
 from vaelab import _interrupt, analysis, lanes, plots
 from vaelab._files import write_text
 from vaelab.config import RunConfig, TrainConfig, make_config
-from vaelab.data import BUILTIN, DEFAULT_DATASET, Dataset, load_dataset
+from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.explore import pagedata
 from vaelab.figures import draw_run_figures, exercise_point
@@ -24,11 +24,17 @@ from vaelab.model import parameter_count
 from vaelab.report_html import LIVE_MARKER, markdown_to_html
 from vaelab.run import Run, load_run, read_info, read_metrics, run_dir_name, run_is_complete
 
-REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")
+REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")  # the exercise's networks, on 28x28 grey images
+# On images of another shape part (g)'s ConvNet, made for 28x28x1, gives way to the one built from the shape.
+OTHER_SHAPE_PRESETS = ("mlp", "mlp-fixed-var", "convnet")
 PARTS = {
     "mlp": ("Parts (c), (d), (e): the course's network", "the base network of the course script"),
     "mlp-fixed-var": ("Part (f): the variance fixed to ones", "the base network with z_log_var fixed at 0"),
     "conv": ("Part (g): the ConvNet encoder and decoder", "the ConvNet of part (g), intermediate_dim 16"),
+    "convnet": (
+        "Part (g): a ConvNet encoder and decoder",
+        "a ConvNet built from the image's shape (stride-2 blocks of 32, 64 and 128 filters, mirrored)",
+    ),
 }
 KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0), (-10.0, 10.0, 10.0, 0.1)]
 
@@ -36,13 +42,15 @@ KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0)
 def ensure_run(
     config: RunConfig, path: Path, data: Dataset, *, log: Callable[[str], None], verbose: int | str = "auto"
 ) -> Run:
-    """The completed run of `config` in `path`: reused if it is there, resumed if it was interrupted."""
+    """The completed run of `config` (resolved for `data`: `RunConfig.for_data`) in `path`: reused if it is there,
+    resumed if it was interrupted."""
     from vaelab.training import resume, train
 
     if not (path / "config.json").exists():
         return train(config, path, data=data, log=log, verbose=verbose)
     info = read_info(path)
-    if RunConfig.from_dict(info["config"]) != config or info.get("data_sha256") != data.sha256:
+    same = info.get("data_sha256") == data.sha256 and RunConfig.from_dict(info["config"]).for_data(data) == config
+    if not same:
         raise VaelabError(
             f"{path} holds a run with another configuration or other data; move it away or use another directory"
         )
@@ -74,16 +82,19 @@ def report(
     data_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
-    """Trains or reuses the presets mlp, mlp-fixed-var and conv, then writes the report; returns index.html."""
+    """Trains or reuses the presets mlp, mlp-fixed-var and conv (convnet for images other than 28x28 grey), then
+    writes the report; returns index.html."""
     data = load_dataset(dataset, data_dir, log=log)
+    presets = report_presets(data.image_shape)
     configs = [
-        make_config(preset, epochs=epochs, train_subset=train_subset, dataset=data.name) for preset in REPORT_PRESETS
+        make_config(preset, epochs=epochs, train_subset=train_subset, dataset=data.name).for_data(data)
+        for preset in presets
     ]
     runs = []
     with _interrupt.stop_at_step_boundary():
         _train_side_by_side(configs, Path(runs_dir), data, iwae_samples, data_dir, log)
-        for k, (preset, config) in enumerate(zip(REPORT_PRESETS, configs, strict=True), 1):
-            log(f"vaelab report: [{k}/{len(REPORT_PRESETS)}] {preset}")
+        for k, (preset, config) in enumerate(zip(presets, configs, strict=True), 1):
+            log(f"vaelab report: [{k}/{len(presets)}] {preset}")
             try:
                 runs.append(ensure_run(config, Path(runs_dir) / run_dir_name(config), data, log=log))
                 ensure_evaluation(runs[-1], data, iwae_samples, log)
@@ -94,6 +105,11 @@ def report(
                 ) from None
     log("vaelab report: analysing the runs and writing the report")
     return build_report(runs, data, Path(out))
+
+
+def report_presets(image_shape: tuple[int, int, int]) -> tuple[str, ...]:
+    """The networks the report trains for images of `image_shape`."""
+    return REPORT_PRESETS if tuple(image_shape) == IMAGE_SHAPE else OTHER_SHAPE_PRESETS
 
 
 def _train_side_by_side(
@@ -109,7 +125,7 @@ def _train_side_by_side(
         for config in configs
         if not _evaluated(runs_dir / run_dir_name(config), samples, len(data.x_test))
     ]
-    todo.sort(key=lambda job: job.config.model.arch != "conv")  # the longest first: the ConvNet
+    todo.sort(key=lambda job: job.config.model.arch == "mlp")  # the longest first: the ConvNet
     cores = lanes.cpu_lanes(len(todo))
     if len(cores) < 2 or data.name not in BUILTIN or not _jax_on_cpu():
         return
@@ -192,11 +208,17 @@ This report answers the course exercise (Advanced Machine Learning, exercise 4) 
 produced by `{command}` from the runs {run_list}; every number and figure below is computed from
 those runs' saved files (configuration, weights, history) and the data, nothing is typed in by hand.
 
-- Data: {data.title}, {len(data.x_train):,} training and {len(data.x_test):,} test images, {classes}
+- Data: {data.title}, {len(data.x_train):,} training and {len(data.x_test):,} test images of
+  {_shape_words(data.image_shape)}, {classes}, scored with the {runs[0].config.model.pixel_likelihood} likelihood
   (sha256 of the arrays `{data.sha256[:16]}…`, from {data.source}).
 - Software: vaelab {versions.get("vaelab", "?")}, Keras {versions.get("keras", "?")}, backend
   {versions.get("backend", "?")} {versions.get("backend_version", "")}.
 - Trained on: {machine}."""
+
+
+def _shape_words(shape: tuple[int, int, int]) -> str:
+    height, width, channels = shape
+    return f"{height}×{width} " + ("grey levels" if channels == 1 else f"pixels with {channels} channels")
 
 
 def _on(data: Dataset) -> str:
@@ -355,9 +377,9 @@ set of the encoder's mean, Cov_x(E_q[z_j]), above 0.01). The KL term splits over
 
 def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
     lines = [
-        "| preset | test loss | reconstruction | KL | ELBO | IWAE bound | active units | parameters | epochs "
-        "| training time | s/epoch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| preset | test loss | reconstruction | KL | ELBO | IWAE bound | bits/dim | active units | parameters "
+        "| epochs | training time | s/epoch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     samples = set()
     for run in runs:
@@ -369,26 +391,46 @@ def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
         lines.append(
             f"| `{run.config.preset}` | {test['loss']:.2f} | {test['reconstruction_loss']:.2f} | {test['kl_loss']:.2f} "
             f"| {evaluation.get('elbo', float('nan')):.2f} | {evaluation.get('iwae', float('nan')):.2f} "
+            f"| {evaluation.get('bits_per_dim', float('nan')):.3f} "
             f"| {evaluation.get('active_units', '–')} of {run.config.model.latent_dim} | {parameter_count(run.vae):,} "
             f"| {run.epoch} | {run.metrics['train_seconds']:.0f} s | {per_epoch:.2f} |"
         )
     k = ", ".join(str(s) for s in sorted(samples, key=str))
+    images = ", ".join(f"{n:,}" for n in sorted({run.metrics.get("evaluation", {}).get("images", 0) for run in runs}))
     curves = figures / "training_curves.png"
     plots.save(plots.plot_history({run.config.preset: run.history for run in runs}), curves)
     return f"""## Comparison of the three networks
 
 Test-set figures after the last epoch, in nats per image: the loss is the negative ELBO,
 reconstruction plus KL, with one z sampled per image (lower is better). ELBO and IWAE bound come from
-`vaelab evaluate` on all 10,000 test images: the ELBO with its expectation estimated from K = {k}
+`vaelab evaluate` on all {images} test images: the ELBO with its expectation estimated from K = {k}
 samples per image, and the importance-weighted lower bound on log p(x) with the same K samples
-(higher is better; it is never below the ELBO). On grey-level pixels the Bernoulli likelihood is not
-a normalised density, so these compare the three networks with one another, not with published
-binarised-MNIST results. Training time is the sum of the epochs' wall times, as recorded in each
+(higher is better; it is never below the ELBO); bits/dim is that bound's NLL in bits per pixel value.
+{_likelihood_note(runs[0])} Training time is the sum of the epochs' wall times, as recorded in each
 run's `history.csv`; s/epoch is their median after the first.
 
 {chr(10).join(lines)}
 
 ![training curves]({_rel(curves, out)})"""
+
+
+def _likelihood_note(run: Run) -> str:
+    """What the bounds of the run's likelihood can be compared with."""
+    likelihood, binarized = run.config.model.pixel_likelihood, run.config.train.binarize
+    if likelihood == "bernoulli" and not binarized:
+        return (
+            "On grey-level pixels the Bernoulli likelihood is not a normalised density, so these compare the "
+            "networks with one another, not with published binarised-MNIST results."
+        )
+    if likelihood in ("bernoulli", "logistic"):
+        return (
+            f"The {likelihood} likelihood gives the probability of each pixel's value, so these are the figures "
+            "published results on the same images report."
+        )
+    return (
+        f"The {likelihood} likelihood is a density; its bits/dim count each 8-bit level as a bin of width 1/255 "
+        "(no dequantisation noise), the usual reading."
+    )
 
 
 def _kl_section() -> str:

@@ -40,7 +40,7 @@ import numpy as np
 
 from vaelab._files import atomic_path, write_json, write_text
 from vaelab._lock import is_locked
-from vaelab.config import PRESETS, RunConfig, TrainConfig
+from vaelab.config import PRESETS, RunConfig, TrainConfig, default_likelihood
 from vaelab.errors import VaelabError
 
 if TYPE_CHECKING:
@@ -150,6 +150,12 @@ def run_dir_name(config: RunConfig) -> str:
         parts.append("hidden" + "x".join(str(w) for w in config.model.hidden))
     if config.model.activation != preset.activation:
         parts.append(config.model.activation)
+    if config.model.pixel_likelihood != default_likelihood(config.model.input_shape):
+        parts.append(config.model.likelihood)
+    if config.model.scale != preset.scale:
+        parts.append(f"{config.model.scale}-scale")
+    if config.model.filters is not None:
+        parts.append("filters" + "x".join(str(w) for w in config.model.filters))
     return "-".join(parts)
 
 

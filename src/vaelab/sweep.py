@@ -124,7 +124,7 @@ def sweep(
 
     out = Path(out).resolve()
     fixed = dict(fixed or {})
-    bad = set(fixed) - set(FIXED) - {"hidden", "activation", "lr_decay_epochs", "optimizer"}
+    bad = set(fixed) - set(FIXED) - {"hidden", "activation", "lr_decay_epochs", "optimizer", "likelihood", "scale"}
     if bad:
         raise VaelabError(f"unknown fixed settings for a sweep: {', '.join(sorted(bad))}")
     if samples < 1:
@@ -138,7 +138,7 @@ def sweep(
                                         "dataset": data.name, "iwae_samples": samples, "images": images})  # fmt: skip
         todo = []
         for point in points:
-            if point.config is not None and _finished(point, out, data.sha256, samples, images):
+            if point.config is not None and _finished(point, out, data, samples, images):
                 point.status, point.reused = "done", True
             elif point.config is not None:
                 todo.append(point)
@@ -169,13 +169,14 @@ def sweep(
     return points
 
 
-def _finished(point: Point, out: Path, sha256: str, samples: int, images: int) -> bool:
+def _finished(point: Point, out: Path, data, samples: int, images: int) -> bool:
     """Whether the point's run is complete, of the same configuration and data, and evaluated as asked."""
     path = out / "runs" / point.name
     try:
         info = read_info(path)
         metrics = read_metrics(path)
-        same = RunConfig.from_dict(info["config"]) == point.config and info.get("data_sha256") == sha256
+        saved = RunConfig.from_dict(info["config"]).for_data(data)
+        same = saved == point.config.for_data(data) and info.get("data_sha256") == data.sha256
     except VaelabError:
         return False
     evaluation = metrics.get("evaluation", {})
