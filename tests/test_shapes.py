@@ -23,7 +23,7 @@ from vaelab.model import build_models, parameter_count
         ("convnet", (64, 64, 3)),
         ("mlp", (32, 32, 3)),
         ("mlp-fixed-var", (20, 30, 1)),
-    ],  # fmt: skip
+    ],
 )
 def test_every_network_maps_images_of_its_shape_to_codes_and_back(preset, shape):
     config = PRESETS[preset].for_data(shape)
