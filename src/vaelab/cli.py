@@ -156,13 +156,16 @@ def cmd_presets(args: argparse.Namespace) -> int:
     from vaelab.config import PRESETS
 
     for name, model in PRESETS.items():
+        filters = f" filters={'x'.join(map(str, model.conv_filters))}" if model.arch == "convnet" else ""
         print(
             f"{name:15} arch={model.arch} variance={model.variance} latent_dim={model.latent_dim} "
-            f"intermediate_dim={model.intermediate_dim}"
+            f"intermediate_dim={model.intermediate_dim}{filters}"
         )
     from vaelab import kernels
 
-    print(f"\nThe conv presets' layers, on this machine: {kernels.status()}")
+    print("\nmlp and convnet take images of any size and colour; conv and conv-fixed-var are the exercise's ConvNet")
+    print("for 28x28 grey images. The likelihood is bernoulli for grey images and logistic for colour (--likelihood).")
+    print(f"The conv presets' layers, on this machine: {kernels.status()}")
     return 0
 
 
