@@ -1,7 +1,10 @@
 """A run's encoder and generator as `.keras` files that plain Keras opens, without vaelab.
 
-    encoder.keras    x (n, 28, 28, 1) in [0, 1] -> [z_mean, z_log_var], each (n, latent_dim)
-    generator.keras  z (n, latent_dim) -> x_decoded_mean (n, 28, 28, 1)
+    encoder.keras    x (n, H, W, C) in [0, 1] -> [z_mean, z_log_var], each (n, latent_dim)
+    generator.keras  z (n, latent_dim) -> x_decoded_mean (n, H, W, C): the mean of each pixel (for the gaussian
+                     and the logistic likelihoods; their learned scale stays in the run's checkpoint)
+
+(H, W, C) is the run's image shape: (28, 28, 1) for MNIST.
 
 Both hold stock Keras layers only: the fused ConvNet layers are saved as the layer pairs they
 compute (Conv2D + MaxPooling2D, UpSampling2D + Conv2D, with the same weights), and the fixed
