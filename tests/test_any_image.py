@@ -9,6 +9,7 @@ from PIL import Image
 from tests.conftest import run_cli
 from vaelab.config import RunConfig, make_config
 from vaelab.data import load_dataset
+from vaelab.data.batches import Batches
 from vaelab.data.shards import convert, shard_rows_for
 from vaelab.errors import VaelabError
 from vaelab.run import run_dir_name
@@ -83,6 +84,8 @@ def test_shards_of_colour_images(tmp_path):
     shards = load_dataset(tmp_path / "shards")
     assert shards.image_shape == (8, 12, 3) and shards.sha256 == source.sha256
     np.testing.assert_array_equal(shards.x_train.take([29, 0, 8]), x[[29, 0, 8]])
+    batch = Batches(shards.x_train, 8, seed=0)[3]  # the training batches stream colour images as they are
+    assert batch.shape == (6, 8, 12, 3) and batch.dtype == np.float32 and batch.max() <= 1
     assert shard_rows_for((28, 28)) == 65536 and shard_rows_for((32, 32, 3)) == 16725  # 51 MB a shard
 
     grey = convert([str(tmp_path / "c.npz")], tmp_path / "grey", grey=True, image_size=(4, 4), log=lambda m: None)
