@@ -73,13 +73,15 @@ def digit_folder(tmp_path, mnist):
 
 
 def test_a_folder_of_class_folders_is_a_labelled_dataset(digit_folder):
-    data = load_dataset(digit_folder)
+    with pytest.raises(VaelabError, match=r"different sizes: .* is 40x56, .* is 28x28; pass --image-size H W"):
+        load_dataset(digit_folder)  # 28x28, 40x56 and 90x30 images: their own size is no one size
+    data = load_dataset(digit_folder, image_size=(28, 28), grey=True)  # vaelab's first folder reader
     assert data.class_names == ("one", "seven", "zero")  # alphabetical, as Keras reads folders
     assert data.x_train.dtype == np.uint8 and data.x_train.shape[1:] == (28, 28)
     assert len(data.x_train) + len(data.x_test) == 63
     assert np.bincount(data.y_test).tolist() == [round(21 * TEST_FRACTION)] * 3  # stratified hold-out
     assert "seeded hold-out" in data.details["split"]
-    again = load_dataset(digit_folder)
+    again = load_dataset(digit_folder, image_size=[28, 28], grey=True)
     assert again.sha256 == data.sha256  # the same split and conversion every time
     # a png stored at 28x28 greyscale comes back unchanged
     assert any(np.array_equal(img, again.x_train[0]) for img in data.x_train)
@@ -90,7 +92,8 @@ def test_a_folder_with_its_own_split_and_an_unlabelled_folder(tmp_path, mnist):
     for split, images, labels in splits:
         for digit in (2, 5):
             write_images(tmp_path / "split" / split / f"d{digit}", images[labels == digit])
-    data = load_dataset(tmp_path / "split")
+    data = load_dataset(tmp_path / "split")  # grey PNGs of one size: read as they are
+    assert data.image_shape == (28, 28, 1) and data.x_train.ndim == 3
     assert data.class_names == ("d2", "d5") and data.details["split"].startswith("given")
     assert len(data.x_test) == int(np.isin(mnist.y_test[:20], (2, 5)).sum())
     write_images(tmp_path / "flat", mnist.x_test[:14])
@@ -131,9 +134,13 @@ def test_npz_datasets(tmp_path, mnist):
     np.savez(
         tmp_path / "u.npz", x_train=mnist.x_train[:50] / 255.0, x_test=np.repeat(mnist.x_test[:5, :, :, None], 3, -1)
     )
-    unlabelled = load_dataset(tmp_path / "u.npz")
+    unlabelled = load_dataset(tmp_path / "u.npz", grey=True)
     assert not unlabelled.labelled and unlabelled.x_test.shape == (5, 28, 28)
     np.testing.assert_array_equal(unlabelled.x_train, mnist.x_train[:50])  # floats in [0, 1] back to the same bytes
+    np.testing.assert_array_equal(unlabelled.x_test, mnist.x_test[:5])  # equal R, G, B: the luma is the grey level
+    coloured = load_dataset(tmp_path / "u.npz")  # one array in colour: both are
+    assert coloured.image_shape == (28, 28, 3) and coloured.x_train.shape == (50, 28, 28, 3)
+    np.testing.assert_array_equal(coloured.x_train[..., 2], mnist.x_train[:50])
     for arrays, message in (
         ({"x_train": mnist.x_train[:5]}, "lacks x_test"),
         ({"x_train": mnist.x_train[:5], "x_test": mnist.x_test[:5], "y_train": mnist.y_train[:5]}, "alone"),
@@ -159,8 +166,9 @@ def test_npz_datasets(tmp_path, mnist):
 
 
 def test_data_command_describes_a_dataset(digit_folder):
-    result = run_cli("data", "--dataset", str(digit_folder))
+    result = run_cli("data", "--dataset", str(digit_folder), "--image-size", "28", "28", "--grey")
     assert result.returncode == 0, result.stderr
+    assert "images 28x28 grey uint8" in result.stdout
     assert "classes: 3 (one, seven, zero)" in result.stdout and "seeded hold-out" in result.stdout
     bad = run_cli("data", "--dataset", "nothing-here")
     assert bad.returncode == 2 and "unknown dataset 'nothing-here'" in bad.stderr and bad.stderr.count("\n") == 1
@@ -169,9 +177,10 @@ def test_data_command_describes_a_dataset(digit_folder):
 @pytest.mark.slow
 def test_a_run_on_your_own_images_keeps_its_dataset(tmp_path, digit_folder):
     out = tmp_path / "run"
-    result = run_cli("train", "--dataset", str(digit_folder), "--epochs", "2", "--out", str(out))
+    args = ["--dataset", str(digit_folder), "--image-size", "28", "28", "--grey", "--epochs", "2", "--out", str(out)]
+    result = run_cli("train", *args)
     assert result.returncode == 0, result.stderr[-2000:]
-    encoded = run_cli("encode", str(out))  # the run's own dataset, by default
+    encoded = run_cli("encode", str(out))  # the run's own dataset, read as it was (28x28 grey), by default
     assert encoded.returncode == 0, encoded.stderr[-2000:]
     assert encoded.stdout.splitlines()[0].startswith("| class | test index") and "| seven |" in encoded.stdout
     other = run_cli("encode", str(out), "--dataset", "mnist")

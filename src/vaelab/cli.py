@@ -74,7 +74,11 @@ def _devices(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'all', got {text!r}") from None
 
 
-def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False) -> None:
+def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False, convert: bool = True) -> None:
+    """--dataset and --data-dir; unless `of_run` (a run reads its data as it was trained), --image-size and --grey,
+    which say how a folder's or an .npz's images are read (`convert`: False where a command has no use for them)."""
+    from vaelab.data import BUILTIN
+
     p.add_argument(
         "--dataset",
         metavar="NAME|PATH",
@@ -82,7 +86,7 @@ def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False) -> None:
         default=None,
         help="the run's own dataset (a different one is refused)"
         if of_run
-        else "mnist (default), fashion-mnist, a folder of images (one subfolder per class) or an .npz",
+        else f"{', '.join(BUILTIN)} (default: mnist), a folder of images (one subfolder per class) or an .npz",
     )
     p.add_argument(
         "--data-dir",
@@ -90,6 +94,20 @@ def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False) -> None:
         default=None,
         help="directory holding (or to cache) the built-in datasets; default $VAELAB_DATA_DIR or ~/.cache/vaelab",
     )
+    if convert and not of_run:
+        _add_image_options(p)
+
+
+def _add_image_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="pad and resize the images of a folder or an .npz to H x W pixels (default: their own size, one for all)",
+    )
+    p.add_argument("--grey", action="store_true", help="convert colour images to grey (ITU-R 601-2 luma)")
 
 
 # --- commands -------------------------------------------------------------------------------------------
@@ -102,7 +120,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from vaelab.data import load_dataset
     from vaelab.data.shards import ShardedArray, verify
 
-    data = load_dataset(args.dataset or "mnist", args.data_dir)
+    data = load_dataset(args.dataset or "mnist", args.data_dir, image_size=args.image_size, grey=args.grey)
     if isinstance(data.x_train, ShardedArray):
         verify(data.path)  # training checks the shards' sizes only; here every byte is checked
     print(f"dataset: {data.title}")
@@ -115,7 +133,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         names = ", ".join(data.class_names)
         print(f"classes: {len(data.class_names)} ({names if len(names) < 200 else names[:200] + ', ...'})")
     for name, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
-        line = f"{name + ':':8} {x.shape[0]} images {x.shape[1]}x{x.shape[2]} {x.dtype}"
+        h, w, c = data.image_shape
+        line = f"{name + ':':8} {x.shape[0]} images {h}x{w}{' grey' if c == 1 else f'x{c} colour'} {x.dtype}"
         if y is not None and data.class_names:
             counts = " ".join(str(c) for c in np.bincount(y, minlength=len(data.class_names)))
             line += f"; per {data.class_word} {_range(data.class_names)}: {counts}"
@@ -136,6 +155,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         sources,
         out,
         data_dir=args.data_dir,
+        image_size=args.image_size,
+        grey=args.grey,
         shard_rows=args.shard_size,
         overwrite=args.overwrite,
         log=lambda msg: print(msg, file=sys.stderr),
@@ -178,10 +199,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     if args.resume is not None:
+        if args.image_size is not None or args.grey:
+            raise VaelabError("a resumed run reads its data as it was trained; leave out --image-size and --grey")
         data = run_data(args.resume, args.dataset, args.data_dir)
         run = resume(args.resume, epochs=args.epochs, data=data, snapshots=args.snapshots, devices=args.devices)
     else:
-        data = load_dataset(args.dataset or "mnist", args.data_dir)
+        data = load_dataset(args.dataset or "mnist", args.data_dir, image_size=args.image_size, grey=args.grey)
         config = make_config(
             args.preset,
             latent_dim=args.latent_dim,
@@ -203,6 +226,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             kl_warmup=args.kl_warmup,
             lr_decay_epochs=args.lr_decay_epochs,
             dataset=data.name,
+            image_size=args.image_size,
+            grey=args.grey,
+            image_shape=data.image_shape,
         )
         out = args.out or Path("runs") / run_dir_name(config)
         run = train(config, out, overwrite=args.overwrite, data=data, snapshots=args.snapshots, devices=args.devices)
@@ -428,6 +454,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         fixed={k: v for k, v in fixed.items() if v is not None},
         dataset=args.dataset or "mnist",
         data_dir=args.data_dir,
+        image_size=args.image_size,
+        grey=args.grey,
         samples=args.iwae_samples,
         images=args.images,
         workers=args.workers,
@@ -484,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
         ModelConfig,
         TrainConfig,
     )
-    from vaelab.data.shards import SHARD_ROWS
+    from vaelab.data.shards import SHARD_BYTES, SHARD_ROWS
 
     parser = _Parser(prog="vaelab", description="Train, explore and explain variational autoencoders on small images.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
@@ -506,12 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--shard-size",
         type=_positive_int,
-        default=SHARD_ROWS,
+        default=None,
         metavar="N",
-        help=f"images per shard (default: {SHARD_ROWS})",
+        help=f"images per shard (default: as many as fit in {SHARD_BYTES / 1e6:.0f} MB, {SHARD_ROWS} 28x28 grey ones)",
     )
     c.add_argument("--overwrite", action="store_true", help="replace shards already in DIR")
     c.add_argument("--data-dir", type=_path, default=None, help="where the built-in datasets are cached")
+    _add_image_options(c)
     c.set_defaults(func=cmd_data_convert)
 
     p = sub.add_parser("presets", help="list the networks of the exercise")
@@ -684,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance samples per test image for the log-likelihood bound (default: 100)",
     )
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
-    _add_data_options(p)
+    _add_data_options(p, convert=False)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("sweep", help="train and evaluate a grid of settings, and compare them on one page")

@@ -235,8 +235,18 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dataset: str = "mnist"  # a built-in dataset's name, or the path of a folder of images or an .npz
+    # How a folder's or an .npz's images are read (vaelab.data.custom): None keeps their own size; (H, W) pads
+    # and resizes them all to it. Recorded, so the run reloads the same data.
+    image_size: tuple[int, int] | None = None
+    grey: bool = False  # convert colour images to grey (ITU-R 601-2 luma); False keeps them as they are
+
+    def __post_init__(self):
+        if isinstance(self.image_size, list):  # from config.json: a JSON list
+            object.__setattr__(self, "image_size", tuple(self.image_size))
 
     def validate(self) -> RunConfig:
+        from vaelab.data import check_image_size
+
         self.model.validate()
         self.train.validate()
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -246,6 +256,9 @@ class RunConfig:
                 "the discretised logistic models 8-bit pixels, and --binarize makes them binary; "
                 "with --binarize use --likelihood bernoulli"
             )
+        check_image_size(self.image_size)
+        if not isinstance(self.grey, bool):
+            raise VaelabError(f"grey must be true or false, got {self.grey!r}")
         return self
 
     def for_data(self, data: Any) -> RunConfig:
@@ -265,6 +278,8 @@ class RunConfig:
                 model=ModelConfig(**data["model"]),
                 train=TrainConfig(**data["train"]),
                 dataset=data.get("dataset", "mnist"),  # runs made before other datasets existed: MNIST
+                image_size=data.get("image_size"),  # runs made before images of any size: their own size
+                grey=data.get("grey", False),
             ).validate()
         except (KeyError, TypeError, AttributeError) as err:
             raise VaelabError(f"not a vaelab run configuration ({err})") from None
@@ -286,11 +301,13 @@ def make_config(
     filters: Sequence[int] | None = None,
     image_shape: Sequence[int] | None = None,
     dataset: str | None = None,
+    image_size: Sequence[int] | None = None,
+    grey: bool = False,
     **train: Any,
 ) -> RunConfig:
-    """The configuration of `preset` on `dataset`, with `latent_dim`, `implementation`, `hidden`, `activation`,
-    `likelihood`, `scale`, `filters`, `image_shape` and any `TrainConfig` field overridden (None keeps the
-    default; the image shape is otherwise the data's, set when training starts)."""
+    """The configuration of `preset` on `dataset` (read with `image_size` and `grey`), with `latent_dim`,
+    `implementation`, `hidden`, `activation`, `likelihood`, `scale`, `filters`, `image_shape` and any `TrainConfig`
+    field overridden (None keeps the default; the image shape is otherwise the data's, set when training starts)."""
     _check_choice("preset", preset, tuple(PRESETS))
     model = PRESETS[preset]
     overrides = {"latent_dim": latent_dim, "implementation": implementation, "activation": activation,
@@ -303,7 +320,10 @@ def make_config(
     if unknown:
         raise VaelabError(f"unknown training settings: {', '.join(sorted(unknown))}")
     train = {k: v for k, v in train.items() if v is not None}  # None: keep the default
-    return RunConfig(preset=preset, model=model, train=TrainConfig(**train), dataset=dataset or "mnist").validate()
+    size = tuple(image_size) if image_size is not None else None
+    return RunConfig(
+        preset=preset, model=model, train=TrainConfig(**train), dataset=dataset or "mnist", image_size=size, grey=grey
+    ).validate()
 
 
 def default_likelihood(shape: tuple[int, int, int]) -> str:

@@ -120,11 +120,18 @@ class Run:
 
 
 def run_data(path: Path, dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """The data the run in `path` was trained on (or `dataset`, which must hold the same arrays), verified."""
-    from vaelab.data import load_dataset
+    """The data the run in `path` was trained on (or `dataset`, which must hold the same arrays), verified, read
+    with the run's `image_size` and `grey`."""
+    from vaelab.data import BUILTIN, load_dataset
 
     info = read_info(path)
-    data = load_dataset(dataset or RunConfig.from_dict(info["config"]).dataset, data_dir)
+    config = RunConfig.from_dict(info["config"])
+    name = dataset or config.dataset
+    # The run's images are read as it read them; another built-in is read as it is (and refused below).
+    options = (
+        {} if name in BUILTIN and name != config.dataset else {"image_size": config.image_size, "grey": config.grey}
+    )
+    data = load_dataset(name, data_dir, **options)
     if data.sha256 != info.get("data_sha256", data.sha256):
         raise VaelabError(
             f"{path} was trained on other data than {data.title} ({data.source}); "
@@ -137,6 +144,10 @@ def run_dir_name(config: RunConfig) -> str:
     """A run's directory name: the dataset (unless MNIST), the preset, then every setting that differs from the
     defaults, e.g. `mlp-epochs2` or `fashion-mnist-conv`."""
     parts = [] if config.dataset == "mnist" else [Path(config.dataset).stem or "data"]
+    if config.image_size is not None:
+        parts.append("x".join(str(d) for d in config.image_size))
+    if config.grey:
+        parts.append("grey")
     parts.append(config.preset)
     defaults = TrainConfig()
     for f in fields(TrainConfig):

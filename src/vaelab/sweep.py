@@ -106,6 +106,8 @@ def sweep(
     fixed: dict[str, Any] | None = None,
     dataset: str = "mnist",
     data_dir: str | os.PathLike[str] | None = None,
+    image_size: Sequence[int] | None = None,
+    grey: bool = False,
     samples: int = IWAE_SAMPLES,
     images: int | None = None,
     workers: int | None = None,
@@ -118,6 +120,7 @@ def sweep(
     evaluated on the first `images` test images (default all) with K = `samples`. Runs `workers`
     processes at once (default `default_workers()`), or Ray tasks on the cluster at `ray_address`
     ("auto": the running one). Returns the points with their status and figures; writes the page.
+    `image_size` and `grey` say how the dataset's images are read (`load_dataset`), for every point.
     """
     from vaelab.data import load_dataset
     from vaelab.sweep_report import write_comparison
@@ -131,11 +134,12 @@ def sweep(
         raise VaelabError(f"--iwae-samples must be >= 1, got {samples}")
     workers = workers or default_workers()
     with DirectoryLock(out, "sweep"), _interrupt.stop_at_step_boundary():
-        data = load_dataset(dataset, data_dir, log=log)
-        points = grid(axes, fixed, data.name)
+        data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
+        points = grid(axes, {**fixed, "image_size": image_size, "grey": grey}, data.name)
         images = min(images or len(data.x_test), len(data.x_test))
         write_json(out / "sweep.json", {"axes": {a: list(v) for a, v in axes.items()}, "fixed": fixed,
-                                        "dataset": data.name, "iwae_samples": samples, "images": images})  # fmt: skip
+                                        "dataset": data.name, "image_size": image_size, "grey": grey,
+                                        "iwae_samples": samples, "images": images})  # fmt: skip
         todo = []
         for point in points:
             if point.config is not None and _finished(point, out, data, samples, images):
@@ -216,7 +220,7 @@ def run_point(spec: dict[str, Any], log: Log) -> dict[str, Any]:
     from vaelab.report import ensure_run
 
     config = RunConfig.from_dict(spec["config"])
-    data = load_dataset(config.dataset, spec.get("data_dir"), log=log)
+    data = load_dataset(config.dataset, spec.get("data_dir"), image_size=config.image_size, grey=config.grey, log=log)
     run = ensure_run(config, Path(spec["path"]), data, log=log, verbose=spec.get("verbose", 2))
     done = run.metrics.get("evaluation", {})
     if done.get("samples") != spec["samples"] or done.get("images") != spec["images"]:

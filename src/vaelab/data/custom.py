@@ -7,15 +7,17 @@ A folder is read the way `keras.utils.image_dataset_from_directory` reads one:
     DIR/*.png                           no subfolders: images without labels
 
 Class names are the subfolders' names in alphabetical order. Every image is opened with Pillow
-(PNG, JPEG, BMP, GIF, TIFF, WebP, ...), converted to greyscale (Pillow's "L", ITU-R 601-2 luma),
-padded to a square with the median of its border pixels (so the aspect ratio is kept), and resized
-to 28x28 with a Lanczos filter. Grey levels are kept as they are (MNIST is light ink on black; dark
-ink on white works as well, the likelihood is symmetric). Without a given split, a seeded hold-out
-of 1/7 of each class (MNIST's 10,000 of 70,000) becomes the test set; the split is recorded in the run.
+(PNG, JPEG, BMP, GIF, TIFF, WebP, ...) and kept at its own size and colour: the dataset is colour
+(RGB, transparency dropped) when any image is, grey when all are (an RGB file whose pixels all have
+R = G = B counts as grey). Images of different sizes need `image_size=(H, W)` (`--image-size H W`):
+each image is then padded to that aspect ratio and resized (`vaelab.data.images`); `grey=True`
+(`--grey`) converts them to grey (ITU-R 601-2 luma). `--image-size 28 28 --grey` reads a folder as
+vaelab's first version did, to MNIST's shape. Without a given split, a seeded hold-out of 1/7 of each
+class (MNIST's 10,000 of 70,000) becomes the test set; the split is recorded in the run.
 
 An `.npz` holds `x_train`, `x_test` (uint8, or floats in [0, 1]; (n, H, W) or (n, H, W, 1 or 3)),
-optionally `y_train`, `y_test` (integers 0..K-1) and `class_names`; images of another size are
-converted as above.
+optionally `y_train`, `y_test` (integers 0..K-1) and `class_names`; the same options convert its
+images, and when one of the two arrays is colour the other's grey images become RGB.
 """
 
 from __future__ import annotations
@@ -25,15 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.data.dataset import IMAGE_SIZE, Dataset, make_dataset
+from vaelab.data.dataset import Dataset, make_dataset
+from vaelab.data.images import GREY, RESIZE, fit, luma
 from vaelab.errors import VaelabError
 
 TEST_FRACTION = 1 / 7  # MNIST's share of test images: 10,000 of 70,000
 SPLIT_SEED = 0  # the hold-out is the same every time the folder is read
-CONVERSION = "greyscale (ITU-R 601-2 luma), padded to a square with the border's median, Lanczos-resized to 28x28"
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow's modes of grey images
+Size = tuple[int, int] | None
 
 
-def load_folder(root: Path) -> Dataset:
+def load_folder(root: Path, *, image_size: Size = None, grey: bool = False) -> Dataset:
     """A folder of images (see the module's docstring) as a Dataset."""
     entries = _visible(root)
     dirs = {p.name: p for p in entries if p.is_dir()}
@@ -44,27 +48,30 @@ def load_folder(root: Path) -> Dataset:
         raise VaelabError(
             f"{root} mixes files ({files[0].name}) and subfolders ({next(iter(dirs))}); use one subfolder per class"
         )
-    details = {"conversion": CONVERSION}
+    reader = _Reader(image_size, grey)
     if set(dirs) == {"train", "test"}:
-        train_x, train_y, names = _read_classes(dirs["train"])
-        test_x, test_y, test_names = _read_classes(dirs["test"])
+        train_x, train_y, names = _read_classes(dirs["train"], reader)
+        test_x, test_y, test_names = _read_classes(dirs["test"], reader)
         if names != test_names:
             raise VaelabError(
                 f"{dirs['train']} and {dirs['test']} hold different classes ({', '.join(names or ['none'])} vs "
                 f"{', '.join(test_names or ['none'])}); give both the same subfolders"
             )
+        train_x, test_x = reader.finish([train_x, test_x])
         arrays = {"x_train": train_x, "y_train": train_y, "x_test": test_x, "y_test": test_y}
-        details["split"] = "given (train/ and test/)"
+        split = "given (train/ and test/)"
     else:
-        x, y, names = _read_classes(root) if dirs else (_read_images(files), None, None)
+        x, y, names = _read_classes(root, reader) if dirs else (reader.read_all(files), None, None)
+        (x,) = reader.finish([x])
         arrays = _hold_out(x, y)
-        details["split"] = f"seeded hold-out of {TEST_FRACTION:.4f} of each class (seed {SPLIT_SEED})"
+        split = f"seeded hold-out of {TEST_FRACTION:.4f} of each class (seed {SPLIT_SEED})"
+    details = {"conversion": reader.conversion(arrays["x_train"]), "split": split}
     return make_dataset(
         arrays, name=str(root), source=f"images in {root}", class_names=names, path=root, details=details
     )
 
 
-def load_npz(path: Path) -> Dataset:
+def load_npz(path: Path, *, image_size: Size = None, grey: bool = False) -> Dataset:
     """An `.npz` of arrays (see the module's docstring) as a Dataset."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -74,7 +81,9 @@ def load_npz(path: Path) -> Dataset:
     missing = [k for k in ("x_train", "x_test") if k not in found]
     if missing:
         raise VaelabError(f"{path} lacks {', '.join(missing)}; it needs x_train and x_test (y_train, y_test optional)")
-    arrays = {k: _as_images(found[k], f"{path}: {k}") for k in ("x_train", "x_test")}
+    reader = _Reader(image_size, grey)
+    x = [reader.convert_all(_as_images(found[k], f"{path}: {k}"), k) for k in ("x_train", "x_test")]
+    arrays = dict(zip(("x_train", "x_test"), reader.finish(x), strict=True))
     has_labels = [k for k in ("y_train", "y_test") if k in found]
     names = None
     if has_labels:
@@ -88,25 +97,84 @@ def load_npz(path: Path) -> Dataset:
             names = [str(n) for n in np.asarray(found["class_names"]).reshape(-1)]
             if len(names) < count:
                 raise VaelabError(f"{path}: class_names has {len(names)} names, but the labels go up to {count - 1}")
-    return make_dataset(arrays, name=str(path), source=f"arrays in {path}", class_names=names, path=path)
+    details = {"conversion": reader.conversion(arrays["x_train"])}
+    return make_dataset(
+        arrays, name=str(path), source=f"arrays in {path}", class_names=names, path=path, details=details
+    )
 
 
-def convert_image(image) -> np.ndarray:
-    """A Pillow image -> (28, 28) uint8: greyscale, padded to a square with its border's median, resized."""
-    from PIL import Image
+class _Reader:
+    """Reads images one by one, converting each as asked; `finish` gives them one size and channel count."""
 
-    grey = np.asarray(image.convert("L"))
-    h, w = grey.shape
-    if h != w:
-        border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-        side = max(h, w)
-        square = np.full((side, side), np.median(border), dtype=np.uint8)
-        top, left = (side - h) // 2, (side - w) // 2
-        square[top : top + h, left : left + w] = grey
-        grey = square
-    if grey.shape != (IMAGE_SIZE, IMAGE_SIZE):
-        grey = np.asarray(Image.fromarray(grey).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS))
-    return grey
+    def __init__(self, image_size: Size, grey: bool):
+        self.image_size, self.grey = image_size, grey
+        self.first: tuple[str, tuple[int, int]] | None = None  # an image's name and size, for the error
+        self.colour = False  # whether any image read is colour
+
+    def open(self, path: Path) -> np.ndarray:
+        """One image file -> uint8 (h, w) or (h, w, 3), converted."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                if self.grey or image.mode in GREY_MODES:
+                    pixels = np.asarray(image.convert("L"))
+                else:
+                    pixels = np.asarray(image.convert("RGB"))
+                    if (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all():
+                        pixels = pixels[..., 0]  # an RGB file of a grey picture
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise VaelabError(f"{path} is not an image vaelab can read ({err}); remove or replace it") from None
+        return self.convert(pixels, path.name)
+
+    def convert(self, image: np.ndarray, name: str) -> np.ndarray:
+        """uint8 (h, w) or (h, w, 3) -> grey if asked, resized if asked; checks that sizes agree otherwise."""
+        if self.grey and image.ndim == 3:
+            image = luma(image)
+        if self.image_size is not None:
+            image = fit(image, self.image_size)
+        elif self.first is None:
+            self.first = (name, image.shape[:2])
+        elif image.shape[:2] != self.first[1]:
+            raise VaelabError(
+                f"images of different sizes: {self.first[0]} is {_hw(self.first[1])}, {name} is "
+                f"{_hw(image.shape[:2])}; pass --image-size H W to resize them all"
+            )
+        self.colour |= image.ndim == 3
+        return image
+
+    def read_all(self, files: list[Path]) -> list[np.ndarray]:
+        return [self.open(path) for path in files]
+
+    def convert_all(self, images: np.ndarray, name: str) -> np.ndarray:
+        """`convert` for an array of images (n, h, w[, 3]) of one size, without a copy where nothing changes."""
+        if self.grey and images.ndim == 4:
+            images = luma(images)
+        if self.image_size is not None and images.shape[1:3] != tuple(self.image_size):
+            return np.stack([self.convert(image, name) for image in images])
+        self.convert(images[0], name)  # the size check, and whether it is colour
+        return images
+
+    def finish(self, groups: list) -> list[np.ndarray]:
+        """Each group of images (a list, or an array) as one uint8 array: (n, H, W) when all are grey, else
+        (n, H, W, 3)."""
+        promote = self.colour
+        arrays = [np.stack([np.repeat(i[..., None], 3, -1) if promote and i.ndim == 2 else i for i in g])
+                  if isinstance(g, list) else g for g in groups]  # fmt: skip
+        return [np.repeat(a[..., None], 3, -1) if self.colour and a.ndim == 3 else a for a in arrays]
+
+    def conversion(self, x: np.ndarray) -> str:
+        """How the images were converted, in words (recorded with a run)."""
+        steps = [GREY] if self.grey else ["RGB" if x.ndim == 4 else "grey, as stored"]
+        if self.image_size is not None:
+            steps.append(f"{RESIZE} to {_hw(self.image_size)}")
+        else:
+            steps.append(f"{_hw(x.shape[1:3])}, as stored")
+        return ", ".join(steps)
+
+
+def _hw(size) -> str:
+    return f"{size[0]}x{size[1]}"
 
 
 def _visible(directory: Path) -> list[Path]:
@@ -116,7 +184,7 @@ def _visible(directory: Path) -> list[Path]:
         raise VaelabError(f"{directory} is unreadable ({err.strerror})") from None
 
 
-def _read_classes(directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _read_classes(directory: Path, reader: _Reader) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     """One subfolder per class, in alphabetical order -> images, labels, class names."""
     entries = _visible(directory)
     stray = [p for p in entries if not p.is_dir()]
@@ -129,22 +197,9 @@ def _read_classes(directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         files = [p for p in _visible(folder) if p.is_file()]
         if not files:
             raise VaelabError(f"class folder {folder} holds no images; add some or remove it")
-        images.append(_read_images(files))
+        images.extend(reader.read_all(files))
         labels.append(np.full(len(files), label, dtype=np.int32))
-    return np.concatenate(images), np.concatenate(labels), [p.name for p in entries]
-
-
-def _read_images(files: list[Path]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    out = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    for k, path in enumerate(files):
-        try:
-            with Image.open(path) as image:
-                out[k] = convert_image(image)
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise VaelabError(f"{path} is not an image vaelab can read ({err}); remove or replace it") from None
-    return out
+    return images, np.concatenate(labels), [p.name for p in entries]
 
 
 def _hold_out(x: np.ndarray, y: np.ndarray | None) -> dict[str, np.ndarray | None]:
@@ -167,20 +222,16 @@ def _hold_out(x: np.ndarray, y: np.ndarray | None) -> dict[str, np.ndarray | Non
 
 
 def _as_images(a: np.ndarray, origin: str) -> np.ndarray:
-    """(n, H, W[, 1|3]) uint8 or floats in [0, 1] -> (n, 28, 28) uint8."""
-    if a.ndim == 4 and a.shape[-1] in (1, 3):
-        a = a[..., 0] if a.shape[-1] == 1 else np.rint(a @ np.array([0.299, 0.587, 0.114])).astype(a.dtype)
-    if a.ndim != 3 or len(a) == 0:
+    """(n, H, W[, 1|3]) uint8 or floats in [0, 1] -> uint8 (n, H, W) or (n, H, W, 3)."""
+    if a.ndim == 4 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 3 or (a.ndim == 4 and a.shape[-1] == 3)) or len(a) == 0 or 0 in a.shape:
         raise VaelabError(f"{origin} has shape {list(a.shape)}; expected images (n, height, width[, 1 or 3])")
     if a.dtype != np.uint8:
         if not np.issubdtype(a.dtype, np.floating) or not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
             raise VaelabError(f"{origin} is {a.dtype}; give uint8 pixels or floats in [0, 1]")
         a = np.rint(a * 255).astype(np.uint8)
-    if a.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE):
-        return a
-    from PIL import Image
-
-    return np.stack([convert_image(Image.fromarray(image)) for image in a])
+    return a
 
 
 def _as_labels(y: np.ndarray, n: int, origin: str) -> np.ndarray:

@@ -34,7 +34,7 @@ class Dataset:
     y_test: np.ndarray | None
     source: str  # where the arrays came from, in words
     sha256: str  # of the four arrays' contents (see arrays_sha256): what a run records and checks
-    name: str = "mnist"  # "mnist", "fashion-mnist", or the path the user gave
+    name: str = "mnist"  # a built-in dataset's name ("mnist", "cifar10", ...), or the path the user gave
     class_names: tuple[str, ...] | None = None  # label k is class_names[k]; None when there are no labels
     path: Path | None = None  # the file or directory read, when there is one
     details: dict = field(default_factory=dict)  # e.g. how a test split was made, recorded with a run
@@ -50,13 +50,15 @@ class Dataset:
 
     @property
     def title(self) -> str:
-        """The dataset's name as a reader would write it: MNIST, Fashion-MNIST, or the folder's name."""
-        return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(self.name, Path(self.name).name)
+        """The dataset's name as a reader would write it: MNIST, Fashion-MNIST, CIFAR-10, ..., or the folder's name."""
+        from vaelab.data.builtin import BUILTIN
+
+        return BUILTIN[self.name].title if self.name in BUILTIN else Path(self.name).name
 
     @property
     def class_word(self) -> str:
-        """What one class is called in tables and captions: "digit" for MNIST, else "class"."""
-        return "digit" if self.name == "mnist" else "class"
+        """What one class is called in tables and captions: "digit" for MNIST and SVHN, else "class"."""
+        return "digit" if self.name in ("mnist", "svhn") else "class"
 
     def class_name(self, label: int) -> str:
         return self.class_names[label] if self.class_names else str(label)

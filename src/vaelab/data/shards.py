@@ -6,7 +6,8 @@ files); `--dataset DIR` trains on it, streaming. The directory holds a fixed set
     manifest.json          what the directory holds: for each array its dtype, shape and sha256, and
                            its shards (file, rows, sha256 of the file); the dataset's checksum (the same
                            as the source's `Dataset.sha256`), classes, source. Written last.
-    x_train-00000.npy ...  uint8 (rows, 28, 28): the training images, `SHARD_ROWS` to a shard
+    x_train-00000.npy ...  uint8 (rows, H, W) grey or (rows, H, W, C) colour: the training images, about
+                           `SHARD_BYTES` to a shard (`SHARD_ROWS` 28x28 grey images)
     y_train-00000.npy ...  integers (rows,): their labels, when the dataset has labels, in the source's dtype
     x_test-00000.npy ...   the test images, and y_test-00000.npy ... their labels
     .lock                  held while `vaelab data convert` writes (vaelab._lock)
@@ -38,15 +39,21 @@ import numpy as np
 
 from vaelab._files import write_bytes, write_json
 from vaelab._lock import DirectoryLock
-from vaelab.data.dataset import IMAGE_SIZE, KEYS, Dataset, arrays_sha256
+from vaelab.data.dataset import KEYS, PIXELS, Dataset, arrays_sha256
 from vaelab.errors import VaelabError
 
 MANIFEST = "manifest.json"
 FORMAT = "vaelab-shards"
 VERSION = 1
-SHARD_ROWS = 65536  # images per shard: 51 MB of 28x28 uint8, few files even for tens of millions of images
+SHARD_ROWS = 65536  # 28x28 grey images per shard: 51 MB, few files even for tens of millions of images
+SHARD_BYTES = SHARD_ROWS * PIXELS  # a shard's size for images of any shape: as many rows as fit in 51 MB
 OPEN_FILES = 64  # shards kept open at once while reading (a dataset may have more shards than a process may open)
 Log = Callable[[str], None]
+
+
+def shard_rows_for(row_shape: Sequence[int]) -> int:
+    """Images of `row_shape` per shard by default: as many as fit in SHARD_BYTES (SHARD_ROWS for 28x28 grey)."""
+    return max(1, SHARD_BYTES // int(np.prod(row_shape, dtype=np.int64)))
 
 
 def is_shards(path: Path) -> bool:
@@ -242,16 +249,24 @@ def verify(directory: Path, log: Log | None = None) -> None:
 class _ShardWriter:
     """Cuts a stream of rows into shards of `rows` rows, each written atomically; records what it wrote."""
 
-    def __init__(self, directory: Path, key: str, rows: int):
-        self.directory, self.key, self.rows = directory, key, rows
+    def __init__(self, directory: Path, key: str, rows: int | None):
+        self.directory, self.key, self.rows = directory, key, rows  # rows None: shard_rows_for the first chunk's
         self.buffer: list[np.ndarray] = []
         self.buffered = 0
         self.shards: list[dict] = []
         self.dtype: np.dtype | None = None  # images are uint8; labels keep the source's integer type
+        self.row_shape: tuple[int, ...] | None = None  # every chunk's rows have the first chunk's shape
 
-    def add(self, chunk: np.ndarray) -> None:
+    def add(self, chunk: np.ndarray, origin: str = "the source") -> None:
         if self.dtype is None:
             self.dtype = np.dtype(np.uint8) if self.key.startswith("x") else np.asarray(chunk).dtype
+            self.row_shape = tuple(np.shape(chunk)[1:])
+            self.rows = self.rows or (shard_rows_for(self.row_shape) if self.key.startswith("x") else SHARD_ROWS)
+        if tuple(np.shape(chunk)[1:]) != self.row_shape:
+            raise VaelabError(
+                f"{origin}: {self.key} holds rows of shape {list(np.shape(chunk)[1:])}, the earlier ones "
+                f"{list(self.row_shape)}; give images of one shape (convert them with --image-size H W, --grey)"
+            )
         chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
         while len(chunk):
             take = min(len(chunk), self.rows - self.buffered)
@@ -277,19 +292,21 @@ class _ShardWriter:
 
 def write_shards(
     directory: Path,
-    parts: Iterable[dict[str, np.ndarray]],
+    parts: Iterable[dict],
     *,
     source: str,
     class_names: Sequence[str] | None,
     details: dict | None = None,
-    shard_rows: int = SHARD_ROWS,
+    shard_rows: int | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Writes the arrays given piece by piece (`parts`: dicts of row chunks, by key) into `directory`.
+    """Writes the arrays given piece by piece (`parts`: dicts of row chunks, by key, and optionally "origin": the
+    part's name for errors) into `directory`.
 
     Returns the manifest. `directory` must be new or empty, or hold shards and `overwrite` be set.
+    `shard_rows`: images per shard (None: `shard_rows_for` their shape).
     """
-    if shard_rows < 1:
+    if shard_rows is not None and shard_rows < 1:
         raise VaelabError(f"--shard-size must be >= 1, got {shard_rows}")
     if directory.exists() and not directory.is_dir():
         raise VaelabError(f"{directory} is a file; choose a directory for the shards")
@@ -298,10 +315,19 @@ def write_shards(
         writers = {key: _ShardWriter(directory, key, shard_rows) for key in KEYS}
         try:
             for part in parts:
+                origin = part.get("origin", "the source")
                 for key, chunk in part.items():
-                    if chunk is not None:
-                        writers[key].add(chunk)
-            arrays = {k: _describe(directory, k, w.dtype, w.close()) for k, w in writers.items() if w.dtype}
+                    if key != "origin" and chunk is not None:
+                        writers[key].add(chunk, origin)
+            shapes = {k: w.row_shape for k, w in writers.items() if k.startswith("x") and w.dtype}
+            if len(set(shapes.values())) > 1:
+                raise VaelabError(
+                    f"the training images are {list(shapes['x_train'])}, the test images {list(shapes['x_test'])}; "
+                    "give images of one shape (convert them with --image-size H W, --grey)"
+                )
+            arrays = {
+                k: _describe(directory, k, w.dtype, w.row_shape, w.close()) for k, w in writers.items() if w.dtype
+            }
         except OSError as err:
             raise VaelabError(f"cannot write {directory} ({err.strerror}); make room and convert again") from None
         if "x_train" not in arrays or "x_test" not in arrays:
@@ -323,14 +349,14 @@ def write_shards(
     return manifest
 
 
-def _describe(directory: Path, key: str, dtype: np.dtype, shards: list[dict]) -> dict:
+def _describe(directory: Path, key: str, dtype: np.dtype, row_shape: tuple[int, ...], shards: list[dict]) -> dict:
     """The manifest's entry for one array; its sha256 as `array_sha256` computes it for the whole array in memory."""
-    row_shape = (IMAGE_SIZE, IMAGE_SIZE) if key.startswith("x") else ()
     count = sum(s["rows"] for s in shards)
     array = open_array(directory, key, {"dtype": dtype.str, "shape": [count, *row_shape], "shards": shards})
     h = hashlib.sha256(f"{dtype.str}{(count, *row_shape)}".encode())
-    for start in range(0, count, SHARD_ROWS):  # read back what was written: the checksum is of the files
-        h.update(array[start : start + SHARD_ROWS].data)
+    step = shard_rows_for(row_shape)
+    for start in range(0, count, step):  # read back what was written: the checksum is of the files
+        h.update(array[start : start + step].data)
     return {"dtype": dtype.str, "shape": [count, *row_shape], "sha256": h.hexdigest(), "shards": shards}
 
 
@@ -360,20 +386,24 @@ def convert(
     directory: Path,
     *,
     data_dir: str | os.PathLike[str] | None = None,
-    shard_rows: int = SHARD_ROWS,
+    image_size: Sequence[int] | None = None,
+    grey: bool = False,
+    shard_rows: int | None = None,
     overwrite: bool = False,
     log: Log,
 ) -> dict:
     """`vaelab data convert`: writes shards from one dataset `load_dataset` reads, or from several `.npz` files.
 
     One source is read whole (as training would read it); several `.npz` files are read one at a
-    time, so their total may exceed memory. They must all have labels or none, and the same classes.
+    time, so their total may exceed memory. They must all have labels or none, the same classes, and
+    images of one shape (`image_size` and `grey` convert them as `load_dataset` does).
     """
-    from vaelab.data import load_dataset
+    from vaelab.data import check_image_size, load_dataset
     from vaelab.data.custom import load_npz
 
+    size = check_image_size(image_size)
     if len(sources) == 1:
-        data = load_dataset(sources[0], data_dir, log=log)
+        data = load_dataset(sources[0], data_dir, image_size=size, grey=grey, log=log)
         manifest = write_shards(
             directory,
             [{"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test, "y_test": data.y_test}],
@@ -390,18 +420,19 @@ def convert(
     bad = [str(p) for p in paths if p.suffix != ".npz" or not p.is_file()]
     if bad:
         raise VaelabError(f"several sources must all be .npz files; not one: {bad[0]}")
-    classes = load_npz(paths[0]).class_names
+    classes = load_npz(paths[0], image_size=size, grey=grey).class_names
 
-    def parts() -> Iterator[dict[str, np.ndarray]]:
+    def parts() -> Iterator[dict]:
         for path in paths:
-            part = load_npz(path)
+            part = load_npz(path, image_size=size, grey=grey)
             if part.class_names != classes:
                 raise VaelabError(
                     f"{path} has other classes than {paths[0]} ({_names(part.class_names)} vs {_names(classes)}); "
                     "give files with the same classes, or all without labels"
                 )
             log(f"vaelab: {len(part.x_train)} training and {len(part.x_test)} test images from {path}")
-            yield {"x_train": part.x_train, "y_train": part.y_train, "x_test": part.x_test, "y_test": part.y_test}
+            yield {"x_train": part.x_train, "y_train": part.y_train, "x_test": part.x_test, "y_test": part.y_test,
+                   "origin": str(path)}  # fmt: skip
 
     return write_shards(
         directory,
