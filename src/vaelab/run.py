@@ -408,7 +408,8 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
 
 def read_metrics(path: Path) -> dict[str, Any]:
     """metrics.json, checked to hold a mapping whose `test` and `evaluation` (where present) are mappings of numbers
-    (or lists of numbers: the evaluation's per-dimension diagnostics)."""
+    (or lists of numbers: the evaluation's per-dimension diagnostics; besides them the evaluation's `binarized` flag
+    and `likelihood` name)."""
     file = path / METRICS
     try:
         metrics = json.loads(file.read_bytes())
@@ -422,10 +423,15 @@ def read_metrics(path: Path) -> dict[str, Any]:
         raise damaged(file, "not a mapping")
     for key in ("test", "evaluation"):
         entry = metrics.get(key, {})
-        numbers = {k: v for k, v in entry.items() if k != "binarized"} if isinstance(entry, dict) else None
+        numbers = {k: v for k, v in entry.items() if k not in _NOT_NUMBERS} if isinstance(entry, dict) else None
         if numbers is None or not all(_is_number(v) or _is_numbers(v) for v in numbers.values()):
             raise damaged(file, f"its {key!r} entry is not a mapping of numbers")
+        if not isinstance(entry.get("likelihood", ""), str):
+            raise damaged(file, f"its {key!r} entry is not a mapping of numbers")
     return metrics
+
+
+_NOT_NUMBERS = ("binarized", "likelihood")
 
 
 def _is_number(value: Any) -> bool:
