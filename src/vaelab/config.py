@@ -20,7 +20,10 @@ ARCHS = ("mlp", "conv", "convnet")
 # the discretised logistic for 8-bit colour (as PixelCNN++ and IAF-VAE); see default_likelihood.
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic")
 SCALES = ("global", "pixel")  # the learned sigma (gaussian) or s (logistic): one for all pixels, or one per pixel
-DEFAULT_FILTERS = (32, 64, 128)  # the convnet's stride-2 blocks: 32x32 images down to a 4x4 map
+# The convnet's stride-2 blocks: 32x32 images down to a 4x4 map. Not PyTorch-VAE's (32, 64, 128, ...): on a CPU
+# XLA's strided and transposed convolutions train (32, 64, 128) 5-8x slower per step than (16, 32, 64) (measured on
+# 32x32x3, batch 100, 2 cores), for 4x the arithmetic; --filters chooses others.
+DEFAULT_FILTERS = (16, 32, 64)
 # Keras seeds are uint32, and each layer's initializer gets 1000 * seed + its number (model.py).
 MAX_SEED = (2**32 - 1000) // 1000
 MAX_PARAMETERS = 100_000_000  # 400 MB of float32 weights, 1.6 GB with RMSprop's state and gradients

@@ -33,7 +33,7 @@ PARTS = {
     "conv": ("Part (g): the ConvNet encoder and decoder", "the ConvNet of part (g), intermediate_dim 16"),
     "convnet": (
         "Part (g): a ConvNet encoder and decoder",
-        "a ConvNet built from the image's shape (stride-2 blocks of 32, 64 and 128 filters, mirrored)",
+        "a ConvNet built from the image's shape (stride-2 blocks of 16, 32 and 64 filters, mirrored)",
     ),
 }
 KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0), (-10.0, 10.0, 10.0, 0.1)]
