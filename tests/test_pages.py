@@ -40,10 +40,45 @@ def test_weights_take_half_the_room_as_float16(preset_runs):
 
 def test_a_layer_the_page_cannot_run_is_a_one_line_error():
     x = keras.Input((8, 8, 1))
-    model = keras.Model(x, keras.layers.Conv2D(2, 3, strides=2, name="strided")(x), name="generator")
-    with pytest.raises(VaelabError, match=r"cannot run layer 'strided' \(Conv2D\) of the generator: strides") as err:
+    model = keras.Model(x, keras.layers.Conv2D(2, 3, dilation_rate=2, name="dilated")(x), name="generator")
+    with pytest.raises(VaelabError, match=r"cannot run layer 'dilated' \(Conv2D\) of the generator: dilation") as err:
         webmodel.describe(model)
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def nn_page(browser):
+    """A blank page holding nn.js only: runs any description."""
+    page = browser.new_page()
+    page.set_content("<!DOCTYPE html><html><body></body></html>")
+    page.add_script_tag(content=webpage.asset("nn.js"))
+    yield page
+    page.close()
+
+
+def run_in_page(page, model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """`model` described by webmodel and run by nn.js in Chromium, one example at a time, outputs flattened."""
+    got = page.evaluate(
+        "([spec, x]) => { const m = vaelab.nn.load(spec); return x.map((e) => Array.from(m.predict(e)[0])); }",
+        [webmodel.describe(model), x.reshape(len(x), -1).tolist()],
+    )
+    return np.array(got)
+
+
+@pytest.mark.parametrize(("height", "width"), [(8, 8), (7, 9), (5, 6)])
+@pytest.mark.parametrize(("strides", "kernel"), [(2, 3), (2, 4), (3, 3), (1, 3), (2, 2)])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_strided_and_transposed_convolutions_align_as_in_keras(nn_page, height, width, strides, kernel, padding):
+    """Even and odd sizes, kernels that cover the stride or not: where Keras pads (XLA puts the odd row of a
+    "same" convolution's padding after the image) and where a transposed convolution's outputs land."""
+    x = keras.Input((height, width, 3))
+    init = {"bias_initializer": "random_normal"}
+    down = keras.layers.Conv2D(4, kernel, strides=strides, padding=padding, activation="tanh", **init)(x)
+    up = keras.layers.Conv2DTranspose(5, kernel, strides=strides, padding=padding, **init)(down)
+    cropped = keras.layers.Cropping2D(((1, 0), (0, 1)))(up)
+    model = keras.Model(x, keras.layers.Flatten()(cropped))
+    images = np.random.default_rng(height * strides + kernel).uniform(size=(3, height, width, 3)).astype(np.float32)
+    np.testing.assert_allclose(run_in_page(nn_page, model, images), model.predict(images, verbose=0), atol=1e-5)
 
 
 def test_data_blocks_cannot_close_their_script_element():
