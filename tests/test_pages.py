@@ -229,3 +229,100 @@ def test_exported_explorer_of_unlabelled_data(tmp_path, mnist, browser):
     page.close()
     assert not errors, errors
     assert not requests, f"the page tried to fetch: {requests}"
+
+
+# --- the exported explorer of a colour convnet and of a grey convnet at an odd size ---------------------------
+
+
+@pytest.fixture(scope="module")
+def exported_shapes(colour_run, tmp_path_factory):
+    """The page of two convnet runs (Python API: data made in the test have no name to load): the colour run,
+    and one on 18x22 grey images of the same shapes, whose decoder crops its 20x24 output."""
+    from tests.conftest import shapes_dataset
+    from vaelab.config import make_config
+    from vaelab.explore.export import export
+    from vaelab.training import train
+
+    base = tmp_path_factory.mktemp("export-shapes")
+    colour, colour_data = colour_run
+    grey_data = shapes_dataset("grey-shapes", shape=(18, 22, 1))
+    config = make_config("convnet", dataset="grey-shapes", epochs=1, latent_dim=2, filters=(8, 16))
+    grey = train(config, base / "grey", data=grey_data, verbose=0)
+    sites = {}
+    for name, run, data in (("colour", colour, colour_data), ("grey", grey, grey_data)):
+        sites[name] = (*export([run], data, base / name), run, data)
+    return sites
+
+
+@pytest.fixture(scope="module")
+def shapes_pages(exported_shapes, browser):
+    pages = {}
+    for name, (path, _, _, _) in exported_shapes.items():
+        page, requests, errors = offline_page(browser, path.as_uri(), viewport={"width": 1280, "height": 1100})
+        page.wait_for_selector("body[data-ready=true]", timeout=60000)
+        pages[name] = (page, requests, errors)
+    yield pages
+    for page, _, _ in pages.values():
+        page.close()
+
+
+def test_colour_convnet_export_keeps_its_generator_within_the_budget(exported_shapes):
+    """5 MB of float32 weights: the page embeds the generator alone, in float16, and stays under 2 MB."""
+    (colour,) = exported_shapes["colour"][1]
+    assert (colour.dtype, colour.encoder) == ("float16", False) and colour.bytes <= RUN_BUDGET_BYTES
+    (grey,) = exported_shapes["grey"][1]
+    assert (grey.dtype, grey.encoder) == ("float32", True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["colour", "grey"])
+def test_exported_convnet_decoder_equals_the_keras_generator(shapes_pages, exported_shapes, name):
+    page, _, _ = shapes_pages[name]
+    run = exported_shapes[name][2]
+    z = np.random.default_rng(7).normal(scale=1.5, size=(30, 2)).astype(np.float32)
+    got = np.array(page.evaluate(
+        "z => z.map((p) => Array.from(vaelabExplorer.models.generator.predict(p)[0]))", z.tolist()
+    ))  # fmt: skip
+    generator, encoder, _ = page_models_as_keras(page, 0, run)
+    np.testing.assert_allclose(got, np.asarray(generator.predict(z, verbose=0)).reshape(30, -1), rtol=0, atol=1e-4)
+    if name == "grey":  # the colour page leaves its encoder out
+        x = exported_shapes[name][3].x_test[:10].astype(np.float32) / 255
+        got = page.evaluate(
+            "x => x.map((im) => Array.from(vaelabExplorer.models.encoder.predict(im)[0]))", x.reshape(10, -1).tolist()
+        )
+        np.testing.assert_allclose(got, encoder.predict(x[..., None], verbose=0)[0], rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_exported_colour_explorer_shows_colour_and_no_pad(shapes_pages, exported_shapes, artifacts):
+    page, requests, errors = shapes_pages["colour"]
+    assert page.locator("#pad").is_hidden() and "leaves the encoder out" in page.locator("#pad-note").text_content()
+    box = page.locator("#map").bounding_box()
+    page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.4 * box["height"])
+    page.wait_for_function("document.getElementById('decoded').dataset.z !== '[0,0]'")
+    assert page.locator("#decoded").evaluate("c => [c.width, c.height]") == [32, 32]
+    thumbnail = page.locator("#table tbody canvas").first.evaluate(
+        "c => [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]"
+    )
+    data = exported_shapes["colour"][3]
+    first_row = page.evaluate("vaelabExplorer.map.table[0].index")
+    assert thumbnail[:2] == [32, 32]
+    np.testing.assert_array_equal(np.array(thumbnail[2]).reshape(32, 32, 4)[..., :3], data.x_test[first_row])
+    page.locator("#table tbody tr").nth(0).click()
+    page.locator("#table tbody tr").nth(2).click()
+    page.wait_for_function("document.querySelectorAll('#strip canvas').length === 10")
+    page.screenshot(path=str(artifacts / "explorer-export-colour.png"), full_page=True)
+    assert not errors, errors
+    assert not requests, f"the page tried to fetch: {requests}"
+
+
+@pytest.mark.slow
+def test_exported_grey_explorer_of_another_size_encodes_drawings(shapes_pages):
+    page, requests, errors = shapes_pages["grey"]
+    assert page.locator("#pad-note").is_hidden()
+    draw_a_one(page)
+    drawing = np.array(page.evaluate("vaelabExplorer.lastDrawing"))
+    assert drawing.shape == (18 * 22,) and drawing.max() == 1 and drawing.mean() < 0.3  # ink on a blank frame
+    assert page.locator("#reconstruction").evaluate("c => [c.width, c.height]") == [22, 18]
+    assert not errors, errors
+    assert not requests, f"the page tried to fetch: {requests}"

@@ -173,7 +173,7 @@
     note.hidden = available && c === 1;
     note.textContent = !available
       ? "This exported page leaves the encoder out to stay small, so drawings cannot be encoded here; " +
-        "`vaelab explore RUN` serves the page with it."
+        "the served explorer (vaelab explore RUN) has it."
       : `${h}x${w} colour images: your drawing is encoded as it looks, black ink on white paper.`;
   }
 
