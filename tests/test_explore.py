@@ -314,10 +314,11 @@ def quick_server(small_run):
     from vaelab.explore import guards, serve
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(guards.SlowClientGuard, "read_seconds", 2.0)
-        patch.setattr(guards, "KEEP_ALIVE_SECONDS", 2)
-        patch.setattr(guards, "MAX_CONCURRENCY", 3)
-        handle = serve([small_run], port=0, background=True)
+        patch.setattr(guards.SlowClientGuard, "read_seconds", 2.0)  # read at each request
+        with pytest.MonkeyPatch.context() as at_start:  # read as the server starts: not left to later tests' servers
+            at_start.setattr(guards, "KEEP_ALIVE_SECONDS", 2)
+            at_start.setattr(guards, "MAX_CONCURRENCY", 3)
+            handle = serve([small_run], port=0, background=True)
         yield handle
         handle.stop()
 
