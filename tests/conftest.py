@@ -200,3 +200,52 @@ def draw_a_one(page) -> None:
         page.mouse.move(pad["x"] + 100, pad["y"] + y)
     page.mouse.up()
     page.wait_for_function("document.getElementById('drawn-coords').textContent !== '–'")
+
+
+SHAPE_CLASSES = ("red disc", "green square", "blue ring", "yellow bar")
+
+
+def shapes_arrays(n_train: int, n_test: int, shape: tuple[int, ...] = (32, 32, 3), seed: int = 0) -> dict:
+    """Real-looking small images made here: one coloured shape per image (its class) at a random place and
+    size on a mottled background, uint8 (n, H, W, C), or (n, H, W) for a one-channel `shape`."""
+    rng = np.random.default_rng(seed)
+    height, width, channels = shape
+    colours = np.array([[220, 40, 40], [40, 180, 60], [50, 80, 220], [230, 200, 30]], np.float32)
+    yy, xx = np.mgrid[:height, :width]
+
+    def images(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, len(SHAPE_CLASSES), n).astype(np.uint8)
+        x = np.empty((n, height, width, 3), np.float32)
+        for k, label in enumerate(labels):
+            background = rng.uniform(60, 200, 3) + rng.normal(0, 12, (height, width, 1))
+            cy, cx = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width
+            r = rng.uniform(0.15, 0.3) * min(height, width)
+            dist = np.hypot(yy - cy, xx - cx)
+            mask = [dist < r, np.maximum(abs(yy - cy), abs(xx - cx)) < r, abs(dist - r) < r / 3,
+                    (abs(yy - cy) < r / 3) & (abs(xx - cx) < 1.5 * r)][label]  # fmt: skip
+            x[k] = np.where(mask[..., None], colours[label], background)
+        x = x if channels == 3 else x.mean(axis=-1)
+        return np.clip(x, 0, 255).astype(np.uint8), labels
+
+    x_train, y_train = images(n_train)
+    x_test, y_test = images(n_test)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def shapes_dataset(name: str, n_train: int = 300, n_test: int = 100, shape: tuple[int, ...] = (32, 32, 3)):
+    """`shapes_arrays` as a vaelab Dataset named `name` (not loadable by name: pass it as `data=`)."""
+    from vaelab.data.dataset import make_dataset
+
+    arrays = shapes_arrays(n_train, n_test, shape)
+    return make_dataset(arrays, name=name, source="made in the test", class_names=SHAPE_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def colour_run(tmp_path_factory):
+    """A convnet trained for 1 epoch on 300 32x32 colour images of shapes, and its dataset."""
+    from vaelab.config import make_config
+    from vaelab.training import train
+
+    data = shapes_dataset("shapes")
+    config = make_config("convnet", dataset="shapes", epochs=1, latent_dim=2)
+    return train(config, tmp_path_factory.mktemp("colour") / "convnet", data=data, verbose=0), data

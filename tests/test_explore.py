@@ -86,7 +86,8 @@ def test_encode_and_interpolate(client, mnist):
         ("/api/runs/0/decode", '{"points": []}', 422, "at least 1"),
         ("/api/runs/0/decode", "{not json", 422, "JSON"),
         ("/api/runs/7/decode", '{"points": [[0, 0]]}', 404, "no run '7'"),
-        ("/api/runs/0/encode", json.dumps({"pixels": [0.5] * 783}), 422, "at least 784"),
+        ("/api/runs/0/encode", json.dumps({"pixels": [0.5] * 783}), 422, "takes 784 values (a 28x28x1 image), got 783"),
+        ("/api/runs/0/encode", json.dumps({"pixels": []}), 422, "at least 1"),
         ("/api/runs/0/encode", json.dumps({"pixels": [2.0] * 784}), 422, "less than or equal to 1"),
         ("/api/runs/0/interpolate", '{"start": [0, 0], "end": [1, 1], "steps": 65}', 422, "less than or equal to 64"),
         ("/api/runs/0/interpolate", '{"start": [0, 0], "end": [1, 1], "steps": 1}', 422, "greater than or equal to 2"),
@@ -313,10 +314,11 @@ def quick_server(small_run):
     from vaelab.explore import guards, serve
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(guards.SlowClientGuard, "read_seconds", 2.0)
-        patch.setattr(guards, "KEEP_ALIVE_SECONDS", 2)
-        patch.setattr(guards, "MAX_CONCURRENCY", 3)
-        handle = serve([small_run], port=0, background=True)
+        patch.setattr(guards.SlowClientGuard, "read_seconds", 2.0)  # read at each request
+        with pytest.MonkeyPatch.context() as at_start:  # read as the server starts: not left to later tests' servers
+            at_start.setattr(guards, "KEEP_ALIVE_SECONDS", 2)
+            at_start.setattr(guards, "MAX_CONCURRENCY", 3)
+            handle = serve([small_run], port=0, background=True)
         yield handle
         handle.stop()
 

@@ -40,10 +40,45 @@ def test_weights_take_half_the_room_as_float16(preset_runs):
 
 def test_a_layer_the_page_cannot_run_is_a_one_line_error():
     x = keras.Input((8, 8, 1))
-    model = keras.Model(x, keras.layers.Conv2D(2, 3, strides=2, name="strided")(x), name="generator")
-    with pytest.raises(VaelabError, match=r"cannot run layer 'strided' \(Conv2D\) of the generator: strides") as err:
+    model = keras.Model(x, keras.layers.Conv2D(2, 3, dilation_rate=2, name="dilated")(x), name="generator")
+    with pytest.raises(VaelabError, match=r"cannot run layer 'dilated' \(Conv2D\) of the generator: dilation") as err:
         webmodel.describe(model)
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def nn_page(browser):
+    """A blank page holding nn.js only: runs any description."""
+    page = browser.new_page()
+    page.set_content("<!DOCTYPE html><html><body></body></html>")
+    page.add_script_tag(content=webpage.asset("nn.js"))
+    yield page
+    page.close()
+
+
+def run_in_page(page, model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """`model` described by webmodel and run by nn.js in Chromium, one example at a time, outputs flattened."""
+    got = page.evaluate(
+        "([spec, x]) => { const m = vaelab.nn.load(spec); return x.map((e) => Array.from(m.predict(e)[0])); }",
+        [webmodel.describe(model), x.reshape(len(x), -1).tolist()],
+    )
+    return np.array(got)
+
+
+@pytest.mark.parametrize(("height", "width"), [(8, 8), (7, 9), (5, 6)])
+@pytest.mark.parametrize(("strides", "kernel"), [(2, 3), (2, 4), (3, 3), (1, 3), (2, 2)])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_strided_and_transposed_convolutions_align_as_in_keras(nn_page, height, width, strides, kernel, padding):
+    """Even and odd sizes, kernels that cover the stride or not: where Keras pads (XLA puts the odd row of a
+    "same" convolution's padding after the image) and where a transposed convolution's outputs land."""
+    x = keras.Input((height, width, 3))
+    init = {"bias_initializer": "random_normal"}
+    down = keras.layers.Conv2D(4, kernel, strides=strides, padding=padding, activation="tanh", **init)(x)
+    up = keras.layers.Conv2DTranspose(5, kernel, strides=strides, padding=padding, **init)(down)
+    cropped = keras.layers.Cropping2D(((1, 0), (0, 1)))(up)
+    model = keras.Model(x, keras.layers.Flatten()(cropped))
+    images = np.random.default_rng(height * strides + kernel).uniform(size=(3, height, width, 3)).astype(np.float32)
+    np.testing.assert_allclose(run_in_page(nn_page, model, images), model.predict(images, verbose=0), atol=1e-5)
 
 
 def test_data_blocks_cannot_close_their_script_element():
@@ -192,5 +227,102 @@ def test_exported_explorer_of_unlabelled_data(tmp_path, mnist, browser):
     page.wait_for_function("document.getElementById('decoded').dataset.z !== '[0,0]'")
     assert page.locator("#decoded-title").text_content() == "Decoded image"
     page.close()
+    assert not errors, errors
+    assert not requests, f"the page tried to fetch: {requests}"
+
+
+# --- the exported explorer of a colour convnet and of a grey convnet at an odd size ---------------------------
+
+
+@pytest.fixture(scope="module")
+def exported_shapes(colour_run, tmp_path_factory):
+    """The page of two convnet runs (Python API: data made in the test have no name to load): the colour run,
+    and one on 18x22 grey images of the same shapes, whose decoder crops its 20x24 output."""
+    from tests.conftest import shapes_dataset
+    from vaelab.config import make_config
+    from vaelab.explore.export import export
+    from vaelab.training import train
+
+    base = tmp_path_factory.mktemp("export-shapes")
+    colour, colour_data = colour_run
+    grey_data = shapes_dataset("grey-shapes", shape=(18, 22, 1))
+    config = make_config("convnet", dataset="grey-shapes", epochs=1, latent_dim=2, filters=(8, 16))
+    grey = train(config, base / "grey", data=grey_data, verbose=0)
+    sites = {}
+    for name, run, data in (("colour", colour, colour_data), ("grey", grey, grey_data)):
+        sites[name] = (*export([run], data, base / name), run, data)
+    return sites
+
+
+@pytest.fixture(scope="module")
+def shapes_pages(exported_shapes, browser):
+    pages = {}
+    for name, (path, _, _, _) in exported_shapes.items():
+        page, requests, errors = offline_page(browser, path.as_uri(), viewport={"width": 1280, "height": 1100})
+        page.wait_for_selector("body[data-ready=true]", timeout=60000)
+        pages[name] = (page, requests, errors)
+    yield pages
+    for page, _, _ in pages.values():
+        page.close()
+
+
+def test_colour_convnet_export_keeps_its_generator_within_the_budget(exported_shapes):
+    """5 MB of float32 weights: the page embeds the generator alone, in float16, and stays under 2 MB."""
+    (colour,) = exported_shapes["colour"][1]
+    assert (colour.dtype, colour.encoder) == ("float16", False) and colour.bytes <= RUN_BUDGET_BYTES
+    (grey,) = exported_shapes["grey"][1]
+    assert (grey.dtype, grey.encoder) == ("float32", True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["colour", "grey"])
+def test_exported_convnet_decoder_equals_the_keras_generator(shapes_pages, exported_shapes, name):
+    page, _, _ = shapes_pages[name]
+    run = exported_shapes[name][2]
+    z = np.random.default_rng(7).normal(scale=1.5, size=(30, 2)).astype(np.float32)
+    got = np.array(page.evaluate(
+        "z => z.map((p) => Array.from(vaelabExplorer.models.generator.predict(p)[0]))", z.tolist()
+    ))  # fmt: skip
+    generator, encoder, _ = page_models_as_keras(page, 0, run)
+    np.testing.assert_allclose(got, np.asarray(generator.predict(z, verbose=0)).reshape(30, -1), rtol=0, atol=1e-4)
+    if name == "grey":  # the colour page leaves its encoder out
+        x = exported_shapes[name][3].x_test[:10].astype(np.float32) / 255
+        got = page.evaluate(
+            "x => x.map((im) => Array.from(vaelabExplorer.models.encoder.predict(im)[0]))", x.reshape(10, -1).tolist()
+        )
+        np.testing.assert_allclose(got, encoder.predict(x[..., None], verbose=0)[0], rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_exported_colour_explorer_shows_colour_and_no_pad(shapes_pages, exported_shapes, artifacts):
+    page, requests, errors = shapes_pages["colour"]
+    assert page.locator("#pad").is_hidden() and "leaves the encoder out" in page.locator("#pad-note").text_content()
+    box = page.locator("#map").bounding_box()
+    page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.4 * box["height"])
+    page.wait_for_function("document.getElementById('decoded').dataset.z !== '[0,0]'")
+    assert page.locator("#decoded").evaluate("c => [c.width, c.height]") == [32, 32]
+    thumbnail = page.locator("#table tbody canvas").first.evaluate(
+        "c => [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]"
+    )
+    data = exported_shapes["colour"][3]
+    first_row = page.evaluate("vaelabExplorer.map.table[0].index")
+    assert thumbnail[:2] == [32, 32]
+    np.testing.assert_array_equal(np.array(thumbnail[2]).reshape(32, 32, 4)[..., :3], data.x_test[first_row])
+    page.locator("#table tbody tr").nth(0).click()
+    page.locator("#table tbody tr").nth(2).click()
+    page.wait_for_function("document.querySelectorAll('#strip canvas').length === 10")
+    page.screenshot(path=str(artifacts / "explorer-export-colour.png"), full_page=True)
+    assert not errors, errors
+    assert not requests, f"the page tried to fetch: {requests}"
+
+
+@pytest.mark.slow
+def test_exported_grey_explorer_of_another_size_encodes_drawings(shapes_pages):
+    page, requests, errors = shapes_pages["grey"]
+    assert page.locator("#pad-note").is_hidden()
+    draw_a_one(page)
+    drawing = np.array(page.evaluate("vaelabExplorer.lastDrawing"))
+    assert drawing.shape == (18 * 22,) and drawing.max() == 1 and drawing.mean() < 0.3  # ink on a blank frame
+    assert page.locator("#reconstruction").evaluate("c => [c.width, c.height]") == [22, 18]
     assert not errors, errors
     assert not requests, f"the page tried to fetch: {requests}"

@@ -53,7 +53,7 @@ code { background: #f3f3f3; padding: .1em .3em; border-radius: 3px; font-size: .
 .legend { list-style: none; padding: 0; margin: 0; font-size: .9em; }
 .legend li { display: flex; align-items: center; gap: .4em; }
 .legend .swatch { width: .9em; height: .9em; border-radius: 50%; display: inline-block; }
-canvas.digit { image-rendering: pixelated; border: 1px solid #ccc; background: #fff; }
+canvas.digit { image-rendering: pixelated; border: 1px solid #ccc; background: #fff; object-fit: contain; }
 .live-decoded { width: 112px; height: 112px; }
 .live-strip { display: flex; gap: 4px; flex-wrap: wrap; min-height: 60px; margin-top: .6em; }
 .live-strip canvas { width: 56px; height: 56px; }

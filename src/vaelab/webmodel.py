@@ -1,11 +1,12 @@
 """A Keras functional model as a small JSON description the web pages' JavaScript network runs.
 
 `describe(model)` walks the model's layer graph (from `model.get_config()`, so any preset, latent
-size or width works) and lists it as operations a page can evaluate with `static/nn.js`: dense,
-2-D convolution (stride 1, same or valid padding), max-pooling, nearest upsampling, flatten and
-reshape, and the activations below. vaelab's fused layers are listed as the stock pairs they compute
-(`ConvMaxPool2D` as convolution + pooling, `UpSamplingConv2D` as upsampling + convolution): the same
-mathematics with the same weights (layers.py). The description:
+size, image shape or width works) and lists it as operations a page can evaluate with `static/nn.js`:
+dense, 2-D convolution and transposed convolution (any stride, same or valid padding, aligned as
+Keras aligns them: see `conv2d`/`conv2d_transpose` in nn.js), cropping, max-pooling, nearest
+upsampling, flatten and reshape, and the activations below. vaelab's fused layers are listed as the
+stock pairs they compute (`ConvMaxPool2D` as convolution + pooling, `UpSamplingConv2D` as upsampling +
+convolution): the same mathematics with the same weights (layers.py). The description:
 
     {"format": 1, "name": "generator",
      "inputs": ["decoder_input:0:0"], "input_shapes": [[2]],
@@ -34,8 +35,8 @@ DTYPES = ("float32", "float16")
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softplus")  # those nn.js implements
 IDENTITY_LAYERS = ("InputLayer", "Binarize", "Dropout", "GaussianNoise")  # the identity at inference
 SUPPORTED = (
-    "Dense, Conv2D, MaxPooling2D, UpSampling2D, Flatten, Reshape, Activation, ConvMaxPool2D, "
-    "UpSamplingConv2D, SameConv2D, FixedLogVariance"
+    "Dense, Conv2D, Conv2DTranspose, Cropping2D, MaxPooling2D, UpSampling2D, Flatten, Reshape, Activation, "
+    "ConvMaxPool2D, UpSamplingConv2D, SameConv2D, FixedLogVariance"
 )
 
 
@@ -101,6 +102,12 @@ def _ops(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], mod
         return [{"op": "upsample2d", "input": source, "output": out, "size": list(cfg["size"])}]
     if kind in ("Conv2D", "SameConv2D"):  # SameConv2D: a 3x3 "same" Conv2D (layers.py)
         return [_conv(layer, cfg, source, out, weights, model)]
+    if kind == "Conv2DTranspose":
+        return [_conv(layer, cfg, source, out, weights, model, transpose=True)]
+    if kind == "Cropping2D":
+        _check_channels_last(layer, cfg, model)
+        (top, bottom), (left, right) = layer.cropping
+        return [{"op": "crop2d", "input": source, "output": out, "cropping": [[top, bottom], [left, right]]}]
     if kind == "ConvMaxPool2D":  # relu(conv) then 2x2 max-pooling (layers.py)
         conv = _conv(layer, cfg, source, f"{out}/conv", weights, model)
         pool = {"op": "maxpool2d", "input": conv["output"], "output": out, "pool": [2, 2], "strides": [2, 2],
@@ -112,14 +119,20 @@ def _ops(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], mod
     raise _unsupported(layer, model, "no JavaScript implementation")
 
 
-def _conv(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], model) -> dict[str, Any]:
+def _conv(
+    layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], model, *, transpose: bool = False
+) -> dict[str, Any]:
+    """A convolution, or with `transpose` a transposed one (its kernel is (kh, kw, filters, channels in))."""
     # The layer's own attributes, not its configuration: the fused layers leave fixed settings out of theirs.
     _check_channels_last(layer, {"data_format": layer.data_format}, model)
-    if tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1) or getattr(layer, "groups", 1) != 1:
-        raise _unsupported(layer, model, "strides, dilation or groups other than 1")
+    if tuple(layer.dilation_rate) != (1, 1) or getattr(layer, "groups", 1) != 1:
+        raise _unsupported(layer, model, "dilation or groups other than 1")
+    if transpose and getattr(layer, "output_padding", None) is not None:
+        raise _unsupported(layer, model, "an explicit output_padding")
     if layer.padding not in ("same", "valid"):
         raise _unsupported(layer, model, f"padding {layer.padding!r}")
-    return {"op": "conv2d", "input": source, "output": out, "padding": layer.padding,
+    return {"op": "conv2d_transpose" if transpose else "conv2d", "input": source, "output": out,
+            "strides": [int(s) for s in layer.strides], "padding": layer.padding,
             **_params(layer, cfg, weights, model)}  # fmt: skip
 
 

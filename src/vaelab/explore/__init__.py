@@ -36,11 +36,20 @@ def load_runs(runs: list[Run | str | os.PathLike[str]]) -> list[Run]:
     return loaded
 
 
-def load_data(runs: list[Run], dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """The data the runs were trained on (all of them on the same), or `dataset` holding the same arrays."""
+def load_data(
+    runs: list[Run],
+    dataset: str | Dataset | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Dataset:
+    """The data the runs were trained on (all of them on the same), or `dataset` holding the same arrays:
+    a name to load, or a Dataset already in memory (one made in Python, which no name loads)."""
     if len({run.info.get("data_sha256") for run in runs}) > 1:
         raise VaelabError("the runs were trained on different datasets; explore them one dataset at a time")
-    return runs[0].load_data(dataset, data_dir)
+    if dataset is None or isinstance(dataset, str):
+        return runs[0].load_data(dataset, data_dir)
+    if dataset.sha256 != runs[0].info.get("data_sha256", dataset.sha256):
+        raise VaelabError(f"{runs[0].path} was trained on other data than {dataset.title}; pass the run's own")
+    return dataset
 
 
 @dataclass
@@ -62,13 +71,14 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    dataset: str | None = None,
+    dataset: str | Dataset | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     background: bool = False,
 ) -> Server | None:
     """Loads the runs (Run objects or run directories) and serves the explorer on http://host:port.
 
-    The runs must share one dataset (their own, or `dataset`, which must hold the same arrays).
+    The runs must share one dataset (their own, or `dataset`, which must hold the same arrays: a name,
+    or a Dataset in memory).
 
     In the foreground (the command), until Ctrl-C. With `background`, in a thread, and returns at once
     with a `Server` whose `.url` to open and `.stop()`; this works from inside a running event loop

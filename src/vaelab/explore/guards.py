@@ -10,7 +10,8 @@
   REQUEST_READ_SECONDS of the connection's opening or of the previous response; an idle keep-alive
   connection is closed after KEEP_ALIVE_SECONDS.
 - At most MAX_CONCURRENCY connections or requests at once (beyond: 503); request headers up to
-  MAX_HEADER_BYTES; request bodies up to MAX_BODY_BYTES (beyond: 413).
+  MAX_HEADER_BYTES; request bodies up to MAX_BODY_BYTES, or more where the runs' images are larger
+  (`body_limit`; beyond: 413).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ REQUEST_READ_SECONDS = 10  # to send a whole request: the page's largest is a fe
 MAX_CONCURRENCY = 32  # connections (and requests) at once; a browser opens at most 6 per server
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers; browsers send well under 2 kB here
 MAX_BODY_BYTES = 64 * 1024  # the largest valid request (256 points of 50 dimensions) is far smaller
+PIXEL_BYTES = 24  # a pixel value in an encode request, at most: "1.2345678901234567e-05, "
 SHUTDOWN_SECONDS = 5  # Ctrl-C waits this long for requests in flight
 
 CONTENT_SECURITY_POLICY = (
@@ -42,6 +44,12 @@ SECURITY_HEADERS = (
 )
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def body_limit(pixel_values: int) -> int:
+    """The request body limit for runs whose images hold at most `pixel_values` numbers: MAX_BODY_BYTES, or
+    room for one such image to encode (a 32x32 colour image needs 72 kB), whichever is larger."""
+    return max(MAX_BODY_BYTES, PIXEL_BYTES * pixel_values + 1024)
 
 
 @dataclass(frozen=True)

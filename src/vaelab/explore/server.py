@@ -5,11 +5,17 @@ the networks for the page's JavaScript (which decodes and encodes in the browser
 encode and interpolate for scripts. Runs are chosen by an id from the server's own list, never by a
 path from the client; every input is validated, and bad input is a 4xx with a one-line message.
 The HTTP-level guards (Host check, security headers, size limits) are in `guards.py`.
+
+Images of any shape (height, width, channels) travel row by row, channels last: a decoded image as
+base64 bytes (0-255; grey: 255 = ink, colour: the colour), an image to encode as height*width*channels
+numbers in [0, 1] in the run's own shape (for a colour run, 1 = full intensity; the page's drawing pad
+sends black ink on white), checked against the run it is sent to: another count is a 422 naming it.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from dataclasses import dataclass
 from importlib import resources
@@ -24,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from vaelab import analysis
 from vaelab.data import Dataset
-from vaelab.explore import pagedata
+from vaelab.explore import guards, pagedata
 from vaelab.explore.guards import AllowedHosts, BodySizeLimit, HostCheck, SecurityHeaders
 from vaelab.run import Run
 
@@ -42,7 +48,14 @@ class DecodeRequest(BaseModel):
 
 
 class EncodeRequest(BaseModel):
-    pixels: list[Pixel] = Field(min_length=784, max_length=784, description="a 28x28 image, row by row, 0 = blank")
+    """An image to encode; its length is checked against the run's shape (Explorer.image), and bounded
+    before that by the body limit, which leaves room for the largest run's image (guards.body_limit)."""
+
+    pixels: list[Pixel] = Field(
+        min_length=1,
+        description="an image in the run's shape (GET /api/runs/{id}/map: image_shape), row by row, channels "
+        "last; grey: 0 = blank, 1 = ink",
+    )
 
 
 class InterpolateRequest(BaseModel):
@@ -52,7 +65,9 @@ class InterpolateRequest(BaseModel):
 
 
 class Images(BaseModel):
-    images: list[str] = Field(description="28x28 uint8 images, base64, row by row (255 = ink)")
+    images: list[str] = Field(
+        description="uint8 images in the run's shape, base64, row by row, channels last (grey: 255 = ink)"
+    )
 
 
 class Encoded(BaseModel):
@@ -105,6 +120,20 @@ class Explorer:
     def latent_dim(self) -> int:
         return self.run.config.model.latent_dim
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the run's images."""
+        return tuple(pagedata.image_shape(self.run))
+
+    def image(self, pixels: list[float]) -> np.ndarray:
+        """Pixels sent to encode as one image (1, H, W, C); a 422 naming the run's shape when the count differs."""
+        h, w, c = self.image_shape
+        if len(pixels) != h * w * c:
+            raise HTTPException(
+                422, f"pixels: run {self.id} takes {h * w * c} values (a {h}x{w}x{c} image), got {len(pixels)}"
+            )
+        return np.asarray(pixels, np.float32).reshape(1, h, w, c)
+
     def points(self, points: list[list[float]]) -> np.ndarray:
         if any(len(p) != self.latent_dim for p in points):
             raise HTTPException(422, f"each point needs {self.latent_dim} coordinates for run {self.id}")
@@ -118,11 +147,12 @@ class Explorer:
         padded[:n] = z
         with self.lock:
             images = self.run.generator.predict_on_batch(padded)
-        return np.asarray(images)[:n].reshape(n, 28, 28)
+        return np.asarray(images)[:n].reshape(n, *self.image_shape)
 
-    def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One image (1, H, W, C) -> its z_mean and z_log_var."""
         with self.lock:
-            z_mean, z_log_var = self.run.encoder.predict_on_batch(pixels.reshape(1, 28, 28, 1))
+            z_mean, z_log_var = self.run.encoder.predict_on_batch(image)
         return np.asarray(z_mean)[0], np.asarray(z_log_var)[0]
 
     def info(self) -> RunInfo:
@@ -142,6 +172,7 @@ def create_app(runs: list[Run], data: Dataset, *, allowed_hosts: AllowedHosts | 
     With `allowed_hosts`, requests whose Host header is not among them are refused (guards.HostCheck).
     """
     explorers = {str(k): Explorer.load(str(k), run, data) for k, run in enumerate(runs)}
+    largest = max(math.prod(e.image_shape) for e in explorers.values())
     static = Path(str(resources.files("vaelab.explore").joinpath("static")))
     app = FastAPI(
         title="vaelab explorer",
@@ -150,7 +181,7 @@ def create_app(runs: list[Run], data: Dataset, *, allowed_hosts: AllowedHosts | 
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, limit=guards.body_limit(largest))
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
     app.add_middleware(SecurityHeaders)  # added last, so outermost: on every response, refusals included
@@ -194,15 +225,15 @@ def create_app(runs: list[Run], data: Dataset, *, allowed_hosts: AllowedHosts | 
 
     @app.post("/api/runs/{run_id}/decode", response_model=Images)
     def decode(run_id: str, body: DecodeRequest) -> Images:
-        """Decodes latent points into digits."""
+        """Decodes latent points into images."""
         explorer = get(run_id)
         return Images(images=[pagedata.image_b64(im) for im in explorer.decode(explorer.points(body.points))])
 
     @app.post("/api/runs/{run_id}/encode", response_model=Encoded)
     def encode(run_id: str, body: EncodeRequest) -> Encoded:
-        """Encodes a drawn digit; returns its code, where it lands on the map, and its reconstruction."""
+        """Encodes an image (a drawing); returns its code, where it lands on the map, and its reconstruction."""
         explorer = get(run_id)
-        z_mean, z_log_var = explorer.encode(np.asarray(body.pixels, np.float32))
+        z_mean, z_log_var = explorer.encode(explorer.image(body.pixels))
         return Encoded(
             z_mean=z_mean.tolist(),
             z_log_var=z_log_var.tolist(),

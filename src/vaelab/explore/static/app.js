@@ -120,8 +120,9 @@
     $("drawn-coords").textContent = "–";
   });
 
-  // The drawing as the network's input, MNIST-like: the ink's bounding box scaled into 20/28 of the
-  // frame, then shifted so its centre of mass sits at the centre; one value per pixel and channel.
+  // The drawing as the network's input at the run's own size, MNIST-like: the ink's bounding box scaled
+  // into 20/28 of the frame, then shifted so its centre of mass sits at the centre. One channel: the ink
+  // (1 = ink, 0 = blank). Colour: the drawing as it looks, black ink on white paper in every channel.
   function drawingPixels([h, w, c]) {
     const { data, width, height } = padCtx.getImageData(0, 0, pad.width, pad.height);
     let [x0, y0, x1, y1] = [width, height, -1, -1];
@@ -144,22 +145,36 @@
     let [mass, mx, my] = [0, 0, 0];
     ink.forEach((v, i) => { mass += v; mx += v * (i % w); my += v * Math.floor(i / w); });
     const dx = Math.round((w - 1) / 2 - mx / mass), dy = Math.round((h - 1) / 2 - my / mass);
-    const pixels = new Float64Array(h * w * c);
+    const paper = c === 1 ? (v) => v : (v) => 1 - v;  // ink -> the pixel value
+    const pixels = new Float64Array(h * w * c).fill(paper(0));
     ink.forEach((v, i) => {
       const x = (i % w) + dx, y = Math.floor(i / w) + dy;
-      if (x >= 0 && x < w && y >= 0 && y < h) pixels.fill(Math.min(1, Math.max(0, v)), (y * w + x) * c, (y * w + x + 1) * c);
+      if (x >= 0 && x < w && y >= 0 && y < h) pixels.fill(paper(Math.min(1, Math.max(0, v))), (y * w + x) * c, (y * w + x + 1) * c);
     });
     return pixels;
   }
 
   function encodeDrawing() {
+    if (!state.models.encoder) return;
     const pixels = drawingPixels(state.map.image_shape);
     if (!pixels) return;
+    state.lastDrawing = Array.from(pixels);  // what was encoded, for the browser tests
     const [zMean] = state.models.encoder.predict(pixels);
     const z = Array.from(zMean);
     vaelab.paintImage($("reconstruction"), live.decode(z), state.map.image_shape);
     $("drawn-coords").textContent = vaelab.fmt(z);
     live.setDrawn(live.latentToPlane(z));
+  }
+
+  // The pad where the run's encoder is in the page; a note where it is not, or where colour changes its meaning.
+  function showPad(available, [h, w, c]) {
+    pad.parentElement.hidden = !available;
+    const note = $("pad-note");
+    note.hidden = available && c === 1;
+    note.textContent = !available
+      ? "This exported page leaves the encoder out to stay small, so drawings cannot be encoded here; " +
+        "the served explorer (vaelab explore RUN) has it."
+      : `${h}x${w} colour images: your drawing is encoded as it looks, black ink on white paper.`;
   }
 
   // --- the table of one test image per class ----------------------------------------------------------
@@ -204,9 +219,9 @@
   async function loadRun(id) {
     if (!state.cache.has(id)) {
       const { map, models } = await source.run(id);
-      state.cache.set(id, {
+      state.cache.set(id, {  // an exported page may leave a large encoder out (explore/export.py): no drawing pad
         map,
-        models: { generator: vaelab.nn.load(models.generator), encoder: vaelab.nn.load(models.encoder) },
+        models: { generator: vaelab.nn.load(models.generator), encoder: models.encoder ? vaelab.nn.load(models.encoder) : null },
       });
     }
     return state.cache.get(id);
@@ -221,6 +236,7 @@
     const thing = map.label_name === "digit" ? "digit" : "image";
     $("decoded-title").textContent = `Decoded ${thing}`;
     $("pad-title").textContent = `Draw ${thing === "digit" ? "a digit" : "an image"}`;
+    showPad(models.encoder !== null, map.image_shape);
     buildTable();
     buildSliders(state.run.latent_dim);
     const z = new Array(state.run.latent_dim).fill(0);

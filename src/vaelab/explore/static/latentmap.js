@@ -8,16 +8,18 @@
   // --- images ----------------------------------------------------------------------------------------
 
   // Paints an image (height, width, channels) of values in [0, 1] (or bytes, with scale 1/255) on a
-  // canvas, ink dark on white for one channel, as in the report's figures.
+  // canvas at its own size, as in the report's figures: one channel as dark ink on white, three (or
+  // more: the first three) as the colour they are; two channels, which no picture has, as grey from the first.
   function paintImage(canvas, values, [h, w, c], scale = 1) {
     canvas.width = w;
     canvas.height = h;
     const ctx = canvas.getContext("2d");
     const image = ctx.createImageData(w, h);
+    const grey = c < 3;
     for (let i = 0; i < h * w; i++) {
       for (let k = 0; k < 3; k++) {
-        const v = Math.round(255 * Math.min(1, Math.max(0, values[i * c + (c === 1 ? 0 : k)] * scale)));
-        image.data[4 * i + k] = c === 1 ? 255 - v : v;
+        const v = Math.round(255 * Math.min(1, Math.max(0, values[i * c + (grey ? 0 : k)] * scale)));
+        image.data[4 * i + k] = grey ? 255 - v : v;
       }
       image.data[4 * i + 3] = 255;
     }

@@ -72,33 +72,37 @@
     return { data: y, shape: [units] };
   }
 
-  // Keras' "same" padding: the total (size - 1 for stride 1) split with the smaller part first.
+  // Keras' "same" padding (XLA's SAME): the total padding split with the smaller part first, so an even
+  // image convolved with stride 2 and a 3x3 kernel is padded by one row below and one column right only.
   function samePadding(size, stride, window) {
     const out = Math.ceil(size / stride);
     const total = Math.max((out - 1) * stride + window - size, 0);
     return { out, before: Math.floor(total / 2) };
   }
 
-  function conv2d(x, kernel, bias, [kh, kw, cin, cout], padding) {
+  // Output size and padding before, per axis, of a convolution: "same" as above, "valid" none.
+  function convGeometry(size, stride, window, padding) {
+    if (padding === "same") return samePadding(size, stride, window);
+    return { out: Math.floor((size - window) / stride) + 1, before: 0 };
+  }
+
+  // y[oy, ox] = bias + sum over the window of x[oy*s + dy - top, ox*s + dx - left] · kernel[dy, dx]
+  // (kernel (kh, kw, channels in, filters); padding reads as zeros).
+  function conv2d(x, kernel, bias, [kh, kw, cin, cout], padding, [sh, sw] = [1, 1]) {
     const [h, w, c] = x.shape;
     if (c !== cin) throw new Error(`convolution expects ${cin} channels, got ${c}`);
-    let oh, ow, top, left;
-    if (padding === "same") {
-      ({ out: oh, before: top } = samePadding(h, 1, kh));
-      ({ out: ow, before: left } = samePadding(w, 1, kw));
-    } else {
-      [oh, ow, top, left] = [h - kh + 1, w - kw + 1, 0, 0];
-    }
+    const { out: oh, before: top } = convGeometry(h, sh, kh, padding);
+    const { out: ow, before: left } = convGeometry(w, sw, kw, padding);
     const y = new Float64Array(oh * ow * cout);
     const acc = new Float64Array(cout);
     for (let oy = 0; oy < oh; oy++) {
       for (let ox = 0; ox < ow; ox++) {
         if (bias) acc.set(bias); else acc.fill(0);
         for (let dy = 0; dy < kh; dy++) {
-          const iy = oy + dy - top;
+          const iy = oy * sh + dy - top;
           if (iy < 0 || iy >= h) continue;
           for (let dx = 0; dx < kw; dx++) {
-            const ix = ox + dx - left;
+            const ix = ox * sw + dx - left;
             if (ix < 0 || ix >= w) continue;
             const inBase = (iy * w + ix) * c;
             const kBase = (dy * kw + dx) * cin * cout;
@@ -116,15 +120,64 @@
     return { data: y, shape: [oh, ow, cout] };
   }
 
+  // Keras' transposed convolution, per axis: the output size, and `shift` in out = in*stride + d - shift.
+  // "same": size*stride, Keras padding the stride-dilated input by ceil((stride+window-2)/2) (at most
+  // window-1) before, so shift = window-1 minus that (0 for stride 2 and a 3x3 kernel); "valid": no
+  // shift, (size-1)*stride + max(window, stride) outputs. Checked against Keras in tests/test_pages.py.
+  function transposeGeometry(size, stride, window, padding) {
+    if (padding !== "same") return { out: (size - 1) * stride + Math.max(window, stride), shift: 0 };
+    const total = stride + window - 2;
+    return { out: size * stride, shift: window - 1 - Math.min(Math.ceil(total / 2), window - 1) };
+  }
+
+  // Each input pixel adds its values times the kernel to a window of the output (kernel (kh, kw, filters,
+  // channels in)); what falls outside the output is dropped.
+  function conv2dTranspose(x, kernel, bias, [kh, kw, cout, cin], padding, [sh, sw]) {
+    const [h, w, c] = x.shape;
+    if (c !== cin) throw new Error(`transposed convolution expects ${cin} channels, got ${c}`);
+    const { out: oh, shift: top } = transposeGeometry(h, sh, kh, padding);
+    const { out: ow, shift: left } = transposeGeometry(w, sw, kw, padding);
+    const y = new Float64Array(oh * ow * cout);
+    if (bias) for (let p = 0; p < oh * ow; p++) y.set(bias, p * cout);
+    for (let iy = 0; iy < h; iy++) {
+      for (let ix = 0; ix < w; ix++) {
+        const inBase = (iy * w + ix) * c;
+        for (let dy = 0; dy < kh; dy++) {
+          const oy = iy * sh + dy - top;
+          if (oy < 0 || oy >= oh) continue;
+          for (let dx = 0; dx < kw; dx++) {
+            const ox = ix * sw + dx - left;
+            if (ox < 0 || ox >= ow) continue;
+            const outBase = (oy * ow + ox) * cout;
+            const kBase = (dy * kw + dx) * cout * cin;
+            for (let ci = 0; ci < c; ci++) {
+              const v = x.data[inBase + ci];
+              if (v === 0) continue;
+              for (let f = 0; f < cout; f++) y[outBase + f] += v * kernel[kBase + f * cin + ci];
+            }
+          }
+        }
+      }
+    }
+    return { data: y, shape: [oh, ow, cout] };
+  }
+
+  // Drops rows [top, bottom] and columns [left, right] from the edges of the image.
+  function crop2d(x, [[top, bottom], [left, right]]) {
+    const [h, w, c] = x.shape;
+    const [oh, ow] = [h - top - bottom, w - left - right];
+    const y = new Float64Array(oh * ow * c);
+    for (let oy = 0; oy < oh; oy++) {
+      const from = ((oy + top) * w + left) * c;
+      y.set(x.data.subarray(from, from + ow * c), oy * ow * c);
+    }
+    return { data: y, shape: [oh, ow, c] };
+  }
+
   function maxpool2d(x, [ph, pw], [sh, sw], padding) {
     const [h, w, c] = x.shape;
-    let oh, ow, top, left;
-    if (padding === "same") {
-      ({ out: oh, before: top } = samePadding(h, sh, ph));
-      ({ out: ow, before: left } = samePadding(w, sw, pw));
-    } else {
-      [oh, ow, top, left] = [Math.floor((h - ph) / sh) + 1, Math.floor((w - pw) / sw) + 1, 0, 0];
-    }
+    const { out: oh, before: top } = convGeometry(h, sh, ph, padding);
+    const { out: ow, before: left } = convGeometry(w, sw, pw, padding);
     const y = new Float64Array(oh * ow * c).fill(-Infinity);
     for (let oy = 0; oy < oh; oy++) {
       for (let ox = 0; ox < ow; ox++) {
@@ -178,10 +231,16 @@
         return { data: activate(dense(x, kernel, bias, units).data, op.activation), shape: [units] };
       }
       case "conv2d": {
-        const y = conv2d(x, kernel, bias, weights.shapes[op.kernel], op.padding);
+        const y = conv2d(x, kernel, bias, weights.shapes[op.kernel], op.padding, op.strides);
         activate(y.data, op.activation);
         return y;
       }
+      case "conv2d_transpose": {
+        const y = conv2dTranspose(x, kernel, bias, weights.shapes[op.kernel], op.padding, op.strides);
+        activate(y.data, op.activation);
+        return y;
+      }
+      case "crop2d": return crop2d(x, op.cropping);
       case "maxpool2d": return maxpool2d(x, op.pool, op.strides, op.padding);
       case "upsample2d": return upsample2d(x, op.size);
       default: throw new Error(`unknown operation ${op.op}`);

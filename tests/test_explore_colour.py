@@ -1,0 +1,93 @@
+"""The explorer for a run on colour images of another size than MNIST's: a convnet on 32x32 colour images.
+
+Its data are made in the test (tests/conftest.py `shapes_dataset`), so the served page is started with the
+Dataset in memory (`serve(..., dataset=data)`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import draw_a_one
+from vaelab.explore.guards import MAX_BODY_BYTES
+from vaelab.explore.server import create_app
+
+
+@pytest.fixture(scope="module")
+def colour_client(colour_run):
+    run, data = colour_run
+    return TestClient(create_app([run], data))
+
+
+def colour_image(b64: str) -> np.ndarray:
+    raw = base64.b64decode(b64)
+    assert len(raw) == 32 * 32 * 3
+    return np.frombuffer(raw, np.uint8).reshape(32, 32, 3)
+
+
+def test_colour_run_decodes_and_encodes_in_its_own_shape(colour_client, colour_run):
+    run, data = colour_run
+    m = colour_client.get("/api/runs/0/map").json()
+    assert m["image_shape"] == [32, 32, 3] and len(m["table"]) == 4
+    np.testing.assert_array_equal(colour_image(m["table"][0]["image"]), data.x_test[m["table"][0]["index"]])
+    points = [[0.5, 0.2], [-1.0, 1.0]]
+    got = colour_client.post("/api/runs/0/decode", json={"points": points}).json()["images"]
+    np.testing.assert_allclose(colour_image(got[0]), np.rint(run.decode(points)[0] * 255), atol=1)
+    pixels = data.x_test[:1] / 255.0
+    encoded = colour_client.post("/api/runs/0/encode", json={"pixels": pixels.ravel().tolist()})
+    assert encoded.status_code == 200, encoded.text
+    np.testing.assert_allclose(encoded.json()["z_mean"], run.encode(pixels)[0][0], atol=1e-5)
+    assert colour_image(encoded.json()["reconstruction"]).std() > 0
+    longest = json.dumps({"pixels": [1.2345678901234567e-05] * 3072})  # the longest numbers JSON writes here
+    assert len(longest) > MAX_BODY_BYTES  # a grey run's limit would refuse it
+    response = colour_client.post("/api/runs/0/encode", content=longest, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+
+
+def test_colour_run_refuses_a_grey_image(colour_client):
+    response = colour_client.post("/api/runs/0/encode", json={"pixels": [0.5] * 784})
+    assert response.status_code == 422
+    assert response.json()["detail"] == "pixels: run 0 takes 3072 values (a 32x32x3 image), got 784"
+
+
+@pytest.mark.slow
+def test_served_colour_run_in_chromium_draws_in_colour_and_encodes_drawings(colour_run, browser, artifacts):
+    """The served page holds the encoder: the pad encodes a drawing as black ink on white in every channel."""
+    from vaelab.explore import serve
+
+    run, data = colour_run
+    handle = serve([run], port=0, background=True, dataset=data)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(handle.url)
+        page.wait_for_selector("body[data-ready=true]", timeout=60000)
+        decoded = page.evaluate(
+            "(() => { const c = document.getElementById('decoded'); const d = c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data; return [c.width, c.height, Array.from(d)]; })()"
+        )
+        width, height, rgba = decoded
+        rgba = np.array(rgba).reshape(height, width, 4)
+        expected = np.rint(np.clip(run.decode([[0.0, 0.0]])[0], 0, 1) * 255)
+        assert (width, height) == (32, 32)
+        np.testing.assert_allclose(rgba[..., :3], expected, atol=1)  # the colour as it is
+        assert page.locator("#table tbody canvas").first.evaluate("c => [c.width, c.height]") == [32, 32]
+        assert "colour" in page.locator("#pad-note").text_content() and page.locator("#pad").is_visible()
+        draw_a_one(page)
+        z = page.evaluate("JSON.parse('[' + document.getElementById('drawn-coords').textContent.slice(1, -1) + ']')")
+        pixels = page.evaluate("vaelabExplorer.lastDrawing")
+        drawing = np.array(pixels).reshape(1, 32, 32, 3)
+        assert drawing.max() == 1 and drawing.min() < 0.5  # white paper, dark ink
+        np.testing.assert_array_equal(drawing[..., 0], drawing[..., 2])
+        np.testing.assert_allclose(z, run.encode(drawing)[0][0], atol=2e-3)  # the page shows 3 decimals
+        page.screenshot(path=str(artifacts / "explorer-colour.png"), full_page=True)
+        page.close()
+    finally:
+        handle.stop()
+    assert not errors, errors
