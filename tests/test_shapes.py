@@ -41,8 +41,8 @@ def test_the_convnet_halves_the_image_per_block_and_crops_what_the_decoder_grows
     models = build_models(PRESETS["convnet"].for_data((45, 37, 3)), seed=0)
     encoder_maps = [models.encoder.get_layer(f"encoder_conv{k}").output.shape[1:3] for k in (1, 2, 3)]
     assert encoder_maps == [(23, 19), (12, 10), (6, 5)]
-    assert models.generator.get_layer("decoder_conv3").output.shape[1:] == (48, 40, 32)
-    assert models.generator.get_layer("decoder_crop").output.shape[1:] == (45, 37, 32)
+    assert models.generator.get_layer("decoder_conv3").output.shape[1:] == (48, 40, 16)
+    assert models.generator.get_layer("decoder_crop").output.shape[1:] == (45, 37, 16)
     square = build_models(PRESETS["convnet"].for_data((32, 32, 3)), seed=0)
     assert "decoder_crop" not in [layer.name for layer in square.generator.layers]  # nothing to crop
 
