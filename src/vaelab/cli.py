@@ -74,9 +74,9 @@ def _devices(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'all', got {text!r}") from None
 
 
-def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False, convert: bool = True) -> None:
+def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False) -> None:
     """--dataset and --data-dir; unless `of_run` (a run reads its data as it was trained), --image-size and --grey,
-    which say how a folder's or an .npz's images are read (`convert`: False where a command has no use for them)."""
+    which say how a folder's or an .npz's images are read."""
     from vaelab.data import BUILTIN
 
     p.add_argument(
@@ -94,7 +94,7 @@ def _add_data_options(p: argparse.ArgumentParser, of_run: bool = False, convert:
         default=None,
         help="directory holding (or to cache) the built-in datasets; default $VAELAB_DATA_DIR or ~/.cache/vaelab",
     )
-    if convert and not of_run:
+    if not of_run:
         _add_image_options(p)
 
 
@@ -421,7 +421,8 @@ def cmd_kl(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Trains (or reuses) mlp, mlp-fixed-var and conv and writes the report answering the exercise."""
+    """Trains (or reuses) mlp, mlp-fixed-var and conv (convnet for other images) and writes the report answering the
+    exercise."""
     from vaelab.config import TrainConfig
     from vaelab.report import report
 
@@ -434,6 +435,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         iwae_samples=args.iwae_samples,
         train_subset=args.train_subset,
         data_dir=args.data_dir,
+        image_size=args.image_size,
+        grey=args.grey,
     )
     print(f"report written to {index} and {index.with_name('report.md')} in {time.perf_counter() - started:.0f} s")
     return 0
@@ -714,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance samples per test image for the log-likelihood bound (default: 100)",
     )
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
-    _add_data_options(p, convert=False)
+    _add_data_options(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("sweep", help="train and evaluate a grid of settings, and compare them on one page")

@@ -80,14 +80,19 @@ def report(
     iwae_samples: int = 100,
     train_subset: int | None = None,
     data_dir: str | os.PathLike[str] | None = None,
+    image_size: tuple[int, int] | None = None,
+    grey: bool = False,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
     """Trains or reuses the presets mlp, mlp-fixed-var and conv (convnet for images other than 28x28 grey), then
-    writes the report; returns index.html."""
-    data = load_dataset(dataset, data_dir, log=log)
+    writes the report; returns index.html. A folder's or an .npz's images are read at `image_size`, in grey with
+    `grey` (`vaelab.data.load_dataset`)."""
+    data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
     presets = report_presets(data.image_shape)
     configs = [
-        make_config(preset, epochs=epochs, train_subset=train_subset, dataset=data.name).for_data(data)
+        make_config(
+            preset, epochs=epochs, train_subset=train_subset, dataset=data.name, image_size=image_size, grey=grey
+        ).for_data(data)
         for preset in presets
     ]
     runs = []
