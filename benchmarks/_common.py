@@ -11,7 +11,11 @@ TRAIN_IMAGES = 60000
 
 
 def forward_flops_per_image(model) -> tuple[int, int]:
-    """(forward FLOPs of one image through `model`, those of its first weighted layer), multiply-add = 2."""
+    """(forward FLOPs of one image through `model`, those of its first weighted layer), multiply-add = 2.
+
+    A convolution counts every output pixel's full kernel (the border's zero padding included); a transposed
+    convolution counts every input pixel's (the stride-2 convolution whose input gradient it is, counted alike).
+    """
     total, first = 0, None
     for layer in model.layers:
         kind = type(layer).__name__
@@ -20,6 +24,10 @@ def forward_flops_per_image(model) -> tuple[int, int]:
         elif kind == "Conv2D":
             kh, kw, cin, cout = layer.kernel.shape
             h, w = layer.output.shape[1:3]
+            flops = 2 * h * w * kh * kw * cin * cout
+        elif kind == "Conv2DTranspose":
+            kh, kw, cout, cin = layer.kernel.shape
+            h, w = layer.input.shape[1:3]
             flops = 2 * h * w * kh * kw * cin * cout
         else:
             continue

@@ -1,6 +1,7 @@
 """One benchmark measurement in a fresh process (the Keras backend is fixed per process).
 
-Trains a preset on full MNIST through `vaelab.train`, as a user would, and prints one JSON line.
+Trains a preset on a dataset (full MNIST unless `--dataset` names another) through `vaelab.train`, as a
+user would, and prints one JSON line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("--preset", required=True)
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--implementation", default="fused")
+    parser.add_argument("--dataset", default="mnist", help="a built-in dataset (vaelab.data.load_dataset)")
     args = parser.parse_args()
 
     import keras
@@ -29,21 +31,25 @@ def main() -> None:
     from vaelab import kernels
     from vaelab._malloc import tune_malloc
     from vaelab.config import make_config
+    from vaelab.data import load_dataset
     from vaelab.model import build_models
     from vaelab.training import train
 
     tune_malloc()  # as the vaelab command does
-    config = make_config(args.preset, epochs=args.epochs, implementation=args.implementation)
+    config = make_config(args.preset, epochs=args.epochs, implementation=args.implementation, dataset=args.dataset)
+    data = load_dataset(config.dataset, log=lambda msg: None)  # what train would load; here to count its images
     with tempfile.TemporaryDirectory() as out:
-        run = train(config, Path(out) / "run", verbose=0, log=lambda msg: None)
+        run = train(config, Path(out) / "run", data=data, verbose=0, log=lambda msg: None)
     # FLOPs of the exercise's layers (the fused layers do the same mathematics with fewer operations)
-    stock = build_models(dataclasses.replace(config.model, implementation="keras"))
+    stock = build_models(dataclasses.replace(run.config.model, implementation="keras"))
+    images = len(data.x_train)
     print(
         json.dumps(
             {
                 "backend": f"Keras {keras.__version__} + {keras.backend.backend()}",
                 "seconds": [row["seconds"] for row in run.history],
-                "flops_per_epoch": train_flops_per_epoch(stock.vae),
+                "train_images": images,
+                "flops_per_epoch": train_flops_per_epoch(stock.vae, images),
                 "peak_rss_mb": peak_rss_mb(),
                 "test_loss": run.metrics["test"]["loss"],
                 "kernels": str(kernels.status()) if keras.backend.backend() == "jax" else None,

@@ -1,14 +1,20 @@
 """Seconds per training epoch, vaelab against its peers, printed as a Markdown table.
 
     python benchmarks/train_speed.py [--presets mlp conv] [--epochs 4] [--no-peers]
+    python benchmarks/train_speed.py --presets convnet --epochs 3
 
-Every row trains on the full 60,000 MNIST images, batch 100, with the test set evaluated after each
-epoch, in a fresh process:
+Every row trains on the full 60,000 MNIST images (the exercise's presets) or on the 50,000 32x32x3 images
+of the generated `shapes` set (`convnet`, opt-in: not in the default list), batch 100, with the test set
+evaluated after each epoch, in a fresh process:
 - vaelab (Keras 3 + JAX, the default), with the ConvNet's layer pairs fused and run by the compiled
   C++ kernels (the default), the same fused layers in keras.ops (`VAELAB_KERNELS=0`), and the
   exercise's Keras layers one by one (`--implementation keras`);
 - peers, where installed: vaelab's networks on the Keras TensorFlow and torch backends (Keras layers),
   and the same networks written in plain PyTorch (eager), benchmarks/peer_torch.py.
+- `convnet` (the network built from the image's shape, with the discretised logistic likelihood): vaelab
+  on Keras 3 + JAX (keras.ops layers; the compiled kernels serve the exercise's ConvNet only), the same
+  model on Keras 3 + TensorFlow, and peer_torch.py's ConvNet in plain PyTorch, eager and torch.compile
+  (checked equal to vaelab's with copied weights: benchmarks/check_peer_torch.py).
 s/epoch is the median of the epochs after the first (which includes compilation); GFLOP/s counts the
 exercise's layers' forward and backward FLOPs; % of peak is against a float32 matrix product on this
 machine. Every process gets the same malloc settings (vaelab sets them itself; peers get
@@ -33,7 +39,8 @@ from _common import TRAIN_IMAGES, matmul_peak_gflops, table
 from vaelab.run import machine
 
 HERE = Path(__file__).parent
-PRESETS = ["mlp", "mlp-fixed-var", "conv", "conv-fixed-var"]
+PRESETS = ["mlp", "mlp-fixed-var", "conv", "conv-fixed-var"]  # the default run: the exercise's networks on MNIST
+OPT_IN = {"convnet": "shapes"}  # preset: its dataset (50,000 + 10,000 generated 32x32x3 images)
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:glibc.malloc.top_pad=67108864"
 
 
@@ -50,6 +57,8 @@ def candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, li
     worker = [str(HERE / "_train_worker.py"), "--preset", preset, "--epochs", str(epochs)]
     fused = [*worker, "--implementation", "fused"]
     jax = {"KERAS_BACKEND": "jax"}
+    if preset in OPT_IN:
+        return colour_candidates(preset, OPT_IN[preset], epochs, peers)
     if preset.startswith("conv"):
         rows = [
             ("vaelab", "Keras 3 + JAX, fused, compiled kernels", fused, {**jax, "VAELAB_KERNELS": "1"}),
@@ -76,9 +85,22 @@ def candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, li
     return rows
 
 
+def colour_candidates(preset: str, dataset: str, epochs: int, peers: bool) -> list[tuple[str, str, list[str], dict]]:
+    """The rows of a preset trained on `dataset`: vaelab, Keras 3 + TensorFlow, plain PyTorch (eager, compiled)."""
+    worker = [str(HERE / "_train_worker.py"), "--preset", preset, "--epochs", str(epochs), "--dataset", dataset]
+    rows = [("vaelab", "Keras 3 + JAX", worker, {"KERAS_BACKEND": "jax"})]
+    if peers and importlib.util.find_spec("tensorflow"):
+        rows.append(("peer", "Keras 3 + tensorflow", worker, {"KERAS_BACKEND": "tensorflow"}))
+    if peers and importlib.util.find_spec("torch"):
+        torch = [str(HERE / "peer_torch.py"), "--arch", preset, "--epochs", str(epochs), "--dataset", dataset]
+        rows.append(("peer", "plain PyTorch, eager", torch, {}))
+        rows.append(("peer", "plain PyTorch, torch.compile", [*torch, "--compile"], {}))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
+    parser.add_argument("--presets", nargs="+", default=PRESETS, choices=[*PRESETS, *OPT_IN])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement, the first not timed")
     parser.add_argument("--no-peers", action="store_true", help="measure vaelab only")
     args = parser.parse_args()
@@ -105,7 +127,7 @@ def main() -> None:
                     f"{who}: {how}",
                     f"{s:.2f}",
                     f"{min(timed):.2f}–{max(timed):.2f}",
-                    f"{TRAIN_IMAGES / s:,.0f}",
+                    f"{r.get('train_images', TRAIN_IMAGES) / s:,.0f}",
                     f"{gflops:.1f}",
                     f"{100 * gflops / peak:.1f}%",
                     f"{r['peak_rss_mb']:.0f}",
