@@ -4,7 +4,7 @@
 
 The datasets are generated (random pixels, random labels): this measures the format and the
 loader, not learning. For each size N it writes N training images (and 1,000 test images) as
-shards (`vaelab.data.shards.write_shards`) and as one `.npz`, then runs `vaelab train --epochs 1`
+shards (`vaelab.data.shard_writer.write_shards`) and as one `.npz`, then runs `vaelab train --epochs 1`
 on each in a fresh process and reports that process's peak resident memory (ru_maxrss) and the
 epoch's seconds. Streaming from shards should cost the same memory whatever N; the `.npz` is read
 whole, so its peak grows with N.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import table
 
-from vaelab.data.shards import write_shards
+from vaelab.data.shard_writer import write_shards
 from vaelab.run import machine
 
 WRAPPER = """

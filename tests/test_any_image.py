@@ -10,7 +10,8 @@ from tests.conftest import run_cli
 from vaelab.config import RunConfig, make_config
 from vaelab.data import load_dataset
 from vaelab.data.batches import Batches
-from vaelab.data.shards import convert, shard_rows_for
+from vaelab.data.shard_writer import convert
+from vaelab.data.shards import shard_rows_for
 from vaelab.errors import VaelabError
 from vaelab.run import run_dir_name
 

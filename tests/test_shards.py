@@ -15,7 +15,8 @@ from tests.conftest import TEST_SUBSET, TRAIN_SUBSET, run_cli
 from vaelab._lock import LOCK_FILE
 from vaelab.data import binarized_test_set, load_dataset
 from vaelab.data.batches import Batches, epoch_order
-from vaelab.data.shards import MANIFEST, ShardedArray, convert, verify
+from vaelab.data.shard_writer import convert
+from vaelab.data.shards import MANIFEST, ShardedArray, verify
 from vaelab.errors import VaelabError
 
 
@@ -185,7 +186,7 @@ def test_memory_stays_bounded_over_a_dataset_larger_than_the_limit(tmp_path):
             yield {"x_train": rng.integers(0, 256, (n, 28, 28), np.uint8)}
         yield {"x_test": rng.integers(0, 256, (100, 28, 28), np.uint8)}
 
-    from vaelab.data.shards import write_shards
+    from vaelab.data.shard_writer import write_shards
 
     write_shards(tmp_path / "big", parts(), source="generated for a memory test", class_names=None)
     done = subprocess.run(

@@ -146,7 +146,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
     """Writes a dataset as shards that training streams from disk (`vaelab.data.shards`)."""
-    from vaelab.data.shards import convert
+    from vaelab.data.shard_writer import convert
 
     *sources, out = args.paths
     if not sources:
