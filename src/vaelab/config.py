@@ -378,20 +378,19 @@ def make_config(
     family (MODELS; default vae), the iwae's `k` and any `TrainConfig` field overridden (None keeps the default; the
     image shape, and a cvae's classes, are otherwise the data's, set when training starts)."""
     _check_choice("preset", preset, tuple(PRESETS))
-    model = PRESETS[preset]
     overrides = {"latent_dim": latent_dim, "implementation": implementation, "activation": activation,
                  "likelihood": likelihood, "scale": scale, "family": model, "k": k}  # fmt: skip
     overrides["hidden"] = tuple(hidden) if hidden is not None else None
     overrides["filters"] = tuple(filters) if filters is not None else None
     overrides["image_shape"] = tuple(image_shape) if image_shape is not None else None
-    model = dataclasses.replace(model, **{k: v for k, v in overrides.items() if v is not None})
+    network = dataclasses.replace(PRESETS[preset], **{n: v for n, v in overrides.items() if v is not None})
     unknown = set(train) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise VaelabError(f"unknown training settings: {', '.join(sorted(unknown))}")
     train = {k: v for k, v in train.items() if v is not None}  # None: keep the default
     size = tuple(image_size) if image_size is not None else None
     return RunConfig(
-        preset=preset, model=model, train=TrainConfig(**train), dataset=dataset or "mnist", image_size=size, grey=grey
+        preset=preset, model=network, train=TrainConfig(**train), dataset=dataset or "mnist", image_size=size, grey=grey
     ).validate()
 
 

@@ -136,7 +136,7 @@ class Run:
         model = self.config.model
         if not model.conditional:
             if labels is not None:
-                raise VaelabError(f"{self.name} is a {model.family}, trained without labels; leave out --label")
+                raise VaelabError(f"{self.name} (--model {model.family}) was trained without labels; leave out --label")
             return inputs
         if labels is None:
             raise VaelabError(f"{self.name} is a {model.family}: it encodes and decodes with a label; give --label")
