@@ -247,3 +247,11 @@ def test_every_bad_model_input_is_one_line_and_exit_2(tmp_path, mnist):
     one_line_error(run_cli("generate", str(run), "--label", "7"), "--label picks the class a cvae generates")
     one_line_error(run_cli("train", "--resume", str(run), "--model", "iwae"), "keeps the model")
     one_line_error(run_cli("train", "--resume", str(run), "--k", "5"), "keeps the model")
+
+
+def test_a_sweep_trains_every_point_as_the_model_it_is_given():
+    from vaelab.sweep import grid
+
+    points = grid({"seed": [0, 1]}, {"model": "iwae", "k": 3, "epochs": 1}, "mnist")
+    assert [(p.config.model.family, p.config.model.k) for p in points] == [("iwae", 3), ("iwae", 3)]
+    assert points[0].name == "mlp-iwae-k3-epochs1"
