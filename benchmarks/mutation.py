@@ -1,7 +1,7 @@
 """Mutation testing of vaelab's numerical core with mutmut: runs it, then prints the score per file.
 
     python benchmarks/mutation.py                      # every file in SCOPE (hours on 2 cores)
-    python benchmarks/mutation.py layers.py model.py   # some files
+    python benchmarks/mutation.py layers.py models/vae.py   # some files
     python benchmarks/mutation.py --score              # only print the table of the last runs
     python benchmarks/mutation.py --rerun timeout      # also run again the mutants that timed out
 
@@ -30,14 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SCOPE: dict[str, list[str]] = {
     "kl.py": ["vaelab.kl.*"],
     "evaluate.py": ["vaelab.evaluate.*"],
-    "model.py": [
-        "vaelab.model.x_bernoulli_log_likelihood*",
-        "vaelab.model.x_reconstruction_loss*",
-        "vaelab.model.x_kl_loss*",
-        "vaelab.model.xǁSamplingǁ*",
-        "vaelab.model.xǁBinarizeǁ*",
-        "vaelab.model.xǁFixedLogVarianceǁ*",
-        "vaelab.model.xǁVAEǁ*",
+    "models/vae.py": [
+        "vaelab.models.vae.x_bernoulli_log_likelihood*",
+        "vaelab.models.vae.x_reconstruction_loss*",
+        "vaelab.models.vae.x_kl_loss*",
+        "vaelab.models.vae.xǁVAEǁ*",
+    ],
+    "networks.py": [
+        "vaelab.networks.xǁSamplingǁ*",
+        "vaelab.networks.xǁBinarizeǁ*",
+        "vaelab.networks.xǁFixedLogVarianceǁ*",
     ],
     "layers.py": ["vaelab.layers.*"],
     "data/idx.py": ["vaelab.data.idx.*"],

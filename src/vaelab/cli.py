@@ -201,6 +201,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.image_size is not None or args.grey:
             raise VaelabError("a resumed run reads its data as it was trained; leave out --image-size and --grey")
+        if args.model is not None or args.k is not None:
+            raise VaelabError("a resumed run keeps the model its config.json names; leave out --model and --k")
         data = run_data(args.resume, args.dataset, args.data_dir)
         run = resume(args.resume, epochs=args.epochs, data=data, snapshots=args.snapshots, devices=args.devices)
     else:
@@ -225,6 +227,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             beta=args.beta,
             kl_warmup=args.kl_warmup,
             lr_decay_epochs=args.lr_decay_epochs,
+            model=args.model,
+            k=args.k,
             dataset=data.name,
             image_size=args.image_size,
             grey=args.grey,
@@ -237,14 +241,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     saved = f"run saved in {run.path}" if index == 0 else f"process {index} of {count}; process 0 saved the run"
     print(
         f"{run.config.preset}: {run.epoch} epochs in {time.perf_counter() - started:.1f} s wall "
-        f"(training {run.metrics['train_seconds']:.1f} s); test {_test_losses(test)}; {saved}"
+        f"(training {run.metrics['train_seconds']:.1f} s); test {_test_losses(test, run.config.model)}; {saved}"
     )
     return 0
 
 
-def _test_losses(test: dict) -> str:
-    """The test figures after training: the loss, and with a KL weight other than 1 the objective and the ELBO."""
+def _test_losses(test: dict, model) -> str:
+    """The test figures after training: the loss, and with a KL weight other than 1 (or for the iwae, whose objective
+    is its bound) the objective and the ELBO."""
     recon, kl, w = test["reconstruction_loss"], test["kl_loss"], test.get("kl_weight", 1.0)
+    if model.family == "iwae":
+        return f"objective {test['loss']:.2f} nats (-IWAE bound, K = {model.samples}); -ELBO {recon + kl:.2f}"
     if w == 1.0:
         return f"loss {test['loss']:.2f} nats = reconstruction {recon:.2f} + KL {kl:.2f}"
     return (
@@ -263,6 +270,15 @@ def _load(args: argparse.Namespace):
     return run, run.load_data(args.dataset, args.data_dir), out
 
 
+def _unconditional(run, command: str) -> None:
+    """Refuses a conditional model (cvae) in a command that does not yet give the networks labels."""
+    if run.config.model.conditional:
+        raise VaelabError(
+            f"vaelab {command} does not take a {run.config.model.family} yet (its codes depend on the label); "
+            f"use `vaelab evaluate` or `vaelab generate {run.path} --label C`"
+        )
+
+
 def _wrote(*paths: Path) -> None:
     for path in paths:
         print(f"wrote {path}", file=sys.stderr)
@@ -274,6 +290,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from vaelab.figures import draw_run_figures
 
     run, data, out = _load(args)
+    _unconditional(run, "encode")
     figures = draw_run_figures(run, data, out, parts=["encode"], picks=args.pick)
     if figures.table:
         print(analysis.table_markdown(figures.table, data.class_word))
@@ -289,14 +306,41 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from vaelab.figures import draw_run_figures, exercise_point
 
     run, data, out = _load(args)
-    z = args.z if args.z else (None if args.samples or args.manifold else exercise_point(run.config.model.latent_dim))
+    model = run.config.model
+    samples = args.samples or 0
+    if args.label is not None or model.conditional:
+        run = _with_label(run, data, args.label)
+        if not (args.z or args.samples or args.manifold):  # a class's draws from the prior, by default
+            samples = LABEL_SAMPLES
+    asked = args.z or samples or args.manifold
+    z = args.z if args.z else (None if asked else exercise_point(model.latent_dim))
     figures = draw_run_figures(
-        run, data, out, parts=["generate"], z=z, samples=args.samples or 0, seed=args.seed, manifold=args.manifold or 0
+        run, data, out, parts=["generate"], z=z, samples=samples, seed=args.seed, manifold=args.manifold or 0
     )
     for point in figures.z if figures.z is not None else []:
         print(f"z = {analysis.format_point(point)}")
     _wrote(*figures.files.values())
     return 0
+
+
+LABEL_SAMPLES = 20  # prior draws `vaelab generate RUN --label C` decodes when asked for nothing else
+
+
+def _with_label(run, data, label: int | None):
+    """The run, set to generate class `label` (a cvae's --label); one line for a label the run cannot take."""
+    import dataclasses
+
+    model = run.config.model
+    if not model.conditional:
+        raise VaelabError(
+            f"--label picks the class a cvae generates; {run.name} (--model {model.family}) has no labels"
+        )
+    if label is None:
+        names = f" ({_range(data.class_names)})" if data.class_names else ""
+        raise VaelabError(f"{run.name} is a {model.family}: say which class to generate with --label C{names}")
+    if not 0 <= label < model.classes:
+        raise VaelabError(f"--label must be a class from 0 to {model.classes - 1}, got {label}")
+    return dataclasses.replace(run, label=label)
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
@@ -305,6 +349,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from vaelab.figures import draw_run_figures
 
     run, data, out = _load(args)
+    _unconditional(run, "interpolate")
     pair = analysis.pick_pair(
         data,
         from_index=args.from_index,
@@ -369,12 +414,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"  ELBO with z = z_mean       {result.elbo_at_mean:9.2f} nats (reconstruction "
         f"{result.reconstruction_loss_at_mean:.2f})"
     )
-    print(f"  log p(x) >= IWAE bound     {result.iwae:9.2f} nats, i.e. NLL <= {result.nll:.2f}")
+    print(f"  {result.bound + ' >= IWAE bound':26} {result.iwae:9.2f} nats, i.e. NLL <= {result.nll:.2f}")
     print(f"  bits per dimension         {result.bits_per_dim:9.4f} (NLL bound; -ELBO: {result.elbo_bits_per_dim:.4f})")
     dim = len(result.kl_per_dim)
     print(f"  active units               {result.active_units:9d} of {dim} (Cov_x(E_q[z_j]) > 0.01)")
     print(f"  KL per dimension, nats     {' '.join(f'{k:.2f}' for k in result.kl_per_dim)}")
     print(f"written to {run.path / 'metrics.json'} ({result.seconds:.0f} s)")
+    if run.config.model.conditional:
+        print(f"no diagnostic figures for a {run.config.model.family} yet", file=sys.stderr)
+        return 0
     figures = draw_run_figures(run, data, out, parts=["diagnose"])
     _wrote(*figures.files.values())
     return 0
@@ -450,7 +498,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     axes = {"preset": args.preset, "latent_dim": args.latent_dim, "beta": args.beta, "seed": args.seed}
     fixed = {"epochs": args.epochs, "kl_warmup": args.kl_warmup, "train_subset": args.train_subset,
              "test_subset": args.test_subset, "binarize": args.binarize or None,
-             "likelihood": args.likelihood, "scale": args.scale}  # fmt: skip
+             "likelihood": args.likelihood, "scale": args.scale, "model": args.model, "k": args.k}  # fmt: skip
     points = sweep(
         {k: v for k, v in axes.items() if v is not None},
         args.out,
@@ -594,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {' '.join(map(str, DEFAULT_FILTERS))})",
     )
     _add_likelihood_options(p, LIKELIHOODS, SCALES)
+    _add_model_options(p)
     p.add_argument(
         "--beta", type=float, help=f"weight of the KL term in the objective (default: {TrainConfig.beta:g}, the ELBO)"
     )
@@ -681,6 +730,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also decode an N x N grid over Gaussian quantiles (default N: 15)",
     )
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1, "a seed"), default=0, help="seed for --samples (default: 0)")
+    p.add_argument(
+        "--label",
+        type=int,
+        metavar="C",
+        help=f"a cvae's class to generate (alone: {LABEL_SAMPLES} prior draws of it); only a cvae takes it",
+    )
 
     p = analysis_parser("interpolate", "(e) decode points on the segment between two images' codes", cmd_interpolate)
     p.add_argument("--from-index", type=int, metavar="I", help="first test image (default: the first 3)")
@@ -733,6 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-subset", type=_positive_int, help="validate on the first N test images during training")
     p.add_argument("--binarize", action="store_true", help="dynamic binarisation for every point")
     _add_likelihood_options(p, LIKELIHOODS, SCALES)
+    _add_model_options(p, "for every point")
     p.add_argument(
         "--iwae-samples", type=_positive_int, default=100, metavar="K", help="importance samples (default: 100)"
     )
@@ -773,6 +829,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="also integrate the definition numerically")
     p.set_defaults(func=cmd_kl)
     return parser
+
+
+def _add_model_options(p: argparse.ArgumentParser, which: str = "") -> None:
+    """--model, the member of the VAE family, and --k, the iwae's importance samples (vaelab.models)."""
+    from vaelab.config import DEFAULT_K, MODELS
+
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        help=f"the model {which + ': ' if which else ''}vae (the ELBO, with beta), iwae (the importance-weighted "
+        "bound) or cvae (conditioned on the label; labelled data) (default: vae)",
+    )
+    p.add_argument(
+        "--k", type=_positive_int, metavar="K", help=f"the iwae's importance samples per image (default: {DEFAULT_K})"
+    )
 
 
 def _add_likelihood_options(p: argparse.ArgumentParser, likelihoods: Sequence[str], scales: Sequence[str]) -> None:

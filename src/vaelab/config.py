@@ -16,6 +16,11 @@ from vaelab.data.dataset import IMAGE_SHAPE
 from vaelab.errors import VaelabError
 
 ARCHS = ("mlp", "conv", "convnet")
+# The members of the VAE family (vaelab.models.MODELS, --model): the VAE with β, the importance-weighted bound of
+# Burda et al. (2015), the VAE conditioned on the label of Sohn et al. (2015).
+MODELS = ("vae", "iwae", "cvae")
+CONDITIONAL = ("cvae",)  # the models whose encoder and generator also read the image's label: labelled data only
+DEFAULT_K = 5  # the iwae's codes per image: Burda et al.'s middle setting (1, 5, 50), 5x a VAE's decoder work
 # p(x|z), the decoder's distribution of the pixels (vaelab.likelihoods): Bernoulli for grey images (the course's),
 # the discretised logistic for 8-bit colour (as PixelCNN++ and IAF-VAE); see default_likelihood.
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic")
@@ -61,6 +66,10 @@ class ModelConfig:
     likelihood: str | None = None  # one of LIKELIHOODS; None: default_likelihood of the image shape
     scale: str = "global"  # of the gaussian's sigma or the logistic's s: IAF-VAE's one learned number
     filters: tuple[int, ...] | None = None  # the convnet's blocks, encoder side; None: DEFAULT_FILTERS
+    family: str = "vae"  # which model of the family (MODELS, --model); runs made before the family existed: vae
+    k: int | None = None  # the iwae's importance samples per image (--k); None: DEFAULT_K. Only the iwae takes it
+    # A conditional model's number of classes (the one-hot label's length); None: the data's (set by `for_data`).
+    classes: int | None = None
 
     def __post_init__(self):
         for name in ("hidden", "image_shape", "filters"):
@@ -78,19 +87,44 @@ class ModelConfig:
         return self.likelihood if self.likelihood is not None else default_likelihood(self.input_shape)
 
     @property
+    def conditional(self) -> bool:
+        """Whether the encoder and the generator also read the image's one-hot label (the cvae)."""
+        return self.family in CONDITIONAL
+
+    @property
+    def samples(self) -> int:
+        """The codes drawn per image in training: `k` (DEFAULT_K) for the iwae, one for the others."""
+        return (self.k or DEFAULT_K) if self.family == "iwae" else 1
+
+    @property
+    def bound(self) -> str:
+        """What the model's ELBO and importance-weighted bound bound: log p(x|y) for a conditional model."""
+        return "log p(x|y)" if self.conditional else "log p(x)"
+
+    @property
     def conv_filters(self) -> tuple[int, ...]:
         return self.filters if self.filters is not None else DEFAULT_FILTERS
 
-    def for_data(self, shape: tuple[int, int, int]) -> ModelConfig:
-        """This network for images of `shape`, with the likelihood resolved; a network made for another shape
-        is a one-line error."""
+    def for_data(self, shape: tuple[int, int, int], classes: int | None = None) -> ModelConfig:
+        """This network for images of `shape` (and, for a conditional model, `classes` labels), with the likelihood
+        resolved; a network made for another shape or another number of classes is a one-line error."""
         shape = tuple(int(d) for d in shape)
+        if self.conditional and self.classes is not None and self.classes != classes:
+            raise VaelabError(
+                f"the cvae was made for {self.classes} classes, but the data have {classes or 'no labels'}; "
+                "train a new run for these data"
+            )
         if self.image_shape is not None and self.image_shape != shape:
             raise VaelabError(
                 f"the network was made for {_shape_words(self.image_shape)} images, but the data are "
                 f"{_shape_words(shape)}; train a new run for these data"
             )
-        resolved = dataclasses.replace(self, image_shape=shape, likelihood=self.likelihood or default_likelihood(shape))
+        resolved = dataclasses.replace(
+            self,
+            image_shape=shape,
+            likelihood=self.likelihood or default_likelihood(shape),
+            classes=classes if self.conditional else None,
+        )
         resolved.validate()
         return resolved
 
@@ -101,6 +135,21 @@ class ModelConfig:
 
     def validate(self) -> None:
         _check_choice("arch", self.arch, ARCHS)
+        _check_choice("model", self.family, MODELS)
+        if self.k is not None and self.family != "iwae":
+            raise VaelabError(
+                f"--k is the iwae's number of importance samples; leave it out with --model {self.family}"
+            )
+        if self.k is not None:
+            _check_positive("k", self.k)
+        if self.family == "iwae" and self.epsilon_std != 1.0:
+            raise VaelabError("the iwae weighs codes drawn from q(z|x) itself; leave epsilon_std at 1")
+        if self.classes is not None and not self.conditional:
+            raise VaelabError(f"classes are read by a conditional model (cvae), not by --model {self.family}")
+        if self.classes is not None and (
+            isinstance(self.classes, bool) or not isinstance(self.classes, int) or self.classes < 2
+        ):
+            raise VaelabError(f"a cvae needs 2 or more classes, got {self.classes!r}")
         _check_choice("variance", self.variance, VARIANCES)
         _check_choice("implementation", self.implementation, IMPLEMENTATIONS)
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -152,10 +201,11 @@ class ModelConfig:
         height, width, channels = self.input_shape
         pixels = height * width * channels
         scale = {"global": 1, "pixel": pixels}[self.scale] if self.pixel_likelihood in ("gaussian", "logistic") else 0
+        c = (self.classes or 0) if self.conditional else 0  # the one-hot label, into the first dense layers
         if self.arch == "mlp":
             widths = self.hidden_widths
-            encoder = sum((a + 1) * b for a, b in zip((pixels, *widths), widths, strict=False))
-            decoder = sum((a + 1) * b for a, b in zip((z, *widths[::-1]), (*widths[::-1], pixels), strict=True))
+            encoder = sum((a + 1) * b for a, b in zip((pixels + c, *widths), widths, strict=False))
+            decoder = sum((a + 1) * b for a, b in zip((z + c, *widths[::-1]), (*widths[::-1], pixels), strict=True))
             return encoder + (widths[-1] + 1) * z * heads + decoder + scale
         h = self.intermediate_dim
         if self.arch == "convnet":
@@ -167,10 +217,10 @@ class ModelConfig:
             decoder = (
                 sum((9 * a + 1) * b for a, b in zip(filters[::-1], ups, strict=True)) + (9 * ups[-1] + 1) * channels
             )
-            dense = (flat + 1) * h + (h + 1) * z * heads + (z + 1) * h + (h + 1) * flat
+            dense = (flat + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * flat
             return encoder + dense + decoder + scale
         convs = (9 * 1 + 1) * 16 + (9 * 16 + 1) * 8 + (9 * 8 + 1) * 8 + (9 * 8 + 1) * 16 + (9 * 16 + 1)
-        return convs + (392 + 1) * h + (h + 1) * z * heads + (z + 1) * h + (h + 1) * 512
+        return convs + (392 + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * 512
 
 
 @dataclass(frozen=True)
@@ -259,6 +309,11 @@ class RunConfig:
                 "the discretised logistic models 8-bit pixels, and --binarize makes them binary; "
                 "with --binarize use --likelihood bernoulli"
             )
+        if self.model.family == "iwae" and (self.train.beta != 1.0 or self.train.kl_warmup):
+            raise VaelabError(
+                "--beta and --kl-warmup weight the ELBO's KL term, which the iwae's bound has not; "
+                "leave them out with --model iwae"
+            )
         check_image_size(self.image_size)
         if not isinstance(self.grey, bool):
             raise VaelabError(f"grey must be true or false, got {self.grey!r}")
@@ -267,7 +322,15 @@ class RunConfig:
     def for_data(self, data: Any) -> RunConfig:
         """This configuration for the images of `data` (a `Dataset`): the network's image shape and likelihood
         resolved; a network made for another shape is a one-line error."""
-        return dataclasses.replace(self, model=self.model.for_data(data.image_shape)).validate()
+        classes = None
+        if self.model.conditional:
+            if not data.labelled or data.y_train is None:
+                raise VaelabError(
+                    f"a {self.model.family} is conditioned on the labels, and {data.title} has none; "
+                    "give labelled data (a folder with one subfolder per class) or --model vae"
+                )
+            classes = len(data.class_names)
+        return dataclasses.replace(self, model=self.model.for_data(data.image_shape, classes)).validate()
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as config.json holds it (tuples as lists)."""
@@ -306,26 +369,28 @@ def make_config(
     dataset: str | None = None,
     image_size: Sequence[int] | None = None,
     grey: bool = False,
+    model: str | None = None,
+    k: int | None = None,
     **train: Any,
 ) -> RunConfig:
     """The configuration of `preset` on `dataset` (read with `image_size` and `grey`), with `latent_dim`,
-    `implementation`, `hidden`, `activation`, `likelihood`, `scale`, `filters`, `image_shape` and any `TrainConfig`
-    field overridden (None keeps the default; the image shape is otherwise the data's, set when training starts)."""
+    `implementation`, `hidden`, `activation`, `likelihood`, `scale`, `filters`, `image_shape`, the `model` of the
+    family (MODELS; default vae), the iwae's `k` and any `TrainConfig` field overridden (None keeps the default; the
+    image shape, and a cvae's classes, are otherwise the data's, set when training starts)."""
     _check_choice("preset", preset, tuple(PRESETS))
-    model = PRESETS[preset]
     overrides = {"latent_dim": latent_dim, "implementation": implementation, "activation": activation,
-                 "likelihood": likelihood, "scale": scale}  # fmt: skip
+                 "likelihood": likelihood, "scale": scale, "family": model, "k": k}  # fmt: skip
     overrides["hidden"] = tuple(hidden) if hidden is not None else None
     overrides["filters"] = tuple(filters) if filters is not None else None
     overrides["image_shape"] = tuple(image_shape) if image_shape is not None else None
-    model = dataclasses.replace(model, **{k: v for k, v in overrides.items() if v is not None})
+    network = dataclasses.replace(PRESETS[preset], **{n: v for n, v in overrides.items() if v is not None})
     unknown = set(train) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise VaelabError(f"unknown training settings: {', '.join(sorted(unknown))}")
     train = {k: v for k, v in train.items() if v is not None}  # None: keep the default
     size = tuple(image_size) if image_size is not None else None
     return RunConfig(
-        preset=preset, model=model, train=TrainConfig(**train), dataset=dataset or "mnist", image_size=size, grey=grey
+        preset=preset, model=network, train=TrainConfig(**train), dataset=dataset or "mnist", image_size=size, grey=grey
     ).validate()
 
 

@@ -5,8 +5,10 @@
 The bound tightens as K grows and equals the ELBO's single-sample estimate at K = 1. Both use the run's
 likelihood (vaelab.likelihoods) and are also given in bits per dimension. Latent points
 are decoded in batches of a bounded size; the sum over k is taken with log-sum-exp in float64.
-The ELBO here is always the true one (KL weight 1), whatever β the run was trained with. The
-latent diagnostics (active units, KL per dimension: vaelab.diagnostics) come with it.
+The ELBO here is always the true one (KL weight 1), whatever β the run was trained with, and the IWAE
+bound the same for every model of the family. A conditional model (cvae) is evaluated on each test image
+with its label: its figures bound log p(x|y), and say so (`bound`). The latent diagnostics (active units,
+KL per dimension: vaelab.diagnostics) come with it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from keras import layers, ops
 from vaelab import _interrupt
 from vaelab._lock import DirectoryLock
 from vaelab.data import Dataset, test_images
+from vaelab.data.batches import one_hot
 from vaelab.diagnostics import latent_diagnostics
 from vaelab.errors import VaelabError
 from vaelab.kl import gaussian_kl_float64
@@ -42,6 +45,7 @@ class Evaluation:
     samples: int  # K, importance samples per image
     binarized: bool  # on the fixed binarised test set (a true likelihood) or on grey levels
     likelihood: str  # p(x|z) of the bounds (vaelab.likelihoods)
+    bound: str  # what the bounds bound: "log p(x)", or "log p(x|y)" for a conditional model (cvae)
     elbo: float  # E_q[log p(x|z)] - KL, the expectation estimated with the K samples
     reconstruction_loss: float  # -E_q[log p(x|z)]
     kl_loss: float  # KL(q(z|x) || p(z)), analytic
@@ -66,10 +70,11 @@ class _LogLikelihood(layers.Layer):
         self.likelihood = likelihood
         self.log_scale = log_scale  # the VAE's LogScale layer, for the likelihoods that have one
 
-    def call(self, x, z):
+    def call(self, x, z, label=None):
         k, dim = z.shape[1], z.shape[2]
         pixels = math.prod(x.shape[1:])
-        decoded = self.generator(ops.reshape(z, (-1, dim)))
+        codes = ops.reshape(z, (-1, dim))
+        decoded = self.generator(codes if label is None else [codes, ops.repeat(label, k, axis=0)])
         x_hat = ops.reshape(decoded, (-1, pixels))
         log_scale = None if self.log_scale is None else ops.reshape(self.log_scale(decoded), (-1, pixels))
         target = ops.reshape(
@@ -81,9 +86,12 @@ class _LogLikelihood(layers.Layer):
 def _log_likelihood_model(run: Run, k: int) -> keras.Model:
     likelihood = run.config.model.pixel_likelihood
     log_scale = run.vae.get_layer("x_log_scale") if likelihood in SCALED else None
-    x = keras.Input(run.config.model.input_shape, name="x")
-    z = keras.Input((k, run.config.model.latent_dim), name="z")
-    return keras.Model([x, z], _LogLikelihood(run.generator, likelihood, log_scale, name="log_px_given_z")(x, z))
+    model = run.config.model
+    x = keras.Input(model.input_shape, name="x")
+    z = keras.Input((k, model.latent_dim), name="z")
+    label = keras.Input((model.classes,), name="label") if model.conditional else None
+    log_px = _LogLikelihood(run.generator, likelihood, log_scale, name="log_px_given_z")(x, z, label)
+    return keras.Model([x, z] if label is None else [x, z, label], log_px)
 
 
 def evaluate(
@@ -101,6 +109,8 @@ def evaluate(
         raise VaelabError(f"--samples must be >= 1, got {samples}")
     x_all = test_images(data, binarized=run.config.train.binarize)[:images]
     n, dim = len(x_all), run.config.model.latent_dim
+    labels = data.y_test[:images] if run.config.model.conditional else None
+    condition = [] if labels is None else [one_hot(labels, run.config.model.classes)]  # the model's third input
     needed = 2 * n * samples * 8  # log w and log p(x|z), float64, for every image and sample
     if needed > MEMORY_SHARE * _physical_memory():
         raise VaelabError(
@@ -115,8 +125,8 @@ def evaluate(
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
 
-    z_mean, z_log_var = run.encode(x_all)
-    at_mean = _log_likelihood_model(run, 1).predict([x_all, z_mean[:, None]], batch_size=points, verbose=0)
+    z_mean, z_log_var = run.encode(x_all, labels=labels)
+    at_mean = _log_likelihood_model(run, 1).predict([x_all, z_mean[:, None], *condition], batch_size=points, verbose=0)
     log_px_at_mean = np.asarray(at_mean, np.float64)[:, 0]
     z_mean, z_log_var = z_mean.astype(np.float64), z_log_var.astype(np.float64)
     kl = np.sum(gaussian_kl_float64(z_mean, z_log_var), axis=1)
@@ -131,7 +141,9 @@ def evaluate(
             k1 = min(samples, k0 + k_chunk)
             noise = rng.standard_normal((stop - start, k_chunk, dim))
             z = z_mean[start:stop, None] + sigma[start:stop, None] * noise
-            batch = model.predict_on_batch([x_all[start:stop], z.astype(np.float32)])
+            batch = model.predict_on_batch(
+                [x_all[start:stop], z.astype(np.float32), *(c[start:stop] for c in condition)]
+            )
             ll = np.asarray(batch, np.float64)[:, : k1 - k0]
             log_pz = -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)[:, : k1 - k0]
             log_qz = -0.5 * np.sum(noise**2 + z_log_var[start:stop, None] + LOG_2PI, axis=-1)[:, : k1 - k0]
@@ -149,6 +161,7 @@ def evaluate(
         samples=samples,
         binarized=run.config.train.binarize,
         likelihood=likelihood,
+        bound=run.config.model.bound,
         elbo=elbo,
         reconstruction_loss=float(reconstruction.mean()),
         kl_loss=float(kl.mean()),

@@ -70,6 +70,7 @@ class Run:
     epoch: int  # epochs completed
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    label: int | None = None  # the class a conditional model's `decode` draws when given no labels (generate --label)
 
     @property
     def encoder(self):
@@ -101,22 +102,48 @@ class Run:
     def name(self) -> str:
         return self.path.name
 
-    def encode(self, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-        """Images (n, H, W[, C]) as uint8 or floats in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
+    def encode(
+        self, x: np.ndarray, batch_size: int = 1000, labels: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Images (n, H, W[, C]) as uint8 or floats in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim).
+
+        A conditional model (cvae) encodes each image with its integer label, `labels` (n,)."""
         from vaelab.data import scale_pixels
 
         x = np.asarray(x)
         shape = self.config.model.input_shape
         x = scale_pixels(x) if x.dtype == np.uint8 else x.astype(np.float32).reshape(-1, *shape)
-        z_mean, z_log_var = self.encoder.predict(x, batch_size=batch_size, verbose=0)
+        z_mean, z_log_var = self.encoder.predict(self._conditioned(x, labels), batch_size=batch_size, verbose=0)
         return np.asarray(z_mean), np.asarray(z_log_var)
 
-    def decode(self, z: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Latent points (n, latent_dim) -> decoded images, floats in [0, 1]: (n, H, W) grey, (n, H, W, C) colour."""
+    def decode(self, z: np.ndarray, batch_size: int = 1000, labels: np.ndarray | None = None) -> np.ndarray:
+        """Latent points (n, latent_dim) -> decoded images, floats in [0, 1]: (n, H, W) grey, (n, H, W, C) colour.
+
+        A conditional model (cvae) decodes point i as class `labels[i]` (default: every point as `label`)."""
         from vaelab.data.dataset import as_stored
 
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.config.model.latent_dim)
-        return as_stored(np.asarray(self.generator.predict(z, batch_size=batch_size, verbose=0)))
+        if labels is None and self.label is not None:
+            labels = np.full(len(z), self.label)
+        decoded = self.generator.predict(self._conditioned(z, labels), batch_size=batch_size, verbose=0)
+        return as_stored(np.asarray(decoded))
+
+    def _conditioned(self, inputs: np.ndarray, labels: np.ndarray | None):
+        """A network's input: `inputs`, and for a conditional model their one-hot `labels` (a one-line error
+        without them); labels for a model that reads none are refused too."""
+        from vaelab.data.batches import one_hot
+
+        model = self.config.model
+        if not model.conditional:
+            if labels is not None:
+                raise VaelabError(f"{self.name} (--model {model.family}) was trained without labels; leave out --label")
+            return inputs
+        if labels is None:
+            raise VaelabError(f"{self.name} is a {model.family}: it encodes and decodes with a label; give --label")
+        labels = np.asarray(labels)
+        if labels.shape != (len(inputs),) or labels.min(initial=0) < 0 or labels.max(initial=0) >= model.classes:
+            raise VaelabError(f"{self.name}'s labels are integers from 0 to {model.classes - 1}, one per input")
+        return [inputs, one_hot(labels, model.classes)]
 
 
 def run_data(path: Path, dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
@@ -149,6 +176,8 @@ def run_dir_name(config: RunConfig) -> str:
     if config.grey:
         parts.append("grey")
     parts.append(config.preset)
+    if config.model.family != "vae":  # the model of the family, and the iwae's K where it is given
+        parts.append(config.model.family + (f"-k{config.model.k}" if config.model.k is not None else ""))
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         value = getattr(config.train, f.name)
@@ -409,7 +438,7 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
 def read_metrics(path: Path) -> dict[str, Any]:
     """metrics.json, checked to hold a mapping whose `test` and `evaluation` (where present) are mappings of numbers
     (or lists of numbers: the evaluation's per-dimension diagnostics; besides them the evaluation's `binarized` flag
-    and `likelihood` name)."""
+    and `likelihood` name, and the `bound` the figures are of, "log p(x)" or a cvae's "log p(x|y)")."""
     file = path / METRICS
     try:
         metrics = json.loads(file.read_bytes())
@@ -426,12 +455,12 @@ def read_metrics(path: Path) -> dict[str, Any]:
         numbers = {k: v for k, v in entry.items() if k not in _NOT_NUMBERS} if isinstance(entry, dict) else None
         if numbers is None or not all(_is_number(v) or _is_numbers(v) for v in numbers.values()):
             raise damaged(file, f"its {key!r} entry is not a mapping of numbers")
-        if not isinstance(entry.get("likelihood", ""), str):
+        if not all(isinstance(entry.get(k, ""), str) for k in ("likelihood", "bound")):
             raise damaged(file, f"its {key!r} entry is not a mapping of numbers")
     return metrics
 
 
-_NOT_NUMBERS = ("binarized", "likelihood")
+_NOT_NUMBERS = ("binarized", "likelihood", "bound")
 
 
 def _is_number(value: Any) -> bool:

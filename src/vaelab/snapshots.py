@@ -11,8 +11,10 @@ while the next epoch trains; a run killed outright may miss its last epoch there
 
 The test images are the first of each class (the first ten images without labels), as the scoring
 test set gives them (binarised for --binarize runs); the prior draws are seeded by the run's seed.
-Reconstructions decode z_mean. Snapshots use the inference path only (no random draws), so they
-change nothing in training: a run with snapshots has the same losses as one without (tested).
+Reconstructions decode z_mean. A conditional model (cvae) encodes and decodes each test image with its label
+and decodes prior draw k as class k modulo the number of classes. Snapshots use the inference path only (no
+random draws), so they change nothing in training: a run with snapshots has the same losses as one without
+(tested).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import keras
 import numpy as np
 
 from vaelab._files import WriteError, atomic_path, write_bytes
+from vaelab.data.batches import one_hot
 from vaelab.data.dataset import as_stored
 from vaelab.errors import VaelabError
 from vaelab.run import SNAPSHOT_DIR, SNAPSHOTS
@@ -96,13 +99,27 @@ def snapshot_png(inputs: np.ndarray, reconstructions: np.ndarray, samples: np.nd
 class SnapshotCallback(keras.callbacks.Callback):
     """Records the snapshots after every epoch; `seconds` keeps what each one cost (for the benchmark)."""
 
-    def __init__(self, out: Path, models, x_test: np.ndarray, labels: np.ndarray | None, seed: int, first_epoch: int):
+    def __init__(
+        self,
+        out: Path,
+        models,
+        x_test: np.ndarray,
+        labels: np.ndarray | None,
+        seed: int,
+        first_epoch: int,
+        classes: int | None = None,
+    ):
+        """`classes`: the number of classes of a conditional model, whose networks read the one-hot labels too."""
         super().__init__()
         self.out, self.models = out, models
         self.index = pick_images(None if labels is None else labels[: len(x_test)], min(IMAGES, len(x_test)))
         self.inputs = np.asarray(x_test[self.index], np.float32)
         latent_dim = models.generator.inputs[0].shape[-1]
         self.z = np.random.default_rng(seed + SEED_OFFSET).standard_normal((PRIOR_DRAWS, latent_dim)).astype("float32")
+        self.conditions = None  # a conditional model's one-hot labels: the test images', then the prior draws'
+        if classes is not None:
+            wanted = np.concatenate([np.asarray(labels)[self.index], np.arange(PRIOR_DRAWS) % classes])
+            self.conditions = one_hot(wanted, classes)
         self.epochs: list[int] = []
         self.reconstructions: list[np.ndarray] = []
         self.samples: list[np.ndarray] = []
@@ -118,8 +135,9 @@ class SnapshotCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         started = time.perf_counter()
-        z_mean, _ = self.models.encoder.predict_on_batch(self.inputs)
-        decoded = self.models.generator.predict_on_batch(np.concatenate([np.asarray(z_mean), self.z]))
+        z_mean = self.models.encoder.predict_on_batch(self._with_labels(self.inputs))[0]
+        codes = np.concatenate([np.asarray(z_mean), self.z])
+        decoded = self.models.generator.predict_on_batch(self._with_labels(codes))
         decoded = to_uint8(decoded)
         self.epochs.append(epoch + 1)
         self.reconstructions.append(decoded[: len(self.inputs)])
@@ -135,6 +153,10 @@ class SnapshotCallback(keras.callbacks.Callback):
         lists = (list(self.epochs), list(self.reconstructions), list(self.samples))
         self._pending = self._writer.submit(self._write_npz, *lists)
         self.seconds.append(time.perf_counter() - started)
+
+    def _with_labels(self, inputs: np.ndarray):
+        """A network's input: `inputs`, with their one-hot labels for a conditional model."""
+        return inputs if self.conditions is None else [inputs, self.conditions[: len(inputs)]]
 
     def on_train_end(self, logs=None):
         self._wait_for_writer()

@@ -127,7 +127,8 @@ def sweep(
 
     out = Path(out).resolve()
     fixed = dict(fixed or {})
-    bad = set(fixed) - set(FIXED) - {"hidden", "activation", "lr_decay_epochs", "optimizer", "likelihood", "scale"}
+    others = {"hidden", "activation", "lr_decay_epochs", "optimizer", "likelihood", "scale", "model", "k"}
+    bad = set(fixed) - set(FIXED) - others
     if bad:
         raise VaelabError(f"unknown fixed settings for a sweep: {', '.join(sorted(bad))}")
     if samples < 1:

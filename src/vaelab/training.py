@@ -51,11 +51,29 @@ def prepare(config: RunConfig, data: Dataset, place: Layout = ONE_DEVICE) -> tup
 
     The training batches are shuffled every epoch from (seed, epoch). With binarisation the training
     images stay grey (the VAE draws binary pixels from them at each step) and the test images are
-    the fixed binarised test set. On several devices every batch must split evenly over them.
+    the fixed binarised test set. On several devices every batch must split evenly over them. A conditional
+    model's batches carry the one-hot labels too.
     """
-    size = config.train.batch_size
-    train = Batches(data.x_train, size, count=config.train.train_subset, seed=config.train.seed, part=place.part)
-    test = Batches(data.x_test, size, count=config.train.test_subset, part=place.part, binarized=config.train.binarize)
+    size, model = config.train.batch_size, config.model
+    labels = (data.y_train, data.y_test) if model.conditional else (None, None)  # only a conditional model reads them
+    train = Batches(
+        data.x_train,
+        size,
+        count=config.train.train_subset,
+        seed=config.train.seed,
+        part=place.part,
+        labels=labels[0],
+        classes=model.classes,
+    )
+    test = Batches(
+        data.x_test,
+        size,
+        count=config.train.test_subset,
+        part=place.part,
+        binarized=config.train.binarize,
+        labels=labels[1],
+        classes=model.classes,
+    )
     place.check_batch(size)
     place.check_count("training", train.count, size, "--train-subset")
     place.check_count("test", test.count, size, "--test-subset")
@@ -242,7 +260,8 @@ def _fit(
     if record_snapshots and place.processes == 1:
         x_test = test_images(data, binarized=config.train.binarize)[: config.train.test_subset]
         labels = data.y_test if data.labelled else None
-        ours.append(snapshots.SnapshotCallback(out, models, x_test, labels, config.train.seed, initial_epoch))
+        classes = config.model.classes if config.model.conditional else None
+        ours.append(snapshots.SnapshotCallback(out, models, x_test, labels, config.train.seed, initial_epoch, classes))
     ours.append(EpochCheckpoint(out if place.writer else None, history, optimizer, info.get("run_id")))
     if initial_epoch < config.train.epochs:
         where = f" on {place.replicas} devices" if place.replicas > 1 else ""
@@ -281,6 +300,7 @@ def _fit(
             "kl_weight": last["kl_weight"],
             # -ELBO per pixel value, in bits: the figure colour-image papers quote (vaelab.likelihoods)
             "bits_per_dim": bits_per_dim(last["val_elbo_loss"], model.input_shape, model.pixel_likelihood),
+            "bound": model.bound,  # what elbo_loss bounds: -log p(x), or a cvae's -log p(x|y)
         },
     }
     if place.writer:

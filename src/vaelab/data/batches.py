@@ -34,12 +34,14 @@ def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class Batches(keras.utils.PyDataset):
-    """Batches of `batch_size` images from `images`, as floats in [0, 1] of shape (b, H, W, C).
+    """Batches of `batch_size` images from `images`, as floats in [0, 1] of shape (b, H, W, C); with `labels`,
+    batches ((images, one-hot labels),) for a conditional model's two inputs (labels (b, `classes`) float32).
 
     `images`: uint8 images (n, H, W) grey or (n, H, W, C) colour, an array or anything with the same
     `take(indices, axis=0)` (`ShardedArray`); only the first `count` are used. `seed`: shuffle every epoch (set by
     `EpochOrder`); None keeps the images in order. `part=(k, K)`: only the k-th of K equal slices of
     every batch (a multi-process run). `binarized`: the fixed binarised draw of each image (the test set).
+    `labels`: the images' integer labels (n,), read with the same indices (only a conditional model takes them).
     """
 
     def __init__(
@@ -51,6 +53,8 @@ class Batches(keras.utils.PyDataset):
         seed: int | None = None,
         part: tuple[int, int] = (0, 1),
         binarized: bool = False,
+        labels: np.ndarray | None = None,
+        classes: int | None = None,
     ):
         # One worker, no threads or processes: a batch is read in the training loop itself, in order,
         # which keeps the epoch's order a plain function of (seed, epoch).
@@ -61,6 +65,8 @@ class Batches(keras.utils.PyDataset):
         self.seed = seed
         self.part = part
         self.binarized = binarized
+        self.labels = labels
+        self.classes = classes
         self.epoch = 0
         self._order: np.ndarray | None = None
 
@@ -89,16 +95,22 @@ class Batches(keras.utils.PyDataset):
         share = size // parts
         return start + k * share, start + (k + 1) * share
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index: int) -> np.ndarray | tuple[tuple[np.ndarray, np.ndarray]]:
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
         start, stop = self.positions(index)
         order = self.order()
-        if order is None:
-            x = scale_pixels(self.images[start:stop])
-        else:
-            x = scale_pixels(self.images.take(order[start:stop], axis=0))
-        return binarize(x, start) if self.binarized else x
+        where = slice(start, stop) if order is None else order[start:stop]
+        x = scale_pixels(self.images[where] if order is None else self.images.take(where, axis=0))
+        x = binarize(x, start) if self.binarized else x
+        if self.labels is None:
+            return x
+        return ((x, one_hot(np.asarray(self.labels)[where], self.classes)),)
+
+
+def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
+    """Integer labels (n,) -> their one-hot rows (n, classes), float32: what a conditional model reads."""
+    return np.eye(classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
 
 
 class EpochOrder(keras.callbacks.Callback):

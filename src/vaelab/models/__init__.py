@@ -1,0 +1,97 @@
+"""The VAE family as Keras functional models: for every member an `encoder`, a `generator` and the trainable model.
+
+    MODELS["vae"]   VAE   the ELBO, with β (vaelab.models.vae)
+    MODELS["iwae"]  IWAE  the importance-weighted bound with K codes per image (vaelab.models.iwae)
+    MODELS["cvae"]  CVAE  encoder and decoder conditioned on the label (vaelab.models.cvae)
+
+All of them share the networks of `vaelab.networks` (the arch's encoder body and decoder), so a checkpoint's
+variables have the same names in each. `ModelConfig.family` picks the member; the registry gives its
+trainable model class, which knows its objective (`compute_loss`) and how it draws z (`draw`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from vaelab.config import ModelConfig
+from vaelab.likelihoods import SCALED
+from vaelab.models.cvae import CVAE
+from vaelab.models.iwae import IWAE
+from vaelab.models.vae import VAE
+from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, FixedLogVariance, LogScale, apply, dense
+from vaelab.networks import kernel_initializers as _kernel_initializers
+
+MODELS: dict[str, type[VAE]] = {"vae": VAE, "iwae": IWAE, "cvae": CVAE}
+
+
+def parameter_count(model: keras.Model) -> int:
+    """The network's learned parameters (the KL weight, a setting held as a variable, is not one)."""
+    return sum(math.prod(w.shape) for w in model.trainable_weights)
+
+
+@dataclass
+class Models:
+    """The three functional models of one network; they share their layers. A conditional model's encoder and
+    generator take the one-hot label (n, classes) as a second input."""
+
+    encoder: keras.Model  # x -> [z_mean, z_log_var]; a cvae's: [x, label] -> [z_mean, z_log_var]
+    generator: keras.Model  # z -> x_decoded_mean, the decoder layers on a latent input; a cvae's: [z, label] -> ...
+    vae: VAE  # x (a cvae: [x, label]) -> {x_decoded_mean, z_mean, z_log_var, ...}, trained end to end
+
+
+def build_models(
+    config: ModelConfig, seed: int | None = None, *, binarize: bool = False, stock: bool = False
+) -> Models:
+    """Builds the encoder, the generator and the trainable model of `config.family` (`MODELS`) for `config`.
+
+    `seed` seeds the initial weights and the sampling noise: the same seed builds the same network.
+    With `binarize`, the model binarises its input afresh at every training step (see `Binarize`).
+    With `stock`, the encoder and generator use stock Keras layers only (the exercise's layers one by
+    one, the fixed variance as a frozen all-zero Dense), so that plain Keras can open them (`vaelab.export`).
+    """
+    config.validate()
+    if stock:
+        config = dataclasses.replace(config, implementation="keras")
+    family = MODELS[config.family]
+    init = _kernel_initializers(seed)
+    x = keras.Input(shape=config.input_shape, name="x")
+    label = keras.Input(shape=(config.classes,), name="label") if config.conditional else None
+    target = Binarize(seed=seed, name="binarize")(x) if binarize and not stock else x
+    h = ENCODER_BODIES[config.arch](target, config, init, label)
+    z_mean = dense(config.latent_dim, "z_mean", init)(h)
+    if config.variance == "learned":
+        z_log_var = dense(config.latent_dim, "z_log_var", init)(h)
+    elif stock:  # 0 * h + 0 with frozen zeros: log sigma^2 = 0 from stock parts
+        z_log_var = layers.Dense(config.latent_dim, kernel_initializer="zeros", trainable=False, name="z_log_var")(h)
+    else:
+        z_log_var = FixedLogVariance(name="z_log_var")(z_mean)
+    decoded_z, drawn = family.draw(config, seed, z_mean, z_log_var)
+
+    decoder_layers = DECODERS[config.arch](config, init)
+    decoder_input = keras.Input(shape=(config.latent_dim,), name="decoder_input")
+    if config.conditional:  # y concatenated to z, before the decoder's first layer
+        condition = layers.Concatenate(name="decoder_condition")
+        generator_label = keras.Input(shape=(config.classes,), name="label")
+        x_decoded_mean = apply(decoder_layers, condition([decoded_z, label]))
+        generated = apply(decoder_layers, condition([decoder_input, generator_label]))
+        inputs, generator_inputs = [x, label], [decoder_input, generator_label]
+    else:
+        x_decoded_mean = apply(decoder_layers, decoded_z)
+        generated = apply(decoder_layers, decoder_input)
+        inputs, generator_inputs = x, decoder_input
+    outputs = {"x_decoded_mean": x_decoded_mean, "z_mean": z_mean, "z_log_var": z_log_var, **drawn}
+    if config.pixel_likelihood in SCALED:
+        outputs["x_log_scale"] = LogScale(config.input_shape, config.scale, name="x_log_scale")(x_decoded_mean)
+    if binarize and not stock:
+        outputs["x"] = target
+
+    return Models(
+        encoder=keras.Model(inputs, [z_mean, z_log_var], name="encoder"),
+        generator=keras.Model(generator_inputs, generated, name="generator"),
+        vae=family(inputs, outputs, likelihood=config.pixel_likelihood, name="vae"),
+    )

@@ -1,0 +1,82 @@
+"""The VAE (Kingma & Welling, 2014), with β: the model the rest of the family builds on.
+
+Its loss per image is reconstruction_loss + w * kl_loss, in nats: -log p(x|z) at one draw z ~ q(z|x), plus
+the analytic KL(q(z|x) || N(0, I)) weighted by w (`kl_weight`: 1 for the ELBO, set per epoch for β and warm-up).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from vaelab.config import ModelConfig
+from vaelab.kl import gaussian_kl
+from vaelab.likelihoods import log_likelihood
+from vaelab.networks import Sampling
+
+
+def bernoulli_log_likelihood(x, x_decoded_mean):
+    """log p(x|z) of each image in nats: the pixels independent Bernoulli(x_decoded_mean), summed.
+
+    Written as Keras' binary cross-entropy (which clips probabilities to [1e-7, 1 - 1e-7]), over all
+    axes but the first; for grey levels x in [0, 1] it is the continuous extension the course uses.
+    """
+    return log_likelihood("bernoulli", x, x_decoded_mean)
+
+
+def reconstruction_loss(x, x_decoded_mean, likelihood: str = "bernoulli", x_log_scale=None):
+    """-log p(x|z) per image, in nats: for the course's Bernoulli, binary cross-entropy summed over the pixels."""
+    return -log_likelihood(likelihood, x, x_decoded_mean, x_log_scale)
+
+
+def kl_loss(z_mean, z_log_var):
+    """KL(q(z|x) || N(0, I)) per image, in nats, summed over the latent dimensions."""
+    return ops.sum(gaussian_kl(z_mean, z_log_var), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class VAE(keras.Model):
+    """The trainable VAE: image -> {x_decoded_mean, z_mean, z_log_var} (and "x", the binarised input,
+    for runs with dynamic binarisation: the image the reconstruction is scored against).
+
+    Its loss per image, the objective minimised, is reconstruction_loss + w * kl_loss, in nats, where
+    w = `kl_weight` (1 for the ELBO; vaelab.schedule sets it per epoch for beta and warm-up) and the
+    reconstruction is scored with `likelihood` (vaelab.likelihoods; "x_log_scale" is its scale). Training
+    logs `loss`, `reconstruction_loss`, `kl_loss`, `elbo_loss` (= reconstruction + KL: the negative
+    ELBO, whatever w is) and `kl_weight`, each averaged over images.
+    """
+
+    def __init__(self, *args, likelihood: str = "bernoulli", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.likelihood = likelihood
+        self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+        self.elbo_loss_tracker = keras.metrics.Mean(name="elbo_loss")
+        self.kl_weight_tracker = keras.metrics.Mean(name="kl_weight")
+        # A variable, not a Python number: the compiled step reads its current value, so changing it
+        # between epochs needs no recompilation.
+        self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
+
+    @staticmethod
+    def draw(config: ModelConfig, seed: int | None, z_mean, z_log_var):
+        """The codes the model draws from q(z|x): (what the decoder reads, the outputs its loss needs besides the
+        decoded pixels, z_mean and z_log_var); for the VAE one draw per image, and nothing more."""
+        return Sampling(config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var]), {}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        reconstruction = reconstruction_loss(
+            y_pred.get("x", x), y_pred["x_decoded_mean"], self.likelihood, y_pred.get("x_log_scale")
+        )
+        kl = kl_loss(y_pred["z_mean"], y_pred["z_log_var"])
+        self.track(reconstruction, kl)
+        return ops.mean(reconstruction + ops.cast(self.kl_weight, kl.dtype) * kl)
+
+    def track(self, reconstruction, kl) -> None:
+        """Updates the logged metrics from the reconstruction loss and the KL of each image."""
+        self.reconstruction_loss_tracker.update_state(reconstruction)
+        self.kl_loss_tracker.update_state(kl)
+        self.elbo_loss_tracker.update_state(reconstruction + kl)
+        self.kl_weight_tracker.update_state(self.kl_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "likelihood": self.likelihood}
