@@ -224,6 +224,16 @@ def test_every_model_trains_evaluates_generates_exports_and_resumes(tmp_path, mn
         decoded = generator.predict(np.zeros((2, 2), np.float32), verbose=0)
     assert decoded.shape == (2, 28, 28, 1)
 
+    explored = run_cli("explore", str(run), "--export", str(tmp_path / "page"))
+    encoded = run_cli("encode", str(run), "--out", str(tmp_path / "encode"))
+    if model == "cvae":  # not yet given labels: refused in one line, nothing written
+        for refused in (explored, encoded):
+            assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert "--label C" in refused.stderr
+        assert not (tmp_path / "page").exists()
+    else:
+        assert explored.returncode == 0 and encoded.returncode == 0, explored.stderr + encoded.stderr
+
     resumed = run_cli("train", "--resume", str(run), "--epochs", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2

@@ -29,6 +29,11 @@ def check_run(run: Run) -> None:
     """A one-line error, naming the file, when what the pages read from the run is missing or damaged."""
     if run.epoch == 0:
         raise VaelabError(f"{run.path} has no completed epoch yet; train it first")
+    if run.config.model.conditional:
+        raise VaelabError(
+            f"{run.path} is a {run.config.model.family}: its codes depend on the label, which the explorer does not "
+            f"give yet; use `vaelab generate {run.path} --label C`"
+        )
     if "test" in run.metrics and not _is_number(_get(run.metrics["test"], "loss")):
         raise damaged(run.path / METRICS, 'its "test" entry holds no numeric "loss"')
 
