@@ -12,7 +12,14 @@ from keras import layers
 from vaelab import kernels
 from vaelab.config import PRESETS
 from vaelab.data import scale_pixels
-from vaelab.layers import ConvMaxPool2D, SameConv2D, UpSamplingConv2D, _kernel_activation
+from vaelab.layers import (
+    ConvMaxPool2D,
+    DoublingConv2DTranspose,
+    HalvingConv2D,
+    SameConv2D,
+    UpSamplingConv2D,
+    _kernel_activation,
+)
 from vaelab.model import build_models, kl_loss, reconstruction_loss
 
 
@@ -273,6 +280,8 @@ def test_a_compiled_kernel_takes_only_the_layers_it_can_compute(monkeypatch):
         (lambda: SameConv2D(4), "same"),
         (lambda: UpSamplingConv2D(4), "same"),
         (lambda: UpSamplingConv2D(4, "valid"), "valid"),
+        (lambda: HalvingConv2D(4), "same"),
+        (lambda: DoublingConv2DTranspose(4), "same"),
     ],
 )
 def test_fused_layers_tell_the_browser_their_stock_convolution(layer, padding):
@@ -281,5 +290,45 @@ def test_fused_layers_tell_the_browser_their_stock_convolution(layer, padding):
 
     x = keras.Input((8, 8, 2))
     described = describe(keras.Model(x, layer()(x)))
-    conv = next(op for op in described["ops"] if op["op"] == "conv2d")
+    conv = next(op for op in described["ops"] if op["op"] in ("conv2d", "conv2d_transpose"))
     assert conv["padding"] == padding
+
+
+@pytest.mark.parametrize(("shape", "filters"), [((32, 32, 3), 16), ((45, 37, 3), 5), ((7, 6, 4), 3), ((1, 2, 2), 2)])
+@pytest.mark.parametrize(
+    ("fused", "stock"),
+    [
+        (HalvingConv2D, lambda f, **kw: layers.Conv2D(f, 3, strides=2, padding="same", **kw)),
+        (DoublingConv2DTranspose, lambda f, **kw: layers.Conv2DTranspose(f, 3, strides=2, padding="same", **kw)),
+    ],
+)
+def test_the_convnets_strided_layers_equal_the_stock_ones(shape, filters, fused, stock):
+    """The same variables give the same outputs and gradients (even and odd sizes: Keras pads them differently)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, *shape)).astype(np.float32)
+    ours, theirs = fused(filters, activation="relu"), stock(filters, activation="relu")
+    ours(x), theirs(x)
+    random_weights(theirs, rng)
+    ours.set_weights(theirs.get_weights())
+    y, grads, grad_x = value_and_grads([ours], x)
+    y_stock, grads_stock, grad_x_stock = value_and_grads([theirs], x)
+    assert y.shape == y_stock.shape
+    np.testing.assert_allclose(y, y_stock, atol=2e-5)
+    for g, g_stock in zip(grads, grads_stock, strict=True):
+        np.testing.assert_allclose(g, g_stock, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(grad_x, grad_x_stock, atol=2e-5)
+    config = ours.get_config()
+    assert type(ours).from_config(config).get_config() == config  # round-trips with its fixed settings left out
+
+
+def test_the_fused_and_the_stock_convnet_have_the_same_variables_and_outputs():
+    config = PRESETS["convnet"].for_data((45, 37, 3))
+    fused = build_models(config, seed=0)
+    stock = build_models(dataclasses.replace(config, implementation="keras"), seed=0)
+    assert [(w.path, w.shape) for w in fused.vae.weights] == [(w.path, w.shape) for w in stock.vae.weights]
+    x = np.random.default_rng(0).uniform(size=(4, 45, 37, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        fused.encoder.predict(x, verbose=0)[0], stock.encoder.predict(x, verbose=0)[0], atol=1e-5
+    )
+    z = np.random.default_rng(1).normal(size=(4, 2)).astype(np.float32)
+    np.testing.assert_allclose(fused.generator.predict(z, verbose=0), stock.generator.predict(z, verbose=0), atol=1e-5)

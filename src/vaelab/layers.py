@@ -169,3 +169,67 @@ class UpSamplingConv2D(layers.Conv2D):
         y = ops.reshape(y, (-1, oh, ow, 2, 2, self.filters))
         y = ops.reshape(ops.transpose(y, (0, 1, 3, 2, 4, 5)), (-1, 2 * oh, 2 * ow, self.filters))
         return self.activation(y + self.bias)
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class HalvingConv2D(layers.Conv2D):
+    """Conv2D(F, (3, 3), strides=2, padding="same"): the convnet's downsampling, computed as a stride-1 convolution.
+
+    Output pixel i reads padded input pixels 2i, 2i + 1, 2i + 2 (Keras pads a stride-2 "same" convolution with
+    floor(t/2) pixels before and the rest after, t = 2(out - 1) + 3 - size). Cutting the padded input into its
+    2x2 phases (space to depth: 4C channels at half the size), pixel i reads phases (0, 1) of block i and phase 0
+    of block i + 1: a 2x2 stride-1 convolution whose kernel holds the 3x3 taps, zeros where no tap falls. The
+    same sums in another order, 16/9 of the multiplications; XLA's CPU convolutions run a stride-1 one several
+    times faster than a strided one, and its gradient too (benchmarks/README.md).
+    """
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(filters, (3, 3), strides=2, padding="same", **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["kernel_size"], config["strides"], config["padding"]  # fixed by the layer
+        return config
+
+    def call(self, x):
+        _, h, w, c = x.shape
+        oh, ow = -(-h // 2), -(-w // 2)
+        top, left = (2 * (oh - 1) + 3 - h) // 2, (2 * (ow - 1) + 3 - w) // 2
+        x = ops.pad(x, ((0, 0), (top, 2 * (oh + 1) - h - top), (left, 2 * (ow + 1) - w - left), (0, 0)))
+        x = ops.reshape(ops.transpose(ops.reshape(x, (-1, oh + 1, 2, ow + 1, 2, c)), (0, 1, 3, 2, 4, 5)),
+                        (-1, oh + 1, ow + 1, 4 * c))  # fmt: skip
+        # kernel2[t, u, (p, q, c), f] = kernel[2t + p, 2u + q, c, f], zero for the fourth row and column
+        kernel = ops.reshape(ops.pad(self.kernel, ((0, 1), (0, 1), (0, 0), (0, 0))), (2, 2, 2, 2, c, self.filters))
+        kernel = ops.reshape(ops.transpose(kernel, (0, 2, 1, 3, 4, 5)), (2, 2, 4 * c, self.filters))
+        return self.activation(ops.conv(x, kernel, padding="valid") + self.bias)
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class DoublingConv2DTranspose(layers.Conv2DTranspose):
+    """Conv2DTranspose(F, (3, 3), strides=2, padding="same"): the convnet's upsampling, computed at low resolution.
+
+    Keras' stride-2 "same" transposed convolution adds input pixel m times kernel tap d to output pixel 2m + d
+    (then keeps 2 x size pixels). So output 2m + q gets tap q from input m and tap q + 2 from input m - 1: each
+    of the four output phases (q, r) is a 2x2 convolution of the input padded by one pixel before, all four as
+    one stride-1 convolution with 4F channels, then interleaved (depth to space), as `UpSamplingConv2D` does.
+    """
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(filters, (3, 3), strides=2, padding="same", **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["kernel_size"], config["strides"], config["padding"]  # fixed by the layer
+        return config
+
+    def call(self, x):
+        _, h, w, c = x.shape
+        x = ops.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0)))
+        # Keras keeps the kernel as (kh, kw, F, C). kernel2[t, u, c, (q, r, f)] = kernel[q + 2(1 - t), r + 2(1 - u),
+        # f, c], zero for the fourth row and column (tap 3 does not exist).
+        kernel = ops.pad(ops.transpose(self.kernel, (0, 1, 3, 2)), ((0, 1), (0, 1), (0, 0), (0, 0)))
+        kernel = ops.reshape(kernel, (2, 2, 2, 2, c, self.filters))[::-1, :, ::-1]  # (t, q, u, r, c, f)
+        kernel = ops.reshape(ops.transpose(kernel, (0, 2, 4, 1, 3, 5)), (2, 2, c, 4 * self.filters))
+        y = ops.reshape(ops.conv(x, kernel, padding="valid"), (-1, h, w, 2, 2, self.filters))
+        y = ops.reshape(ops.transpose(y, (0, 1, 3, 2, 4, 5)), (-1, 2 * h, 2 * w, self.filters))
+        return self.activation(y + self.bias)

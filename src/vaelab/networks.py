@@ -18,7 +18,7 @@ import keras
 from keras import layers, ops
 
 from vaelab.config import ModelConfig
-from vaelab.layers import ConvMaxPool2D, SameConv2D, UpSamplingConv2D
+from vaelab.layers import ConvMaxPool2D, DoublingConv2DTranspose, HalvingConv2D, SameConv2D, UpSamplingConv2D
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
@@ -185,10 +185,15 @@ def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
 
 
 def _convnet_encoder(x, config: ModelConfig, init: Initializer, label=None):
-    """Stride-2 3x3 convolutions, one block per width in `filters`, each halving the image (rounding up)."""
+    """Stride-2 3x3 convolutions, one block per width in `filters`, each halving the image (rounding up); fused:
+    each computed as a stride-1 convolution of the image's 2x2 phases (`HalvingConv2D`), the same layer."""
     h = x
     for k, filters in enumerate(config.conv_filters, start=1):
-        h = _conv(filters, f"encoder_conv{k}", init, strides=2)(h)
+        name = f"encoder_conv{k}"
+        if config.implementation == "fused":
+            h = HalvingConv2D(filters, activation="relu", name=name, kernel_initializer=init())(h)
+        else:
+            h = _conv(filters, name, init, strides=2)(h)
     h = _with_label(layers.Flatten(name="flatten")(h), label)
     return dense(config.intermediate_dim, "encoder_h", init, "relu")(h)
 
@@ -200,7 +205,7 @@ def _convnet_decoder(config: ModelConfig, init: Initializer) -> list[layers.Laye
     blocks = len(filters)
     side = (-(-height // 2**blocks), -(-width // 2**blocks))  # the encoder's last map
     widths = (*filters[::-1][1:], filters[0])
-    up = [_conv_transpose(w, f"decoder_conv{k}", init) for k, w in enumerate(widths, start=1)]
+    up = [_conv_transpose(w, f"decoder_conv{k}", init, config.implementation) for k, w in enumerate(widths, start=1)]
     grown = (side[0] * 2**blocks, side[1] * 2**blocks)  # at least the image: crop the extra rows and columns
     excess = ((0, grown[0] - height), (0, grown[1] - width))
     crop = [layers.Cropping2D(excess, name="decoder_crop")] if grown != (height, width) else []
@@ -214,8 +219,11 @@ def _convnet_decoder(config: ModelConfig, init: Initializer) -> list[layers.Laye
     ]
 
 
-def _conv_transpose(filters: int, name: str, init: Initializer) -> layers.Conv2DTranspose:
-    """A stride-2 3x3 transposed convolution: the map's height and width doubled."""
+def _conv_transpose(filters: int, name: str, init: Initializer, implementation: str) -> layers.Conv2DTranspose:
+    """A stride-2 3x3 transposed convolution: the map's height and width doubled (fused: computed at the low
+    resolution, `DoublingConv2DTranspose`, the same layer)."""
+    if implementation == "fused":
+        return DoublingConv2DTranspose(filters, activation="relu", name=name, kernel_initializer=init())
     return layers.Conv2DTranspose(
         filters, 3, strides=2, padding="same", activation="relu", name=name, kernel_initializer=init()
     )

@@ -36,7 +36,7 @@ ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softplus")  # those nn.js i
 IDENTITY_LAYERS = ("InputLayer", "Binarize", "Dropout", "GaussianNoise")  # the identity at inference
 SUPPORTED = (
     "Dense, Conv2D, Conv2DTranspose, Cropping2D, MaxPooling2D, UpSampling2D, Flatten, Reshape, Activation, "
-    "ConvMaxPool2D, UpSamplingConv2D, SameConv2D, FixedLogVariance"
+    "ConvMaxPool2D, UpSamplingConv2D, SameConv2D, HalvingConv2D, DoublingConv2DTranspose, FixedLogVariance"
 )
 
 
@@ -100,9 +100,9 @@ def _ops(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], mod
         if cfg.get("interpolation", "nearest") != "nearest":
             raise _unsupported(layer, model, f"interpolation {cfg['interpolation']!r} (only nearest)")
         return [{"op": "upsample2d", "input": source, "output": out, "size": list(cfg["size"])}]
-    if kind in ("Conv2D", "SameConv2D"):  # SameConv2D: a 3x3 "same" Conv2D (layers.py)
+    if kind in ("Conv2D", "SameConv2D", "HalvingConv2D"):  # a 3x3 "same" Conv2D, stride 1 or 2 (layers.py)
         return [_conv(layer, cfg, source, out, weights, model)]
-    if kind == "Conv2DTranspose":
+    if kind in ("Conv2DTranspose", "DoublingConv2DTranspose"):
         return [_conv(layer, cfg, source, out, weights, model, transpose=True)]
     if kind == "Cropping2D":
         _check_channels_last(layer, cfg, model)
