@@ -2,6 +2,11 @@
 
 Trains a preset on a dataset (full MNIST unless `--dataset` names another) through `vaelab.train`, as a
 user would, and prints one JSON line.
+
+On the JAX backend TensorFlow is kept out of the process, as it is out of vaelab's install: where the peers'
+TensorFlow is installed, Keras' model saving imports it (`serialize_keras_object` asks whether it is
+available) when a run writes its .keras files, which would add TensorFlow's ~400 MB to the peak memory of a
+process that never uses it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist", help="a built-in dataset (vaelab.data.load_dataset)")
     args = parser.parse_args()
 
+    import os
+
+    if os.environ.get("KERAS_BACKEND", "jax") == "jax":
+        sys.modules["tensorflow"] = None  # as without the peers installed: see the docstring
     import keras
 
     from vaelab import kernels

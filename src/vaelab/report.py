@@ -42,14 +42,16 @@ KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0)
 def ensure_run(
     config: RunConfig, path: Path, data: Dataset, *, log: Callable[[str], None], verbose: int | str = "auto"
 ) -> Run:
-    """The completed run of `config` (resolved for `data`: `RunConfig.for_data`) in `path`: reused if it is there,
-    resumed if it was interrupted."""
+    """The completed run of `config` in `path`: reused if it is there (the same configuration once both are resolved
+    for `data`: `RunConfig.for_data`), resumed if it was interrupted."""
     from vaelab.training import resume, train
 
     if not (path / "config.json").exists():
         return train(config, path, data=data, log=log, verbose=verbose)
     info = read_info(path)
-    same = info.get("data_sha256") == data.sha256 and RunConfig.from_dict(info["config"]).for_data(data) == config
+    same = info.get("data_sha256") == data.sha256 and (
+        RunConfig.from_dict(info["config"]).for_data(data) == config.for_data(data)
+    )
     if not same:
         raise VaelabError(
             f"{path} holds a run with another configuration or other data; move it away or use another directory"
