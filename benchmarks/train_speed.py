@@ -86,11 +86,17 @@ def candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, li
 
 
 def colour_candidates(preset: str, dataset: str, epochs: int, peers: bool) -> list[tuple[str, str, list[str], dict]]:
-    """The rows of a preset trained on `dataset`: vaelab, Keras 3 + TensorFlow, plain PyTorch (eager, compiled)."""
+    """The rows of a preset trained on `dataset`: vaelab (its fused layers, and the stock Keras layers), Keras 3 +
+    TensorFlow (the stock layers), plain PyTorch (eager, compiled)."""
     worker = [str(HERE / "_train_worker.py"), "--preset", preset, "--epochs", str(epochs), "--dataset", dataset]
-    rows = [("vaelab", "Keras 3 + JAX", worker, {"KERAS_BACKEND": "jax"})]
+    stock = [*worker, "--implementation", "keras"]
+    jax = {"KERAS_BACKEND": "jax"}
+    rows = [
+        ("vaelab", "Keras 3 + JAX, fused (stride-1 phase convolutions)", [*worker, "--implementation", "fused"], jax),
+        ("vaelab", "Keras 3 + JAX, Keras layers (strided)", stock, jax),
+    ]
     if peers and importlib.util.find_spec("tensorflow"):
-        rows.append(("peer", "Keras 3 + tensorflow", worker, {"KERAS_BACKEND": "tensorflow"}))
+        rows.append(("peer", "Keras 3 + tensorflow", stock, {"KERAS_BACKEND": "tensorflow"}))
     if peers and importlib.util.find_spec("torch"):
         torch = [str(HERE / "peer_torch.py"), "--arch", preset, "--epochs", str(epochs), "--dataset", dataset]
         rows.append(("peer", "plain PyTorch, eager", torch, {}))
