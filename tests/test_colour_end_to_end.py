@@ -94,6 +94,15 @@ def test_the_generated_colour_shapes_end_to_end(tmp_path):
     check_run(run_dir, (32, 32, 3), "logistic", tmp_path)
     check_report_and_export("shapes", run_dir, tmp_path, [])
 
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        "sweep", "--dataset", "shapes", "--preset", "convnet", "--latent-dim", "2", "3", "--epochs", "1",
+        "--train-subset", "300", "--test-subset", "100", "--iwae-samples", "2", "--images", "100", "--out", str(sweep),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    points = json.loads((sweep / "results.json").read_text())
+    assert [p["status"] for p in points] == ["done", "done"]
+
 
 def test_a_folder_of_colour_pictures_of_another_size_end_to_end(photos, tmp_path):
     run_dir = tmp_path / "photos-run"

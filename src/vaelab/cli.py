@@ -485,6 +485,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         image_size=args.image_size,
         grey=args.grey,
+        likelihood=args.likelihood,
     )
     print(f"report written to {index} and {index.with_name('report.md')} in {time.perf_counter() - started:.0f} s")
     return 0
@@ -772,6 +773,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="importance samples per test image for the log-likelihood bound (default: 100)",
     )
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
+    p.add_argument(
+        "--likelihood",
+        choices=LIKELIHOODS,
+        help="p(x|z) of every network (default: bernoulli for grey images, logistic for colour)",
+    )
     _add_data_options(p)
     p.set_defaults(func=cmd_report)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vaelab import _interrupt, analysis, lanes, plots
 from vaelab._files import write_text
-from vaelab.config import RunConfig, TrainConfig, make_config
+from vaelab.config import RunConfig, TrainConfig, default_likelihood, make_config
 from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.explore import pagedata
@@ -84,16 +84,23 @@ def report(
     data_dir: str | os.PathLike[str] | None = None,
     image_size: tuple[int, int] | None = None,
     grey: bool = False,
+    likelihood: str | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
     """Trains or reuses the presets mlp, mlp-fixed-var and conv (convnet for images other than 28x28 grey), then
     writes the report; returns index.html. A folder's or an .npz's images are read at `image_size`, in grey with
-    `grey` (`vaelab.data.load_dataset`)."""
+    `grey` (`vaelab.data.load_dataset`); `likelihood` replaces the image's default one (`vaelab.likelihoods`)."""
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
     presets = report_presets(data.image_shape)
     configs = [
         make_config(
-            preset, epochs=epochs, train_subset=train_subset, dataset=data.name, image_size=image_size, grey=grey
+            preset,
+            epochs=epochs,
+            train_subset=train_subset,
+            dataset=data.name,
+            image_size=image_size,
+            grey=grey,
+            likelihood=likelihood,
         ).for_data(data)
         for preset in presets
     ]
@@ -206,6 +213,9 @@ def _header(runs: list[Run], data: Dataset) -> str:
     command += f" --epochs {epochs[0]}" if epochs != [TrainConfig.epochs] else ""
     if runs[0].config.train.train_subset:
         command += f" --train-subset {runs[0].config.train.train_subset}"
+    model = runs[0].config.model
+    if model.pixel_likelihood != default_likelihood(model.input_shape):
+        command += f" --likelihood {model.pixel_likelihood}"
     machine = runs[0].info.get("machine", "not recorded")
     run_list = ", ".join(f"`{run.path}`" for run in runs)
     classes = f"{len(data.class_names)} classes ({', '.join(data.class_names)})" if data.labelled else "no class labels"
