@@ -171,8 +171,21 @@ class UpSamplingConv2D(layers.Conv2D):
         return self.activation(y + self.bias)
 
 
+class _Stride2Same3x3:
+    """A (transposed) convolution whose 3x3 kernel, stride 2 and "same" padding are fixed by the layer, and so left
+    out of its configuration."""
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(filters, (3, 3), strides=2, padding="same", **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["kernel_size"], config["strides"], config["padding"]
+        return config
+
+
 @keras.saving.register_keras_serializable(package="vaelab")
-class HalvingConv2D(layers.Conv2D):
+class HalvingConv2D(_Stride2Same3x3, layers.Conv2D):
     """Conv2D(F, (3, 3), strides=2, padding="same"): the convnet's downsampling, computed as a stride-1 convolution.
 
     Output pixel i reads padded input pixels 2i, 2i + 1, 2i + 2 (Keras pads a stride-2 "same" convolution with
@@ -182,14 +195,6 @@ class HalvingConv2D(layers.Conv2D):
     same sums in another order, 16/9 of the multiplications; XLA's CPU convolutions run a stride-1 one several
     times faster than a strided one, and its gradient too (benchmarks/README.md).
     """
-
-    def __init__(self, filters: int, **kwargs):
-        super().__init__(filters, (3, 3), strides=2, padding="same", **kwargs)
-
-    def get_config(self):
-        config = super().get_config()
-        del config["kernel_size"], config["strides"], config["padding"]  # fixed by the layer
-        return config
 
     def call(self, x):
         _, h, w, c = x.shape
@@ -205,7 +210,7 @@ class HalvingConv2D(layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
-class DoublingConv2DTranspose(layers.Conv2DTranspose):
+class DoublingConv2DTranspose(_Stride2Same3x3, layers.Conv2DTranspose):
     """Conv2DTranspose(F, (3, 3), strides=2, padding="same"): the convnet's upsampling, computed at low resolution.
 
     Keras' stride-2 "same" transposed convolution adds input pixel m times kernel tap d to output pixel 2m + d
@@ -213,14 +218,6 @@ class DoublingConv2DTranspose(layers.Conv2DTranspose):
     of the four output phases (q, r) is a 2x2 convolution of the input padded by one pixel before, all four as
     one stride-1 convolution with 4F channels, then interleaved (depth to space), as `UpSamplingConv2D` does.
     """
-
-    def __init__(self, filters: int, **kwargs):
-        super().__init__(filters, (3, 3), strides=2, padding="same", **kwargs)
-
-    def get_config(self):
-        config = super().get_config()
-        del config["kernel_size"], config["strides"], config["padding"]  # fixed by the layer
-        return config
 
     def call(self, x):
         _, h, w, c = x.shape

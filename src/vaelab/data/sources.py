@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import io
 import os
 import pickle
 import sys
@@ -145,19 +146,9 @@ def check_file(path: Path, sha256: str | None) -> None:
 
 def download(url: str, label: str) -> bytes:
     """The bytes at `url`, with a progress bar; a failure is a one-line error."""
-    from tqdm import tqdm
-
-    try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            chunks = []
-            with tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr) as bar:
-                while chunk := response.read(1 << 16):
-                    chunks.append(chunk)
-                    bar.update(len(chunk))
-    except OSError as err:
-        raise VaelabError(f"download failed ({getattr(err, 'reason', err)})") from None
-    return b"".join(chunks)
+    buffer = io.BytesIO()
+    _stream(url, label, buffer)
+    return buffer.getvalue()
 
 
 @contextlib.contextmanager
@@ -187,16 +178,22 @@ def downloaded(file: Published, directory: Path, log: Log) -> Iterator[Path]:
 
 def _fetch_into(file: Published, out, log: Log) -> str:
     """Writes the bytes at `file.url` into `out`; returns their sha256."""
+    log(f"vaelab: downloading {file.url}")
+    return _stream(file.url, file.name, out)
+
+
+def _stream(url: str, label: str, out) -> str:
+    """Writes the bytes at `url` into `out` a chunk at a time, with a progress bar; returns their sha256. A web
+    page where a file was expected, or a failure, is a one-line error."""
     from tqdm import tqdm
 
-    log(f"vaelab: downloading {file.url}")
     h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(file.url, timeout=URL_TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
             if "text/html" in response.headers.get("Content-Type", ""):  # a sign-in or "confirm" page
-                raise VaelabError(f"{file.url} answered with a web page, not {file.name}")
+                raise VaelabError(f"{url} answered with a web page, not {label}")
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=file.name, file=sys.stderr) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr) as bar:
                 while chunk := response.read(CHUNK_BYTES):
                     out.write(chunk)
                     h.update(chunk)
