@@ -75,12 +75,9 @@ class _LogLikelihood(layers.Layer):
         pixels = math.prod(x.shape[1:])
         codes = ops.reshape(z, (-1, dim))
         decoded = self.generator(codes if label is None else [codes, ops.repeat(label, k, axis=0)])
-        x_hat = ops.reshape(decoded, (-1, pixels))
-        log_scale = None if self.log_scale is None else ops.reshape(self.log_scale(decoded), (-1, pixels))
-        target = ops.reshape(
-            ops.broadcast_to(ops.reshape(x, (-1, 1, pixels)), (ops.shape(x)[0], k, pixels)), (-1, pixels)
-        )
-        return ops.reshape(log_likelihood(self.likelihood, target, x_hat, log_scale), (-1, k))
+        x_hat = ops.reshape(decoded, (-1, k, pixels))  # image i's K decodings, scored against it broadcast
+        log_scale = None if self.log_scale is None else ops.reshape(self.log_scale(decoded), (-1, k, pixels))
+        return log_likelihood(self.likelihood, ops.reshape(x, (-1, 1, pixels)), x_hat, log_scale, batch_dims=2)
 
 
 def _log_likelihood_model(run: Run, k: int) -> keras.Model:

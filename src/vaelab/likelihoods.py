@@ -4,7 +4,7 @@ Pixels x are in [0, 1] (8-bit grey levels k/255, or binary after `--binarize`). 
 number per pixel, `mean` in (0, 1) (a sigmoid); the gaussian and the logistic also have a learned
 log-scale (`vaelab.model.LogScale`: one number, or one per pixel, not depending on z).
 
-- `bernoulli`: pixels independent Bernoulli(mean), Keras' binary cross-entropy. A likelihood for binary
+- `bernoulli`: pixels independent Bernoulli(mean), as Keras' binary cross-entropy computes it. A likelihood for binary
   pixels; for grey levels it is the continuous extension the course uses, not a normalised density.
 - `continuous-bernoulli`: the Bernoulli's normalised version on [0, 1] (Loaiza-Ganem & Cunningham, 2019):
   Bernoulli(mean) times C(mean) = 2 atanh(1 - 2 mean) / (1 - 2 mean). A density on [0, 1].
@@ -33,10 +33,12 @@ SCALED = ("gaussian", "logistic")  # the likelihoods with a learned log-scale
 _CLIP = 1e-7  # Keras' clipping of probabilities in binary cross-entropy
 
 
-def log_likelihood(likelihood: str, x, mean, log_scale=None):
-    """log p(x|z) of each image in nats: the pixels' log-likelihoods summed over all axes but the first."""
+def log_likelihood(likelihood: str, x, mean, log_scale=None, *, batch_dims: int = 1):
+    """log p(x|z) of each image in nats: the pixels' log-likelihoods summed over all axes after the first
+    `batch_dims`. `x` broadcasts against `mean`: with `batch_dims=2`, x (b, 1, H, W, C) scores the K decodings
+    mean (b, K, H, W, C) of each image without K copies of it (the iwae's loss, the evaluation's bound)."""
     per_pixel = _PER_PIXEL[likelihood](x, mean, log_scale)
-    return ops.sum(ops.reshape(per_pixel, (ops.shape(per_pixel)[0], -1)), axis=-1)
+    return ops.sum(per_pixel, axis=tuple(range(batch_dims, len(per_pixel.shape))))
 
 
 def bits_per_dim(nats: float, image_shape: tuple[int, ...], likelihood: str) -> float:
@@ -47,7 +49,9 @@ def bits_per_dim(nats: float, image_shape: tuple[int, ...], likelihood: str) -> 
 
 
 def _bernoulli(x, mean, log_scale=None):
-    return -ops.binary_crossentropy(x, mean)
+    # Keras' binary cross-entropy written out (it requires equal shapes; this broadcasts), the same clipping.
+    mean = ops.clip(mean, _CLIP, 1.0 - _CLIP)
+    return x * ops.log(mean) + (1.0 - x) * ops.log(1.0 - mean)
 
 
 def _continuous_bernoulli(x, mean, log_scale=None):

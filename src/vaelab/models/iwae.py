@@ -82,9 +82,18 @@ class IWAE(VAE):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         z, z_mean, z_log_var = y_pred["z"], y_pred["z_mean"], y_pred["z_log_var"]
         k = z.shape[1]
-        target = ops.repeat(y_pred.get("x", x), k, axis=0)  # image i at rows i*K .. i*K + K-1, as FoldSamples
-        log_px = log_likelihood(self.likelihood, target, y_pred["x_decoded_mean"], y_pred.get("x_log_scale"))
-        log_px = ops.reshape(log_px, (-1, k))
+        image = y_pred.get("x", x)
+        # Image i's K decodings at rows i*K .. i*K + K-1 (FoldSamples) seen as (b, K, H, W, C), scored against
+        # the image broadcast over them: a copy of the batch K times made the K = 50 step twice as slow.
+        unfold = (-1, k, *image.shape[1:])
+        log_scale = y_pred.get("x_log_scale")
+        log_px = log_likelihood(
+            self.likelihood,
+            image[:, None],
+            ops.reshape(y_pred["x_decoded_mean"], unfold),
+            None if log_scale is None else ops.reshape(log_scale, unfold),
+            batch_dims=2,
+        )
         log_w = log_px + log_normal(z) - log_normal(z, z_mean[:, None], z_log_var[:, None])
         bound = ops.logsumexp(log_w, axis=1) - math.log(k)
         self.track(-ops.mean(log_px, axis=1), kl_loss(z_mean, z_log_var))
