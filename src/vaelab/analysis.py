@@ -43,9 +43,15 @@ class LatentCodes:
         return self.axis_labels[0].startswith("PC")
 
 
+def test_labels(run: Run, data: Dataset, indices=slice(None)) -> np.ndarray | None:
+    """The labels of the test images at `indices` where the run's model reads them (a cvae), else None."""
+    return data.y_test[indices] if run.config.model.conditional else None
+
+
 def encode_test_set(run: Run, data: Dataset) -> LatentCodes:
-    """Encodes all 10,000 test images; for latent_dim > 2 the plane is their first two principal components."""
-    z_mean, z_log_var = run.encode(data.x_test)
+    """Encodes all 10,000 test images (a cvae: each with its label); for latent_dim > 2 the plane is their first two
+    principal components."""
+    z_mean, z_log_var = run.encode(data.x_test, labels=test_labels(run, data))
     dim = z_mean.shape[1]
     if dim == 2:
         return LatentCodes(z_mean, z_log_var, data.y_test, np.zeros(2), np.eye(2), ("z[0]", "z[1]"))
@@ -103,7 +109,7 @@ def class_table(run: Run, data: Dataset, picks: dict[int, int] | None = None) ->
     picks = picks or default_picks(require_labels(data, "a table of one image per class"))
     labels = sorted(picks)
     indices = [picks[c] for c in labels]
-    z_mean, z_log_var = run.encode(data.x_test[indices])
+    z_mean, z_log_var = run.encode(data.x_test[indices], labels=test_labels(run, data, indices))
     learned = run.config.model.variance == "learned"
     return [
         ClassRow(
@@ -151,6 +157,17 @@ def prior_samples(run: Run, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
         raise VaelabError(f"--samples must be >= 1, got {n}")
     z = np.random.default_rng(seed).standard_normal((n, run.config.model.latent_dim)).astype(np.float32)
     return z, run.decode(z)
+
+
+def class_grid(run: Run, columns: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A conditional model's classes side by side: `columns` draws z ~ N(0, I), each decoded as every class.
+
+    Returns (z (columns, latent_dim), images (classes, columns, H, W[, C])): row c is class c, column j the same z_j.
+    """
+    classes = run.config.model.classes
+    z = np.random.default_rng(seed).standard_normal((columns, run.config.model.latent_dim)).astype(np.float32)
+    images = run.decode(np.tile(z, (classes, 1)), labels=np.repeat(np.arange(classes), columns))
+    return z, images.reshape(classes, columns, *images.shape[1:])
 
 
 def manifold_grid(n: int = 15, low: float = 0.05, high: float = 0.95) -> np.ndarray:
@@ -260,13 +277,15 @@ def segment(start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
 
 def interpolate(run: Run, data: Dataset, start: int, end: int, steps: int = 10) -> Interpolation:
     """Encodes two test images (z_mean), takes `steps` evenly spaced points from one code to the other
-    (endpoints included) and decodes them in one batch."""
+    (endpoints included) and decodes them in one batch. A cvae encodes each image with its label and decodes the
+    points as the first image's class (its codes hold the style, the label the class)."""
     if not 2 <= steps <= 1000:
         raise VaelabError(f"--steps must be between 2 and 1000, got {steps}")
     for index in (start, end):
         check_index(index, len(data.x_test))
     originals = data.x_test[[start, end]]
-    z_mean, _ = run.encode(originals)
+    labels = test_labels(run, data, [start, end])
+    z_mean, _ = run.encode(originals, labels=labels)
     points = segment(z_mean[0], z_mean[1], steps)
 
     def name(index: int) -> str:
@@ -281,7 +300,7 @@ def interpolate(run: Run, data: Dataset, start: int, end: int, steps: int = 10) 
         z_start=z_mean[0],
         z_end=z_mean[1],
         points=points,
-        images=run.decode(points),
+        images=run.decode(points, labels=None if labels is None else np.full(steps, labels[0])),
     )
 
 

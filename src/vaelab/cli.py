@@ -270,15 +270,6 @@ def _load(args: argparse.Namespace):
     return run, run.load_data(args.dataset, args.data_dir), out
 
 
-def _unconditional(run, command: str) -> None:
-    """Refuses a conditional model (cvae) in a command that does not yet give the networks labels."""
-    if run.config.model.conditional:
-        raise VaelabError(
-            f"vaelab {command} does not take a {run.config.model.family} yet (its codes depend on the label); "
-            f"use `vaelab evaluate` or `vaelab generate {run.path} --label C`"
-        )
-
-
 def _wrote(*paths: Path) -> None:
     for path in paths:
         print(f"wrote {path}", file=sys.stderr)
@@ -290,7 +281,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from vaelab.figures import draw_run_figures
 
     run, data, out = _load(args)
-    _unconditional(run, "encode")
     figures = draw_run_figures(run, data, out, parts=["encode"], picks=args.pick)
     if figures.table:
         print(analysis.table_markdown(figures.table, data.class_word))
@@ -349,7 +339,6 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from vaelab.figures import draw_run_figures
 
     run, data, out = _load(args)
-    _unconditional(run, "interpolate")
     pair = analysis.pick_pair(
         data,
         from_index=args.from_index,
@@ -486,6 +475,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         grey=args.grey,
         likelihood=args.likelihood,
+        model=args.model,
+        k=args.k,
     )
     print(f"report written to {index} and {index.with_name('report.md')} in {time.perf_counter() - started:.0f} s")
     return 0
@@ -778,6 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LIKELIHOODS,
         help="p(x|z) of every network (default: bernoulli for grey images, logistic for colour)",
     )
+    _add_model_options(p, "of every network")
     _add_data_options(p)
     p.set_defaults(func=cmd_report)
 

@@ -6,6 +6,7 @@
     class_table.png, .md, .csv (c) one test image per class and its code (datasets with labels)
     generated.png             (d) the generator at given latent points
     samples.png               (d) draws from the prior N(0, I), decoded
+    class_grid.png            (d) a conditional model's every class, the same prior draws in each row (cvae)
     manifold.png              (d) a grid over Gaussian quantiles of z[0] and z[1], decoded
     interpolation.png         (e) the decoded segment between two test images' codes
     interpolation_path.png    (e) that segment on the latent map
@@ -19,6 +20,7 @@ and returns what it computed, for the caller to print or to write about.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +75,12 @@ def draw_run_figures(
     image; generate: `z` decoded (None: none), `samples` prior draws with `seed` (0: none), a
     `manifold` x `manifold` grid (0: none); interpolate: `pair` of test images (default
     `analysis.pick_pair`), `steps` points; diagnose: reconstructions, the latent diagnostics and
-    traversal over the scoring test set, and the snapshot strip.
+    traversal over the scoring test set, and the snapshot strip. A conditional model (cvae) encodes test images
+    with their labels and decodes latent points as `run.label` (default: the first class); its generate part adds
+    the class grid.
     """
+    if run.config.model.conditional and run.label is None:
+        run = dataclasses.replace(run, label=0)
     result = RunFigures()
     word = data.class_word
     title = run.name
@@ -108,6 +114,13 @@ def draw_run_figures(
         if samples:
             _, images = analysis.prior_samples(run, samples, seed=seed)
             save("samples", plots.plot_images(images, title=f"{title}: {samples} samples, z ~ N(0, I)"))
+        if run.config.model.conditional:
+            _, images = analysis.class_grid(run, seed=seed)
+            title_grid = f"{title}: one row per {word}, the same z ~ N(0, I) down each column"
+            save(
+                "class_grid",
+                plots.plot_images(images.reshape(-1, *images.shape[2:]), ncols=images.shape[1], title=title_grid),
+            )
         if manifold:
             result.manifold_grid, images = analysis.manifold(run, manifold)
             save("manifold", plots.plot_manifold(result.manifold_grid, images))
@@ -128,8 +141,9 @@ def _diagnose(run: Run, data: Dataset, result: RunFigures, save) -> None:
     title = run.name
     x_test = test_images(data, binarized=run.config.train.binarize)
     index = snapshots.pick_images(data.y_test if data.labelled else None)
-    save("reconstruction", plots.plot_reconstructions(x_test[index], run.reconstruct(x_test[index]), title=title))
-    result.latent = diagnostics.latent_diagnostics(*run.encode(x_test))
+    reconstructions = run.reconstruct(x_test[index], labels=analysis.test_labels(run, data, index))
+    save("reconstruction", plots.plot_reconstructions(x_test[index], reconstructions, title=title))
+    result.latent = diagnostics.latent_diagnostics(*run.encode(x_test, labels=analysis.test_labels(run, data)))
     latent = result.latent
     fig = plots.plot_latent_diagnostics(latent.kl_per_dim, latent.activity, diagnostics.ACTIVITY_THRESHOLD, title)
     save("latent_kl", fig)

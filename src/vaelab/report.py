@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vaelab import _interrupt, analysis, lanes, plots
 from vaelab._files import write_text
-from vaelab.config import RunConfig, TrainConfig, default_likelihood, make_config
+from vaelab.config import ModelConfig, RunConfig, TrainConfig, default_likelihood, make_config
 from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.explore import pagedata
@@ -85,11 +85,14 @@ def report(
     image_size: tuple[int, int] | None = None,
     grey: bool = False,
     likelihood: str | None = None,
+    model: str | None = None,
+    k: int | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
     """Trains or reuses the presets mlp, mlp-fixed-var and conv (convnet for images other than 28x28 grey), then
     writes the report; returns index.html. A folder's or an .npz's images are read at `image_size`, in grey with
-    `grey` (`vaelab.data.load_dataset`); `likelihood` replaces the image's default one (`vaelab.likelihoods`)."""
+    `grey` (`vaelab.data.load_dataset`); `likelihood` replaces the image's default one (`vaelab.likelihoods`);
+    `model` (and the iwae's `k`) trains that member of the family on every network (`vaelab.models`)."""
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
     presets = report_presets(data.image_shape)
     configs = [
@@ -101,6 +104,8 @@ def report(
             image_size=image_size,
             grey=grey,
             likelihood=likelihood,
+            model=model,
+            k=k,
         ).for_data(data)
         for preset in presets
     ]
@@ -216,6 +221,8 @@ def _header(runs: list[Run], data: Dataset) -> str:
     model = runs[0].config.model
     if model.pixel_likelihood != default_likelihood(model.input_shape):
         command += f" --likelihood {model.pixel_likelihood}"
+    if model.family != ModelConfig.family:
+        command += f" --model {model.family}" + (f" --k {model.k}" if model.k is not None else "")
     machine = runs[0].info.get("machine", "not recorded")
     run_list = ", ".join(f"`{run.path}`" for run in runs)
     classes = f"{len(data.class_names)} classes ({', '.join(data.class_names)})" if data.labelled else "no class labels"
@@ -270,13 +277,26 @@ The first test image of each {word} and where the encoder puts it. {sigma_note}
         if rows
         else f"### (c) One image per class\n\n{data.title} has no class labels, so there is no table of classes."
     )
+    conditional = run.config.model.conditional
+    as_class = f", as the {word} {data.class_name(0)}" if conditional else ""  # figures.draw_run_figures' default
+    class_grid = (
+        f"""The {run.config.model.family} draws the {word} it is given: every {word} (one per row) decoded from the
+same ten draws z ~ N(0, I) (one per column), so that a column shows one code's style across the classes:
+
+![every {word}]({img["class_grid"]})
+
+"""
+        if conditional
+        else ""
+    )
+    interp_class = " as the first image's class (each image is encoded with its own label)" if conditional else ""
     start, end = (
         (analysis.with_article(interp.start_name), analysis.with_article(interp.end_name))
         if data.labelled
         else ("one image", "another")
     )
     live = None
-    if run.config.model.latent_dim == 2:
+    if run.config.model.latent_dim == 2 and not run.config.model.conditional:  # the page's network reads z alone
         live = {
             "map": pagedata.latent_map(run.name, run, codes, rows, data),
             "models": pagedata.models(run, encoder=False),
@@ -299,16 +319,16 @@ The codes' standard deviation over the test set is {spread} per latent dimension
 
 ### (d) The generator
 
-`generator.predict(np.array([[{", ".join(f"{v:g}" for v in z[0])}]]))`, the exercise's `z_sample`:
+{class_grid}`generator.predict(np.array([[{", ".join(f"{v:g}" for v in z[0])}]]))`, the exercise's `z_sample`{as_class}:
 
 ![generated image]({img["generated"]})
 
-Twenty draws from the prior N(0, I), decoded:
+Twenty draws from the prior N(0, I), decoded{as_class}:
 
 ![prior samples]({img["samples"]})
 
 A 15 × 15 grid of latent points over Gaussian quantiles (the course script's
-`norm.ppf(np.linspace(0.05, 0.95, 15))`), decoded in one batch:
+`norm.ppf(np.linspace(0.05, 0.95, 15))`), decoded in one batch{as_class}:
 
 ![manifold]({img["manifold"]})
 
@@ -316,7 +336,7 @@ A 15 × 15 grid of latent points over Gaussian quantiles (the course script's
 
 Test images #{interp.start_index} ({interp.start_name}) and #{interp.end_index} ({interp.end_name}) are encoded to
 {analysis.format_point(interp.z_start)} and {analysis.format_point(interp.z_end)}; ten points on the segment
-between the codes (endpoints included) are decoded. The originals stand at the two ends.
+between the codes (endpoints included) are decoded{interp_class}. The originals stand at the two ends.
 
 ![interpolation]({img["interpolation"]})
 

@@ -92,11 +92,11 @@ class Run:
         """The data this run was trained on (or `dataset`, which must hold the same arrays), verified."""
         return run_data(self.path, dataset, data_dir)
 
-    def reconstruct(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    def reconstruct(self, x: np.ndarray, batch_size: int = 1000, labels: np.ndarray | None = None) -> np.ndarray:
         """Images -> their reconstructions, as `decode` gives them: the decoded z_mean, the encoder's best guess of
-        the code."""
-        z_mean, _ = self.encode(x, batch_size)
-        return self.decode(z_mean, batch_size)
+        the code (a conditional model's with each image's label, `labels`, on both sides)."""
+        z_mean, _ = self.encode(x, batch_size, labels=labels)
+        return self.decode(z_mean, batch_size, labels=labels)
 
     @property
     def name(self) -> str:
