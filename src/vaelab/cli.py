@@ -361,8 +361,8 @@ def _generate_codes(run, args: argparse.Namespace, out: Path) -> int:
         )
     figures = []  # (file name, codes, title)
     if args.z:
-        codes = np.asarray(args.z, np.float64)
-        if codes.shape[-1] != model.latent_dim or np.any((codes % 1 != 0) | (codes < 0) | (codes >= k)):
+        codes = np.asarray([p for p in args.z if len(p) == model.latent_dim], np.float64)
+        if len(codes) != len(args.z) or np.any((codes % 1 != 0) | (codes < 0) | (codes >= k)):
             raise VaelabError(f"a vqvae's --z is {model.latent_dim} codebook indices, integers from 0 to {k - 1}")
         figures.append(("generated", codes.astype(np.int32), "generator(codes)"))
     if args.samples or not args.z:
