@@ -201,8 +201,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.image_size is not None or args.grey:
             raise VaelabError("a resumed run reads its data as it was trained; leave out --image-size and --grey")
-        if args.model is not None or args.k is not None:
-            raise VaelabError("a resumed run keeps the model its config.json names; leave out --model and --k")
+        if args.model is not None or args.k is not None or args.codes is not None:
+            raise VaelabError("a resumed run keeps the model its config.json names; leave out --model, --k and --codes")
         data = run_data(args.resume, args.dataset, args.data_dir)
         run = resume(args.resume, epochs=args.epochs, data=data, snapshots=args.snapshots, devices=args.devices)
     else:
@@ -229,6 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             lr_decay_epochs=args.lr_decay_epochs,
             model=args.model,
             k=args.k,
+            codes=args.codes,
             dataset=data.name,
             image_size=args.image_size,
             grey=args.grey,
@@ -252,6 +253,11 @@ def _test_losses(test: dict, model) -> str:
     recon, kl, w = test["reconstruction_loss"], test["kl_loss"], test.get("kl_weight", 1.0)
     if model.family == "iwae":
         return f"objective {test['loss']:.2f} nats (-IWAE bound, K = {model.samples}); -ELBO {recon + kl:.2f}"
+    if model.family == "vqvae":
+        from vaelab.models.vqvae import COMMITMENT
+
+        return (f"loss {test['loss']:.2f} nats = reconstruction {recon:.2f} + codebook {test['codebook_loss']:.2f} "
+                f"+ {COMMITMENT} x commitment; -ELBO, uniform prior over codes, {recon + kl:.2f}")  # fmt: skip
     if w == 1.0:
         return f"loss {test['loss']:.2f} nats = reconstruction {recon:.2f} + KL {kl:.2f}"
     return (
@@ -270,6 +276,15 @@ def _load(args: argparse.Namespace):
     return run, run.load_data(args.dataset, args.data_dir), out
 
 
+def _gaussian(run, command: str) -> None:
+    """Refuses a vqvae in a command that draws or walks a Gaussian latent space."""
+    if run.config.model.family == "vqvae":
+        raise VaelabError(
+            f"vaelab {command} maps a Gaussian latent space, and a vqvae's codes are codebook indices; use "
+            f"`vaelab evaluate {run.path}` (code usage) or `vaelab generate {run.path} --samples N`"
+        )
+
+
 def _wrote(*paths: Path) -> None:
     for path in paths:
         print(f"wrote {path}", file=sys.stderr)
@@ -281,6 +296,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from vaelab.figures import draw_run_figures
 
     run, data, out = _load(args)
+    _gaussian(run, "encode")
     figures = draw_run_figures(run, data, out, parts=["encode"], picks=args.pick)
     if figures.table:
         print(analysis.table_markdown(figures.table, data.class_word))
@@ -297,6 +313,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     run, data, out = _load(args)
     model = run.config.model
+    if model.family == "vqvae":
+        return _generate_codes(run, args, out)
     samples = args.samples or 0
     if args.label is not None or model.conditional:
         run = _with_label(run, data, args.label)
@@ -314,6 +332,40 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 LABEL_SAMPLES = 20  # prior draws `vaelab generate RUN --label C` decodes when asked for nothing else
+
+
+def _generate_codes(run, args: argparse.Namespace, out: Path) -> int:
+    """A vqvae's generate: each --z is L codebook indices, decoded; --samples N (alone: LABEL_SAMPLES) draws codes
+    from the uniform prior."""
+    import numpy as np
+
+    from vaelab import plots
+    from vaelab.models.vqvae import uniform_codes
+
+    model, written = run.config.model, []
+    k = model.codebook_size
+    if args.manifold or args.label is not None:
+        raise VaelabError(
+            f"{run.name} is a vqvae: its codes are {model.latent_dim} indices into {model.codebook_size} codebook "
+            "vectors, with no Gaussian grid and no labels; give --samples N or --z with the indices"
+        )
+    figures = []  # (file name, codes, title)
+    if args.z:
+        codes = np.asarray([p for p in args.z if len(p) == model.latent_dim], np.float64)
+        if len(codes) != len(args.z) or np.any((codes % 1 != 0) | (codes < 0) | (codes >= k)):
+            raise VaelabError(f"a vqvae's --z is {model.latent_dim} codebook indices, integers from 0 to {k - 1}")
+        figures.append(("generated", codes.astype(np.int32), "generator(codes)"))
+    if args.samples or not args.z:
+        codes = uniform_codes(args.samples or LABEL_SAMPLES, model, args.seed)
+        figures.append(("samples", codes, f"{len(codes)} samples, codes uniform over {k} codebook vectors"))
+    for name, codes, what in figures:
+        titles = [" ".join(str(c) for c in row) for row in codes]
+        written.append(out / f"{name}.png")
+        plots.save(plots.plot_images(run.decode(codes), titles, title=f"{run.name}: {what}"), written[-1])
+        for title in titles:
+            print(f"codes = {title}")
+    _wrote(*written)
+    return 0
 
 
 def _with_label(run, data, label: int | None):
@@ -339,6 +391,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from vaelab.figures import draw_run_figures
 
     run, data, out = _load(args)
+    _gaussian(run, "interpolate")
     pair = analysis.pick_pair(
         data,
         from_index=args.from_index,
@@ -381,6 +434,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
+    if run.config.model.family == "vqvae":
+        from vaelab.evaluate_vqvae import describe
+
+        print("\n".join([f"{run.name}: {result.images:,} test images", *describe(result)]))
+        print(f"written to {run.path / 'metrics.json'} ({result.seconds:.0f} s)")
+        print("no diagnostic figures for a vqvae yet", file=sys.stderr)
+        return 0
     kind = "binarised" if result.binarized else "8-bit"
     shape = "x".join(str(d) for d in run.config.model.input_shape)
     print(
@@ -490,7 +550,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     axes = {"preset": args.preset, "latent_dim": args.latent_dim, "beta": args.beta, "seed": args.seed}
     fixed = {"epochs": args.epochs, "kl_warmup": args.kl_warmup, "train_subset": args.train_subset,
              "test_subset": args.test_subset, "binarize": args.binarize or None,
-             "likelihood": args.likelihood, "scale": args.scale, "model": args.model, "k": args.k}  # fmt: skip
+             "likelihood": args.likelihood, "scale": args.scale, "model": args.model, "k": args.k,
+             "codes": args.codes}  # fmt: skip
     points = sweep(
         {k: v for k, v in axes.items() if v is not None},
         args.out,
@@ -831,16 +892,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_options(p: argparse.ArgumentParser, which: str = "") -> None:
     """--model, the member of the VAE family, and --k, the iwae's importance samples (vaelab.models)."""
-    from vaelab.config import DEFAULT_K, MODELS
+    from vaelab.config import DEFAULT_CODES, DEFAULT_K, MODELS
 
     p.add_argument(
         "--model",
         choices=MODELS,
         help=f"the model {which + ': ' if which else ''}vae (the ELBO, with beta), iwae (the importance-weighted "
-        "bound) or cvae (conditioned on the label; labelled data) (default: vae)",
+        "bound), cvae (conditioned on the label; labelled data) or vqvae (codes from a learned codebook) "
+        "(default: vae)",
     )
     p.add_argument(
         "--k", type=_positive_int, metavar="K", help=f"the iwae's importance samples per image (default: {DEFAULT_K})"
+    )
+    p.add_argument(
+        "--codes", type=_positive_int, metavar="K", help=f"the vqvae's codebook size (default: {DEFAULT_CODES})"
     )
 
 

@@ -17,10 +17,12 @@ from vaelab.errors import VaelabError
 
 ARCHS = ("mlp", "conv", "convnet")
 # The members of the VAE family (vaelab.models.MODELS, --model): the VAE with β, the importance-weighted bound of
-# Burda et al. (2015), the VAE conditioned on the label of Sohn et al. (2015).
-MODELS = ("vae", "iwae", "cvae")
+# Burda et al. (2015), the VAE conditioned on the label of Sohn et al. (2015), the VQ-VAE of van den Oord et al. (2017).
+MODELS = ("vae", "iwae", "cvae", "vqvae")
 CONDITIONAL = ("cvae",)  # the models whose encoder and generator also read the image's label: labelled data only
 DEFAULT_K = 5  # the iwae's codes per image: Burda et al.'s middle setting (1, 5, 50), 5x a VAE's decoder work
+DEFAULT_CODES = 512  # the vqvae's codebook size K (--codes): van den Oord et al.'s K for images
+CODE_DIM = 16  # D, the length of each of a vqvae's latent_dim code vectors: small, for the small networks here
 # p(x|z), the decoder's distribution of the pixels (vaelab.likelihoods): Bernoulli for grey images (the course's),
 # the discretised logistic for 8-bit colour (as PixelCNN++ and IAF-VAE); see default_likelihood.
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic")
@@ -68,6 +70,7 @@ class ModelConfig:
     filters: tuple[int, ...] | None = None  # the convnet's blocks, encoder side; None: DEFAULT_FILTERS
     family: str = "vae"  # which model of the family (MODELS, --model); runs made before the family existed: vae
     k: int | None = None  # the iwae's importance samples per image (--k); None: DEFAULT_K. Only the iwae takes it
+    codes: int | None = None  # the vqvae's codebook size K (--codes); None: DEFAULT_CODES. Only the vqvae takes it
     # A conditional model's number of classes (the one-hot label's length); None: the data's (set by `for_data`).
     classes: int | None = None
 
@@ -97,8 +100,16 @@ class ModelConfig:
         return (self.k or DEFAULT_K) if self.family == "iwae" else 1
 
     @property
+    def codebook_size(self) -> int:
+        """K, the vqvae's codebook vectors: `codes`, or DEFAULT_CODES."""
+        return self.codes or DEFAULT_CODES
+
+    @property
     def bound(self) -> str:
-        """What the model's ELBO and importance-weighted bound bound: log p(x|y) for a conditional model."""
+        """What the model's ELBO and importance-weighted bound bound: log p(x|y) for a conditional model, and
+        log p(x) under the uniform prior over the codes for the vqvae (whose prior is not learned)."""
+        if self.family == "vqvae":
+            return "log p(x), uniform prior over codes"
         return "log p(x|y)" if self.conditional else "log p(x)"
 
     @property
@@ -142,6 +153,17 @@ class ModelConfig:
             )
         if self.k is not None:
             _check_positive("k", self.k)
+        if self.codes is not None and self.family != "vqvae":
+            raise VaelabError(f"--codes is the vqvae's codebook size; leave it out with --model {self.family}")
+        if self.codes is not None and (
+            not isinstance(self.codes, int) or isinstance(self.codes, bool) or self.codes < 2
+        ):
+            raise VaelabError(f"--codes, the vqvae's codebook size, must be an integer >= 2, got {self.codes!r}")
+        if self.family == "vqvae" and self.variance != "learned":
+            raise VaelabError("the vqvae's codes are nearest codebook vectors, with no variance to fix; use --preset "
+                              "mlp, conv or convnet with --model vqvae")  # fmt: skip
+        if self.family == "vqvae" and self.epsilon_std != 1.0:
+            raise VaelabError("the vqvae draws no noise; leave epsilon_std at 1")
         if self.family == "iwae" and self.epsilon_std != 1.0:
             raise VaelabError("the iwae weighs codes drawn from q(z|x) itself; leave epsilon_std at 1")
         if self.classes is not None and not self.conditional:
@@ -196,8 +218,10 @@ class ModelConfig:
 
     def parameters(self) -> int:
         """The number of weights the network will have (computed before building it, to refuse absurd sizes)."""
-        z = self.latent_dim
-        heads = 2 if self.variance == "learned" else 1  # z_mean (and z_log_var)
+        vq = self.family == "vqvae"  # one head of latent_dim x CODE_DIM numbers, the decoder reading all of them
+        z = self.latent_dim * (CODE_DIM if vq else 1)
+        heads = 2 if self.variance == "learned" and not vq else 1  # z_mean (and z_log_var); the vqvae's z_e
+        codebook = self.codebook_size * CODE_DIM if vq else 0
         height, width, channels = self.input_shape
         pixels = height * width * channels
         scale = {"global": 1, "pixel": pixels}[self.scale] if self.pixel_likelihood in ("gaussian", "logistic") else 0
@@ -206,7 +230,7 @@ class ModelConfig:
             widths = self.hidden_widths
             encoder = sum((a + 1) * b for a, b in zip((pixels + c, *widths), widths, strict=False))
             decoder = sum((a + 1) * b for a, b in zip((z + c, *widths[::-1]), (*widths[::-1], pixels), strict=True))
-            return encoder + (widths[-1] + 1) * z * heads + decoder + scale
+            return encoder + (widths[-1] + 1) * z * heads + decoder + scale + codebook
         h = self.intermediate_dim
         if self.arch == "convnet":
             filters = self.conv_filters
@@ -218,9 +242,9 @@ class ModelConfig:
                 sum((9 * a + 1) * b for a, b in zip(filters[::-1], ups, strict=True)) + (9 * ups[-1] + 1) * channels
             )
             dense = (flat + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * flat
-            return encoder + dense + decoder + scale
+            return encoder + dense + decoder + scale + codebook
         convs = (9 * 1 + 1) * 16 + (9 * 16 + 1) * 8 + (9 * 8 + 1) * 8 + (9 * 8 + 1) * 16 + (9 * 16 + 1)
-        return convs + (392 + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * 512
+        return convs + (392 + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * 512 + codebook
 
 
 @dataclass(frozen=True)
@@ -314,6 +338,11 @@ class RunConfig:
                 "--beta and --kl-warmup weight the ELBO's KL term, which the iwae's bound has not; "
                 "leave them out with --model iwae"
             )
+        if self.model.family == "vqvae" and (self.train.beta != 1.0 or self.train.kl_warmup):
+            raise VaelabError(
+                "--beta and --kl-warmup weight the ELBO's KL term; the vqvae has none to weight (its commitment "
+                "weight is the paper's 0.25): leave them out with --model vqvae"
+            )
         check_image_size(self.image_size)
         if not isinstance(self.grey, bool):
             raise VaelabError(f"grey must be true or false, got {self.grey!r}")
@@ -371,15 +400,16 @@ def make_config(
     grey: bool = False,
     model: str | None = None,
     k: int | None = None,
+    codes: int | None = None,
     **train: Any,
 ) -> RunConfig:
     """The configuration of `preset` on `dataset` (read with `image_size` and `grey`), with `latent_dim`,
     `implementation`, `hidden`, `activation`, `likelihood`, `scale`, `filters`, `image_shape`, the `model` of the
-    family (MODELS; default vae), the iwae's `k` and any `TrainConfig` field overridden (None keeps the default; the
-    image shape, and a cvae's classes, are otherwise the data's, set when training starts)."""
+    family (MODELS; default vae), the iwae's `k`, the vqvae's `codes` and any `TrainConfig` field overridden (None
+    keeps the default; the image shape, and a cvae's classes, are otherwise the data's, set when training starts)."""
     _check_choice("preset", preset, tuple(PRESETS))
     overrides = {"latent_dim": latent_dim, "implementation": implementation, "activation": activation,
-                 "likelihood": likelihood, "scale": scale, "family": model, "k": k}  # fmt: skip
+                 "likelihood": likelihood, "scale": scale, "family": model, "k": k, "codes": codes}  # fmt: skip
     overrides["hidden"] = tuple(hidden) if hidden is not None else None
     overrides["filters"] = tuple(filters) if filters is not None else None
     overrides["image_shape"] = tuple(image_shape) if image_shape is not None else None

@@ -102,9 +102,14 @@ def evaluate(
     points_per_call: int | None = None,
     progress=None,
 ) -> Evaluation:
-    """Evaluates `run` on the first `images` test images (default: all 10,000) with K = `samples`."""
+    """Evaluates `run` on the first `images` test images (default: all 10,000) with K = `samples`; a vqvae's is
+    `vaelab.evaluate_vqvae.evaluate_codes`, exact with one sample."""
     if samples < 1:
         raise VaelabError(f"--samples must be >= 1, got {samples}")
+    if run.config.model.family == "vqvae":  # a point mass on codes: its bound needs no samples (vaelab.evaluate_vqvae)
+        from vaelab.evaluate_vqvae import evaluate_codes
+
+        return evaluate_codes(run, data, images=images, progress=progress)
     x_all = test_images(data, binarized=run.config.train.binarize)[:images]
     n, dim = len(x_all), run.config.model.latent_dim
     labels = data.y_test[:images] if run.config.model.conditional else None

@@ -4,7 +4,11 @@
     generator.keras  z (n, latent_dim) -> x_decoded_mean (n, H, W, C): the mean of each pixel (for the gaussian
                      and the logistic likelihoods; their learned scale stays in the run's checkpoint)
 
-(H, W, C) is the run's image shape: (28, 28, 1) for MNIST.
+(H, W, C) is the run's image shape: (28, 28, 1) for MNIST. A vqvae's (vaelab.models.vqvae) differ:
+
+    encoder.keras    x -> codes (n, L) int32, each the index of the nearest of the K codebook vectors (a Dense of
+                     scores 2 z.e_k - ||e_k||^2, then an argmax)
+    generator.keras  codes (n, L) int32 -> x_decoded_mean (the codebook as an Embedding, then the decoder)
 
 Both hold stock Keras layers only: the fused ConvNet layers are saved as the layer pairs they
 compute (Conv2D + MaxPooling2D, UpSampling2D + Conv2D, with the same weights), and the fixed
@@ -31,7 +35,11 @@ def stock_models(run: Run) -> Models:
         weighted = {layer.name: layer for layer in source.layers if layer.weights}
         for layer in model.layers:
             if layer.weights and layer.trainable:
-                layer.set_weights(weighted[layer.name].get_weights())
+                origin = weighted[layer.name]
+                if hasattr(origin, "weights_for"):  # a vqvae's codebook: its weights in the stock layer's form
+                    layer.set_weights(origin.weights_for(layer))
+                else:
+                    layer.set_weights(origin.get_weights())
     return stock
 
 

@@ -5,7 +5,8 @@
     checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id
     history.csv      one row per completed epoch: loss (the objective, reconstruction + w * KL),
                      reconstruction_loss, kl_loss, elbo_loss (reconstruction + KL, the negative ELBO),
-                     kl_weight (w), the val_ (test set) counterparts of the losses, the epoch's seconds
+                     kl_weight (w), the val_ (test set) counterparts of the losses, the epoch's seconds;
+                     a vqvae's also codebook_loss, commitment_loss, perplexity and their val_ counterparts
     metrics.json     final test-set figures (the same names), the run's id; written when training
                      completes; `evaluation` (ELBO, IWAE bound, latent diagnostics) once evaluated
     encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
@@ -56,7 +57,9 @@ SNAPSHOT_DIR = "snapshots"
 RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES, SNAPSHOTS)
 RUN_DIRS = (SNAPSHOT_DIR,)
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
+VQ_METRICS = ("codebook_loss", "commitment_loss", "perplexity")  # a vqvae's besides LOSSES (vaelab.models.vqvae)
 HISTORY_COLUMNS = ("epoch", *LOSSES, "kl_weight", *(f"val_{k}" for k in LOSSES), "seconds")
+VQ_COLUMNS = (*VQ_METRICS, *(f"val_{k}" for k in VQ_METRICS))  # after HISTORY_COLUMNS, in a vqvae's history only
 
 
 @dataclass
@@ -94,7 +97,9 @@ class Run:
 
     def reconstruct(self, x: np.ndarray, batch_size: int = 1000, labels: np.ndarray | None = None) -> np.ndarray:
         """Images -> their reconstructions, as `decode` gives them: the decoded z_mean, the encoder's best guess of
-        the code (a conditional model's with each image's label, `labels`, on both sides)."""
+        the code (a conditional model's with each image's label, `labels`, on both sides; a vqvae's: its codes)."""
+        if self.config.model.family == "vqvae":
+            return self.decode(self.codes(x, batch_size), batch_size)
         z_mean, _ = self.encode(x, batch_size, labels=labels)
         return self.decode(z_mean, batch_size, labels=labels)
 
@@ -108,16 +113,29 @@ class Run:
         """Images (n, H, W[, C]) as uint8 or floats in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim).
 
         A conditional model (cvae) encodes each image with its integer label, `labels` (n,)."""
+        if self.config.model.family == "vqvae":
+            raise VaelabError(f"{self.name} is a vqvae: its codes are codebook indices, not a Gaussian; use Run.codes")
+        z_mean, z_log_var = self.encoder.predict(
+            self._conditioned(self._images(x), labels), batch_size=batch_size, verbose=0
+        )
+        return np.asarray(z_mean), np.asarray(z_log_var)
+
+    def codes(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """A vqvae's images -> their codes (n, L) int32: at each of the L positions the index of the nearest
+        codebook vector. `decode` takes them back to images."""
+        return np.asarray(self.encoder.predict(self._images(x), batch_size=batch_size, verbose=0))
+
+    def _images(self, x: np.ndarray) -> np.ndarray:
+        """Images (n, H, W[, C]) as uint8 or floats in [0, 1] -> floats (n, H, W, C), as the encoder reads them."""
         from vaelab.data import scale_pixels
 
         x = np.asarray(x)
         shape = self.config.model.input_shape
-        x = scale_pixels(x) if x.dtype == np.uint8 else x.astype(np.float32).reshape(-1, *shape)
-        z_mean, z_log_var = self.encoder.predict(self._conditioned(x, labels), batch_size=batch_size, verbose=0)
-        return np.asarray(z_mean), np.asarray(z_log_var)
+        return scale_pixels(x) if x.dtype == np.uint8 else x.astype(np.float32).reshape(-1, *shape)
 
     def decode(self, z: np.ndarray, batch_size: int = 1000, labels: np.ndarray | None = None) -> np.ndarray:
         """Latent points (n, latent_dim) -> decoded images, floats in [0, 1]: (n, H, W) grey, (n, H, W, C) colour.
+        A vqvae's points are its codes (n, L), codebook indices (`codes`).
 
         A conditional model (cvae) decodes point i as class `labels[i]` (default: every point as `label`)."""
         from vaelab.data.dataset import as_stored
@@ -178,6 +196,8 @@ def run_dir_name(config: RunConfig) -> str:
     parts.append(config.preset)
     if config.model.family != "vae":  # the model of the family, and the iwae's K where it is given
         parts.append(config.model.family + (f"-k{config.model.k}" if config.model.k is not None else ""))
+    if config.model.codes is not None:
+        parts.append(f"codes{config.model.codes}")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         value = getattr(config.train, f.name)
@@ -402,7 +422,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
         raise damaged(file, "not UTF-8 text") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    if not header or "epoch" not in header or not set(header) <= set(HISTORY_COLUMNS):
+    if not header or "epoch" not in header or not set(header) <= {*HISTORY_COLUMNS, *VQ_COLUMNS}:
         raise damaged(file, f"unexpected columns {header}")
     rows = []
     for line, values in enumerate(reader, 2):
@@ -428,10 +448,11 @@ def _complete_row(row: dict[str, float]) -> dict[str, float]:
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    columns = [*HISTORY_COLUMNS, *(k for k in VQ_COLUMNS if rows and k in rows[0])]
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (row[k] if k == "epoch" else f"{row[k]:.6f}") for k in HISTORY_COLUMNS})
+        writer.writerow({k: (row[k] if k == "epoch" else f"{row[k]:.6f}") for k in columns})
     write_text(path / HISTORY, out.getvalue())
 
 

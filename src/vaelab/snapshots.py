@@ -11,7 +11,8 @@ while the next epoch trains; a run killed outright may miss its last epoch there
 
 The test images are the first of each class (the first ten images without labels), as the scoring
 test set gives them (binarised for --binarize runs); the prior draws are seeded by the run's seed.
-Reconstructions decode z_mean. A conditional model (cvae) encodes and decodes each test image with its label
+Reconstructions decode z_mean (a vqvae's: its codes, whose prior draws are uniform codebook indices, stored in z as
+floats). A conditional model (cvae) encodes and decodes each test image with its label
 and decodes prior draw k as class k modulo the number of classes. Snapshots use the inference path only (no
 random draws), so they change nothing in training: a run with snapshots has the same losses as one without
 (tested).
@@ -116,6 +117,9 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.inputs = np.asarray(x_test[self.index], np.float32)
         latent_dim = models.generator.inputs[0].shape[-1]
         self.z = np.random.default_rng(seed + SEED_OFFSET).standard_normal((PRIOR_DRAWS, latent_dim)).astype("float32")
+        codes = getattr(models.vae, "codes", None)
+        if codes is not None:  # a vqvae: its prior draws are codes, uniform over the codebook's indices
+            self.z = np.random.default_rng(seed + SEED_OFFSET).integers(codes, size=self.z.shape).astype("float32")
         self.conditions = None  # a conditional model's one-hot labels: the test images', then the prior draws'
         if classes is not None:
             wanted = np.concatenate([np.asarray(labels)[self.index], np.arange(PRIOR_DRAWS) % classes])
@@ -135,7 +139,8 @@ class SnapshotCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         started = time.perf_counter()
-        z_mean = self.models.encoder.predict_on_batch(self._with_labels(self.inputs))[0]
+        encoded = self.models.encoder.predict_on_batch(self._with_labels(self.inputs))
+        z_mean = encoded[0] if isinstance(encoded, list | tuple) else encoded  # a vqvae's encoder gives its codes
         codes = np.concatenate([np.asarray(z_mean), self.z])
         decoded = self.models.generator.predict_on_batch(self._with_labels(codes))
         decoded = to_uint8(decoded)

@@ -298,6 +298,7 @@ def _fit(
         "test": {
             **{k: last[f"val_{k}"] for k in runs.LOSSES},
             "kl_weight": last["kl_weight"],
+            **{k: last[f"val_{k}"] for k in runs.VQ_METRICS if f"val_{k}" in last},  # a vqvae's
             # -ELBO per pixel value, in bits: the figure colour-image papers quote (vaelab.likelihoods)
             "bits_per_dim": bits_per_dim(last["val_elbo_loss"], model.input_shape, model.pixel_likelihood),
             "bound": model.bound,  # what elbo_loss bounds: -log p(x), or a cvae's -log p(x|y)

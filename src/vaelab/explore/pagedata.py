@@ -34,6 +34,11 @@ def check_run(run: Run) -> None:
             f"{run.path} is a {run.config.model.family}: its codes depend on the label, which the explorer does not "
             f"give yet; use `vaelab generate {run.path} --label C`"
         )
+    if run.config.model.family == "vqvae":
+        raise VaelabError(
+            f"{run.path} is a vqvae: its codes are codebook indices, not a plane the explorer can draw yet; use "
+            f"`vaelab generate {run.path} --samples N` or `vaelab evaluate {run.path}`"
+        )
     if "test" in run.metrics and not _is_number(_get(run.metrics["test"], "loss")):
         raise damaged(run.path / METRICS, 'its "test" entry holds no numeric "loss"')
 

@@ -3,10 +3,12 @@
     MODELS["vae"]   VAE   the ELBO, with β (vaelab.models.vae)
     MODELS["iwae"]  IWAE  the importance-weighted bound with K codes per image (vaelab.models.iwae)
     MODELS["cvae"]  CVAE  encoder and decoder conditioned on the label (vaelab.models.cvae)
+    MODELS["vqvae"] VQVAE codes from a learned codebook, the uniform prior over them (vaelab.models.vqvae)
 
 All of them share the networks of `vaelab.networks` (the arch's encoder body and decoder), so a checkpoint's
 variables have the same names in each. `ModelConfig.family` picks the member; the registry gives its
-trainable model class, which knows its objective (`compute_loss`) and how it draws z (`draw`).
+trainable model class, which knows its objective (`compute_loss`) and how it draws z (`draw`). The vqvae's codes
+are not Gaussian: its encoder gives code indices and its generator reads them (`build_vqvae`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from vaelab.likelihoods import SCALED
 from vaelab.models.cvae import CVAE
 from vaelab.models.iwae import IWAE
 from vaelab.models.vae import VAE
+from vaelab.models.vqvae import VQVAE, build_vqvae
 from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, FixedLogVariance, LogScale, apply, dense
 from vaelab.networks import kernel_initializers as _kernel_initializers
 
-MODELS: dict[str, type[VAE]] = {"vae": VAE, "iwae": IWAE, "cvae": CVAE}
+MODELS: dict[str, type[VAE]] = {"vae": VAE, "iwae": IWAE, "cvae": CVAE, "vqvae": VQVAE}
 
 
 def parameter_count(model: keras.Model) -> int:
@@ -58,6 +61,8 @@ def build_models(
     if stock:
         config = dataclasses.replace(config, implementation="keras")
     family = MODELS[config.family]
+    if family is VQVAE:  # (a stock build has no trainable model: vae is None)
+        return Models(*build_vqvae(config, seed, binarize=binarize, stock=stock))
     init = _kernel_initializers(seed)
     x = keras.Input(shape=config.input_shape, name="x")
     label = keras.Input(shape=(config.classes,), name="label") if config.conditional else None

@@ -1,0 +1,165 @@
+"""The VQ-VAE (van den Oord, Vinyals & Kavukcuoglu, 2017): codes that are the nearest of K codebook vectors.
+
+The encoder maps an image to z_e, L code vectors of D numbers (L = `latent_dim`, D = `CODE_DIM`): for every
+arch the encoder body's features through one dense head to L x D (the convnet's feature map goes through that
+head too, so that all archs share one decoder input; its spatial positions are not the codes). Each vector is
+replaced by its nearest codebook vector e (K = `ModelConfig.codes`, `--codes`); the decoder reads z_q = e with
+the straight-through gradient (the decoder's gradient at z_q is passed to z_e). Loss per image, in nats:
+
+    -log p(x|z_q)  +  ||sg[z_e] - e||^2  +  beta_c ||z_e - sg[e]||^2,      beta_c = COMMITMENT (the paper's 0.25)
+
+the squared norms summed over the L vectors. The prior over the codes is the uniform one (not learned: no
+PixelCNN): generation draws L codes uniformly. q(z|x) is a point mass on the nearest codes, so the ELBO
+under that prior is log p(x|z_q(x)) - L log K, and the importance-weighted bound equals it (`vaelab.evaluate_vqvae`).
+β and KL warm-up weight a KL term the loss has not: a vqvae refuses them (vaelab.config).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from vaelab.config import CODE_DIM, ModelConfig
+from vaelab.likelihoods import SCALED
+from vaelab.models.vae import VAE, reconstruction_loss
+from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, LogScale, apply, dense
+from vaelab.networks import kernel_initializers as _kernel_initializers
+
+COMMITMENT = 0.25  # beta_c, the commitment loss's weight: van den Oord et al. found 0.1 to 2.0 alike and used 0.25
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class VectorQuantizer(layers.Layer):
+    """The codebook, K vectors of D numbers. On z_e (b, L, D): [z_q, codes], the nearest codebook vector of each
+    of the L vectors and its index (b, L) int32; with `lookup`, on codes (b, L): their vectors (b, L, D).
+
+    The nearest e_k maximises 2 z.e_k - ||e_k||^2 (||z - e_k||^2 less ||z||^2, the same for every k): a Dense
+    layer's scores, which is how the exported encoder finds it with stock layers (`weights_for`).
+    """
+
+    def __init__(self, codes: int, code_dim: int, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.codes, self.code_dim, self.seed = codes, code_dim, seed
+        # U(-1/K, 1/K), the usual choice of VQ-VAE implementations
+        init = keras.initializers.RandomUniform(-1.0 / codes, 1.0 / codes, seed=seed)
+        self.codebook = self.add_weight(shape=(codes, code_dim), initializer=init, name="codebook")
+
+    def scores(self, z_e):
+        """(b, L, K): 2 z.e_k - ||e_k||^2, largest for the nearest codebook vector."""
+        codebook = ops.cast(self.codebook, z_e.dtype)
+        return 2.0 * ops.matmul(z_e, ops.transpose(codebook)) - ops.sum(ops.square(codebook), axis=-1)
+
+    def call(self, inputs, lookup: bool = False):
+        if lookup:
+            return ops.take(self.codebook, ops.cast(inputs, "int32"), axis=0)
+        codes = ops.cast(ops.argmax(self.scores(inputs), axis=-1), "int32")
+        return [ops.take(ops.cast(self.codebook, inputs.dtype), codes, axis=0), codes]
+
+    def weights_for(self, stock: layers.Layer) -> list[np.ndarray]:
+        """The codebook as the stock layer that stands for it in the exported files holds it: an Embedding's
+        (K, D) table, or the scores Dense's kernel 2 e^T (D, K) and bias -||e||^2 (K,)."""
+        codebook = np.asarray(self.codebook)
+        if isinstance(stock, layers.Embedding):
+            return [codebook]
+        return [2.0 * codebook.T, -np.sum(codebook**2, axis=1)]
+
+    def get_config(self):
+        return {**super().get_config(), "codes": self.codes, "code_dim": self.code_dim, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class StraightThrough(layers.Layer):
+    """[z_e, z_q] -> z_q in the forward pass, with the gradient of z_e: z_e + sg[z_q - z_e]."""
+
+    def call(self, inputs):
+        z_e, z_q = inputs
+        return z_e + ops.stop_gradient(z_q - z_e)
+
+
+def uniform_codes(count: int, config: ModelConfig, seed: int = 0) -> np.ndarray:
+    """`count` draws from the vqvae's prior, L codes each uniform over the K codebook vectors: (count, L) int32."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(config.codebook_size, size=(count, config.latent_dim)).astype(np.int32)
+
+
+def perplexity(codes, k: int):
+    """exp of the entropy of the codes' frequencies (K for uniform use, 1 for a single code), over all codes given."""
+    counts = ops.sum(ops.one_hot(ops.reshape(codes, (-1,)), k), axis=0)
+    p = counts / ops.sum(counts)
+    return ops.exp(-ops.sum(p * ops.log(p + 1e-10)))
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class VQVAE(VAE):
+    """The trainable VQ-VAE: image -> {x_decoded_mean, z_e (b, L, D), z_q (b, L, D), codes (b, L)}.
+
+    Its loss per image is the module docstring's. Training logs `loss`, `reconstruction_loss` (-log p(x|z_q)),
+    `codebook_loss` and `commitment_loss` (the two squared norms, equal in value, unweighted; they differ in
+    which side the gradient reaches), `perplexity` (of the codes used in a batch, averaged over batches), and,
+    for the run's history as every model has them, `kl_loss` = L log K (KL(q || uniform prior): q is one-hot)
+    and `elbo_loss` = reconstruction + L log K, the negative ELBO under the uniform prior. `kl_weight` stays 1.
+    """
+
+    def __init__(self, *args, codes: int = 512, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.codes = codes
+        self.codebook_loss_tracker = keras.metrics.Mean(name="codebook_loss")
+        self.commitment_loss_tracker = keras.metrics.Mean(name="commitment_loss")
+        self.perplexity_tracker = keras.metrics.Mean(name="perplexity")
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        z_e, z_q = y_pred["z_e"], y_pred["z_q"]
+        reconstruction = reconstruction_loss(
+            y_pred.get("x", x), y_pred["x_decoded_mean"], self.likelihood, y_pred.get("x_log_scale")
+        )
+        codebook = ops.sum(ops.square(ops.stop_gradient(z_e) - z_q), axis=(1, 2))
+        commitment = ops.sum(ops.square(z_e - ops.stop_gradient(z_q)), axis=(1, 2))
+        kl = ops.zeros_like(reconstruction) + z_e.shape[1] * math.log(self.codes)
+        self.track(reconstruction, kl)
+        self.codebook_loss_tracker.update_state(codebook)
+        self.commitment_loss_tracker.update_state(commitment)
+        self.perplexity_tracker.update_state(perplexity(y_pred["codes"], self.codes))
+        return ops.mean(reconstruction + codebook + COMMITMENT * commitment)
+
+    def get_config(self):
+        return {**super().get_config(), "codes": self.codes}
+
+
+def build_vqvae(config: ModelConfig, seed: int | None = None, *, binarize: bool = False, stock: bool = False):
+    """(encoder, generator, trainable model) of a vqvae, as `vaelab.models.build_models` describes them.
+
+    encoder: x -> codes (n, L) int32, the index of each code vector's nearest codebook vector; generator:
+    codes (n, L) int32 -> x_decoded_mean. With `stock`, the codebook is a Dense of scores and an argmax in
+    the encoder and an Embedding in the generator (stock Keras, `VectorQuantizer.weights_for`).
+    """
+    init = _kernel_initializers(seed)
+    length, k = config.latent_dim, config.codebook_size
+    x = keras.Input(shape=config.input_shape, name="x")
+    target = Binarize(seed=seed, name="binarize")(x) if binarize and not stock else x
+    h = ENCODER_BODIES[config.arch](target, config, init)
+    z_e = layers.Reshape((length, CODE_DIM), name="z_e_codes")(dense(length * CODE_DIM, "z_e", init)(h))
+    codes_in = keras.Input(shape=(length,), dtype="int32", name="codes")
+    flatten = layers.Flatten(name="decoder_codes")
+    decoder_layers = DECODERS[config.arch](config, init)
+    if stock:
+        codes = ops.argmax(layers.Dense(k, name="codebook")(z_e), axis=-1)
+        generated = apply(decoder_layers, flatten(layers.Embedding(k, CODE_DIM, name="codebook")(codes_in)))
+        return keras.Model(x, codes, name="encoder"), keras.Model(codes_in, generated, name="generator"), None
+
+    quantizer = VectorQuantizer(k, CODE_DIM, seed=None if seed is None else 1000 * seed + 999, name="codebook")
+    z_q, codes = quantizer(z_e)
+    x_decoded_mean = apply(decoder_layers, flatten(StraightThrough(name="z")([z_e, z_q])))
+    generated = apply(decoder_layers, flatten(quantizer(codes_in, lookup=True)))
+    outputs = {"x_decoded_mean": x_decoded_mean, "z_e": z_e, "z_q": z_q, "codes": codes}
+    if config.pixel_likelihood in SCALED:
+        outputs["x_log_scale"] = LogScale(config.input_shape, config.scale, name="x_log_scale")(x_decoded_mean)
+    if binarize:
+        outputs["x"] = target
+    return (
+        keras.Model(x, codes, name="encoder"),
+        keras.Model(codes_in, generated, name="generator"),
+        VQVAE(x, outputs, likelihood=config.pixel_likelihood, codes=k, name="vae"),
+    )

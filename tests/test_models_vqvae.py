@@ -1,0 +1,235 @@
+"""The VQ-VAE (vaelab.models.vqvae): its loss against a direct computation on a tiny batch, the straight-through
+gradient, the evaluation's bound under the uniform prior, the exported files, and the model end to end through
+the CLI on MNIST."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+
+from tests.test_models import bernoulli_log_px, images, numpy_of, one_line_error
+from vaelab import cli
+from vaelab.config import CODE_DIM, DEFAULT_CODES, ModelConfig, RunConfig, make_config
+from vaelab.data.dataset import make_dataset, scale_pixels
+from vaelab.errors import VaelabError
+from vaelab.evaluate import evaluate
+from vaelab.export import stock_models
+from vaelab.models import build_models, parameter_count
+from vaelab.models.vqvae import COMMITMENT
+from vaelab.run import Run, run_dir_name
+
+K, L = 8, 3  # a codebook of 8 vectors, 3 codes per image
+SMALL = {"family": "vqvae", "codes": K, "latent_dim": L, "intermediate_dim": 16}
+
+
+def nearest(z_e: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """The index of each code vector's nearest codebook vector, by brute force over all K: (n, L)."""
+    distances = np.array([[[np.sum((z - e) ** 2) for e in codebook] for z in codes] for codes in z_e])
+    return distances.argmin(axis=-1)
+
+
+def codebook_of(models) -> np.ndarray:
+    return np.asarray(models.vae.get_layer("codebook").codebook, np.float64)
+
+
+def test_the_vqvae_loss_is_reconstruction_codebook_and_commitment():
+    x = images()
+    models = build_models(ModelConfig(**SMALL), seed=1)
+    out = models.vae(x, training=True)
+    loss = float(models.vae.compute_loss(x=x, y_pred=out))
+    y = numpy_of(out)
+    z_e = y["z_e"].astype(np.float64)
+    assert z_e.shape == (4, L, CODE_DIM)
+    codes = nearest(z_e, codebook_of(models))
+    np.testing.assert_array_equal(y["codes"], codes)
+    z_q = codebook_of(models)[codes]
+    np.testing.assert_allclose(y["z_q"], z_q, atol=1e-6)
+    # The decoder read z_q (the straight-through output's value): the generator's image of the codes.
+    np.testing.assert_allclose(y["x_decoded_mean"], models.generator.predict(codes, verbose=0), atol=1e-5)
+
+    reconstruction = -bernoulli_log_px(x, y["x_decoded_mean"])
+    squared = np.sum((z_e - z_q) ** 2, axis=(1, 2))  # ||sg[z_e] - e||^2 and ||z_e - sg[e]||^2 have one value
+    assert loss == pytest.approx(np.mean(reconstruction + squared + COMMITMENT * squared), rel=1e-5)
+    metrics = {m.name: float(m.result()) for m in models.vae.metrics if m.name != "loss"}
+    assert metrics["reconstruction_loss"] == pytest.approx(reconstruction.mean(), rel=1e-5)
+    assert metrics["codebook_loss"] == pytest.approx(squared.mean(), rel=1e-4)
+    assert metrics["commitment_loss"] == pytest.approx(squared.mean(), rel=1e-4)
+    assert metrics["kl_loss"] == pytest.approx(L * math.log(K), rel=1e-6)  # KL(one-hot q || uniform prior)
+    assert metrics["elbo_loss"] == pytest.approx(reconstruction.mean() + L * math.log(K), rel=1e-5)
+    frequencies = np.bincount(codes.ravel(), minlength=K) / codes.size
+    used = frequencies[frequencies > 0]
+    assert metrics["perplexity"] == pytest.approx(np.exp(-np.sum(used * np.log(used))), rel=1e-4)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="takes the gradient with jax.grad")
+def test_the_encoder_gets_the_decoders_gradient_at_the_codes():
+    """Straight through: d(-log p(x|z_q))/d z_e is the decoder's gradient at z_q, whatever z_e is, and the codebook
+    gets none of it (its gradient comes from the codebook loss alone)."""
+    import jax
+    import jax.numpy as jnp
+
+    x = images(2)
+    models = build_models(ModelConfig(**SMALL), seed=4)
+    vae = models.vae
+    decode = keras.Model(vae.get_layer("z").input, vae.output["x_decoded_mean"])  # [z_e, z_q] -> pixel means
+
+    def reconstruction(z_e, z_q):
+        return -jnp.sum(jnp.asarray(bernoulli_log_px_jax(x, decode([z_e, z_q]))))
+
+    y = numpy_of(vae(x))
+    z_e, z_q = jnp.asarray(y["z_e"]), jnp.asarray(y["z_q"])
+    through_encoder, to_codebook = jax.grad(reconstruction, argnums=(0, 1))(z_e, z_q)
+    at_the_codes = jax.grad(reconstruction)(z_q, z_q)  # the decoder's gradient at z_q: there z_e = z_q
+    np.testing.assert_allclose(through_encoder, at_the_codes, rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(through_encoder)).max() > 0
+    np.testing.assert_array_equal(to_codebook, 0.0)
+
+
+def bernoulli_log_px_jax(x, mean):
+    p = keras.ops.clip(keras.ops.reshape(mean, (len(x), -1)), 1e-7, 1 - 1e-7)
+    x = x.reshape(len(x), -1)
+    return keras.ops.sum(x * keras.ops.log(p) + (1 - x) * keras.ops.log1p(-p), axis=1)
+
+
+def tiny_run(tmp_path: Path, seed: int = 2) -> Run:
+    """An untrained vqvae run on 28x28 images: its networks as built, enough for evaluating and exporting."""
+    config = RunConfig(model=ModelConfig(**SMALL, image_shape=(28, 28, 1), likelihood="bernoulli"))
+    models = build_models(config.model, seed=seed)
+    return Run(path=tmp_path, config=config, info={}, models=models, epoch=1)
+
+
+def test_the_evaluation_is_the_bound_under_the_uniform_prior_over_codes(tmp_path):
+    rng = np.random.default_rng(0)
+    pictures = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    data = make_dataset({"x_train": pictures, "x_test": pictures}, name="t", source="t")
+    run = tiny_run(tmp_path)
+    result = evaluate(run, data, samples=7)
+
+    x = scale_pixels(pictures)
+    codes = nearest(np.asarray(run.vae.predict(x, verbose=0)["z_e"], np.float64), codebook_of(run.models))
+    log_px = bernoulli_log_px(x, run.generator.predict(codes, verbose=0))
+    bound = log_px.mean() - L * math.log(K)
+    assert result.bound == "log p(x), uniform prior over codes"
+    assert result.elbo == pytest.approx(bound, rel=1e-5)
+    assert result.iwae == result.elbo and result.nll == -result.elbo and result.samples == 1  # q is a point mass
+    assert result.kl_loss == pytest.approx(L * math.log(K))
+    assert result.codes_used == len(np.unique(codes))
+    np.testing.assert_array_equal(run.codes(pictures), codes)
+
+
+def test_the_exported_files_hold_stock_layers_that_give_the_same_codes_and_images(tmp_path):
+    run = tiny_run(tmp_path / "run")
+    stock = stock_models(run)
+    x = images(6, seed=3)
+    codes = run.encoder.predict(x, verbose=0)
+    np.testing.assert_array_equal(stock.encoder.predict(x, verbose=0), codes)
+    np.testing.assert_allclose(
+        stock.generator.predict(codes, verbose=0), run.generator.predict(codes, verbose=0), atol=1e-6
+    )
+    names = {type(layer).__module__.split(".")[0] for m in (stock.encoder, stock.generator) for layer in m.layers}
+    assert names == {"keras"}
+
+
+@pytest.mark.parametrize("arch", ["mlp", "convnet"])  # (the exercise's conv takes 15 s to build on a busy CPU)
+def test_the_weights_foreseen_are_the_weights_built(arch):
+    config = ModelConfig(arch=arch, family="vqvae", codes=32, intermediate_dim=16, implementation="keras")
+    assert parameter_count(build_models(config, seed=0).vae) == config.parameters()
+
+
+def test_the_vqvae_settings_are_checked_in_one_line():
+    cases = [
+        (dict(model="vae", codes=16), "--codes is the vqvae's codebook size; leave it out with --model vae"),
+        (dict(model="vqvae", codes=1), "must be an integer >= 2"),
+        (dict(model="vqvae", beta=2), "--beta and --kl-warmup weight the ELBO's KL term"),
+        (dict(model="vqvae", kl_warmup=3), "leave them out with --model vqvae"),
+        (dict(preset="mlp-fixed-var", model="vqvae"), "no variance to fix"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(VaelabError, match=message) as err:
+            make_config(**kwargs)
+        assert "\n" not in str(err.value)
+    config = make_config("mlp", model="vqvae")
+    assert config.model.codebook_size == DEFAULT_CODES and run_dir_name(config) == "mlp-vqvae"
+    assert run_dir_name(make_config("mlp", model="vqvae", codes=64)) == "mlp-vqvae-codes64"
+    again = RunConfig.from_dict(json.loads(json.dumps(make_config("mlp", model="vqvae", codes=64).to_dict())))
+    assert again.model.codes == 64
+
+
+def test_a_sweep_point_is_a_vqvae_with_its_codebook_size():
+    from vaelab.sweep import grid
+
+    (point,) = grid({"seed": [0]}, {"model": "vqvae", "codes": 16, "epochs": 1}, "mnist")
+    assert (point.config.model.family, point.config.model.codebook_size) == ("vqvae", 16)
+    assert point.name == "mlp-vqvae-codes16-epochs1"
+
+
+# --- end to end through the CLI -------------------------------------------------------------------------
+
+TINY = ["--model", "vqvae", "--codes", "16", "--latent-dim", "4", "--hidden", "32", "--epochs", "1",
+        "--train-subset", "300", "--test-subset", "100"]  # fmt: skip
+
+
+@pytest.fixture
+def vaelab(capsys):
+    """`vaelab ARGS...` run in this process (`vaelab.cli.main`, as the console script runs it): its exit status,
+    stdout and stderr (in-process, so that the tests do not pay for starting JAX again at every command)."""
+
+    def run(*argv: str) -> SimpleNamespace:
+        capsys.readouterr()
+        code = cli.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
+
+
+@pytest.mark.slow
+def test_the_vqvae_trains_evaluates_generates_exports_and_resumes(tmp_path, mnist, vaelab):
+    run = tmp_path / "vq"
+    trained = vaelab("train", *TINY, "--out", run)
+    assert trained.returncode == 0, trained.stderr
+    history = (run / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"codebook_loss", "commitment_loss", "perplexity", "val_perplexity"} <= set(history)
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["bound"] == "log p(x), uniform prior over codes"
+    assert test["kl_loss"] == pytest.approx(4 * math.log(16), rel=1e-5)
+
+    evaluated = vaelab("evaluate", run, "--images", "100")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "log p(x), uniform prior over codes >= ELBO = IWAE bound" in evaluated.stdout
+    evaluation = json.loads((run / "metrics.json").read_text())["evaluation"]
+    assert evaluation["iwae"] == evaluation["elbo"] < 0 and 1 <= evaluation["codes_used"] <= 16
+    assert "active_units" not in evaluation
+
+    generated = vaelab("generate", run, "--samples", "3", "--z", "0", "1", "2", "3", "--out", tmp_path / "g")
+    assert generated.returncode == 0, generated.stderr
+    assert (tmp_path / "g" / "samples.png").exists() and (tmp_path / "g" / "generated.png").exists()
+
+    encoder = keras.saving.load_model(run / "encoder.keras")  # written by training, stock Keras only
+    generator = keras.saving.load_model(run / "generator.keras")
+    codes = encoder.predict(images(2), verbose=0)
+    assert codes.shape == (2, 4) and codes.min() >= 0 and codes.max() < 16
+    assert generator.predict(codes, verbose=0).shape == (2, 28, 28, 1)
+
+    resumed = vaelab("train", "--resume", run, "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+
+    one_line_error(vaelab("generate", run, "--z", "0", "1", "2", "16"), "integers from 0 to 15")
+    one_line_error(vaelab("generate", run, "--z", "0", "1", "2", "3", "--z", "1"), "is 4 codebook indices")
+    one_line_error(vaelab("generate", run, "--manifold"), "no Gaussian grid")
+    for command in ("encode", "interpolate"):
+        one_line_error(vaelab(command, run, "--out", tmp_path / "e"), "a vqvae's codes are codebook indices")
+    one_line_error(vaelab("explore", run, "--export", tmp_path / "page"), "is a vqvae")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "page").exists()
+    one_line_error(vaelab("train", "--resume", run, "--model", "vae"), "keeps the model")
+    one_line_error(vaelab("train", "--resume", run, "--codes", "8"), "keeps the model")
+    one_line_error(vaelab("train", "--model", "vae", "--codes", "8", "--out", tmp_path / "a"), "--codes")
+    one_line_error(vaelab("train", *TINY, "--kl-warmup", "2", "--out", tmp_path / "b"), "--kl-warmup")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
