@@ -12,6 +12,7 @@ from keras import ops
 from vaelab.config import ModelConfig
 from vaelab.kl import gaussian_kl
 from vaelab.likelihoods import log_likelihood
+from vaelab.models.priors import StandardNormal
 from vaelab.networks import Sampling
 
 
@@ -57,11 +58,29 @@ class VAE(keras.Model):
         # between epochs needs no recompilation.
         self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
 
-    @staticmethod
-    def draw(config: ModelConfig, seed: int | None, z_mean, z_log_var):
+    keeps_z = False  # whether the loss reads the drawn z itself (an estimate at the draw), as output "z"
+
+    @classmethod
+    def draw(cls, config: ModelConfig, seed: int | None, z_mean, z_log_var):
         """The codes the model draws from q(z|x): (what the decoder reads, the outputs its loss needs besides the
         decoded pixels, z_mean and z_log_var); for the VAE one draw per image, and nothing more."""
-        return Sampling(config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var]), {}
+        z = Sampling(config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var])
+        return z, ({"z": z} if cls.keeps_z else {})
+
+    @staticmethod
+    def prior_outputs(config: ModelConfig, init, x, encoder: keras.Model) -> dict:
+        """The outputs the model's prior adds to the graph (the vamp's mixture), given the input `x`, the `encoder`
+        and `init` (the network's seeded initializers); none for N(0, I)."""
+        return {}
+
+    @staticmethod
+    def options(config: ModelConfig) -> dict:
+        """The constructor's arguments besides the likelihood that `config` sets (the betatc's dataset size)."""
+        return {}
+
+    def prior(self, encoder: keras.Model) -> StandardNormal:
+        """p(z) with the current weights, for evaluation and generation (vaelab.models.priors): N(0, I)."""
+        return StandardNormal(encoder.outputs[0].shape[-1])
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         reconstruction = reconstruction_loss(
