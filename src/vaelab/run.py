@@ -5,7 +5,8 @@
     checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id
     history.csv      one row per completed epoch: loss (the objective, reconstruction + w * KL),
                      reconstruction_loss, kl_loss, elbo_loss (reconstruction + KL, the negative ELBO),
-                     kl_weight (w), the val_ (test set) counterparts of the losses, the epoch's seconds
+                     kl_weight (w), the val_ (test set) counterparts of the losses, the epoch's seconds; a betatc's
+                     also mutual_information, total_correlation, dimension_kl (and val_), its KL's three terms
     metrics.json     final test-set figures (the same names), the run's id; written when training
                      completes; `evaluation` (ELBO, IWAE bound, latent diagnostics) once evaluated
     encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
@@ -57,6 +58,13 @@ RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES, SNAPSHOTS)
 RUN_DIRS = (SNAPSHOT_DIR,)
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
 HISTORY_COLUMNS = ("epoch", *LOSSES, "kl_weight", *(f"val_{k}" for k in LOSSES), "seconds")
+TERMS = ("mutual_information", "total_correlation", "dimension_kl")  # a betatc's KL split in three (models.betatc)
+OPTIONAL_COLUMNS = (*TERMS, *(f"val_{k}" for k in TERMS))  # in history.csv where the model logs them
+
+
+def history_columns(row: dict[str, float]) -> tuple[str, ...]:
+    """history.csv's columns for rows like `row`: HISTORY_COLUMNS, with the OPTIONAL_COLUMNS it has before seconds."""
+    return (*HISTORY_COLUMNS[:-1], *(k for k in OPTIONAL_COLUMNS if k in row), HISTORY_COLUMNS[-1])
 
 
 @dataclass
@@ -176,8 +184,10 @@ def run_dir_name(config: RunConfig) -> str:
     if config.grey:
         parts.append("grey")
     parts.append(config.preset)
-    if config.model.family != "vae":  # the model of the family, and the iwae's K where it is given
+    if config.model.family != "vae":  # the model of the family, and the iwae's K or vamp's pseudo-inputs where given
         parts.append(config.model.family + (f"-k{config.model.k}" if config.model.k is not None else ""))
+        if config.model.pseudo_inputs is not None:
+            parts.append(f"pseudo-inputs{config.model.pseudo_inputs}")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         value = getattr(config.train, f.name)
@@ -402,7 +412,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
         raise damaged(file, "not UTF-8 text") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    if not header or "epoch" not in header or not set(header) <= set(HISTORY_COLUMNS):
+    if not header or "epoch" not in header or not set(header) <= {*HISTORY_COLUMNS, *OPTIONAL_COLUMNS}:
         raise damaged(file, f"unexpected columns {header}")
     rows = []
     for line, values in enumerate(reader, 2):
@@ -428,10 +438,11 @@ def _complete_row(row: dict[str, float]) -> dict[str, float]:
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    columns = history_columns(rows[0] if rows else {})
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (row[k] if k == "epoch" else f"{row[k]:.6f}") for k in HISTORY_COLUMNS})
+        writer.writerow({k: (row[k] if k == "epoch" else f"{row[k]:.6f}") for k in columns})
     write_text(path / HISTORY, out.getvalue())
 
 

@@ -28,6 +28,7 @@ from keras import ops
 from vaelab.config import ModelConfig
 from vaelab.models.priors import log_normal
 from vaelab.models.vae import VAE, reconstruction_loss
+from vaelab.run import TERMS
 
 
 def decomposed_kl(z, z_mean, z_log_var, dataset_size: int):
@@ -74,6 +75,3 @@ class BetaTC(VAE):
 
     def get_config(self):
         return {**super().get_config(), "dataset_size": self.dataset_size}
-
-
-TERMS = ("mutual_information", "total_correlation", "dimension_kl")  # the metrics it logs besides the VAE's
