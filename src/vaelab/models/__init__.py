@@ -96,7 +96,10 @@ def build_models(
         inputs, generator_inputs = x, decoder_input
     encoder = keras.Model(inputs, [z_mean, z_log_var], name="encoder")
     outputs = {"x_decoded_mean": x_decoded_mean, "z_mean": z_mean, "z_log_var": z_log_var, **drawn}
-    outputs.update(family.prior_outputs(config, init, x, encoder))
+    # The encoder's layers on images never binarised (a vamp's pseudo-inputs): Keras' training flag reaches a nested
+    # model's Binarize whatever the call says, so such images enter after it.
+    unbinarised = encoder if target is x else keras.Model(target, [z_mean, z_log_var], name="unbinarised_encoder")
+    outputs.update(family.prior_outputs(config, init, x, unbinarised))
     if config.pixel_likelihood in SCALED:
         outputs["x_log_scale"] = LogScale(config.input_shape, config.scale, name="x_log_scale")(x_decoded_mean)
     if binarize and not stock:

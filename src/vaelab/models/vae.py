@@ -70,7 +70,8 @@ class VAE(keras.Model):
     @staticmethod
     def prior_outputs(config: ModelConfig, init, x, encoder: keras.Model) -> dict:
         """The outputs the model's prior adds to the graph (the vamp's mixture), given the input `x`, the `encoder`
-        and `init` (the network's seeded initializers); none for N(0, I)."""
+        (its layers without the input's binarisation) and `init` (the network's seeded initializers); none for
+        N(0, I)."""
         return {}
 
     @staticmethod

@@ -72,9 +72,10 @@ class Vamp(VAE):
 
     @staticmethod
     def prior_outputs(config: ModelConfig, init, x, encoder: keras.Model) -> dict:
+        """The pseudo-inputs and their codes, the mixture's components; `encoder` never binarises them."""
         seed = init().get_config()["seed"]  # the pseudo-inputs' own seed, drawn as each layer's is
         u = PseudoInputs(config.pseudo_input_count, config.input_shape, seed=seed, name="pseudo_inputs")(x)
-        prior_mean, prior_log_var = encoder(u, training=False)  # never binarised: the pseudo-inputs are grey levels
+        prior_mean, prior_log_var = encoder(u)
         return {"prior_mean": prior_mean, "prior_log_var": prior_log_var}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
