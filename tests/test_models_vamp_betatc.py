@@ -230,8 +230,8 @@ def test_vamp_and_betatc_train_evaluate_generate_export_and_resume(tmp_path, mni
     generator = keras.saving.load_model(tmp_path / "keras" / "generator.keras")
     assert generator.predict(np.zeros((2, 2), np.float32), verbose=0).shape == (2, 28, 28, 1)
 
-    one_line_error(run_cli("train", "--resume", str(run), "--model", "vae"), "keeps the model")
-    one_line_error(run_cli("train", "--resume", str(run), "--pseudo-inputs", "5"), "keeps the model")
+    refused = ["--model", "vae"] if model == "vamp" else ["--pseudo-inputs", "5"]  # one each, to keep it short
+    one_line_error(run_cli("train", "--resume", str(run), *refused), "keeps the model")
     resumed = run_cli("train", "--resume", str(run), "--epochs", "2", "--no-snapshots")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
@@ -241,5 +241,7 @@ def test_vamp_and_betatc_train_evaluate_generate_export_and_resume(tmp_path, mni
             logits = saved[f"model/{index:03d}"]
         reloaded = load_run(run).vae.get_layer("pseudo_inputs").images()
         np.testing.assert_allclose(reloaded, 1 / (1 + np.exp(-logits)), atol=1e-6)
-    one_line_error(run_cli("train", "--model", "vae", "--pseudo-inputs", "5", *SUBSET, "--out", str(tmp_path / "a")),
-                   "--pseudo-inputs is the vamp's")  # fmt: skip
+    if model == "betatc":
+        refused = run_cli("train", "--model", model, "--pseudo-inputs", "5", *SUBSET, "--out", str(tmp_path / "a"))
+        one_line_error(refused, "--pseudo-inputs is the vamp's")
+        assert not (tmp_path / "a").exists()
