@@ -1,15 +1,16 @@
 """The VAE family as Keras functional models: for every member an `encoder`, a `generator` and the trainable model.
 
-    MODELS["vae"]   VAE   the ELBO, with β (vaelab.models.vae)
-    MODELS["iwae"]  IWAE  the importance-weighted bound with K codes per image (vaelab.models.iwae)
-    MODELS["cvae"]  CVAE  encoder and decoder conditioned on the label (vaelab.models.cvae)
-    MODELS["vamp"]  Vamp  the VAE with the VampPrior, a mixture over learned pseudo-inputs (vaelab.models.vamp)
-    MODELS["betatc"] BetaTC  the β-TCVAE: β weights the KL's total correlation (vaelab.models.betatc)
+    MODELS["vae"]     VAE     the ELBO, with β (vaelab.models.vae)
+    MODELS["iwae"]    IWAE    the importance-weighted bound with K codes per image (vaelab.models.iwae)
+    MODELS["cvae"]    CVAE    encoder and decoder conditioned on the label (vaelab.models.cvae)
+    MODELS["vamp"]    Vamp    the ELBO with the VampPrior, a mixture over learned pseudo-inputs (vaelab.models.vamp)
+    MODELS["betatc"]  BetaTC  the ELBO's KL split in three, β on the total correlation (vaelab.models.betatc)
 
 All of them share the networks of `vaelab.networks` (the arch's encoder body and decoder), so a checkpoint's
-variables have the same names in each. `ModelConfig.family` picks the member; the registry gives its
-trainable model class, which knows its objective (`compute_loss`), how it draws z (`draw`) and its prior p(z)
-(`prior_outputs` in the graph, `prior` for evaluation and generation: vaelab.models.priors).
+variables have the same names in each (a vamp's also holds its pseudo-inputs). `ModelConfig.family` picks the
+member; the registry gives its trainable model class, which knows its objective (`compute_loss`), how it draws z
+(`draw`) and its prior p(z) (`prior_outputs` in the graph, `prior` for evaluation and generation:
+vaelab.models.priors).
 """
 
 from __future__ import annotations
