@@ -47,6 +47,8 @@ class VAE(keras.Model):
     ELBO, whatever w is) and `kl_weight`, each averaged over images.
     """
 
+    keeps_z = False  # whether the loss reads the drawn z itself (an estimate at the draw), as output "z"
+
     def __init__(self, *args, likelihood: str = "bernoulli", **kwargs):
         super().__init__(*args, **kwargs)
         self.likelihood = likelihood
@@ -57,8 +59,6 @@ class VAE(keras.Model):
         # A variable, not a Python number: the compiled step reads its current value, so changing it
         # between epochs needs no recompilation.
         self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
-
-    keeps_z = False  # whether the loss reads the drawn z itself (an estimate at the draw), as output "z"
 
     @classmethod
     def draw(cls, config: ModelConfig, seed: int | None, z_mean, z_log_var):
@@ -87,9 +87,13 @@ class VAE(keras.Model):
         reconstruction = reconstruction_loss(
             y_pred.get("x", x), y_pred["x_decoded_mean"], self.likelihood, y_pred.get("x_log_scale")
         )
-        kl = kl_loss(y_pred["z_mean"], y_pred["z_log_var"])
+        kl = self.kl_term(y_pred)
         self.track(reconstruction, kl)
         return ops.mean(reconstruction + ops.cast(self.kl_weight, kl.dtype) * kl)
+
+    def kl_term(self, y_pred):
+        """KL(q(z|x) || p(z)) per image as the loss weighs it: for the VAE in closed form, against N(0, I)."""
+        return kl_loss(y_pred["z_mean"], y_pred["z_log_var"])
 
     def track(self, reconstruction, kl) -> None:
         """Updates the logged metrics from the reconstruction loss and the KL of each image."""

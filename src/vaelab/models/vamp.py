@@ -26,7 +26,7 @@ from keras import layers, ops
 
 from vaelab.config import ModelConfig
 from vaelab.models.priors import VampMixture, log_mixture_density, log_normal
-from vaelab.models.vae import VAE, reconstruction_loss
+from vaelab.models.vae import VAE
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
@@ -78,15 +78,11 @@ class Vamp(VAE):
         prior_mean, prior_log_var = encoder(u)
         return {"prior_mean": prior_mean, "prior_log_var": prior_log_var}
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        reconstruction = reconstruction_loss(
-            y_pred.get("x", x), y_pred["x_decoded_mean"], self.likelihood, y_pred.get("x_log_scale")
-        )
+    def kl_term(self, y_pred):
+        """log q(z|x) - log p(z) at the draw z: the Monte Carlo estimate of KL(q(z|x) || p(z)), per image."""
         z = y_pred["z"]
         log_qz = log_normal(z, y_pred["z_mean"], y_pred["z_log_var"])
-        kl = log_qz - log_mixture_density(z, y_pred["prior_mean"], y_pred["prior_log_var"])
-        self.track(reconstruction, kl)
-        return ops.mean(reconstruction + ops.cast(self.kl_weight, kl.dtype) * kl)
+        return log_qz - log_mixture_density(z, y_pred["prior_mean"], y_pred["prior_log_var"])
 
     def prior(self, encoder: keras.Model) -> VampMixture:
         """The VampPrior with the current pseudo-inputs and encoder, in float64."""
