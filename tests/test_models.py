@@ -130,7 +130,7 @@ def test_the_model_settings_are_checked_in_one_line():
     cases = [
         (dict(model="vae", k=3), "--k is the iwae's number of importance samples; leave it out with --model vae"),
         (dict(model="cvae", k=3), "leave it out with --model cvae"),
-        (dict(model="gan"), "unknown model 'gan'; choose one of: vae, iwae, cvae"),
+        (dict(model="gan"), "unknown model 'gan'; choose one of: vae, iwae, cvae, vamp, betatc"),
         (dict(model="iwae", k=0), "k must be an integer >= 1"),
         (dict(model="iwae", beta=4), "--beta and --kl-warmup weight the ELBO's KL term"),
         (dict(model="iwae", kl_warmup=2), "--beta and --kl-warmup weight the ELBO's KL term"),

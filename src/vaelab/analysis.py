@@ -152,10 +152,11 @@ def generate(run: Run, z) -> np.ndarray:
 
 
 def prior_samples(run: Run, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Draws n points from the prior N(0, I) and decodes them: (z, images)."""
+    """Draws n points from the run's prior (N(0, I); a vamp's VampPrior: vaelab.models.priors) and decodes them:
+    (z, images)."""
     if n < 1:
         raise VaelabError(f"--samples must be >= 1, got {n}")
-    z = np.random.default_rng(seed).standard_normal((n, run.config.model.latent_dim)).astype(np.float32)
+    z = run.models.prior().sample(n, np.random.default_rng(seed))
     return z, run.decode(z)
 
 

@@ -201,8 +201,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.image_size is not None or args.grey:
             raise VaelabError("a resumed run reads its data as it was trained; leave out --image-size and --grey")
-        if args.model is not None or args.k is not None or args.codes is not None:
-            raise VaelabError("a resumed run keeps the model its config.json names; leave out --model, --k and --codes")
+        if any(v is not None for v in (args.model, args.k, args.pseudo_inputs, args.codes)):
+            raise VaelabError(
+                "a resumed run keeps the model its config.json names; leave out --model, --k, --pseudo-inputs and "
+                "--codes"
+            )
         data = run_data(args.resume, args.dataset, args.data_dir)
         run = resume(args.resume, epochs=args.epochs, data=data, snapshots=args.snapshots, devices=args.devices)
     else:
@@ -229,6 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             lr_decay_epochs=args.lr_decay_epochs,
             model=args.model,
             k=args.k,
+            pseudo_inputs=args.pseudo_inputs,
             codes=args.codes,
             dataset=data.name,
             image_size=args.image_size,
@@ -258,6 +262,12 @@ def _test_losses(test: dict, model) -> str:
 
         return (f"loss {test['loss']:.2f} nats = reconstruction {recon:.2f} + codebook {test['codebook_loss']:.2f} "
                 f"+ {COMMITMENT} x commitment; -ELBO, uniform prior over codes, {recon + kl:.2f}")  # fmt: skip
+    if model.family == "betatc":
+        return (
+            f"objective {test['loss']:.2f} nats = reconstruction {recon:.2f} + MI {test['mutual_information']:.2f} "
+            f"+ {w:g} x TC {test['total_correlation']:.2f} + dimension-wise KL {test['dimension_kl']:.2f}; "
+            f"-ELBO {recon + kl:.2f}"
+        )
     if w == 1.0:
         return f"loss {test['loss']:.2f} nats = reconstruction {recon:.2f} + KL {kl:.2f}"
     return (
@@ -450,14 +460,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     train = run.config.train
     if train.beta != 1 or train.kl_warmup:
         test = run.metrics["test"]
+        weighted = "MI + {:g} x TC + dimension-wise KL" if run.config.model.family == "betatc" else "{:g} x KL"
         print(
             f"  trained with beta {train.beta:g}, KL warm-up {train.kl_warmup} epochs: its final objective was "
-            f"{test['loss']:.2f} nats = reconstruction + {test.get('kl_weight', 1):g} x KL; the figures below are "
-            "the true ELBO (KL weight 1)"
+            f"{test['loss']:.2f} nats = reconstruction + {weighted.format(test.get('kl_weight', 1))}; the figures "
+            "below are the true ELBO (KL weight 1)"
         )
     print(
         f"  ELBO                       {result.elbo:9.2f} nats = -(reconstruction {result.reconstruction_loss:.2f} "
-        f"+ KL {result.kl_loss:.2f})"
+        f"+ KL {result.kl_loss:.2f}{' estimated at the K samples' if run.config.model.family == 'vamp' else ''})"
     )
     print(
         f"  ELBO with z = z_mean       {result.elbo_at_mean:9.2f} nats (reconstruction "
@@ -551,7 +562,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     fixed = {"epochs": args.epochs, "kl_warmup": args.kl_warmup, "train_subset": args.train_subset,
              "test_subset": args.test_subset, "binarize": args.binarize or None,
              "likelihood": args.likelihood, "scale": args.scale, "model": args.model, "k": args.k,
-             "codes": args.codes}  # fmt: skip
+             "pseudo_inputs": args.pseudo_inputs, "codes": args.codes}  # fmt: skip
     points = sweep(
         {k: v for k, v in axes.items() if v is not None},
         args.out,
@@ -772,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples",
         type=_int_in(1, MAX_FIGURE_IMAGES, "a number of samples"),
         metavar="N",
-        help="also decode N draws from the prior N(0, I)",
+        help="also decode N draws from the prior (N(0, I); a vamp's VampPrior)",
     )
     p.add_argument(
         "--manifold",
@@ -891,18 +902,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_options(p: argparse.ArgumentParser, which: str = "") -> None:
-    """--model, the member of the VAE family, and --k, the iwae's importance samples (vaelab.models)."""
-    from vaelab.config import DEFAULT_CODES, DEFAULT_K, MODELS
+    """--model, the member of the VAE family, --k, the iwae's importance samples, --pseudo-inputs, the vamp's, and
+    --codes, the vqvae's codebook size (vaelab.models)."""
+    from vaelab.config import DEFAULT_CODES, DEFAULT_K, DEFAULT_PSEUDO_INPUTS, MODELS
 
     p.add_argument(
         "--model",
         choices=MODELS,
         help=f"the model {which + ': ' if which else ''}vae (the ELBO, with beta), iwae (the importance-weighted "
-        "bound), cvae (conditioned on the label; labelled data) or vqvae (codes from a learned codebook) "
+        "bound), cvae (conditioned on the label; labelled data), vamp (the VampPrior, learned pseudo-inputs), "
+        "betatc (the beta-TCVAE: beta weights the total correlation) or vqvae (codes from a learned codebook) "
         "(default: vae)",
     )
     p.add_argument(
         "--k", type=_positive_int, metavar="K", help=f"the iwae's importance samples per image (default: {DEFAULT_K})"
+    )
+    p.add_argument(
+        "--pseudo-inputs",
+        type=_positive_int,
+        metavar="N",
+        help=f"the vamp's learned pseudo-inputs, its prior's mixture components (default: {DEFAULT_PSEUDO_INPUTS})",
     )
     p.add_argument(
         "--codes", type=_positive_int, metavar="K", help=f"the vqvae's codebook size (default: {DEFAULT_CODES})"

@@ -17,10 +17,16 @@ from vaelab.errors import VaelabError
 
 ARCHS = ("mlp", "conv", "convnet")
 # The members of the VAE family (vaelab.models.MODELS, --model): the VAE with β, the importance-weighted bound of
-# Burda et al. (2015), the VAE conditioned on the label of Sohn et al. (2015), the VQ-VAE of van den Oord et al. (2017).
-MODELS = ("vae", "iwae", "cvae", "vqvae")
+# Burda et al. (2015), the VAE conditioned on the label of Sohn et al. (2015), the VAE with the VampPrior of Tomczak &
+# Welling (2018), the β-TCVAE of Chen et al. (2018), the VQ-VAE of van den Oord et al. (2017).
+MODELS = ("vae", "iwae", "cvae", "vamp", "betatc", "vqvae")
 CONDITIONAL = ("cvae",)  # the models whose encoder and generator also read the image's label: labelled data only
 DEFAULT_K = 5  # the iwae's codes per image: Burda et al.'s middle setting (1, 5, 50), 5x a VAE's decoder work
+# The vamp's pseudo-inputs: Tomczak & Welling's for MNIST. Each step encodes them all: 500 images, 5x a batch of 100.
+DEFAULT_PSEUDO_INPUTS = 500
+# The models whose loss estimates log q(z|x) at codes drawn from q(z|x) itself (so epsilon_std must stay 1).
+AT_THE_DRAW = ("iwae", "vamp", "betatc")
+MNIST_TRAINING_IMAGES = 60_000  # a betatc's N when its network is built without data (the exercise's MNIST)
 DEFAULT_CODES = 512  # the vqvae's codebook size K (--codes): van den Oord et al.'s K for images
 CODE_DIM = 16  # D, the length of each of a vqvae's latent_dim code vectors: small, for the small networks here
 # p(x|z), the decoder's distribution of the pixels (vaelab.likelihoods): Bernoulli for grey images (the course's),
@@ -73,6 +79,9 @@ class ModelConfig:
     codes: int | None = None  # the vqvae's codebook size K (--codes); None: DEFAULT_CODES. Only the vqvae takes it
     # A conditional model's number of classes (the one-hot label's length); None: the data's (set by `for_data`).
     classes: int | None = None
+    pseudo_inputs: int | None = None  # the vamp's learned pseudo-inputs (--pseudo-inputs); None: DEFAULT_PSEUDO_INPUTS
+    # The betatc's N, the training images its estimate of q(z) averages over; None: the data's (set by `for_data`).
+    dataset_size: int | None = None
 
     def __post_init__(self):
         for name in ("hidden", "image_shape", "filters"):
@@ -105,6 +114,16 @@ class ModelConfig:
         return self.codes or DEFAULT_CODES
 
     @property
+    def pseudo_input_count(self) -> int:
+        """The vamp's pseudo-inputs: `pseudo_inputs`, or DEFAULT_PSEUDO_INPUTS; none for the other models."""
+        return (self.pseudo_inputs or DEFAULT_PSEUDO_INPUTS) if self.family == "vamp" else 0
+
+    @property
+    def training_images(self) -> int:
+        """The betatc's N: `dataset_size`, or MNIST's 60,000 for a network built without data."""
+        return self.dataset_size or MNIST_TRAINING_IMAGES
+
+    @property
     def bound(self) -> str:
         """What the model's ELBO and importance-weighted bound bound: log p(x|y) for a conditional model, and
         log p(x) under the uniform prior over the codes for the vqvae (whose prior is not learned)."""
@@ -116,9 +135,12 @@ class ModelConfig:
     def conv_filters(self) -> tuple[int, ...]:
         return self.filters if self.filters is not None else DEFAULT_FILTERS
 
-    def for_data(self, shape: tuple[int, int, int], classes: int | None = None) -> ModelConfig:
-        """This network for images of `shape` (and, for a conditional model, `classes` labels), with the likelihood
-        resolved; a network made for another shape or another number of classes is a one-line error."""
+    def for_data(
+        self, shape: tuple[int, int, int], classes: int | None = None, training_images: int | None = None
+    ) -> ModelConfig:
+        """This network for images of `shape` (and, for a conditional model, `classes` labels; for a betatc, the
+        `training_images` it trains on), with the likelihood resolved; a network made for another shape or another
+        number of classes is a one-line error."""
         shape = tuple(int(d) for d in shape)
         if self.conditional and self.classes is not None and self.classes != classes:
             raise VaelabError(
@@ -135,6 +157,7 @@ class ModelConfig:
             image_shape=shape,
             likelihood=self.likelihood or default_likelihood(shape),
             classes=classes if self.conditional else None,
+            dataset_size=training_images if self.family == "betatc" and training_images else self.dataset_size,
         )
         resolved.validate()
         return resolved
@@ -164,8 +187,18 @@ class ModelConfig:
                               "mlp, conv or convnet with --model vqvae")  # fmt: skip
         if self.family == "vqvae" and self.epsilon_std != 1.0:
             raise VaelabError("the vqvae draws no noise; leave epsilon_std at 1")
-        if self.family == "iwae" and self.epsilon_std != 1.0:
-            raise VaelabError("the iwae weighs codes drawn from q(z|x) itself; leave epsilon_std at 1")
+        if self.pseudo_inputs is not None and self.family != "vamp":
+            raise VaelabError(
+                f"--pseudo-inputs is the vamp's number of pseudo-inputs; leave it out with --model {self.family}"
+            )
+        if self.pseudo_inputs is not None:
+            _check_positive("pseudo_inputs", self.pseudo_inputs)
+        if self.dataset_size is not None and self.family != "betatc":
+            raise VaelabError(f"dataset_size is the betatc's number of training images, not --model {self.family}'s")
+        if self.dataset_size is not None:
+            _check_positive("dataset_size", self.dataset_size)
+        if self.family in AT_THE_DRAW and self.epsilon_std != 1.0:
+            raise VaelabError(f"the {self.family} weighs codes drawn from q(z|x) itself; leave epsilon_std at 1")
         if self.classes is not None and not self.conditional:
             raise VaelabError(f"classes are read by a conditional model (cvae), not by --model {self.family}")
         if self.classes is not None and (
@@ -225,12 +258,13 @@ class ModelConfig:
         height, width, channels = self.input_shape
         pixels = height * width * channels
         scale = {"global": 1, "pixel": pixels}[self.scale] if self.pixel_likelihood in ("gaussian", "logistic") else 0
+        pseudo = self.pseudo_input_count * pixels  # the vamp's pseudo-inputs, learned beside the networks
         c = (self.classes or 0) if self.conditional else 0  # the one-hot label, into the first dense layers
         if self.arch == "mlp":
             widths = self.hidden_widths
             encoder = sum((a + 1) * b for a, b in zip((pixels + c, *widths), widths, strict=False))
             decoder = sum((a + 1) * b for a, b in zip((z + c, *widths[::-1]), (*widths[::-1], pixels), strict=True))
-            return encoder + (widths[-1] + 1) * z * heads + decoder + scale + codebook
+            return encoder + (widths[-1] + 1) * z * heads + decoder + scale + codebook + pseudo
         h = self.intermediate_dim
         if self.arch == "convnet":
             filters = self.conv_filters
@@ -242,9 +276,10 @@ class ModelConfig:
                 sum((9 * a + 1) * b for a, b in zip(filters[::-1], ups, strict=True)) + (9 * ups[-1] + 1) * channels
             )
             dense = (flat + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * flat
-            return encoder + dense + decoder + scale + codebook
+            return encoder + dense + decoder + scale + codebook + pseudo
         convs = (9 * 1 + 1) * 16 + (9 * 16 + 1) * 8 + (9 * 8 + 1) * 8 + (9 * 8 + 1) * 16 + (9 * 16 + 1)
-        return convs + (392 + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * 512 + codebook
+        dense = (392 + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * 512
+        return convs + dense + codebook + pseudo
 
 
 @dataclass(frozen=True)
@@ -359,7 +394,10 @@ class RunConfig:
                     "give labelled data (a folder with one subfolder per class) or --model vae"
                 )
             classes = len(data.class_names)
-        return dataclasses.replace(self, model=self.model.for_data(data.image_shape, classes)).validate()
+        training_images = len(data.x_train[: self.train.train_subset])
+        return dataclasses.replace(
+            self, model=self.model.for_data(data.image_shape, classes, training_images)
+        ).validate()
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as config.json holds it (tuples as lists)."""
@@ -400,16 +438,19 @@ def make_config(
     grey: bool = False,
     model: str | None = None,
     k: int | None = None,
+    pseudo_inputs: int | None = None,
     codes: int | None = None,
     **train: Any,
 ) -> RunConfig:
     """The configuration of `preset` on `dataset` (read with `image_size` and `grey`), with `latent_dim`,
     `implementation`, `hidden`, `activation`, `likelihood`, `scale`, `filters`, `image_shape`, the `model` of the
-    family (MODELS; default vae), the iwae's `k`, the vqvae's `codes` and any `TrainConfig` field overridden (None
-    keeps the default; the image shape, and a cvae's classes, are otherwise the data's, set when training starts)."""
+    family (MODELS; default vae), the iwae's `k`, the vamp's `pseudo_inputs`, the vqvae's `codes` and any `TrainConfig`
+    field overridden (None keeps the default; the image shape, and a cvae's classes, are otherwise the data's, set when
+    training starts)."""
     _check_choice("preset", preset, tuple(PRESETS))
     overrides = {"latent_dim": latent_dim, "implementation": implementation, "activation": activation,
-                 "likelihood": likelihood, "scale": scale, "family": model, "k": k, "codes": codes}  # fmt: skip
+                 "likelihood": likelihood, "scale": scale, "family": model, "k": k,
+                 "pseudo_inputs": pseudo_inputs, "codes": codes}  # fmt: skip
     overrides["hidden"] = tuple(hidden) if hidden is not None else None
     overrides["filters"] = tuple(filters) if filters is not None else None
     overrides["image_shape"] = tuple(image_shape) if image_shape is not None else None

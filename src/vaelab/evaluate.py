@@ -3,7 +3,8 @@
     log p(x) >= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x)
 
 The bound tightens as K grows and equals the ELBO's single-sample estimate at K = 1. Both use the run's
-likelihood (vaelab.likelihoods) and are also given in bits per dimension. Latent points
+likelihood (vaelab.likelihoods) and its prior p(z) (`Models.prior`: N(0, I), or a vamp's VampPrior, whose KL has
+no closed form and is estimated with the same K samples), and are also given in bits per dimension. Latent points
 are decoded in batches of a bounded size; the sum over k is taken with log-sum-exp in float64.
 The ELBO here is always the true one (KL weight 1), whatever β the run was trained with, and the IWAE
 bound the same for every model of the family. A conditional model (cvae) is evaluated on each test image
@@ -28,7 +29,6 @@ from vaelab.data import Dataset, test_images
 from vaelab.data.batches import one_hot
 from vaelab.diagnostics import latent_diagnostics
 from vaelab.errors import VaelabError
-from vaelab.kl import gaussian_kl_float64
 from vaelab.likelihoods import SCALED, bits_per_dim, log_likelihood
 from vaelab.run import Run, update_metrics
 
@@ -49,7 +49,7 @@ class Evaluation:
     bound: str  # what the bounds bound: "log p(x)", or "log p(x|y)" for a conditional model (cvae)
     elbo: float  # E_q[log p(x|z)] - KL, the expectation estimated with the K samples
     reconstruction_loss: float  # -E_q[log p(x|z)]
-    kl_loss: float  # KL(q(z|x) || p(z)), analytic
+    kl_loss: float  # KL(q(z|x) || p(z)), analytic; a vamp's: mean over the K samples of log q(z_k|x) - log p(z_k)
     elbo_at_mean: float  # log p(x | z = z_mean) - KL: the reconstruction of the code itself
     reconstruction_loss_at_mean: float
     iwae: float  # the importance-weighted lower bound on log p(x) with K samples
@@ -59,7 +59,9 @@ class Evaluation:
     seconds: float
     active_units: int  # latent dimensions with activity > 0.01 (Burda et al.'s criterion)
     unit_activity: tuple[float, ...]  # per dimension: variance of z_mean over the images
-    kl_per_dim: tuple[float, ...]  # per dimension: mean KL(q(z_j|x) || N(0, 1)), nats; sums to kl_loss
+    # per dimension: mean KL(q(z_j|x) || N(0, 1)), nats; sums to kl_loss where the prior is N(0, I). A vamp's prior is
+    # not N(0, I): there it measures how far each dimension's code moves from N(0, 1), a split of no term of the ELBO.
+    kl_per_dim: tuple[float, ...]
 
 
 class _LogLikelihood(layers.Layer):
@@ -132,11 +134,12 @@ def evaluate(
     at_mean = _log_likelihood_model(run, 1).predict([x_all, z_mean[:, None], *condition], batch_size=points, verbose=0)
     log_px_at_mean = np.asarray(at_mean, np.float64)[:, 0]
     z_mean, z_log_var = z_mean.astype(np.float64), z_log_var.astype(np.float64)
-    kl = np.sum(gaussian_kl_float64(z_mean, z_log_var), axis=1)
+    prior = run.models.prior()
     sigma = np.exp(0.5 * z_log_var)
 
     log_w = np.empty((n, samples))
     log_px = np.empty((n, samples))
+    kl_at_draws = np.zeros(n)  # sum over the samples of log q(z_k|x) - log p(z_k)
     for start in range(0, n, per_call):
         _interrupt.check("evaluation interrupted; metrics.json is unchanged")
         stop = min(n, start + per_call)
@@ -148,13 +151,17 @@ def evaluate(
                 [x_all[start:stop], z.astype(np.float32), *(c[start:stop] for c in condition)]
             )
             ll = np.asarray(batch, np.float64)[:, : k1 - k0]
-            log_pz = -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)[:, : k1 - k0]
+            log_pz = prior.log_density(z[:, : k1 - k0])
             log_qz = -0.5 * np.sum(noise**2 + z_log_var[start:stop, None] + LOG_2PI, axis=-1)[:, : k1 - k0]
             log_px[start:stop, k0:k1] = ll
             log_w[start:stop, k0:k1] = ll + log_pz - log_qz
+            kl_at_draws[start:stop] += np.sum(log_qz - log_pz, axis=1)
         if progress is not None:
             progress(stop, n)
     iwae = _logsumexp(log_w, axis=1) - math.log(samples)
+    kl = prior.kl(z_mean, z_log_var)
+    if kl is None:  # no closed form: the K samples' estimate
+        kl = kl_at_draws / samples
     reconstruction = -log_px.mean(axis=1)
     latent = latent_diagnostics(z_mean, z_log_var)
     likelihood = run.config.model.pixel_likelihood

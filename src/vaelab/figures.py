@@ -5,7 +5,7 @@
     latent_map.png            (c) the test set in the latent plane, the class table's images ringed
     class_table.png, .md, .csv (c) one test image per class and its code (datasets with labels)
     generated.png             (d) the generator at given latent points
-    samples.png               (d) draws from the prior N(0, I), decoded
+    samples.png               (d) draws from the prior (N(0, I); a vamp's VampPrior), decoded
     class_grid.png            (d) a conditional model's every class, the same prior draws in each row (cvae)
     manifold.png              (d) a grid over Gaussian quantiles of z[0] and z[1], decoded
     interpolation.png         (e) the decoded segment between two test images' codes
@@ -113,7 +113,8 @@ def draw_run_figures(
             )
         if samples:
             _, images = analysis.prior_samples(run, samples, seed=seed)
-            save("samples", plots.plot_images(images, title=f"{title}: {samples} samples, z ~ N(0, I)"))
+            prior = run.models.prior().name
+            save("samples", plots.plot_images(images, title=f"{title}: {samples} samples, z ~ {prior}"))
         if run.config.model.conditional:
             _, images = analysis.class_grid(run, seed=seed)
             title_grid = f"{title}: one row per {word}, the same z ~ N(0, I) down each column"

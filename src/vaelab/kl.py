@@ -31,7 +31,7 @@ def gaussian_kl(mu1, log_var1, mu2=0.0, log_var2=0.0):
 def gaussian_kl_float64(mu1, log_var1, mu2=0.0, log_var2=0.0) -> np.ndarray:
     """`gaussian_kl` evaluated in float64 on NumPy inputs (JAX computes in float32 unless 64-bit mode is on)."""
     args = [np.asarray(a, np.float64) for a in (mu1, log_var1, mu2, log_var2)]
-    with _float64():
+    with float64_ops():
         return np.asarray(ops.convert_to_numpy(gaussian_kl(*args)), dtype=np.float64)
 
 
@@ -59,7 +59,8 @@ def kl_by_integration(mu1: float, sigma1: float, mu2: float, sigma2: float, poin
         return float(h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()))
 
 
-def _float64():
+def float64_ops():
+    """A context in which keras.ops compute float64 NumPy inputs in float64 (JAX's 64-bit mode; other backends do)."""
     if keras.backend.backend() != "jax":
         return contextlib.nullcontext()
     import jax

@@ -5,8 +5,9 @@
     checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id
     history.csv      one row per completed epoch: loss (the objective, reconstruction + w * KL),
                      reconstruction_loss, kl_loss, elbo_loss (reconstruction + KL, the negative ELBO),
-                     kl_weight (w), the val_ (test set) counterparts of the losses, the epoch's seconds;
-                     a vqvae's also codebook_loss, commitment_loss, perplexity and their val_ counterparts
+                     kl_weight (w), the val_ (test set) counterparts of the losses, the epoch's seconds; a betatc's
+                     also mutual_information, total_correlation, dimension_kl, its KL's three terms, and a vqvae's
+                     codebook_loss, commitment_loss and perplexity (each with its val_ counterpart, before seconds)
     metrics.json     final test-set figures (the same names), the run's id; written when training
                      completes; `evaluation` (ELBO, IWAE bound, latent diagnostics) once evaluated
     encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
@@ -59,7 +60,14 @@ RUN_DIRS = (SNAPSHOT_DIR,)
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
 VQ_METRICS = ("codebook_loss", "commitment_loss", "perplexity")  # a vqvae's besides LOSSES (vaelab.models.vqvae)
 HISTORY_COLUMNS = ("epoch", *LOSSES, "kl_weight", *(f"val_{k}" for k in LOSSES), "seconds")
-VQ_COLUMNS = (*VQ_METRICS, *(f"val_{k}" for k in VQ_METRICS))  # after HISTORY_COLUMNS, in a vqvae's history only
+TERMS = ("mutual_information", "total_correlation", "dimension_kl")  # a betatc's KL split in three (models.betatc)
+# The columns history.csv has where the model logs them: the betatc's TERMS, the vqvae's VQ_METRICS, and their val_.
+OPTIONAL_COLUMNS = tuple(k for m in (*TERMS, *VQ_METRICS) for k in (m, f"val_{m}"))
+
+
+def history_columns(row: dict[str, float]) -> tuple[str, ...]:
+    """history.csv's columns for rows like `row`: HISTORY_COLUMNS, with the OPTIONAL_COLUMNS it has before seconds."""
+    return (*HISTORY_COLUMNS[:-1], *(k for k in OPTIONAL_COLUMNS if k in row), HISTORY_COLUMNS[-1])
 
 
 @dataclass
@@ -194,8 +202,10 @@ def run_dir_name(config: RunConfig) -> str:
     if config.grey:
         parts.append("grey")
     parts.append(config.preset)
-    if config.model.family != "vae":  # the model of the family, and the iwae's K where it is given
+    if config.model.family != "vae":  # the model of the family, and the iwae's K or vamp's pseudo-inputs where given
         parts.append(config.model.family + (f"-k{config.model.k}" if config.model.k is not None else ""))
+        if config.model.pseudo_inputs is not None:
+            parts.append(f"pseudo-inputs{config.model.pseudo_inputs}")
     if config.model.codes is not None:
         parts.append(f"codes{config.model.codes}")
     defaults = TrainConfig()
@@ -422,7 +432,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
         raise damaged(file, "not UTF-8 text") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    if not header or "epoch" not in header or not set(header) <= {*HISTORY_COLUMNS, *VQ_COLUMNS}:
+    if not header or "epoch" not in header or not set(header) <= {*HISTORY_COLUMNS, *OPTIONAL_COLUMNS}:
         raise damaged(file, f"unexpected columns {header}")
     rows = []
     for line, values in enumerate(reader, 2):
@@ -448,7 +458,7 @@ def _complete_row(row: dict[str, float]) -> dict[str, float]:
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     out = io.StringIO()
-    columns = [*HISTORY_COLUMNS, *(k for k in VQ_COLUMNS if rows and k in rows[0])]
+    columns = history_columns(rows[0] if rows else {})
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:

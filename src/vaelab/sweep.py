@@ -127,7 +127,10 @@ def sweep(
 
     out = Path(out).resolve()
     fixed = dict(fixed or {})
-    others = {"hidden", "activation", "lr_decay_epochs", "optimizer", "likelihood", "scale", "model", "k"}
+    others = {
+        *("hidden", "activation", "lr_decay_epochs", "optimizer", "likelihood", "scale"),
+        *("model", "k", "pseudo_inputs"),  # the model of the family and its own settings
+    }
     bad = set(fixed) - set(FIXED) - others
     if bad:
         raise VaelabError(f"unknown fixed settings for a sweep: {', '.join(sorted(bad))}")

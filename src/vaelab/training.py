@@ -296,7 +296,7 @@ def _fit(
         "epochs": len(history),
         "train_seconds": round(sum(row["seconds"] for row in history), 3),
         "test": {
-            **{k: last[f"val_{k}"] for k in runs.LOSSES},
+            **{k: last[f"val_{k}"] for k in (*runs.LOSSES, *runs.TERMS) if f"val_{k}" in last},
             "kl_weight": last["kl_weight"],
             **{k: last[f"val_{k}"] for k in runs.VQ_METRICS if f"val_{k}" in last},  # a vqvae's
             # -ELBO per pixel value, in bits: the figure colour-image papers quote (vaelab.likelihoods)
@@ -398,7 +398,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         row["seconds"] = time.perf_counter() - self.started
         row.pop("val_kl_weight", None)  # the same weight as in training
-        bad = [k for k in runs.HISTORY_COLUMNS[1:] if not math.isfinite(row.get(k, 0.0))]
+        bad = [k for k in runs.history_columns(row)[1:] if not math.isfinite(row.get(k, 0.0))]
         if bad:
             raise diverged(row[bad[0]], epoch + 1)
         self.history.append(row)

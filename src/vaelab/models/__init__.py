@@ -1,14 +1,18 @@
 """The VAE family as Keras functional models: for every member an `encoder`, a `generator` and the trainable model.
 
-    MODELS["vae"]   VAE   the ELBO, with β (vaelab.models.vae)
-    MODELS["iwae"]  IWAE  the importance-weighted bound with K codes per image (vaelab.models.iwae)
-    MODELS["cvae"]  CVAE  encoder and decoder conditioned on the label (vaelab.models.cvae)
-    MODELS["vqvae"] VQVAE codes from a learned codebook, the uniform prior over them (vaelab.models.vqvae)
+    MODELS["vae"]     VAE     the ELBO, with β (vaelab.models.vae)
+    MODELS["iwae"]    IWAE    the importance-weighted bound with K codes per image (vaelab.models.iwae)
+    MODELS["cvae"]    CVAE    encoder and decoder conditioned on the label (vaelab.models.cvae)
+    MODELS["vamp"]    Vamp    the ELBO with the VampPrior, a mixture over learned pseudo-inputs (vaelab.models.vamp)
+    MODELS["betatc"]  BetaTC  the ELBO's KL split in three, β on the total correlation (vaelab.models.betatc)
+    MODELS["vqvae"]   VQVAE   codes from a learned codebook, the uniform prior over them (vaelab.models.vqvae)
 
 All of them share the networks of `vaelab.networks` (the arch's encoder body and decoder), so a checkpoint's
-variables have the same names in each. `ModelConfig.family` picks the member; the registry gives its
-trainable model class, which knows its objective (`compute_loss`) and how it draws z (`draw`). The vqvae's codes
-are not Gaussian: its encoder gives code indices and its generator reads them (`build_vqvae`).
+variables have the same names in each (a vamp's also holds its pseudo-inputs). `ModelConfig.family` picks the
+member; the registry gives its trainable model class, which knows its objective (`compute_loss`), how it draws z
+(`draw`) and its prior p(z) (`prior_outputs` in the graph, `prior` for evaluation and generation:
+vaelab.models.priors). The vqvae's codes are not Gaussian: its encoder gives code indices and its generator reads
+them (`build_vqvae`).
 """
 
 from __future__ import annotations
@@ -22,14 +26,19 @@ from keras import layers
 
 from vaelab.config import ModelConfig
 from vaelab.likelihoods import SCALED
+from vaelab.models.betatc import BetaTC
 from vaelab.models.cvae import CVAE
 from vaelab.models.iwae import IWAE
+from vaelab.models.priors import StandardNormal, VampMixture
 from vaelab.models.vae import VAE
+from vaelab.models.vamp import Vamp
 from vaelab.models.vqvae import VQVAE, build_vqvae
 from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, FixedLogVariance, LogScale, apply, dense
 from vaelab.networks import kernel_initializers as _kernel_initializers
 
-MODELS: dict[str, type[VAE]] = {"vae": VAE, "iwae": IWAE, "cvae": CVAE, "vqvae": VQVAE}
+MODELS: dict[str, type[VAE]] = {
+    "vae": VAE, "iwae": IWAE, "cvae": CVAE, "vamp": Vamp, "betatc": BetaTC, "vqvae": VQVAE
+}  # fmt: skip
 
 
 def parameter_count(model: keras.Model) -> int:
@@ -45,6 +54,10 @@ class Models:
     encoder: keras.Model  # x -> [z_mean, z_log_var]; a cvae's: [x, label] -> [z_mean, z_log_var]
     generator: keras.Model  # z -> x_decoded_mean, the decoder layers on a latent input; a cvae's: [z, label] -> ...
     vae: VAE  # x (a cvae: [x, label]) -> {x_decoded_mean, z_mean, z_log_var, ...}, trained end to end
+
+    def prior(self) -> StandardNormal | VampMixture:
+        """p(z) with the current weights: N(0, I), or a vamp's mixture over its pseudo-inputs."""
+        return self.vae.prior(self.encoder)
 
 
 def build_models(
@@ -89,14 +102,19 @@ def build_models(
         x_decoded_mean = apply(decoder_layers, decoded_z)
         generated = apply(decoder_layers, decoder_input)
         inputs, generator_inputs = x, decoder_input
+    encoder = keras.Model(inputs, [z_mean, z_log_var], name="encoder")
     outputs = {"x_decoded_mean": x_decoded_mean, "z_mean": z_mean, "z_log_var": z_log_var, **drawn}
+    # The encoder's layers on images never binarised (a vamp's pseudo-inputs): Keras' training flag reaches a nested
+    # model's Binarize whatever the call says, so such images enter after it.
+    unbinarised = encoder if target is x else keras.Model(target, [z_mean, z_log_var], name="unbinarised_encoder")
+    outputs.update(family.prior_outputs(config, init, x, unbinarised))
     if config.pixel_likelihood in SCALED:
         outputs["x_log_scale"] = LogScale(config.input_shape, config.scale, name="x_log_scale")(x_decoded_mean)
     if binarize and not stock:
         outputs["x"] = target
 
     return Models(
-        encoder=keras.Model(inputs, [z_mean, z_log_var], name="encoder"),
+        encoder=encoder,
         generator=keras.Model(generator_inputs, generated, name="generator"),
-        vae=family(inputs, outputs, likelihood=config.pixel_likelihood, name="vae"),
+        vae=family(inputs, outputs, likelihood=config.pixel_likelihood, name="vae", **family.options(config)),
     )

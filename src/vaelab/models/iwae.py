@@ -19,15 +19,9 @@ from keras import layers, ops
 
 from vaelab.config import ModelConfig
 from vaelab.likelihoods import log_likelihood
+from vaelab.models.priors import log_normal
 from vaelab.models.vae import VAE, kl_loss
 from vaelab.networks import Sampling
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def log_normal(z, mean=0.0, log_var=0.0):
-    """log N(z; mean, diag(exp(log_var))) summed over the last axis, in nats: the defaults give the prior p(z)."""
-    return -0.5 * ops.sum(LOG_2PI + log_var + ops.square((z - mean) * ops.exp(-0.5 * log_var)), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="vaelab")

@@ -12,6 +12,7 @@ from keras import ops
 from vaelab.config import ModelConfig
 from vaelab.kl import gaussian_kl
 from vaelab.likelihoods import log_likelihood
+from vaelab.models.priors import StandardNormal
 from vaelab.networks import Sampling
 
 
@@ -46,6 +47,8 @@ class VAE(keras.Model):
     ELBO, whatever w is) and `kl_weight`, each averaged over images.
     """
 
+    keeps_z = False  # whether the loss reads the drawn z itself (an estimate at the draw), as output "z"
+
     def __init__(self, *args, likelihood: str = "bernoulli", **kwargs):
         super().__init__(*args, **kwargs)
         self.likelihood = likelihood
@@ -57,19 +60,40 @@ class VAE(keras.Model):
         # between epochs needs no recompilation.
         self.kl_weight = keras.Variable(1.0, trainable=False, dtype="float32", name="kl_weight")
 
-    @staticmethod
-    def draw(config: ModelConfig, seed: int | None, z_mean, z_log_var):
+    @classmethod
+    def draw(cls, config: ModelConfig, seed: int | None, z_mean, z_log_var):
         """The codes the model draws from q(z|x): (what the decoder reads, the outputs its loss needs besides the
         decoded pixels, z_mean and z_log_var); for the VAE one draw per image, and nothing more."""
-        return Sampling(config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var]), {}
+        z = Sampling(config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var])
+        return z, ({"z": z} if cls.keeps_z else {})
+
+    @staticmethod
+    def prior_outputs(config: ModelConfig, init, x, encoder: keras.Model) -> dict:
+        """The outputs the model's prior adds to the graph (the vamp's mixture), given the input `x`, the `encoder`
+        (its layers without the input's binarisation) and `init` (the network's seeded initializers); none for
+        N(0, I)."""
+        return {}
+
+    @staticmethod
+    def options(config: ModelConfig) -> dict:
+        """The constructor's arguments besides the likelihood that `config` sets (the betatc's dataset size)."""
+        return {}
+
+    def prior(self, encoder: keras.Model) -> StandardNormal:
+        """p(z) with the current weights, for evaluation and generation (vaelab.models.priors): N(0, I)."""
+        return StandardNormal(encoder.outputs[0].shape[-1])
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         reconstruction = reconstruction_loss(
             y_pred.get("x", x), y_pred["x_decoded_mean"], self.likelihood, y_pred.get("x_log_scale")
         )
-        kl = kl_loss(y_pred["z_mean"], y_pred["z_log_var"])
+        kl = self.kl_term(y_pred)
         self.track(reconstruction, kl)
         return ops.mean(reconstruction + ops.cast(self.kl_weight, kl.dtype) * kl)
+
+    def kl_term(self, y_pred):
+        """KL(q(z|x) || p(z)) per image as the loss weighs it: for the VAE in closed form, against N(0, I)."""
+        return kl_loss(y_pred["z_mean"], y_pred["z_log_var"])
 
     def track(self, reconstruction, kl) -> None:
         """Updates the logged metrics from the reconstruction loss and the KL of each image."""

@@ -1,0 +1,91 @@
+"""The priors p(z) of the family, and the Gaussian log density they and the bounds are written with.
+
+    StandardNormal  N(0, I): the vae's, iwae's, cvae's and betatc's
+    VampMixture     (1/N) sum_n N(z; mu_n, diag(sigma_n^2)), (mu_n, log sigma_n^2) the encoder's codes of the
+                    N pseudo-inputs: the vamp's (vaelab.models.vamp)
+
+A trained model gives its prior, with its current weights, as `Models.prior()`: evaluation takes log p(z) from
+it (`log_density`, float64) and `vaelab generate` draws from it (`sample`). Training computes the same densities
+in `keras.ops` (`log_normal`, `log_mixture_density`); the float64 ones are those functions in 64-bit mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from keras import ops
+
+from vaelab.kl import float64_ops, gaussian_kl_float64
+
+LOG_2PI = math.log(2 * math.pi)
+# Rows x components x latent dimensions per call of the mixture's float64 density: bounds its memory (~130 MB).
+MIXTURE_ELEMENTS = 1 << 24
+
+
+def log_normal(z, mean=0.0, log_var=0.0):
+    """log N(z; mean, diag(exp(log_var))) summed over the last axis, in nats: the defaults give the prior N(0, I)."""
+    return -0.5 * ops.sum(LOG_2PI + log_var + ops.square((z - mean) * ops.exp(-0.5 * log_var)), axis=-1)
+
+
+def log_mixture_density(z, means, log_vars):
+    """log (1/N) sum_n N(z; means[n], diag(exp(log_vars[n]))) in nats: z (..., d), means and log_vars (N, d) -> (...).
+
+    The sum over the N components is a log-sum-exp; its memory is z's size times N.
+    """
+    components = log_normal(z[..., None, :], means, log_vars)  # (..., N)
+    return ops.logsumexp(components, axis=-1) - math.log(means.shape[0])
+
+
+@dataclass(frozen=True)
+class StandardNormal:
+    """p(z) = N(0, I) on `latent_dim` dimensions."""
+
+    latent_dim: int
+    name: str = "N(0, I)"
+
+    def log_density(self, z: np.ndarray) -> np.ndarray:
+        """log p(z) in float64 nats: z (..., latent_dim) -> (...)."""
+        z = np.asarray(z, np.float64)
+        return -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n draws (n, latent_dim), float32."""
+        return rng.standard_normal((n, self.latent_dim)).astype(np.float32)
+
+    def kl(self, z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray | None:
+        """KL(q(z|x) || p(z)) per image in closed form, float64."""
+        return np.sum(gaussian_kl_float64(z_mean, z_log_var), axis=1)
+
+
+@dataclass(frozen=True)
+class VampMixture:
+    """The VampPrior: the uniform mixture of the posteriors q(z|u_n) of the N pseudo-inputs, (N, d) each."""
+
+    means: np.ndarray
+    log_vars: np.ndarray
+    name: str = "the VampPrior"
+
+    def log_density(self, z: np.ndarray) -> np.ndarray:
+        """log p(z) in float64 nats: z (..., d) -> (...), computed in slices of bounded memory."""
+        z = np.asarray(z, np.float64)
+        flat = z.reshape(-1, z.shape[-1])
+        rows = max(1, MIXTURE_ELEMENTS // self.means.size)
+        means, log_vars = (np.asarray(a, np.float64) for a in (self.means, self.log_vars))
+        with float64_ops():
+            parts = [
+                np.asarray(ops.convert_to_numpy(log_mixture_density(flat[i : i + rows], means, log_vars)), np.float64)
+                for i in range(0, len(flat), rows)
+            ]
+        return np.concatenate(parts).reshape(z.shape[:-1])
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n draws (n, d), float32: a pseudo-input chosen uniformly for each, then z ~ q(z|u_n)."""
+        pick = rng.integers(len(self.means), size=n)
+        noise = rng.standard_normal((n, self.means.shape[1]))
+        return (self.means[pick] + np.exp(0.5 * self.log_vars[pick]) * noise).astype(np.float32)
+
+    def kl(self, z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray | None:
+        """None: a Gaussian's KL from a mixture has no closed form (evaluation estimates it from its samples)."""
+        return None
