@@ -85,6 +85,26 @@ def test_the_vampprior_density_and_draws_are_the_mixtures():
     assert draws[right].std(axis=0) == pytest.approx([2, 2], rel=0.1)
 
 
+def test_a_vamps_snapshots_decode_draws_from_its_vampprior_as_it_learns(tmp_path):
+    from vaelab.snapshots import PRIOR_DRAWS, SnapshotCallback, to_uint8
+
+    models = build_models(ModelConfig(family="vamp", pseudo_inputs=4, **SMALL), seed=6)
+    callback = SnapshotCallback(tmp_path, models, images(3)[..., 0], None, seed=0, first_epoch=0)
+    assert callback.pick.shape == (PRIOR_DRAWS,) and set(callback.pick) <= set(range(4))
+    shifted = next(v for v in models.vae.trainable_variables if v.path == "pseudo_inputs/logits")
+    for epoch in range(2):  # the pseudo-inputs change between the epochs, and the draws follow them
+        shifted.assign(shifted + 3.0 * epoch)
+        callback.on_epoch_end(epoch)
+        prior = models.prior()
+        z = prior.means[callback.pick] + np.exp(0.5 * prior.log_vars[callback.pick]) * callback.z
+        decoded = to_uint8(models.generator.predict(z.astype(np.float32), verbose=0))
+        np.testing.assert_allclose(callback.samples[-1], decoded, atol=1)  # uint8 levels, rounded once each way
+    callback.on_train_end()
+    assert not np.array_equal(callback.samples[0], callback.samples[1])
+    straight = to_uint8(models.generator.predict(callback.z, verbose=0))  # N(0, I) draws would decode otherwise
+    assert not np.array_equal(callback.samples[-1], straight)
+
+
 def test_the_vamps_evaluation_bounds_log_px_with_its_prior():
     k, n = 4, 3
     config = RunConfig(model=ModelConfig(family="vamp", pseudo_inputs=3, **SMALL))
@@ -229,6 +249,12 @@ def test_vamp_and_betatc_train_evaluate_generate_export_and_resume(tmp_path, mni
     assert exported.returncode == 0, exported.stderr
     generator = keras.saving.load_model(tmp_path / "keras" / "generator.keras")
     assert generator.predict(np.zeros((2, 2), np.float32), verbose=0).shape == (2, 28, 28, 1)
+    assert (tmp_path / "keras" / "pseudo_inputs.npy").exists() == (model == "vamp")
+    if model == "vamp":  # plain Keras rebuilds the VampPrior: the exported encoder on the exported pseudo-inputs
+        encoder = keras.saving.load_model(tmp_path / "keras" / "encoder.keras")
+        means, _ = encoder.predict(np.load(tmp_path / "keras" / "pseudo_inputs.npy"), verbose=0)
+        assert means.shape == (10, 2)
+        np.testing.assert_allclose(means, load_run(run).models.prior().means, atol=1e-5)
 
     refused = ["--model", "vae"] if model == "vamp" else ["--pseudo-inputs", "5"]  # one each, to keep it short
     one_line_error(run_cli("train", "--resume", str(run), *refused), "keeps the model")

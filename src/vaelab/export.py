@@ -4,7 +4,12 @@
     generator.keras  z (n, latent_dim) -> x_decoded_mean (n, H, W, C): the mean of each pixel (for the gaussian
                      and the logistic likelihoods; their learned scale stays in the run's checkpoint)
 
-(H, W, C) is the run's image shape: (28, 28, 1) for MNIST. A vqvae's (vaelab.models.vqvae) differ:
+(H, W, C) is the run's image shape: (28, 28, 1) for MNIST. A vamp's prior needs its pseudo-inputs too:
+
+    pseudo_inputs.npy  u (N, H, W, C) float32 in (0, 1): `encoder.predict(u)` gives the VampPrior's N components
+                       (means and log-variances), the uniform mixture of which is p(z)
+
+A vqvae's (vaelab.models.vqvae) differ:
 
     encoder.keras    x -> codes (n, L) int32, each the index of the nearest of the K codebook vectors (a Dense of
                      scores 2 z.e_k - ||e_k||^2, then an argmax)
@@ -22,10 +27,13 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from vaelab._files import atomic_path
 from vaelab.model import Models, build_models
 from vaelab.run import KERAS_FILES, Run
+
+PSEUDO_INPUTS = "pseudo_inputs.npy"
 
 
 def stock_models(run: Run) -> Models:
@@ -44,7 +52,8 @@ def stock_models(run: Run) -> Models:
 
 
 def export_run(run: Run, out: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Writes encoder.keras and generator.keras (stock Keras layers) into `out` (default: the run directory)."""
+    """Writes encoder.keras and generator.keras (stock Keras layers) into `out` (default: the run directory), and a
+    vamp's pseudo_inputs.npy."""
     out = Path(out) if out is not None else run.path
     models = stock_models(run)
     written = []
@@ -52,4 +61,8 @@ def export_run(run: Run, out: str | os.PathLike[str] | None = None) -> list[Path
         with atomic_path(out / name, suffix=".keras") as tmp:
             keras.saving.save_model(model, tmp)
         written.append(out / name)
+    if run.config.model.family == "vamp":
+        with atomic_path(out / PSEUDO_INPUTS, suffix=".npy") as tmp:
+            np.save(tmp, np.asarray(run.models.vae.get_layer("pseudo_inputs").images(), np.float32))
+        written.append(out / PSEUDO_INPUTS)
     return written

@@ -323,7 +323,7 @@ The codes' standard deviation over the test set is {spread} per latent dimension
 
 ![generated image]({img["generated"]})
 
-Twenty draws from the prior N(0, I), decoded{as_class}:
+Twenty draws from the prior {run.models.prior().name}, decoded{as_class}:
 
 ![prior samples]({img["samples"]})
 

@@ -4,7 +4,8 @@ Two records in the run directory, written atomically after each epoch (the .npz 
 while the next epoch trains; a run killed outright may miss its last epoch there, never in the PNGs):
 
     snapshots.npz             epoch (E,) the epochs recorded; index (n,) the test images' positions;
-                              inputs (n, H, W[, C]); z (m, latent_dim) the prior draws, float32;
+                              inputs (n, H, W[, C]); z (m, latent_dim) the prior draws, float32 (a vamp's: their
+                              standard-normal noise, taken through the epoch's VampPrior);
                               reconstructions (E, n, H, W[, C]) and samples (E, m, H, W[, C]): decoded
                               pixels; every image stored as uint8 (level x 255, rounded; C for colour)
     snapshots/epoch-0001.png  one per epoch, 3 rows: the inputs, their reconstructions, the prior draws decoded
@@ -38,7 +39,7 @@ from vaelab.errors import VaelabError
 from vaelab.run import SNAPSHOT_DIR, SNAPSHOTS
 
 IMAGES = 10  # test images reconstructed (one per class for MNIST's ten digits)
-PRIOR_DRAWS = 10  # latent points drawn from N(0, I) once, decoded after every epoch
+PRIOR_DRAWS = 10  # latent points drawn from the prior once, decoded after every epoch
 SEED_OFFSET = 7919  # the prior draws' seed is the run's seed plus this, apart from the weights' seeds
 
 
@@ -117,9 +118,12 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.inputs = np.asarray(x_test[self.index], np.float32)
         latent_dim = models.generator.inputs[0].shape[-1]
         self.z = np.random.default_rng(seed + SEED_OFFSET).standard_normal((PRIOR_DRAWS, latent_dim)).astype("float32")
+        self.pick = None  # the prior's mixture components the draws come from (one for N(0, I)), or None
         codes = getattr(models.vae, "codes", None)
         if codes is not None:  # a vqvae: its prior draws are codes, uniform over the codebook's indices
             self.z = np.random.default_rng(seed + SEED_OFFSET).integers(codes, size=self.z.shape).astype("float32")
+        elif (components := models.prior().components) > 1:  # a vamp: z is the noise, the mixture moves with training
+            self.pick = np.random.default_rng(seed + SEED_OFFSET + 1).integers(components, size=PRIOR_DRAWS)
         self.conditions = None  # a conditional model's one-hot labels: the test images', then the prior draws'
         if classes is not None:
             wanted = np.concatenate([np.asarray(labels)[self.index], np.arange(PRIOR_DRAWS) % classes])
@@ -141,7 +145,8 @@ class SnapshotCallback(keras.callbacks.Callback):
         started = time.perf_counter()
         encoded = self.models.encoder.predict_on_batch(self._with_labels(self.inputs))
         z_mean = encoded[0] if isinstance(encoded, list | tuple) else encoded  # a vqvae's encoder gives its codes
-        codes = np.concatenate([np.asarray(z_mean), self.z])
+        draws = self.z if self.pick is None else self.models.prior().at(self.z, self.pick)
+        codes = np.concatenate([np.asarray(z_mean), draws])
         decoded = self.models.generator.predict_on_batch(self._with_labels(codes))
         decoded = to_uint8(decoded)
         self.epochs.append(epoch + 1)

@@ -50,9 +50,15 @@ class StandardNormal:
         z = np.asarray(z, np.float64)
         return -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)
 
+    components = 1  # a mixture of one: `at` ignores `pick`
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n draws (n, latent_dim), float32."""
         return rng.standard_normal((n, self.latent_dim)).astype(np.float32)
+
+    def at(self, noise: np.ndarray, pick: np.ndarray) -> np.ndarray:
+        """The draws that standard-normal `noise` (n, latent_dim) gives: the noise itself, float32."""
+        return np.asarray(noise, np.float32)
 
     def kl(self, z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray | None:
         """KL(q(z|x) || p(z)) per image in closed form, float64."""
@@ -80,10 +86,20 @@ class VampMixture:
             ]
         return np.concatenate(parts).reshape(z.shape[:-1])
 
+    @property
+    def components(self) -> int:
+        """N, the pseudo-inputs."""
+        return len(self.means)
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n draws (n, d), float32: a pseudo-input chosen uniformly for each, then z ~ q(z|u_n)."""
         pick = rng.integers(len(self.means), size=n)
-        noise = rng.standard_normal((n, self.means.shape[1]))
+        return self.at(rng.standard_normal((n, self.means.shape[1])), pick)
+
+    def at(self, noise: np.ndarray, pick: np.ndarray) -> np.ndarray:
+        """The draws that standard-normal `noise` (n, d) gives from the components `pick` (n,): mu + sigma * noise.
+
+        The same noise and picks follow the prior as its pseudo-inputs learn (the training snapshots)."""
         return (self.means[pick] + np.exp(0.5 * self.log_vars[pick]) * noise).astype(np.float32)
 
     def kl(self, z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray | None:

@@ -5,8 +5,8 @@
 The u_n are N learned pseudo-inputs, images of the network's input shape (`ModelConfig.pseudo_inputs`,
 `--pseudo-inputs`, default `DEFAULT_PSEUDO_INPUTS` = 500, the paper's for MNIST), each read by the same encoder
 as the data. A pseudo-input is sigmoid(a_n), so its pixels stay in (0, 1), the data's range, and always have a
-gradient (the paper clips with a hard tanh instead); the logits a_n start as N(0, 1) noise, seeded like the
-network's weights: grey noise images, nothing taken from the data. They are weights of the trained model, so
+gradient (the paper clips with a hard tanh instead); they start as dark noise, pixels about 0.05 +- 0.01 as in the
+paper, seeded like the network's weights, nothing taken from the data. They are weights of the trained model, so
 checkpoint.npz holds them and a resumed or reloaded run has the same prior.
 
 The KL from a mixture has no closed form, so the loss per image, in nats, is
@@ -28,6 +28,12 @@ from vaelab.config import ModelConfig
 from vaelab.models.priors import VampMixture, log_mixture_density, log_normal
 from vaelab.models.vae import VAE
 
+# The pseudo-inputs start as dark images, their pixels about 0.05 +- 0.01 (the paper's start for MNIST): grey noise
+# (sigmoid of N(0, 1)) lies so far from the data that the first steps' KL drove the encoder to one constant posterior
+# (KL 0.003 nats, the latent unused, with 40 latent units and tanh layers).
+INITIAL_LOGIT = float(np.log(0.05 / 0.95))
+INITIAL_SPREAD = 0.01 / (0.05 * 0.95)  # the logit's, for a pixel spread of 0.01 around 0.05
+
 
 @keras.saving.register_keras_serializable(package="vaelab")
 class PseudoInputs(layers.Layer):
@@ -41,7 +47,7 @@ class PseudoInputs(layers.Layer):
     def build(self, input_shape):
         self.logits = self.add_weight(
             shape=(self.count, *self.shape),
-            initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed),
+            initializer=keras.initializers.RandomNormal(INITIAL_LOGIT, INITIAL_SPREAD, seed=self.seed),
             name="logits",
         )
 
