@@ -28,9 +28,9 @@ from vaelab.config import ModelConfig
 from vaelab.models.priors import VampMixture, log_mixture_density, log_normal
 from vaelab.models.vae import VAE
 
-# The pseudo-inputs start as dark images, their pixels about 0.05 +- 0.01 (the paper's start for MNIST): grey noise
-# (sigmoid of N(0, 1)) lies so far from the data that the first steps' KL drove the encoder to one constant posterior
-# (KL 0.003 nats, the latent unused, with 40 latent units and tanh layers).
+# The pseudo-inputs start as dark images, their pixels about 0.05 +- 0.01: the paper's start for MNIST, near the data's
+# background, where grey noise (sigmoid of N(0, 1)) lies far from every image. (Neither start keeps 40 latent tanh units
+# from collapsing onto the prior without a KL warm-up: benchmarks/reproduce.py gives the vamp one.)
 INITIAL_LOGIT = float(np.log(0.05 / 0.95))
 INITIAL_SPREAD = 0.01 / (0.05 * 0.95)  # the logit's, for a pixel spread of 0.01 around 0.05
 
