@@ -22,7 +22,8 @@ from vaelab.evaluate import evaluate
 from vaelab.export import stock_models
 from vaelab.models import build_models, parameter_count
 from vaelab.models.vqvae import COMMITMENT
-from vaelab.run import Run, run_dir_name
+from vaelab.report import build_report, report_presets
+from vaelab.run import Run, load_run, run_dir_name
 
 K, L = 8, 3  # a codebook of 8 vectors, 3 codes per image
 SMALL = {"family": "vqvae", "codes": K, "latent_dim": L, "intermediate_dim": 16}
@@ -161,6 +162,12 @@ def test_the_vqvae_settings_are_checked_in_one_line():
     assert again.model.codes == 64
 
 
+def test_the_report_trains_a_vqvae_on_the_networks_without_a_fixed_variance():
+    assert report_presets((28, 28, 1), "vqvae") == ("mlp", "conv")
+    assert report_presets((32, 32, 3), "vqvae") == ("mlp", "convnet")
+    assert report_presets((28, 28, 1)) == ("mlp", "mlp-fixed-var", "conv")
+
+
 def test_a_sweep_point_is_a_vqvae_with_its_codebook_size():
     from vaelab.sweep import grid
 
@@ -190,7 +197,7 @@ def vaelab(capsys):
 
 
 @pytest.mark.slow
-def test_the_vqvae_trains_evaluates_generates_exports_and_resumes(tmp_path, mnist, vaelab):
+def test_the_vqvae_trains_evaluates_reports_generates_exports_and_resumes(tmp_path, mnist, vaelab):
     run = tmp_path / "vq"
     trained = vaelab("train", *TINY, "--out", run)
     assert trained.returncode == 0, trained.stderr
@@ -206,6 +213,7 @@ def test_the_vqvae_trains_evaluates_generates_exports_and_resumes(tmp_path, mnis
     evaluation = json.loads((run / "metrics.json").read_text())["evaluation"]
     assert evaluation["iwae"] == evaluation["elbo"] < 0 and 1 <= evaluation["codes_used"] <= 16
     assert "active_units" not in evaluation
+    assert_report_section(load_run(run), mnist, tmp_path / "report")
 
     generated = vaelab("generate", run, "--samples", "3", "--z", "0", "1", "2", "3", "--out", tmp_path / "g")
     assert generated.returncode == 0, generated.stderr
@@ -233,3 +241,21 @@ def test_the_vqvae_trains_evaluates_generates_exports_and_resumes(tmp_path, mnis
     one_line_error(vaelab("train", "--model", "vae", "--codes", "8", "--out", tmp_path / "a"), "--codes")
     one_line_error(vaelab("train", *TINY, "--kl-warmup", "2", "--out", tmp_path / "b"), "--kl-warmup")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def assert_report_section(run: Run, mnist, out: Path) -> None:
+    """The vqvae's section of the report shows its reconstructions, code table, uniform prior draws, bound and
+    codebook use, and none of the Gaussian parts."""
+    build_report([run], mnist, out)
+    md = (out / "report.md").read_text()
+    figures = out / "figures" / run.name
+    for name in ("reconstruction", "code_table", "samples", "code_usage"):
+        assert f"(figures/{run.name}/{name}.png)" in md and (figures / f"{name}.png").exists()
+    first = (figures / "code_table.csv").read_text().splitlines()[1].split(",")  # the first test image of digit 0
+    assert first[:3] == ["0", "0", "3"] and all(0 <= int(c) < 16 for c in first[3:]) and len(first) == 3 + 4
+    assert "| digit | test index | code[0] | code[1] | code[2] | code[3] |" in md
+    assert "log p(x), uniform prior over codes ≥ ELBO = IWAE bound" in md and "of the 16 codebook vectors" in md
+    assert "| codes used |" in md and "## Comparison of the networks" in md
+    for gaussian in ("latent_map", "manifold", "interpolation", "latent_kl", "class_table", "live latent map"):
+        assert gaussian not in md and not (figures / f"{gaussian}.png").exists()
+    assert '<div class="live"' not in (out / "index.html").read_text()

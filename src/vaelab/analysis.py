@@ -123,6 +123,29 @@ def class_table(run: Run, data: Dataset, picks: dict[int, int] | None = None) ->
     ]
 
 
+@dataclass(frozen=True)
+class CodeRow:
+    """One test image of a class and a vqvae's codes for it: at each of the L positions the index of the nearest
+    codebook vector (the vqvae's part (c) table: it has indices where a Gaussian model has coordinates)."""
+
+    label: int
+    name: str
+    index: int  # position in the test set
+    codes: tuple[int, ...]
+
+
+def code_table(run: Run, data: Dataset, picks: dict[int, int] | None = None) -> list[CodeRow]:
+    """One test image per class with the vqvae `run`'s codes for it."""
+    picks = picks or default_picks(require_labels(data, "a table of one image per class"))
+    labels = sorted(picks)
+    indices = [picks[c] for c in labels]
+    codes = run.codes(data.x_test[indices])
+    return [
+        CodeRow(label=c, name=data.class_name(c), index=i, codes=tuple(int(v) for v in codes[k]))
+        for k, (c, i) in enumerate(zip(labels, indices, strict=True))
+    ]
+
+
 def check_index(index: int, size: int) -> None:
     if not 0 <= index < size:
         raise VaelabError(f"test image index {index} is out of range; use 0 to {size - 1}")
@@ -336,6 +359,25 @@ def table_csv(rows: list[ClassRow], word: str = "digit") -> str:
     for row in rows:
         values = [*row.z_mean, *(row.sigma or ())]
         writer.writerow([row.name, row.label, row.index, *[repr(float(v)) for v in values]])
+    return out.getvalue()
+
+
+def code_table_markdown(rows: list[CodeRow], word: str = "digit") -> str:
+    """The vqvae's class table as Markdown: class, test index, the code index at each position."""
+    header = [word, "test index", *[f"code[{j}]" for j in range(len(rows[0].codes))]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    lines += ["| " + " | ".join([row.name, str(row.index), *map(str, row.codes)]) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def code_table_csv(rows: list[CodeRow], word: str = "digit") -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([word, "label", "test_index", *[f"code_{j}" for j in range(len(rows[0].codes))]])
+    writer.writerows([row.name, row.label, row.index, *row.codes] for row in rows)
     return out.getvalue()
 
 

@@ -324,7 +324,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     run, data, out = _load(args)
     model = run.config.model
     if model.family == "vqvae":
-        return _generate_codes(run, args, out)
+        return _generate_codes(run, data, args, out)
     samples = args.samples or 0
     if args.label is not None or model.conditional:
         run = _with_label(run, data, args.label)
@@ -344,37 +344,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
 LABEL_SAMPLES = 20  # prior draws `vaelab generate RUN --label C` decodes when asked for nothing else
 
 
-def _generate_codes(run, args: argparse.Namespace, out: Path) -> int:
+def _generate_codes(run, data, args: argparse.Namespace, out: Path) -> int:
     """A vqvae's generate: each --z is L codebook indices, decoded; --samples N (alone: LABEL_SAMPLES) draws codes
     from the uniform prior."""
     import numpy as np
 
-    from vaelab import plots
-    from vaelab.models.vqvae import uniform_codes
+    from vaelab.figures import draw_code_figures
 
-    model, written = run.config.model, []
+    model = run.config.model
     k = model.codebook_size
     if args.manifold or args.label is not None:
         raise VaelabError(
             f"{run.name} is a vqvae: its codes are {model.latent_dim} indices into {model.codebook_size} codebook "
             "vectors, with no Gaussian grid and no labels; give --samples N or --z with the indices"
         )
-    figures = []  # (file name, codes, title)
+    codes = None
     if args.z:
         codes = np.asarray([p for p in args.z if len(p) == model.latent_dim], np.float64)
         if len(codes) != len(args.z) or np.any((codes % 1 != 0) | (codes < 0) | (codes >= k)):
             raise VaelabError(f"a vqvae's --z is {model.latent_dim} codebook indices, integers from 0 to {k - 1}")
-        figures.append(("generated", codes.astype(np.int32), "generator(codes)"))
-    if args.samples or not args.z:
-        codes = uniform_codes(args.samples or LABEL_SAMPLES, model, args.seed)
-        figures.append(("samples", codes, f"{len(codes)} samples, codes uniform over {k} codebook vectors"))
-    for name, codes, what in figures:
-        titles = [" ".join(str(c) for c in row) for row in codes]
-        written.append(out / f"{name}.png")
-        plots.save(plots.plot_images(run.decode(codes), titles, title=f"{run.name}: {what}"), written[-1])
-        for title in titles:
-            print(f"codes = {title}")
-    _wrote(*written)
+    samples = args.samples or (0 if args.z else LABEL_SAMPLES)
+    figures = draw_code_figures(run, data, out, parts=["generate"], codes=codes, samples=samples, seed=args.seed)
+    for drawn in (figures.z, figures.sample_codes):
+        for row in drawn if drawn is not None else []:
+            print("codes = " + " ".join(str(c) for c in row))
+    _wrote(*figures.files.values())
     return 0
 
 
@@ -529,8 +523,8 @@ def cmd_kl(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Trains (or reuses) mlp, mlp-fixed-var and conv (convnet for other images) and writes the report answering the
-    exercise."""
+    """Trains (or reuses) mlp, mlp-fixed-var and conv (convnet for other images; a vqvae has no mlp-fixed-var) and
+    writes the report answering the exercise."""
     from vaelab.config import TrainConfig
     from vaelab.report import report
 
@@ -548,6 +542,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         likelihood=args.likelihood,
         model=args.model,
         k=args.k,
+        codes=args.codes,
     )
     print(f"report written to {index} and {index.with_name('report.md')} in {time.perf_counter() - started:.0f} s")
     return 0

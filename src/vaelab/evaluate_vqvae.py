@@ -26,6 +26,7 @@ from vaelab.likelihoods import bits_per_dim, log_likelihood
 from vaelab.run import Run
 
 IMAGES_PER_CALL = 1000
+SAMPLES = 1  # the samples an evaluation records: q is a point mass, so one sample gives the bound exactly
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class CodeEvaluation:
     """A vqvae's test-set figures in nats per image; the bounds are negative, the losses positive."""
 
     images: int
-    samples: int  # 1: q is a point mass, so one sample gives the bound exactly
+    samples: int  # SAMPLES
     binarized: bool
     likelihood: str  # p(x|z) of the bounds (vaelab.likelihoods)
     bound: str  # "log p(x), uniform prior over codes": what elbo and iwae bound
@@ -70,12 +71,11 @@ def evaluate_codes(run: Run, data: Dataset, *, images: int | None = None, progre
             progress(start + len(x), n)
     kl = model.latent_dim * math.log(model.codebook_size)
     elbo = float(np.mean(log_px)) - kl
-    counts = np.bincount(codes.ravel(), minlength=model.codebook_size)
-    p = counts[counts > 0] / counts.sum()
+    counts = code_counts(codes, model.codebook_size)
     shape, likelihood = model.input_shape, model.pixel_likelihood
     return CodeEvaluation(
         images=n,
-        samples=1,
+        samples=SAMPLES,
         binarized=run.config.train.binarize,
         likelihood=likelihood,
         bound=model.bound,
@@ -92,8 +92,19 @@ def evaluate_codes(run: Run, data: Dataset, *, images: int | None = None, progre
         codes_per_image=model.latent_dim,
         codebook_size=model.codebook_size,
         codes_used=int(np.count_nonzero(counts)),
-        perplexity=float(np.exp(-np.sum(p * np.log(p)))),
+        perplexity=usage_perplexity(counts),
     )
+
+
+def code_counts(codes: np.ndarray, k: int) -> np.ndarray:
+    """How often each of the `k` codebook vectors occurs among `codes` (any shape): (k,) integers."""
+    return np.bincount(np.asarray(codes).ravel(), minlength=k)
+
+
+def usage_perplexity(counts: np.ndarray) -> float:
+    """exp of the entropy of the codebook vectors' frequencies `counts`: K if all K are used alike, 1 for one."""
+    p = counts[counts > 0] / counts.sum()
+    return float(np.exp(-np.sum(p * np.log(p))))
 
 
 def describe(result: CodeEvaluation) -> list[str]:

@@ -16,6 +16,16 @@
     snapshots.png             diagnose: the training snapshots as a strip over epochs (runs that have them)
 
 and returns what it computed, for the caller to print or to write about.
+
+A vqvae's codes are codebook indices, not points of a Gaussian latent space: it has no latent map, manifold,
+interpolation or latent diagnostics, and its figure set is (`draw_code_figures`)
+
+    code_table.png, .md, .csv (c) one test image per class and its L codes (datasets with labels)
+    generated.png             (d) given codes decoded
+    samples.png               (d) draws from the uniform prior over codes, decoded, each under its codes
+    reconstruction.png        diagnose: test images (one per class) above their reconstructions, the decoded codes
+    code_usage.png            diagnose: how often the test images' codes use each codebook vector
+    snapshots.png             diagnose: as above
 """
 
 from __future__ import annotations
@@ -48,6 +58,9 @@ class RunFigures:
     interpolation: analysis.Interpolation | None = None
     latent: diagnostics.LatentDiagnostics | None = None  # over the test set the run is scored on
     snapshot_epochs: list[int] | None = None  # the epochs shown in snapshots.png
+    code_table: list[analysis.CodeRow] | None = None  # a vqvae's (c) table
+    sample_codes: np.ndarray | None = None  # a vqvae's prior draws decoded into samples.png, (samples, L)
+    code_counts: np.ndarray | None = None  # a vqvae's: uses of each codebook vector by the scoring test set's codes
 
 
 def exercise_point(latent_dim: int) -> np.ndarray:
@@ -77,18 +90,17 @@ def draw_run_figures(
     `analysis.pick_pair`), `steps` points; diagnose: reconstructions, the latent diagnostics and
     traversal over the scoring test set, and the snapshot strip. A conditional model (cvae) encodes test images
     with their labels and decodes latent points as `run.label` (default: the first class); its generate part adds
-    the class grid.
+    the class grid. A vqvae's set is `draw_code_figures`', `z` its codes (`manifold`, `pair`, `steps` unused).
     """
+    if run.config.model.family == "vqvae":
+        return draw_code_figures(run, data, out, parts=parts, picks=picks, codes=z, samples=samples, seed=seed)
     if run.config.model.conditional and run.label is None:
         run = dataclasses.replace(run, label=0)
     result = RunFigures()
     word = data.class_word
     title = run.name
 
-    def save(name: str, fig, filename: str | None = None) -> None:
-        result.files[name] = out / (filename or f"{name}.png")
-        plots.save(fig, result.files[name])
-
+    save = _saver(result, out)
     if "encode" in parts or "interpolate" in parts:
         result.codes = analysis.encode_test_set(run, data)
     if "encode" in parts:
@@ -138,12 +150,80 @@ def draw_run_figures(
     return result
 
 
+def draw_code_figures(
+    run: Run,
+    data: Dataset,
+    out: Path,
+    *,
+    parts: Collection[str] = PARTS,
+    picks: list[int] | None = None,
+    codes=None,
+    samples: int = 20,
+    seed: int = 0,
+) -> RunFigures:
+    """Computes and saves the figures of a vqvae `run` into `out`, the module docstring's second list.
+
+    encode: the code table, `picks` replacing each class's first image; generate: `codes` (n, L) decoded (None:
+    none) and `samples` draws from the uniform prior with `seed` (0: none); diagnose: reconstructions, code usage
+    over the scoring test set and the snapshot strip. "interpolate" draws nothing: codes have no segment between
+    them. The caller checks that `codes` are codebook indices (`vaelab generate`).
+    """
+    from vaelab.evaluate_vqvae import code_counts, usage_perplexity
+    from vaelab.models.vqvae import uniform_codes
+
+    result, model, title = RunFigures(), run.config.model, run.name
+    save = _saver(result, out)
+    if "encode" in parts and data.labelled:
+        word = data.class_word
+        result.code_table = analysis.code_table(run, data, analysis.parse_picks(data, picks) if picks else None)
+        images = data.x_test[[row.index for row in result.code_table]]
+        save("code_table", plots.plot_code_table(result.code_table, images, title=title, word=word))
+        write_text(out / "code_table.md", analysis.code_table_markdown(result.code_table, word) + "\n")
+        write_text(out / "code_table.csv", analysis.code_table_csv(result.code_table, word))
+        result.files["code_table_md"] = out / "code_table.md"
+        result.files["code_table_csv"] = out / "code_table.csv"
+    if "generate" in parts and codes is not None:
+        result.z = np.asarray(codes, np.int32)
+        save("generated", _decoded_codes(run, result.z, f"{title}: generator(codes)"))
+    if "generate" in parts and samples:
+        result.sample_codes = uniform_codes(samples, model, seed)
+        what = f"{title}: {samples} samples, codes uniform over {model.codebook_size} codebook vectors"
+        save("samples", _decoded_codes(run, result.sample_codes, what))
+    if "diagnose" in parts:
+        x_test = test_images(data, binarized=run.config.train.binarize)
+        _reconstructions(run, data, x_test, save)
+        result.code_counts = code_counts(run.codes(x_test), model.codebook_size)
+        save("code_usage", plots.plot_code_usage(result.code_counts, usage_perplexity(result.code_counts), title))
+        _snapshot_strip(run, result, save)
+    return result
+
+
+def _decoded_codes(run: Run, codes: np.ndarray, title: str):
+    """A vqvae's `codes` (n, L) decoded, each image under its codes."""
+    return plots.plot_images(run.decode(codes), [" ".join(map(str, row)) for row in codes], title=title)
+
+
+def _saver(result: RunFigures, out: Path):
+    """save(name, fig, filename=None): writes `fig` to out/filename (default name.png) and records it in `result`."""
+
+    def save(name: str, fig, filename: str | None = None) -> None:
+        result.files[name] = out / (filename or f"{name}.png")
+        plots.save(fig, result.files[name])
+
+    return save
+
+
+def _reconstructions(run: Run, data: Dataset, x_test: np.ndarray, save) -> None:
+    """reconstruction.png: one test image per class (the snapshots' images) above its reconstruction."""
+    index = snapshots.pick_images(data.y_test if data.labelled else None)
+    reconstructions = run.reconstruct(x_test[index], labels=analysis.test_labels(run, data, index))
+    save("reconstruction", plots.plot_reconstructions(x_test[index], reconstructions, title=run.name))
+
+
 def _diagnose(run: Run, data: Dataset, result: RunFigures, save) -> None:
     title = run.name
     x_test = test_images(data, binarized=run.config.train.binarize)
-    index = snapshots.pick_images(data.y_test if data.labelled else None)
-    reconstructions = run.reconstruct(x_test[index], labels=analysis.test_labels(run, data, index))
-    save("reconstruction", plots.plot_reconstructions(x_test[index], reconstructions, title=title))
+    _reconstructions(run, data, x_test, save)
     result.latent = diagnostics.latent_diagnostics(*run.encode(x_test, labels=analysis.test_labels(run, data)))
     latent = result.latent
     fig = plots.plot_latent_diagnostics(latent.kl_per_dim, latent.activity, diagnostics.ACTIVITY_THRESHOLD, title)
@@ -152,6 +232,11 @@ def _diagnose(run: Run, data: Dataset, result: RunFigures, save) -> None:
         values = diagnostics.TRAVERSAL_VALUES
         images = diagnostics.traversal(run, values)
         save("traversal", plots.plot_traversal(values, images, latent.kl_per_dim, latent.active, title=title))
+    _snapshot_strip(run, result, save)
+
+
+def _snapshot_strip(run: Run, result: RunFigures, save) -> None:
+    """snapshots.png, where the run has training snapshots: at most SNAPSHOT_ROWS epochs of them."""
     shots = snapshots.read_snapshots(run.path)
     if shots is not None and len(shots.epoch):
         keep = strip_rows(shots.epoch, SNAPSHOT_ROWS)

@@ -14,9 +14,10 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
+from matplotlib.ticker import ScalarFormatter
 
 from vaelab._files import write_bytes
-from vaelab.analysis import ClassRow, Interpolation, LatentCodes, format_point
+from vaelab.analysis import ClassRow, CodeRow, Interpolation, LatentCodes, format_point
 
 DIGIT_COLORS = [to_hex(c) for c in colormaps["tab10"].colors]  # one colour per class, for up to 10 classes
 DPI = 100
@@ -114,18 +115,30 @@ _GREY = colormaps["gray_r"].with_extremes(bad="white")
 
 def plot_class_table(rows: list[ClassRow], images: np.ndarray, title: str = "", word: str = "digit") -> Figure:
     """(c) One test image per class beside its latent coordinates (and sigma where it is learned)."""
-    ncols = min(5, len(rows))
-    nrows = -(-len(rows) // ncols)
+    captions = []
+    for row in rows:
+        text = f"{word} {row.name}  (test #{row.index})\nz = {format_point(row.z_mean, 2)}"
+        captions.append(text + (f"\nσ = {format_point(row.sigma, 2)}" if row.sigma is not None else ""))
+    return plot_captioned(images, captions, title)
+
+
+def plot_code_table(rows: list[CodeRow], images: np.ndarray, title: str = "", word: str = "digit") -> Figure:
+    """(c) A vqvae's: one test image per class above its codes, the L codebook indices."""
+    captions = [f"{word} {row.name}  (test #{row.index})\ncodes {' '.join(map(str, row.codes))}" for row in rows]
+    return plot_captioned(images, captions, title)
+
+
+def plot_captioned(images: np.ndarray, captions: list[str], title: str = "") -> Figure:
+    """Images in rows of at most five, each with its caption of a few lines below it."""
+    ncols = min(5, len(images))
+    nrows = -(-len(images) // ncols)
     fig = Figure(figsize=(2.2 * ncols, 3.1 * nrows))
-    for k, (row, image) in enumerate(zip(rows, images, strict=True)):
+    for k, (image, caption) in enumerate(zip(images, captions, strict=True)):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         show_image(ax, image)
         ax.set_xticks([])
         ax.set_yticks([])
-        text = f"{word} {row.name}  (test #{row.index})\nz = {format_point(row.z_mean, 2)}"
-        if row.sigma is not None:
-            text += f"\nσ = {format_point(row.sigma, 2)}"
-        ax.set_xlabel(text, fontsize=8.5)
+        ax.set_xlabel(caption, fontsize=8.5)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -287,6 +300,29 @@ def plot_latent_diagnostics(kl_per_dim: np.ndarray, activity: np.ndarray, thresh
         ax.grid(alpha=0.3, axis="y")
         if len(dims) <= 20:
             ax.set_xticks(dims)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_code_usage(counts: np.ndarray, perplexity: float, title: str = "") -> Figure:
+    """A vqvae's codebook usage: how often each codebook vector occurs in the test images' codes, most used first.
+
+    The ranks are on a log scale, so that a few vectors used out of hundreds still show."""
+    used = int(np.count_nonzero(counts))
+    ranks = np.arange(1, len(counts) + 2)
+    share = np.sort(counts)[::-1] / counts.sum()
+    fig = Figure(figsize=(8, 3.6))
+    ax = fig.add_subplot()
+    ax.stairs(share, ranks, fill=True, color="#1f77b4")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlim(1, len(counts) + 1)
+    ax.set_xlabel("codebook vectors by rank, most used first (log scale)")
+    ax.set_ylabel("share of the test images' codes")
+    ax.set_title(f"{used} of {len(counts)} codebook vectors used, perplexity {perplexity:.1f}", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

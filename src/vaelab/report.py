@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vaelab import _interrupt, analysis, lanes, plots
 from vaelab._files import write_text
-from vaelab.config import ModelConfig, RunConfig, TrainConfig, default_likelihood, make_config
+from vaelab.config import CODE_DIM, ModelConfig, RunConfig, TrainConfig, default_likelihood, make_config
 from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.explore import pagedata
@@ -27,6 +27,7 @@ from vaelab.run import Run, load_run, read_info, read_metrics, run_dir_name, run
 REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")  # the exercise's networks, on 28x28 grey images
 # On images of another shape part (g)'s ConvNet, made for 28x28x1, gives way to the one built from the shape.
 OTHER_SHAPE_PRESETS = ("mlp", "mlp-fixed-var", "convnet")
+FIXED_VARIANCE_PRESETS = ("mlp-fixed-var",)  # part (f): a model without a Gaussian variance (vqvae) skips it
 PARTS = {
     "mlp": ("Parts (c), (d), (e): the course's network", "the base network of the course script"),
     "mlp-fixed-var": ("Part (f): the variance fixed to ones", "the base network with z_log_var fixed at 0"),
@@ -67,7 +68,7 @@ def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str]
     from vaelab.evaluate import evaluate_and_save
 
     done = run.metrics.get("evaluation", {})
-    if done.get("samples") == samples and done.get("images") == len(data.x_test):
+    if done.get("samples") == recorded_samples(run.config, samples) and done.get("images") == len(data.x_test):
         return
     log(f"vaelab report: evaluating {run.path} (importance-weighted bound, K = {samples})")
     evaluate_and_save(run, data, samples=samples)
@@ -87,14 +88,16 @@ def report(
     likelihood: str | None = None,
     model: str | None = None,
     k: int | None = None,
+    codes: int | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
-    """Trains or reuses the presets mlp, mlp-fixed-var and conv (convnet for images other than 28x28 grey), then
-    writes the report; returns index.html. A folder's or an .npz's images are read at `image_size`, in grey with
-    `grey` (`vaelab.data.load_dataset`); `likelihood` replaces the image's default one (`vaelab.likelihoods`);
-    `model` (and the iwae's `k`) trains that member of the family on every network (`vaelab.models`)."""
+    """Trains or reuses the presets mlp, mlp-fixed-var and conv (convnet for images other than 28x28 grey; a vqvae
+    skips mlp-fixed-var: `report_presets`), then writes the report; returns index.html. A folder's or an .npz's
+    images are read at `image_size`, in grey with `grey` (`vaelab.data.load_dataset`); `likelihood` replaces the
+    image's default one (`vaelab.likelihoods`); `model` (and the iwae's `k`, the vqvae's `codes`) trains that member
+    of the family on every network (`vaelab.models`)."""
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
-    presets = report_presets(data.image_shape)
+    presets = report_presets(data.image_shape, model or ModelConfig.family)
     configs = [
         make_config(
             preset,
@@ -106,6 +109,7 @@ def report(
             likelihood=likelihood,
             model=model,
             k=k,
+            codes=codes,
         ).for_data(data)
         for preset in presets
     ]
@@ -126,9 +130,20 @@ def report(
     return build_report(runs, data, Path(out))
 
 
-def report_presets(image_shape: tuple[int, int, int]) -> tuple[str, ...]:
-    """The networks the report trains for images of `image_shape`."""
-    return REPORT_PRESETS if tuple(image_shape) == IMAGE_SHAPE else OTHER_SHAPE_PRESETS
+def report_presets(image_shape: tuple[int, int, int], family: str = ModelConfig.family) -> tuple[str, ...]:
+    """The networks the report trains for images of `image_shape` with the model `family`: a vqvae's codes have no
+    variance to fix, so it has no part (f)."""
+    presets = REPORT_PRESETS if tuple(image_shape) == IMAGE_SHAPE else OTHER_SHAPE_PRESETS
+    if family == "vqvae":
+        return tuple(preset for preset in presets if preset not in FIXED_VARIANCE_PRESETS)
+    return presets
+
+
+def recorded_samples(config: RunConfig, samples: int) -> int:
+    """The K that the run's evaluation with `samples` records: a vqvae's bound is exact with one sample."""
+    from vaelab.evaluate_vqvae import SAMPLES
+
+    return SAMPLES if config.model.family == "vqvae" else samples
 
 
 def _train_side_by_side(
@@ -140,9 +155,9 @@ def _train_side_by_side(
     or with one core, the report trains them one after the other itself.
     """
     todo = [
-        lanes.Job(config, runs_dir / run_dir_name(config), samples, len(data.x_test))
+        lanes.Job(config, runs_dir / run_dir_name(config), recorded_samples(config, samples), len(data.x_test))
         for config in configs
-        if not _evaluated(runs_dir / run_dir_name(config), samples, len(data.x_test))
+        if not _evaluated(runs_dir / run_dir_name(config), recorded_samples(config, samples), len(data.x_test))
     ]
     todo.sort(key=lambda job: job.config.model.arch == "mlp")  # the longest first: the ConvNet
     cores = lanes.cpu_lanes(len(todo))
@@ -223,6 +238,7 @@ def _header(runs: list[Run], data: Dataset) -> str:
         command += f" --likelihood {model.pixel_likelihood}"
     if model.family != ModelConfig.family:
         command += f" --model {model.family}" + (f" --k {model.k}" if model.k is not None else "")
+        command += f" --codes {model.codes}" if model.codes is not None else ""
     machine = runs[0].info.get("machine", "not recorded")
     run_list = ", ".join(f"`{run.path}`" for run in runs)
     classes = f"{len(data.class_names)} classes ({', '.join(data.class_names)})" if data.labelled else "no class labels"
@@ -251,6 +267,8 @@ def _on(data: Dataset) -> str:
 
 def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> tuple[str, dict | None]:
     """The run's section of report.md, and (for latent_dim 2) the data of its live map in index.html."""
+    if run.config.model.family == "vqvae":
+        return _code_section(run, data, fig_dir, out), None
     title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))
     figures = draw_run_figures(run, data, fig_dir, z=exercise_point(run.config.model.latent_dim))
     codes, rows, interp, z = figures.codes, figures.table, figures.interpolation, figures.z
@@ -350,10 +368,101 @@ The path on the latent map:
     return section, live
 
 
+def _code_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> str:
+    """A vqvae run's section: its code table, reconstructions, uniform prior draws, bound and codebook usage.
+
+    A vqvae's codes are codebook indices, so the Gaussian parts (latent map, manifold, interpolation, latent
+    diagnostics, live map) have nothing to show; the section says so rather than leaving them out silently."""
+    title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))
+    model, word = run.config.model, data.class_word
+    length, k = model.latent_dim, model.codebook_size
+    figures = draw_run_figures(run, data, fig_dir, parts=("encode", "generate", "diagnose"))
+    img = {name: _rel(path, out) for name, path in figures.files.items()}
+    table = (
+        f"""The first test image of each {word} and its codes:
+
+{analysis.code_table_markdown(figures.code_table, word)}
+
+![{word} table of {run.config.preset}]({img["code_table"]})"""
+        if figures.code_table
+        else f"{data.title} has no class labels, so there is no table of classes."
+    )
+    return f"""## {title}
+
+Preset `{run.config.preset}`: {what}, as a vqvae; trained {run.epoch} epochs (run `{run.path}`). The encoder ends
+in L = {length} code vectors of {CODE_DIM} numbers, each replaced by the nearest of the K = {k} codebook vectors;
+the decoder reads those. {_test_sentence(run)}
+
+### (c) The encoder: each image's codes
+
+A vqvae's code for an image is L = {length} indices into the codebook: one point, not a Gaussian. So there is no
+map of means and σ (part (c)), no grid of Gaussian quantiles to decode (d) and no segment between two codes to
+interpolate along (e). {table}
+
+One test image per {word} (top) and its reconstruction, its codes decoded (bottom):
+
+![reconstructions]({img["reconstruction"]})
+
+### (d) The generator: codes drawn from the prior
+
+The prior over the codes is uniform over all K^L = {k}^{length} combinations (not learned: van den Oord et al.
+fit a PixelCNN over the codes afterwards, which vaelab does not). Twenty draws of L indices, each uniform over
+0 … {k - 1}, decoded, each image under its codes:
+
+![prior samples]({img["samples"]})
+
+The encoder's codes are far from uniform over the combinations (the codebook's use below), so these draws show the
+decoder on arbitrary combinations rather than samples of the data's distribution.
+
+{_code_usage(run, img)}
+
+{_snapshots(figures, img)}"""
+
+
+def _code_usage(run: Run, img: dict[str, str]) -> str:
+    """A vqvae's bound on log p(x) under the uniform prior over codes, and how much of its codebook it uses."""
+    model, evaluation = run.config.model, run.metrics.get("evaluation")
+    length, k = model.latent_dim, model.codebook_size
+    last = run.history[-1] if run.history else {}
+    training = (
+        f" In the last epoch of training the perplexity of each batch's codes averaged {last['perplexity']:.1f} "
+        f"(validation: {last['val_perplexity']:.1f}), a figure of one batch at a time, not of the whole test set."
+        if "perplexity" in last and "val_perplexity" in last
+        else ""
+    )
+    if not evaluation:
+        return f"""### The bound and the codebook's use
+
+This run has not been evaluated (`vaelab evaluate {run.path}`).{training}
+
+![codebook usage]({img["code_usage"]})"""
+    return f"""### The bound and the codebook's use
+
+On {evaluation["images"]:,} test images, {evaluation["bound"]} ≥ ELBO = IWAE bound = {evaluation["elbo"]:.2f} nats
+per image, i.e. NLL ≤ {evaluation["nll"]:.2f} ({evaluation["bits_per_dim"]:.4f} bits/dim): −reconstruction
+{evaluation["reconstruction_loss"]:.2f} − KL, where KL = L log K = {length} log {k} = {evaluation["kl_loss"]:.2f}
+for every image. q(z|x) is one point, the nearest codes, so the importance-weighted bound draws the same codes
+every time and equals the ELBO.
+
+The test images' codes use {evaluation["codes_used"]} of the {k} codebook vectors, with perplexity
+{evaluation["perplexity"]:.1f} (the exponential of the entropy of their frequencies: {k} if all were used alike,
+1 for a single one).{training}
+
+![codebook usage]({img["code_usage"]})"""
+
+
 def _test_sentence(run: Run) -> str:
     """The run's final test figures: the loss, and for β or warm-up the objective beside the true ELBO."""
     test, train = run.metrics["test"], run.config.train
     recon, kl = test["reconstruction_loss"], test["kl_loss"]
+    if run.config.model.family == "vqvae":
+        from vaelab.models.vqvae import COMMITMENT
+
+        return (
+            f"Test loss {test['loss']:.2f} nats per image = reconstruction {recon:.2f} + codebook "
+            f"{test['codebook_loss']:.2f} + {COMMITMENT:g} × commitment {test['commitment_loss']:.2f}; −ELBO "
+            f"({test['bound']}) = reconstruction + L log K = {recon + kl:.2f}."
+        )
     if train.beta == 1 and not train.kl_warmup:
         return f"Test loss {test['loss']:.2f} nats per image = reconstruction {recon:.2f} + KL {kl:.2f}."
     return (
@@ -389,14 +498,6 @@ def _diagnostics_section(run: Run, figures, img: dict[str, str]) -> str:
         if "traversal" in img
         else ""
     )
-    snapshots = (
-        f"""How training went: after every epoch, vaelab decoded the same test images and the same prior draws
-(`snapshots.npz`); epochs {", ".join(str(e) for e in figures.snapshot_epochs)}:
-
-![training snapshots]({img["snapshots"]})"""
-        if "snapshots" in img
-        else "This run has no training snapshots (trained before they existed, or with `--no-snapshots`)."
-    )
     return f"""### Diagnostics: reconstructions and the latent dimensions
 
 One test image per class (top) and its reconstruction, the decoded `z_mean` (bottom):
@@ -409,13 +510,24 @@ set of the encoder's mean, Cov_x(E_q[z_j]), above 0.01). The KL term splits over
 
 {table}![KL and activity per latent dimension]({img["latent_kl"]})
 
-{traversal}{snapshots}"""
+{traversal}{_snapshots(figures, img)}"""
+
+
+def _snapshots(figures, img: dict[str, str]) -> str:
+    """The training snapshots' strip, or why there is none."""
+    if "snapshots" not in img:
+        return "This run has no training snapshots (trained before they existed, or with `--no-snapshots`)."
+    return f"""How training went: after every epoch, vaelab decoded the same test images and the same prior draws
+(`snapshots.npz`); epochs {", ".join(str(e) for e in figures.snapshot_epochs)}:
+
+![training snapshots]({img["snapshots"]})"""
 
 
 def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
+    codes = runs[0].config.model.family == "vqvae"  # the report trains one family on every network
     lines = [
-        "| preset | test loss | reconstruction | KL | ELBO | IWAE bound | bits/dim | active units | parameters "
-        "| epochs | training time | s/epoch |",
+        "| preset | test loss | reconstruction | KL | ELBO | IWAE bound | bits/dim "
+        f"| {'codes used' if codes else 'active units'} | parameters | epochs | training time | s/epoch |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     samples = set()
@@ -428,27 +540,53 @@ def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
         lines.append(
             f"| `{run.config.preset}` | {test['loss']:.2f} | {test['reconstruction_loss']:.2f} | {test['kl_loss']:.2f} "
             f"| {evaluation.get('elbo', float('nan')):.2f} | {evaluation.get('iwae', float('nan')):.2f} "
-            f"| {evaluation.get('bits_per_dim', float('nan')):.3f} "
-            f"| {evaluation.get('active_units', '–')} of {run.config.model.latent_dim} | {parameter_count(run.vae):,} "
+            f"| {evaluation.get('bits_per_dim', float('nan')):.3f} | {_usage(run)} | {parameter_count(run.vae):,} "
             f"| {run.epoch} | {run.metrics['train_seconds']:.0f} s | {per_epoch:.2f} |"
         )
     k = ", ".join(str(s) for s in sorted(samples, key=str))
     images = ", ".join(f"{n:,}" for n in sorted({run.metrics.get("evaluation", {}).get("images", 0) for run in runs}))
     curves = figures / "training_curves.png"
     plots.save(plots.plot_history({run.config.preset: run.history for run in runs}), curves)
-    return f"""## Comparison of the three networks
+    count = {2: "two ", 3: "three "}.get(len(runs), "")
+    return f"""## Comparison of the {count}networks
 
-Test-set figures after the last epoch, in nats per image: the loss is the negative ELBO,
-reconstruction plus KL, with one z sampled per image (lower is better). ELBO and IWAE bound come from
-`vaelab evaluate` on all {images} test images: the ELBO with its expectation estimated from K = {k}
-samples per image, and the importance-weighted lower bound on log p(x) with the same K samples
-(higher is better; it is never below the ELBO); bits/dim is that bound's NLL in bits per pixel value.
+{_code_figures_note(images, runs[0].config.model.bound) if codes else _figures_note(images, k)}
 {_likelihood_note(runs[0])} Training time is the sum of the epochs' wall times, as recorded in each
 run's `history.csv`; s/epoch is their median after the first.
 
 {chr(10).join(lines)}
 
 ![training curves]({_rel(curves, out)})"""
+
+
+def _usage(run: Run) -> str:
+    """How much of its latent space the run uses: active units of latent_dim, or a vqvae's codebook vectors used."""
+    evaluation, model = run.metrics.get("evaluation", {}), run.config.model
+    if model.family == "vqvae":
+        perplexity = f" (perplexity {evaluation['perplexity']:.1f})" if "perplexity" in evaluation else ""
+        return f"{evaluation.get('codes_used', '–')} of {model.codebook_size}{perplexity}"
+    return f"{evaluation.get('active_units', '–')} of {model.latent_dim}"
+
+
+def _figures_note(images: str, k: str) -> str:
+    """What the comparison's columns mean for a Gaussian latent space."""
+    return f"""Test-set figures after the last epoch, in nats per image: the loss is the negative ELBO,
+reconstruction plus KL, with one z sampled per image (lower is better). ELBO and IWAE bound come from
+`vaelab evaluate` on all {images} test images: the ELBO with its expectation estimated from K = {k}
+samples per image, and the importance-weighted lower bound on log p(x) with the same K samples
+(higher is better; it is never below the ELBO); bits/dim is that bound's NLL in bits per pixel value."""
+
+
+def _code_figures_note(images: str, bound: str) -> str:
+    """What the comparison's columns mean for a vqvae."""
+    from vaelab.models.vqvae import COMMITMENT
+
+    return f"""Test-set figures after the last epoch, in nats per image: the loss is the vqvae's training objective,
+reconstruction + codebook + {COMMITMENT:g} × commitment (lower is better), and KL is L log K, the KL of the codes'
+point mass from the uniform prior over codes. ELBO and IWAE bound come from `vaelab evaluate` on all {images} test
+images and are one number, −reconstruction − L log K, the bound on {bound} (higher is better): q is one point, so
+every importance sample is the same. bits/dim is that bound's NLL in bits
+per pixel value; codes used counts the codebook vectors the test images' codes use, with their perplexity."""
 
 
 def _likelihood_note(run: Run) -> str:
