@@ -195,6 +195,8 @@ def test_the_vamp_and_betatc_settings_are_checked_in_one_line(mnist):
     assert make_config("mlp", model="betatc", train_subset=300).for_data(mnist).model.dataset_size == 300
     assert make_config("mlp", model="betatc").for_data(mnist).model.dataset_size == 60_000
     assert make_config("mlp", model="vamp").for_data(mnist).model.dataset_size is None
+    # The report passes --pseudo-inputs on to its networks' settings (it once dropped it without a word).
+    one_line_error(run_cli("report", "--pseudo-inputs", "3", "--epochs", "1"), "--pseudo-inputs is the vamp's")
 
 
 def test_the_models_settings_are_saved_with_the_run_and_name_it():

@@ -542,6 +542,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         likelihood=args.likelihood,
         model=args.model,
         k=args.k,
+        pseudo_inputs=args.pseudo_inputs,
         codes=args.codes,
     )
     print(f"report written to {index} and {index.with_name('report.md')} in {time.perf_counter() - started:.0f} s")

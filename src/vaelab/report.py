@@ -88,13 +88,15 @@ def report(
     likelihood: str | None = None,
     model: str | None = None,
     k: int | None = None,
+    pseudo_inputs: int | None = None,
     codes: int | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
     """Trains or reuses the presets mlp, mlp-fixed-var and conv (convnet for images other than 28x28 grey; a vqvae
     skips mlp-fixed-var: `report_presets`), then writes the report; returns index.html. A folder's or an .npz's
     images are read at `image_size`, in grey with `grey` (`vaelab.data.load_dataset`); `likelihood` replaces the
-    image's default one (`vaelab.likelihoods`); `model` (and the iwae's `k`, the vqvae's `codes`) trains that member
+    image's default one (`vaelab.likelihoods`); `model` (and the iwae's `k`, the vamp's `pseudo_inputs`, the vqvae's
+    `codes`) trains that member
     of the family on every network (`vaelab.models`)."""
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
     presets = report_presets(data.image_shape, model or ModelConfig.family)
@@ -109,6 +111,7 @@ def report(
             likelihood=likelihood,
             model=model,
             k=k,
+            pseudo_inputs=pseudo_inputs,
             codes=codes,
         ).for_data(data)
         for preset in presets
@@ -238,6 +241,7 @@ def _header(runs: list[Run], data: Dataset) -> str:
         command += f" --likelihood {model.pixel_likelihood}"
     if model.family != ModelConfig.family:
         command += f" --model {model.family}" + (f" --k {model.k}" if model.k is not None else "")
+        command += f" --pseudo-inputs {model.pseudo_inputs}" if model.pseudo_inputs is not None else ""
         command += f" --codes {model.codes}" if model.codes is not None else ""
     machine = runs[0].info.get("machine", "not recorded")
     run_list = ", ".join(f"`{run.path}`" for run in runs)
