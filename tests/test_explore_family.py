@@ -5,22 +5,26 @@ against `Run.decode`, and the served and the exported page in Chromium."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import draw_a_one, offline_page
+from vaelab import webmodel, webpage
+from vaelab.config import make_config
+from vaelab.data.batches import one_hot
 from vaelab.explore import pagedata, serve
 from vaelab.explore.export import export
 from vaelab.explore.server import create_app
+from vaelab.models import build_models
 
 TINY = {"latent_dim": 2, "epochs": 1, "train_subset": 500, "test_subset": 100, "hidden": (32,)}
 
 
 def tiny_run(path, model: str, **options):
     """An mlp `model` of 32 hidden units trained 1 epoch on 500 MNIST images."""
-    from vaelab.config import make_config
     from vaelab.training import train
 
     return train(make_config("mlp", model=model, **{**TINY, **options}), path, verbose=0)
@@ -198,3 +202,34 @@ def test_exported_page_works_for_a_cvae_and_a_vqvae(family, mnist, browser, tmp_
     check_vqvae_page(page, vqvae)
     page.close()
     assert not errors and not requests, (errors, requests)
+
+
+def test_a_convnet_cvaes_networks_in_the_page_equal_keras_for_each_class(browser):
+    """The label folded into class biases (webmodel) gives what Keras gives on [z, one-hot]: untrained weights, the
+    label after convolutional features (the mlp's is in the page tests above)."""
+    config = dataclasses.replace(make_config("convnet", model="cvae", latent_dim=2, filters=(4, 8)).model, classes=10)
+    models = build_models(config, seed=3)
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 3, 9])
+    z = rng.normal(size=(3, 2)).astype(np.float32)
+    x = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    page = browser.new_page()
+    page.set_content("<!DOCTYPE html><html><body></body></html>")
+    page.add_script_tag(content=webpage.asset("nn.js"))
+    decoded, encoded = page.evaluate(
+        """([g, e, z, x, labels]) => { const [gen, enc] = [vaelab.nn.load(g), vaelab.nn.load(e)];
+           return [labels.map((c, i) => Array.from(gen.predict(z[i], c)[0])),
+                   labels.map((c, i) => Array.from(enc.predict(x[i], c)[0]))]; }""",
+        [
+            webmodel.describe(models.generator),
+            webmodel.describe(models.encoder),
+            z.tolist(),
+            x.reshape(3, -1).tolist(),
+            labels.tolist(),
+        ],
+    )
+    page.close()
+    onehot = one_hot(labels, 10)
+    expected = models.generator.predict([z, onehot], verbose=0).reshape(3, -1)
+    np.testing.assert_allclose(decoded, expected, atol=1e-5)
+    np.testing.assert_allclose(encoded, models.encoder.predict([x, onehot], verbose=0)[0], atol=1e-4)

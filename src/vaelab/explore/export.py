@@ -1,9 +1,9 @@
 """`vaelab explore RUN ... --export DIR`: the explorer as one static page, DIR/index.html.
 
 The page is the served explorer's own markup, styles and scripts (static/), inlined, with each run's
-latent map and networks embedded as JSON data blocks, so it decodes, interpolates and encodes drawings
-in the browser with no server: it opens from file:// and can be put on any static web server. A
-Content-Security-Policy forbids every connection (vaelab.webpage).
+latent map (a vqvae's: its code grid) and networks embedded as JSON data blocks, so it decodes,
+interpolates and encodes drawings in the browser with no server: it opens from file:// and can be put
+on any static web server. A Content-Security-Policy forbids every connection (vaelab.webpage).
 
 A run's share of the page is kept within RUN_BUDGET_BYTES by the first of these that fits (EMBEDDINGS):
 its generator and encoder with float32 weights; both as float16 (half the size; the decoded images

@@ -210,7 +210,7 @@
 
   function showRunInfo() {
     const { run } = state.map;
-    const family = run.family === "vae" ? "" : ` ${run.family}`;
+    const family = run.family === "vae" ? "" : ` (${run.family})`;
     const codes = state.map.kind === "codes"
       ? `${state.map.code_length} codes of ${state.map.codebook_size}`
       : `variance ${run.variance}, latent_dim ${run.latent_dim}`;
