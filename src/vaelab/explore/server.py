@@ -164,7 +164,9 @@ class Explorer:
                 raise HTTPException(422, f"label: run {self.id} is a {model.family}, which reads no class")
             return None
         if label is None or label >= model.classes:
-            raise HTTPException(422, f"label: run {self.id} is a cvae: give the class, 0 to {model.classes - 1}")
+            raise HTTPException(
+                422, f"label: run {self.id} is a {model.family}: give the class, 0 to {model.classes - 1}"
+            )
         return label
 
     def not_for_codes(self, what: str) -> None:
