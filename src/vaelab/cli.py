@@ -601,7 +601,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     size = path.stat().st_size / 1e6
     print(f"vaelab explore: wrote {path} ({size:.2f} MB); open it in a browser, or put it on any web server")
     for run in exported:
-        without = "" if run.encoder else " (generator only: no drawing pad; `vaelab explore RUN` serves it)"
+        pad_left_out = not (run.encoder or run.code_grid)
+        without = " (generator only: no drawing pad; `vaelab explore RUN` serves it)" if pad_left_out else ""
         print(f"  {run.name}: {run.bytes / 1e6:.2f} MB, weights as {run.dtype}{without}")
     return 0
 

@@ -9,7 +9,7 @@ stock pairs they compute (`ConvMaxPool2D` as convolution + pooling, `UpSamplingC
 convolution): the same mathematics with the same weights (layers.py). The description:
 
     {"format": 1, "name": "generator",
-     "inputs": ["decoder_input:0:0"], "input_shapes": [[2]],
+     "inputs": ["decoder_input:0:0"], "input_shapes": [[2]], "classes": null,
      "outputs": ["decoder_image:0:0"], "output_shapes": [[28, 28, 1]],
      "ops": [{"op": "dense", "input": "decoder_input:0:0", "output": "decoder_h:0:0",
               "activation": "relu", "kernel": 0, "bias": 1}, ...],
@@ -18,6 +18,13 @@ convolution): the same mathematics with the same weights (layers.py). The descri
 Tensors are named `layer:node:index` as in the Keras configuration; "kernel"/"bias" index the
 weight list; "data" holds every weight array, row-major (C order), little-endian, one after the other.
 Shapes leave out the batch axis; images are (height, width, channels).
+
+A conditional model (a cvae: a second input, the one-hot label, concatenated to the features that Dense
+layers read) is described with "classes": C and its first input alone: each Dense that reads the label
+gets the kernel's feature rows as "kernel" and a (C, units) "class_bias" table, bias + the kernel's
+label rows (one-hot times kernel picks a row), of which the page adds row c for class c. A vqvae's
+generator reads code indices: its codebook lookup is an "embedding" op ("table": the (K, D) codebook).
+Unconditional models have "classes": null.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softplus")  # those nn.js i
 IDENTITY_LAYERS = ("InputLayer", "Binarize", "Dropout", "GaussianNoise")  # the identity at inference
 SUPPORTED = (
     "Dense, Conv2D, Conv2DTranspose, Cropping2D, MaxPooling2D, UpSampling2D, Flatten, Reshape, Activation, "
-    "ConvMaxPool2D, UpSamplingConv2D, SameConv2D, HalvingConv2D, DoublingConv2DTranspose, FixedLogVariance"
+    "ConvMaxPool2D, UpSamplingConv2D, SameConv2D, HalvingConv2D, DoublingConv2DTranspose, FixedLogVariance, "
+    "a label concatenated before Dense layers, a vqvae's codebook lookup"
 )
 
 
@@ -50,21 +58,37 @@ def describe(model, *, dtype: str = "float32") -> dict[str, Any]:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     config = model.get_config()
+    inputs = [_history_name(h) for h in _as_list(config["input_layers"])]
+    if len(inputs) > 2:
+        raise VaelabError(f"the page cannot run the {model.name}: {len(inputs)} inputs (at most 2: x or z, label)")
+    label = inputs[1] if len(inputs) == 2 else None
+    classes = int(model.inputs[1].shape[-1]) if label else None
     weights: list[np.ndarray] = []
     ops: list[dict[str, Any]] = []
+    conditioned: set[str] = set()  # tensors that are [features, label]: only a Dense may read them
     for layer_config in _topological(config["layers"]):
         layer = model.get_layer(layer_config["name"])
         for node_index, node in enumerate(layer_config["inbound_nodes"]):
-            inputs = [_tensor_name(arg) for arg in node["args"]]
-            if len(inputs) != 1:
+            sources = _node_inputs(node)
+            out = f"{layer.name}:{node_index}:0"
+            if out == label:
+                continue
+            if label and label in sources:
+                ops.append(_condition(layer, sources, label, out, model))
+                conditioned.add(out)
+            elif len(sources) != 1:
                 raise _unsupported(layer, model, "more than one input")
-            ops += _ops(layer, layer_config["config"], inputs[0], f"{layer.name}:{node_index}:0", weights, model)
+            elif sources[0] in conditioned:
+                ops.append(_conditioned_dense(layer, layer_config["config"], sources[0], out, weights, model, classes))
+            else:
+                ops += _ops(layer, layer_config["config"], sources[0], out, weights, model, node.get("kwargs", {}))
     data = b"".join(np.ascontiguousarray(w, dtype="<" + np.dtype(dtype).str[1:]).tobytes() for w in weights)
     return {
         "format": FORMAT,
         "name": model.name,
-        "inputs": [_history_name(h) for h in _as_list(config["input_layers"])],
-        "input_shapes": [list(t.shape[1:]) for t in model.inputs],
+        "inputs": inputs[:1],
+        "input_shapes": [list(model.inputs[0].shape[1:])],
+        "classes": classes,
         "outputs": [_history_name(h) for h in _as_list(config["output_layers"])],
         "output_shapes": [list(t.shape[1:]) for t in model.outputs],
         "ops": ops,
@@ -76,8 +100,36 @@ def describe(model, *, dtype: str = "float32") -> dict[str, Any]:
     }
 
 
-def _ops(layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], model) -> list[dict[str, Any]]:
+def _condition(layer, sources: list[str], label: str, out: str, model) -> dict[str, Any]:
+    """The label concatenated after the features: the features pass on, the Dense layers reading them add the
+    label's rows as a class bias (`_conditioned_dense`)."""
+    if type(layer).__name__ != "Concatenate" or len(sources) != 2 or sources[1] != label:
+        raise _unsupported(layer, model, "the label read other than concatenated after the features")
+    return {"op": "identity", "input": sources[0], "output": out}
+
+
+def _conditioned_dense(
+    layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], model, classes: int
+) -> dict[str, Any]:
+    """A Dense reading [features, one-hot label]: the features' kernel rows, and per class its bias plus the
+    label's row of the kernel, (classes, units)."""
+    if type(layer).__name__ != "Dense":
+        raise _unsupported(layer, model, "the label read by a layer other than Dense")
+    values = layer.get_weights()
+    kernel, rows = values[0], values[0].shape[0] - classes
+    class_bias = kernel[rows:] + (values[1] if layer.use_bias else 0.0)
+    params = {"activation": _activation(layer, cfg, model), "kernel": len(weights), "class_bias": len(weights) + 1}
+    weights += [kernel[:rows], class_bias]
+    return {"op": "dense", "input": source, "output": out, **params}
+
+
+def _ops(
+    layer, cfg: dict, source: str, out: str, weights: list[np.ndarray], model, kwargs: dict
+) -> list[dict[str, Any]]:
     kind = type(layer).__name__
+    if kind == "VectorQuantizer" and kwargs.get("lookup"):  # a vqvae's codebook, read by index
+        weights.append(np.asarray(layer.codebook))
+        return [{"op": "embedding", "input": source, "output": out, "table": len(weights) - 1}]
     if kind in IDENTITY_LAYERS:
         return [{"op": "identity", "input": source, "output": out}]
     if kind == "FixedLogVariance":
@@ -170,10 +222,16 @@ def _topological(layers: list[dict]) -> list[dict]:
     """The layer configurations ordered so that every layer comes after the layers it reads."""
     by_name = {cfg["name"]: cfg for cfg in layers}
     graph = {
-        name: {_tensor_name(arg).split(":")[0] for node in cfg["inbound_nodes"] for arg in node["args"]}
+        name: {source.split(":")[0] for node in cfg["inbound_nodes"] for source in _node_inputs(node)}
         for name, cfg in by_name.items()
     }
     return [by_name[name] for name in graphlib.TopologicalSorter(graph).static_order()]
+
+
+def _node_inputs(node: dict) -> list[str]:
+    """The tensors a layer's call reads: its arguments, a list of tensors (Concatenate's) taken apart."""
+    args = [a for arg in node["args"] for a in (arg if isinstance(arg, list | tuple) else [arg])]
+    return [_tensor_name(arg) for arg in args]
 
 
 def _tensor_name(arg: dict) -> str:

@@ -1,9 +1,9 @@
 """`vaelab explore RUN ... --export DIR`: the explorer as one static page, DIR/index.html.
 
 The page is the served explorer's own markup, styles and scripts (static/), inlined, with each run's
-latent map and networks embedded as JSON data blocks, so it decodes, interpolates and encodes drawings
-in the browser with no server: it opens from file:// and can be put on any static web server. A
-Content-Security-Policy forbids every connection (vaelab.webpage).
+latent map (a vqvae's: its code grid) and networks embedded as JSON data blocks, so it decodes,
+interpolates and encodes drawings in the browser with no server: it opens from file:// and can be put
+on any static web server. A Content-Security-Policy forbids every connection (vaelab.webpage).
 
 A run's share of the page is kept within RUN_BUDGET_BYTES by the first of these that fits (EMBEDDINGS):
 its generator and encoder with float32 weights; both as float16 (half the size; the decoded images
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaelab import analysis, webpage
+from vaelab import webpage
 from vaelab._files import write_text
 from vaelab.data import Dataset
 from vaelab.explore import pagedata
@@ -45,6 +45,7 @@ class ExportedRun:
     dtype: str  # of the embedded weights
     bytes: int
     encoder: bool = True  # whether the encoder is embedded (the drawing pad works)
+    code_grid: bool = False  # a vqvae's page: a code grid, which needs no encoder
 
 
 def explorer_page(data_blocks: list[str]) -> str:
@@ -61,15 +62,13 @@ def explorer_page(data_blocks: list[str]) -> str:
 def run_block(run_id: str, run: Run, data: Dataset) -> tuple[str, str, bool]:
     """The run's data block (its latent map and networks), the weights' dtype and whether the encoder is
     in it: the first of EMBEDDINGS that fits RUN_BUDGET_BYTES, else the last."""
-    codes = analysis.encode_test_set(run, data)
-    table = analysis.class_table(run, data) if data.labelled else []
-    latent_map = pagedata.latent_map(run_id, run, codes, table, data)
+    page_map = pagedata.page_map(run_id, run, data)
     for dtype, encoder in EMBEDDINGS:
         models = pagedata.models(run, dtype=dtype, encoder=encoder)
-        block = webpage.json_block(f"vaelab-run-{run_id}", {"map": latent_map, "models": models})
+        block = webpage.json_block(f"vaelab-run-{run_id}", {"map": page_map, "models": models})
         if len(block.encode()) <= RUN_BUDGET_BYTES:
             break
-    return block, dtype, encoder
+    return block, dtype, "encoder" in models
 
 
 def export(
@@ -83,7 +82,7 @@ def export(
     for k, run in enumerate(runs):
         block, dtype, encoder = run_block(str(k), run, data)
         blocks.append(block)
-        exported.append(ExportedRun(run.name, dtype, len(block.encode()), encoder))
+        exported.append(ExportedRun(run.name, dtype, len(block.encode()), encoder, pagedata.is_vqvae(run)))
         if exported[-1].bytes > RUN_BUDGET_BYTES:
             log(
                 f"vaelab explore: warning: {run.name} adds {exported[-1].bytes / 1e6:.1f} MB to the page even "

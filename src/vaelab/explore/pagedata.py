@@ -4,6 +4,10 @@ The served explorer sends these as JSON from its API; the exported explorer and 
 same dictionaries in the page. Nothing in the pages is specific to digits: class names, the word for
 a class and the colours travel with the data (none for unlabelled data), and image shapes come from
 the model.
+
+A cvae's map is its test set encoded each with its own label, and its networks take the class the page
+chooses (webmodel's "classes"); a vqvae has no plane to draw and gets a code grid instead (`code_grid`:
+test images' codes, which the page edits and decodes).
 """
 
 from __future__ import annotations
@@ -19,26 +23,23 @@ from vaelab.errors import VaelabError
 from vaelab.plots import class_colors
 from vaelab.run import METRICS, Run, damaged
 
+GRID_IMAGES = 10  # test images the code grid offers where the data have no classes (else one per class)
+
 
 def image_shape(run: Run) -> list[int]:
     """(height, width, channels) of the run's images, as its encoder reads them."""
     return [int(d) for d in run.encoder.inputs[0].shape[1:]]
 
 
+def is_vqvae(run: Run) -> bool:
+    """Whether the run's codes are codebook indices (a code grid on the page) rather than points of a plane."""
+    return run.config.model.family == "vqvae"
+
+
 def check_run(run: Run) -> None:
     """A one-line error, naming the file, when what the pages read from the run is missing or damaged."""
     if run.epoch == 0:
         raise VaelabError(f"{run.path} has no completed epoch yet; train it first")
-    if run.config.model.conditional:
-        raise VaelabError(
-            f"{run.path} is a {run.config.model.family}: its codes depend on the label, which the explorer does not "
-            f"give yet; use `vaelab generate {run.path} --label C`"
-        )
-    if run.config.model.family == "vqvae":
-        raise VaelabError(
-            f"{run.path} is a vqvae: its codes are codebook indices, not a plane the explorer can draw yet; use "
-            f"`vaelab generate {run.path} --samples N` or `vaelab evaluate {run.path}`"
-        )
     if "test" in run.metrics and not _is_number(_get(run.metrics["test"], "loss")):
         raise damaged(run.path / METRICS, 'its "test" entry holds no numeric "loss"')
 
@@ -59,6 +60,7 @@ def run_info(run_id: str, run: Run) -> dict[str, Any]:
         "id": run_id,
         "name": run.name,
         "preset": config.preset,
+        "family": config.model.family,
         "arch": config.model.arch,
         "variance": config.model.variance,
         "latent_dim": config.model.latent_dim,
@@ -79,6 +81,7 @@ def latent_map(
     (`labels`, `class_names`, `colors` and `table` are empty for unlabelled data)."""
     names = list(data.class_names or ()) if codes.labels is not None else []
     return {
+        "kind": "map",
         "run": run_info(run_id, run),
         "axis_labels": list(codes.axis_labels),
         "is_pca": codes.is_pca,
@@ -104,9 +107,49 @@ def latent_map(
     }
 
 
+def code_grid(run_id: str, run: Run, data: Dataset) -> dict[str, Any]:
+    """A vqvae's page in place of the latent map: test images (one per class, or the first GRID_IMAGES of
+    unlabelled data) with their L code indices, each of 0..codebook_size-1, for the page's code grid."""
+    if data.labelled:
+        picks = analysis.default_picks(data.y_test)
+        indices = [picks[c] for c in sorted(picks)]
+    else:
+        indices = list(range(min(GRID_IMAGES, len(data.x_test))))
+    codes = run.codes(data.x_test[indices])
+    names = list(data.class_names or ()) if data.labelled else []
+    return {
+        "kind": "codes",
+        "run": run_info(run_id, run),
+        "codebook_size": run.config.model.codebook_size,
+        "code_length": run.config.model.latent_dim,
+        "class_names": names,
+        "label_name": data.class_word,
+        "image_shape": image_shape(run),
+        "images": [
+            {
+                "index": index,
+                "label": int(data.y_test[index]) if names else None,
+                "codes": codes[k].tolist(),
+                "image": image_b64(data.x_test[index] / 255.0),
+            }
+            for k, index in enumerate(indices)
+        ],
+    }
+
+
+def page_map(run_id: str, run: Run, data: Dataset) -> dict[str, Any]:
+    """What the page draws for the run: its latent map, or a vqvae's code grid."""
+    if is_vqvae(run):
+        return code_grid(run_id, run, data)
+    codes = analysis.encode_test_set(run, data)
+    table = analysis.class_table(run, data) if data.labelled else []
+    return latent_map(run_id, run, codes, table, data)
+
+
 def models(run: Run, *, dtype: str = "float32", encoder: bool = True) -> dict[str, Any]:
-    """The run's generator (and encoder) described for the page's JavaScript network (webmodel)."""
+    """The run's generator (and encoder) described for the page's JavaScript network (webmodel); a vqvae's
+    generator alone (its page edits codes and draws nothing)."""
     described = {"generator": webmodel.describe(run.generator, dtype=dtype)}
-    if encoder:
+    if encoder and not is_vqvae(run):
         described["encoder"] = webmodel.describe(run.encoder, dtype=dtype)
     return described

@@ -1,6 +1,8 @@
 // vaelab explorer: the live latent map (latentmap.js), the class table, sliders for latent_dim > 2 and a
-// drawing pad, decoding and encoding in the page (nn.js). Its data come from the server's JSON API, or
-// from data blocks embedded in the page when it was exported (`vaelab explore --export`).
+// drawing pad, decoding and encoding in the page (nn.js); for a cvae, a class selector that decides the
+// class its networks are given; for a vqvae, a code grid (codegrid.js) in place of all of these. Its data
+// come from the server's JSON API, or from data blocks embedded in the page when it was exported
+// (`vaelab explore --export`).
 "use strict";
 
 (function (vaelab) {
@@ -47,9 +49,33 @@
     {
       steps: () => Math.max(2, Math.min(64, parseInt($("steps").value, 10) || 10)),
       onHover: (z) => setSliders(z),
+      label: () => decodeClass(),
     },
   );
   state.live = live;
+  const grid = new vaelab.CodeGrid({
+    image: $("grid-image"), original: $("grid-original"), grid: $("code-grid"), random: $("random-codes"),
+    hint: $("codes-hint"), decoded: $("decoded"), decodedInfo: $("decoded-coords"),
+  });
+  state.grid = grid;
+
+  // --- a cvae's class: what its generator decodes as, and its encoder encodes a drawing as ---------------
+
+  // The chosen class, or null where the run's networks read none.
+  const decodeClass = () => ($("class-choice").hidden ? null : Number($("decode-class").value));
+
+  function buildClassChoice(classes, names) {
+    $("class-choice").hidden = !classes;
+    if (!classes) return;
+    const previous = Number($("decode-class").value) || 0;
+    $("decode-class").replaceChildren(...[...Array(classes).keys()].map((c) => new Option(names[c] ?? String(c), c)));
+    $("decode-class").value = previous < classes ? previous : 0;
+  }
+
+  $("decode-class").addEventListener("change", () => {
+    live.redecode();
+    if ($("drawn-coords").textContent !== "–") encodeDrawing();
+  });
   Object.defineProperty(state, "picks", { get: () => live.picks });
   Object.defineProperty(state, "path", { get: () => live.path });
   Object.defineProperty(state, "drawn", { get: () => live.drawn });
@@ -159,30 +185,41 @@
     const pixels = drawingPixels(state.map.image_shape);
     if (!pixels) return;
     state.lastDrawing = Array.from(pixels);  // what was encoded, for the browser tests
-    const [zMean] = state.models.encoder.predict(pixels);
+    const [zMean] = state.models.encoder.predict(pixels, decodeClass());
     const z = Array.from(zMean);
     vaelab.paintImage($("reconstruction"), live.decode(z), state.map.image_shape);
     $("drawn-coords").textContent = vaelab.fmt(z);
     live.setDrawn(live.latentToPlane(z));
   }
 
-  // The pad where the run's encoder is in the page; a note where it is not, or where colour changes its meaning.
-  function showPad(available, [h, w, c]) {
+  // The pad where the run's encoder is in the page; a note where it is not, where colour changes its
+  // meaning, or where the class chosen above is the drawing's (a cvae).
+  function showPad(available, [h, w, c], conditional) {
     pad.parentElement.hidden = !available;
     const note = $("pad-note");
-    note.hidden = available && c === 1;
-    note.textContent = !available
-      ? "This exported page leaves the encoder out to stay small, so drawings cannot be encoded here; " +
-        "the served explorer (vaelab explore RUN) has it."
-      : `${h}x${w} colour images: your drawing is encoded as it looks, black ink on white paper.`;
+    const notes = !available
+      ? ["This exported page leaves the encoder out to stay small, so drawings cannot be encoded here; " +
+         "the served explorer (vaelab explore RUN) has it."]
+      : [c === 1 ? "" : `${h}x${w} colour images: your drawing is encoded as it looks, black ink on white paper.`,
+         conditional ? "Your drawing is encoded, and decoded, as the class chosen above (decode as)." : ""];
+    note.textContent = notes.filter(Boolean).join(" ");
+    note.hidden = !note.textContent;
   }
 
   // --- the table of one test image per class ----------------------------------------------------------
 
+  function showRunInfo() {
+    const { run } = state.map;
+    const family = run.family === "vae" ? "" : ` (${run.family})`;
+    const codes = state.map.kind === "codes"
+      ? `${state.map.code_length} codes of ${state.map.codebook_size}`
+      : `variance ${run.variance}, latent_dim ${run.latent_dim}`;
+    $("run-info").textContent = `${run.preset}${family}: ${run.arch}, ${codes}, ${run.epochs} epochs` +
+      (run.test_loss === null ? "" : `, test loss ${run.test_loss.toFixed(2)} nats`);
+  }
+
   function buildTable() {
-    const { table, run, class_names: names, label_name: labelName, image_shape: shape } = state.map;
-    $("run-info").textContent = `${run.preset}: ${run.arch}, variance ${run.variance}, latent_dim ${run.latent_dim}, ` +
-      `${run.epochs} epochs` + (run.test_loss === null ? "" : `, test loss ${run.test_loss.toFixed(2)} nats`);
+    const { table, class_names: names, label_name: labelName, image_shape: shape } = state.map;
     $("table-card").hidden = table.length === 0;  // unlabelled data: no classes to show
     if (table.length === 0) return;
     $("table-title").textContent = `One test image per ${labelName}`;
@@ -228,15 +265,29 @@
   }
   state.loadRun = loadRun;
 
+  // The page's parts for a map, or for a vqvae's code grid.
+  function showLayout(codes) {
+    $("map-panel").hidden = codes;
+    $("table-card").hidden = codes;
+    $("below").hidden = codes;
+    $("codes-panel").hidden = !codes;
+  }
+
   async function selectRun(id) {
     const { map, models } = await loadRun(id);
     Object.assign(state, { run: state.runs.find((r) => r.id === id), map, models });
+    showRunInfo();
+    buildClassChoice(models.generator.classes, map.class_names);
+    showLayout(map.kind === "codes");
+    $("decoded-title").textContent = `Decoded ${map.label_name === "digit" ? "digit" : "image"}`;
+    if (map.kind === "codes") {
+      grid.show(map, models);
+      return;
+    }
     live.show(map, models);
     vaelab.fillLegend($("legend"), map.class_names, map.colors);
-    const thing = map.label_name === "digit" ? "digit" : "image";
-    $("decoded-title").textContent = `Decoded ${thing}`;
-    $("pad-title").textContent = `Draw ${thing === "digit" ? "a digit" : "an image"}`;
-    showPad(models.encoder !== null, map.image_shape);
+    $("pad-title").textContent = `Draw ${map.label_name === "digit" ? "a digit" : "an image"}`;
+    showPad(models.encoder !== null, map.image_shape, Boolean(models.generator.classes));
     buildTable();
     buildSliders(state.run.latent_dim);
     const z = new Array(state.run.latent_dim).fill(0);

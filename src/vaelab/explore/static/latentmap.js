@@ -52,8 +52,9 @@
   // --- the map ---------------------------------------------------------------------------------------
 
   // elements: {map: canvas, decoded: canvas, decodedInfo, strip, stripInfo}; options: {steps(): number,
-  // onHover(z)}. show(data, models) puts a run on it: data as vaelab's pagedata.latent_map, models the
-  // loaded networks ({generator, encoder?} from vaelab.nn.load).
+  // onHover(z), label(): the class a conditional generator decodes as}. show(data, models) puts a run on
+  // it: data as vaelab's pagedata.latent_map, models the loaded networks ({generator, encoder?} from
+  // vaelab.nn.load).
   class LatentMap {
     constructor(elements, options = {}) {
       this.el = elements;
@@ -62,6 +63,7 @@
       this.ctx = this.canvas.getContext("2d");
       this.data = null;
       this.view = { cx: 0, cy: 0, scale: 1 };
+      this.z = null;      // the point shown as the decoded image
       this.picks = [];    // interpolation ends: {z, coords}
       this.path = null;   // the interpolation's points, in map coordinates
       this.drawn = null;  // map coordinates of a drawn image's code
@@ -75,6 +77,7 @@
     show(data, models) {
       this.data = data;
       this.models = models;
+      this.z = null;
       this.picks = [];
       this.path = null;
       this.drawn = null;
@@ -193,12 +196,20 @@
     // --- decoding, in the page ---------------------------------------------------------------------
 
     decode(z) {
-      return this.models.generator.predict(z)[0];
+      const label = this.models.generator.classes && this.options.label ? this.options.label() : null;
+      return this.models.generator.predict(z, label)[0];
+    }
+
+    // Decodes again what is shown (the point, the interpolation), as after a change of the class.
+    redecode() {
+      if (this.z) this.showPoint(this.z);
+      if (this.picks.length === 2) this.decodeStrip();
     }
 
     // Decodes z and shows it as the decoded image; the first one marks the time for the benchmark.
     showPoint(z) {
       const image = this.decode(z);
+      this.z = z;
       paintImage(this.el.decoded, image, this.imageShape);
       this.el.decodedInfo.textContent = "z = " + fmt(z);
       this.el.decoded.dataset.z = JSON.stringify(z);
@@ -228,6 +239,11 @@
         this.draw();
         return;
       }
+      this.decodeStrip();
+    }
+
+    // The interpolation between the two picks, decoded into the strip.
+    decodeStrip() {
       const steps = this.options.steps ? this.options.steps() : 10;
       const [start, end] = [this.picks[0].z, this.picks[1].z];
       const points = [];

@@ -218,17 +218,36 @@
     return { data: x.data, shape };  // row-major (channels last), as Keras lays it out
   }
 
-  function step(op, x, weights) {
+  // A vqvae's codebook lookup: code indices (L) -> their rows of the table (K, D), (L, D).
+  function embedding(x, table, [k, d]) {
+    const y = new Float64Array(x.data.length * d);
+    x.data.forEach((index, i) => {
+      if (!Number.isInteger(index) || index < 0 || index >= k) throw new Error(`code ${index} is not one of 0..${k - 1}`);
+      y.set(table.subarray(index * d, (index + 1) * d), i * d);
+    });
+    return { data: y, shape: [x.data.length, d] };
+  }
+
+  // A Dense layer's bias: its own, or for a conditional model's layer that reads the label, the row of its
+  // class_bias table (bias + the label's kernel rows) for class `label`.
+  function denseBias(op, weights, label) {
+    if (op.class_bias === undefined) return op.bias === undefined ? null : weights.arrays[op.bias];
+    const units = weights.shapes[op.class_bias][1];
+    return weights.arrays[op.class_bias].subarray(label * units, (label + 1) * units);
+  }
+
+  function step(op, x, weights, label) {
     const kernel = op.kernel === undefined ? null : weights.arrays[op.kernel];
     const bias = op.bias === undefined ? null : weights.arrays[op.bias];
     switch (op.op) {
       case "identity": return x;
+      case "embedding": return embedding(x, weights.arrays[op.table], weights.shapes[op.table]);
       case "zeros": return { data: new Float64Array(x.data.length), shape: x.shape };
       case "reshape": return reshape(x, op.shape);
       case "activation": return { data: activate(Float64Array.from(x.data), op.activation), shape: x.shape };
       case "dense": {
         const units = weights.shapes[op.kernel][1];
-        return { data: activate(dense(x, kernel, bias, units).data, op.activation), shape: [units] };
+        return { data: activate(dense(x, kernel, denseBias(op, weights, label), units).data, op.activation), shape: [units] };
       }
       case "conv2d": {
         const y = conv2d(x, kernel, bias, weights.shapes[op.kernel], op.padding, op.strides);
@@ -249,18 +268,22 @@
 
   const sameShape = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
 
-  // A runnable model: predict(input) takes one example (a flat array, row-major) and returns one
-  // Float64Array per output.
+  // A runnable model: predict(input, label) takes one example (a flat array, row-major) and returns one
+  // Float64Array per output; `label`, the class, only for a conditional model (`classes`: its count, else null).
   function load(spec) {
     if (spec.format !== 1) throw new Error(`unknown model format ${spec.format}`);
     if (spec.inputs.length !== 1) throw new Error("only models with one input are supported");
     const weights = { arrays: decodeWeights(spec.weights), shapes: spec.weights.shapes };
     const inputShape = spec.input_shapes[0];
     const inputSize = inputShape.reduce((a, b) => a * b, 1);
-    function predict(input) {
+    const classes = spec.classes || null;
+    function predict(input, label = null) {
       if (input.length !== inputSize) throw new Error(`${spec.name} expects ${inputSize} numbers, got ${input.length}`);
+      if (classes && !(Number.isInteger(label) && label >= 0 && label < classes)) {
+        throw new Error(`${spec.name} needs a class, 0 to ${classes - 1}, got ${label}`);
+      }
       const tensors = new Map([[spec.inputs[0], { data: Float64Array.from(input), shape: inputShape }]]);
-      for (const op of spec.ops) tensors.set(op.output, step(op, tensors.get(op.input), weights));
+      for (const op of spec.ops) tensors.set(op.output, step(op, tensors.get(op.input), weights, label));
       return spec.outputs.map((name, k) => {
         const t = tensors.get(name);
         if (!sameShape(t.shape, spec.output_shapes[k])) {
@@ -269,7 +292,7 @@
         return t.data;
       });
     }
-    return { name: spec.name, inputShape, outputShapes: spec.output_shapes, predict };
+    return { name: spec.name, inputShape, outputShapes: spec.output_shapes, classes, predict };
   }
 
   vaelab.nn = { load, halfToFloat };
