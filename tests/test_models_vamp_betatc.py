@@ -19,6 +19,7 @@ from vaelab.data.dataset import make_dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluate import evaluate
 from vaelab.models import build_models, parameter_count, priors
+from vaelab.report import build_report
 from vaelab.run import Run, load_run, run_dir_name
 
 
@@ -257,6 +258,12 @@ def test_vamp_and_betatc_train_evaluate_generate_export_and_resume(tmp_path, mni
         means, _ = encoder.predict(np.load(tmp_path / "keras" / "pseudo_inputs.npy"), verbose=0)
         assert means.shape == (10, 2)
         np.testing.assert_allclose(means, load_run(run).models.prior().means, atol=1e-5)
+
+    build_report([load_run(run)], mnist, tmp_path / "report")  # the report's section of this model
+    section = (tmp_path / "report" / "report.md").read_text()
+    prior = "the VampPrior" if model == "vamp" else "N(0, I)"
+    assert f"Twenty draws from the prior {prior}, decoded:" in section
+    assert (tmp_path / "report" / "figures" / run.name / "samples.png").exists()
 
     refused = ["--model", "vae"] if model == "vamp" else ["--pseudo-inputs", "5"]  # one each, to keep it short
     one_line_error(run_cli("train", "--resume", str(run), *refused), "keeps the model")
