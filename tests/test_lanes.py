@@ -32,8 +32,15 @@ def test_a_widened_training_stops_after_an_epoch_and_resumes_on_both_lanes(tmp_p
     short = make_config("mlp-fixed-var", epochs=1, train_subset=500, test_subset=200)
     jobs = [lanes.Job(long, tmp_path / "long", 2, 100), lanes.Job(short, tmp_path / "short", 2, 100)]
     said: list[str] = []
+    ended: list[tuple[str, int]] = []  # each job as on_done saw it end, with the long one's epochs then
 
-    lanes.run_in_lanes(jobs, [{cores[0]}, {cores[1]}], data_dir=None, log=said.append)
+    def on_done(job: lanes.Job) -> None:
+        ended.append((job.path.name, len(read_history(tmp_path / "long"))))
+
+    lanes.run_in_lanes(jobs, [{cores[0]}, {cores[1]}], data_dir=None, log=said.append, on_done=on_done)
+
+    assert [name for name, _ in ended] == ["short", "long"]
+    assert ended[0][1] < 30  # the short one's end reached this process while the long one still trained
 
     both = ",".join(map(str, cores))
     moved = [line for line in said if "moves to cores" in line]

@@ -93,9 +93,18 @@ def cpu_lanes(jobs: int) -> list[set[int]]:
 
 
 def run_in_lanes(
-    jobs: list[Job], lanes: list[set[int]], *, data_dir: str | None, log: Callable[[str], None], widen: bool = True
+    jobs: list[Job],
+    lanes: list[set[int]],
+    *,
+    data_dir: str | None,
+    log: Callable[[str], None],
+    widen: bool = True,
+    on_done: Callable[[Job], None] | None = None,
 ) -> None:
     """Runs the jobs, at most one per lane at a time, in the order given; raises on the first failure.
+
+    `on_done(job)` is called in this process as each job ends, once its lane has its next job: the report
+    analyses a finished run there while the others still train.
 
     The jobs start in the order given, each in the first lane that is free: put the longest first. With `widen`,
     a lane left free with nothing to start goes to the training that will end last, when `widening_gain` says that
@@ -108,13 +117,18 @@ def run_in_lanes(
     running: dict[subprocess.Popen, _Running] = {}
     free = list(lanes)
     last_progress = 0.0
+
+    def start_pending() -> None:
+        while pending and free:
+            job, cores = pending.pop(0), free.pop(0)
+            running[_start(job, cores, data_dir)] = _Running(job, cores, time.monotonic())
+            log(f"vaelab: training {job.config.preset} on cores {_cores(cores)} (its log: {job.log})")
+
     try:
         while pending or running:
             _interrupt.check()
-            while pending and free:
-                job, cores = pending.pop(0), free.pop(0)
-                running[_start(job, cores, data_dir)] = _Running(job, cores, time.monotonic())
-                log(f"vaelab: training {job.config.preset} on cores {_cores(cores)} (its log: {job.log})")
+            start_pending()
+            done = []
             for proc in [p for p in running if p.poll() is not None]:
                 worker = running.pop(proc)
                 if worker.widen_to is not None and proc.returncode == Interrupted.exit_code:
@@ -126,6 +140,11 @@ def run_in_lanes(
                 _check(proc, worker.job)
                 free.append(worker.widen_to or worker.cores)  # (one that ended before it could move: both)
                 log(f"vaelab: {worker.job.config.preset} trained and evaluated in {worker.job.path}")
+                done.append(worker.job)
+            if done and on_done is not None:
+                start_pending()  # the freed lanes train on while this process works
+                for job in done:
+                    on_done(job)
             histories = {proc: worker.look() for proc, worker in running.items()}
             if widen and free and not pending:
                 _widen(running, histories, free, log)

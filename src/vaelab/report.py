@@ -117,8 +117,15 @@ def report(
         for preset in presets
     ]
     runs = []
+    analysed: dict[Path, tuple[str, dict | None]] = {}  # the sections of runs analysed while others trained
+
+    def analyse(path: Path) -> None:
+        run = load_run(path)
+        log(f"vaelab report: analysing {run.name} while the others train")
+        analysed[path.resolve()] = _run_section(run, data, Path(out) / "figures" / run.name, Path(out))
+
     with _interrupt.stop_at_step_boundary():
-        _train_side_by_side(configs, Path(runs_dir), data, iwae_samples, data_dir, log)
+        _train_side_by_side(configs, Path(runs_dir), data, iwae_samples, data_dir, log, analyse)
         for k, (preset, config) in enumerate(zip(presets, configs, strict=True), 1):
             log(f"vaelab report: [{k}/{len(presets)}] {preset}")
             try:
@@ -130,7 +137,7 @@ def report(
                     "`vaelab report` again to continue (finished runs are reused)"
                 ) from None
     log("vaelab report: analysing the runs and writing the report")
-    return build_report(runs, data, Path(out))
+    return build_report(runs, data, Path(out), analysed)
 
 
 def report_presets(image_shape: tuple[int, int, int], family: str = ModelConfig.family) -> tuple[str, ...]:
@@ -150,9 +157,16 @@ def recorded_samples(config: RunConfig, samples: int) -> int:
 
 
 def _train_side_by_side(
-    configs: list[RunConfig], runs_dir: Path, data: Dataset, samples: int, data_dir, log: Callable[[str], None]
+    configs: list[RunConfig],
+    runs_dir: Path,
+    data: Dataset,
+    samples: int,
+    data_dir,
+    log: Callable[[str], None],
+    on_done: Callable[[Path], None],
 ) -> None:
-    """Trains and evaluates the runs still to do at the same time, each on its own share of the cores.
+    """Trains and evaluates the runs still to do at the same time, each on its own share of the cores, and calls
+    `on_done(run directory)` for each as it ends while the others may still train.
 
     Only for built-in datasets (a worker process loads the data by name) with JAX on a CPU; otherwise,
     or with one core, the report trains them one after the other itself.
@@ -168,7 +182,13 @@ def _train_side_by_side(
         return
     log(f"vaelab report: training {len(todo)} networks side by side, on {len(cores)} shares of the cores")
     try:
-        lanes.run_in_lanes(todo, cores, data_dir=None if data_dir is None else os.fspath(data_dir), log=log)
+        lanes.run_in_lanes(
+            todo,
+            cores,
+            data_dir=None if data_dir is None else os.fspath(data_dir),
+            log=log,
+            on_done=lambda job: on_done(job.path) if len(todo) > 1 else None,  # alone, nothing trains beside it
+        )
     except Interrupted:
         raise Interrupted(
             "interrupted; the runs keep their completed epochs: run the same `vaelab report` again to continue "
@@ -200,16 +220,21 @@ def _jax_on_cpu() -> bool:
 # --- the report itself: a pure function of the runs' files ------------------------------------------------
 
 
-def build_report(runs: list[Run], data: Dataset, out: Path) -> Path:
+def build_report(
+    runs: list[Run], data: Dataset, out: Path, analysed: dict[Path, tuple[str, dict | None]] | None = None
+) -> Path:
     """Writes out/report.md, out/figures/ and the self-contained out/index.html; returns index.html's path.
 
-    In index.html, each run with latent_dim 2 also gets a live latent map that decodes in the page.
+    In index.html, each run with latent_dim 2 also gets a live latent map that decodes in the page. `analysed`
+    holds runs' sections made earlier by `_run_section` with the same `out`, by resolved run directory (the report
+    makes them while other runs train).
     """
     figures = out / "figures"
     sections = [_header(runs, data)]
     live = {}
     for run in runs:
-        section, live[run.name] = _run_section(run, data, figures / run.name, out)
+        made = (analysed or {}).get(Path(run.path).resolve())
+        section, live[run.name] = made or _run_section(run, data, figures / run.name, out)
         sections.append(section)
     sections.append(_comparison(runs, figures, out))
     sections.append(_kl_section())
