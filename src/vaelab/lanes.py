@@ -103,8 +103,8 @@ def run_in_lanes(
 ) -> None:
     """Runs the jobs, at most one per lane at a time, in the order given; raises on the first failure.
 
-    `on_done(job)` is called in this process as each job ends, once its lane has its next job: the report
-    analyses a finished run there while the others still train.
+    `on_done(job)` is called in this process as a job ends while others still run, once its lane has its next
+    job: the report analyses a finished run there while the others train.
 
     The jobs start in the order given, each in the first lane that is free: put the longest first. With `widen`,
     a lane left free with nothing to start goes to the training that will end last, when `widening_gain` says that
@@ -141,8 +141,8 @@ def run_in_lanes(
                 free.append(worker.widen_to or worker.cores)  # (one that ended before it could move: both)
                 log(f"vaelab: {worker.job.config.preset} trained and evaluated in {worker.job.path}")
                 done.append(worker.job)
-            if done and on_done is not None:
-                start_pending()  # the freed lanes train on while this process works
+            start_pending()  # the freed lanes train on while this process works
+            if done and on_done is not None and running:  # (after the last, the caller goes on anyway)
                 for job in done:
                     on_done(job)
             histories = {proc: worker.look() for proc, worker in running.items()}

@@ -187,7 +187,7 @@ def _train_side_by_side(
             cores,
             data_dir=None if data_dir is None else os.fspath(data_dir),
             log=log,
-            on_done=lambda job: on_done(job.path) if len(todo) > 1 else None,  # alone, nothing trains beside it
+            on_done=lambda job: on_done(job.path),
         )
     except Interrupted:
         raise Interrupted(
