@@ -145,8 +145,13 @@ def run_in_lanes(
             if done and on_done is not None and running:  # (after the last, the caller goes on anyway)
                 for job in done:
                     on_done(job)
-            histories = {proc: worker.look() for proc, worker in running.items()}
-            if widen and free and not pending:
+            can_widen = widen and bool(free) and not pending
+            histories = {  # read only while they can matter: timing a start-up, choosing or awaiting a move
+                proc: worker.look()
+                for proc, worker in running.items()
+                if widen and (can_widen or worker.first_epoch is None or worker.widen_to is not None)
+            }
+            if can_widen:
                 _widen(running, histories, free, log)
             for proc, worker in running.items():  # a widened training stops once its next epoch is in
                 if worker.widen_to is not None and worker.epochs > worker.epochs_seen and not worker.stopping:
