@@ -184,18 +184,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--dataset", default="shapes", help="convnet's data: a built-in colour dataset")
     parser.add_argument("--compile", action="store_true", help="the loss and its gradient through torch.compile")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the model and the whole dataset on the GPU")
     args = parser.parse_args()
 
-    x_train, x_test = load(args.arch, args.dataset)
+    device = torch.device(args.device)
+    x_train, x_test = (x.to(device) for x in load(args.arch, args.dataset))
     torch.manual_seed(0)
-    model = {"mlp": MLP, "conv": Conv}.get(args.arch, lambda: ConvNet(tuple(x_train.shape[1:])))()
+    model = {"mlp": MLP, "conv": Conv}.get(args.arch, lambda: ConvNet(tuple(x_train.shape[1:])))().to(device)
     loss = torch.compile(loss_fn) if args.compile else loss_fn
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
     seconds, test_loss = [], float("nan")
     for _ in range(args.epochs):
         started = time.perf_counter()
         model.train()
-        for batch in torch.randperm(len(x_train)).split(100):
+        for batch in torch.randperm(len(x_train), device=device).split(100):
             optimizer.zero_grad(set_to_none=True)
             loss(model, as_float(x_train[batch])).backward()
             optimizer.step()
@@ -210,6 +212,7 @@ def main() -> None:
         json.dumps(
             {
                 "backend": f"plain PyTorch {torch.__version__} {how}",
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "seconds": seconds,
                 "train_images": len(x_train),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
