@@ -94,14 +94,17 @@ def test_the_generated_colour_shapes_end_to_end(tmp_path):
     check_run(run_dir, (32, 32, 3), "logistic", tmp_path)
     check_report_and_export("shapes", run_dir, tmp_path, [])
 
+
+def test_a_colour_sweep_trains_and_evaluates_its_point(tmp_path):
+    """A separate test (xdist runs it beside the one above); one point: the grid's expansion is test_sweep's."""
     sweep = tmp_path / "sweep"
     done = run_cli(
-        "sweep", "--dataset", "shapes", "--preset", "convnet", "--latent-dim", "2", "3", "--epochs", "1",
+        "sweep", "--dataset", "shapes", "--preset", "convnet", "--latent-dim", "3", "--epochs", "1",
         "--train-subset", "300", "--test-subset", "100", "--iwae-samples", "2", "--images", "100", "--out", str(sweep),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     points = json.loads((sweep / "results.json").read_text())
-    assert [p["status"] for p in points] == ["done", "done"]
+    assert [(p["status"], p["latent_dim"], p["preset"]) for p in points] == [("done", 3, "convnet")]
 
 
 def test_a_folder_of_colour_pictures_of_another_size_end_to_end(photos, tmp_path):
