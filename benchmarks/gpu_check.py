@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,9 +105,9 @@ def seconds_per_epoch(seconds: list[float]) -> float | None:
 def run(args: argparse.Namespace) -> None:
     out = Path(os.environ.get("OUT", "gpu-check-out")).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    site = out / "site" if args.cpu else Path("/tmp/vaelab-gpu-site")
+    site = Path(tempfile.mkdtemp(prefix="vaelab-gpu-site-"))  # not under $OUT: that folder is copied back
     env = dict(os.environ, KERAS_BACKEND="jax", VAELAB_DATA_DIR=str(PREPARED / "data"))
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT / "src"), str(ROOT / "benchmarks")])
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT / "src")])
     if args.cpu:
         env["JAX_PLATFORMS"] = "cpu"
     step = Steps(out, env, args.budget)
