@@ -39,6 +39,8 @@ def test_evaluate_command_writes_metrics(small_run, tmp_path):
     result = run_cli("evaluate", str(run_dir), "--samples", "20", "--images", "100")
     assert result.returncode == 0, result.stderr
     assert "IWAE bound" in result.stdout and "ELBO" in result.stdout
+    # a Bernoulli on grey levels bounds no normalised density: the command says so beside its bound
+    assert "the Bernoulli likelihood is not a normalised density" in result.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["evaluation"]["samples"] == 20 and metrics["evaluation"]["images"] == 100
     assert metrics["test"]  # training's figures are kept

@@ -14,7 +14,7 @@ from vaelab import likelihoods
 from vaelab.config import LIKELIHOODS, ModelConfig, RunConfig, TrainConfig
 from vaelab.data.dataset import make_dataset, scale_pixels
 from vaelab.evaluate import evaluate
-from vaelab.likelihoods import bits_per_dim, log_likelihood
+from vaelab.likelihoods import bits_per_dim, likelihood_note, log_likelihood
 from vaelab.model import build_models
 from vaelab.run import Run
 
@@ -109,6 +109,30 @@ def test_bits_per_dimension():
     assert bits_per_dim(-3072 * math.log(255), (32, 32, 3), "continuous-bernoulli") == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.parametrize("likelihood", ["continuous-bernoulli", "gaussian"])
+def test_a_densitys_bits_per_dim_are_a_code_length_over_the_256_levels(likelihood):
+    """2^-(bits of one pixel) is the probability bits/dim give level k: over the 256 levels it sums to at most 1
+    (up to the trapezoid rule's error for the continuous Bernoulli, whose end bins are half as wide)."""
+    levels = np.arange(256, dtype=np.float32) / 255
+    for mean in (1e-7, 1e-3, 0.02, 0.3, 0.5, 0.77, 0.999, 1 - 1e-7):
+        nats = -keras.ops.convert_to_numpy(
+            log_likelihood(likelihood, levels[:, None], np.full((256, 1), mean, np.float32), np.full((256, 1), -3.0))
+        ).astype(np.float64)
+        ends = (levels == 0) | (levels == 1)
+        bits = [bits_per_dim(n, (1,), likelihood, end_pixels=float(e)) for n, e in zip(nats, ends, strict=True)]
+        total = np.sum(np.exp2(-np.array(bits)))
+        assert total <= 1.0004, (mean, total)  # full end bins gave up to 1.032
+        if likelihood == "continuous-bernoulli":
+            assert total >= 0.999, (mean, total)  # the levels share the whole density
+
+
+def test_densities_on_binary_pixels_have_no_bits_per_dim():
+    for likelihood in ("continuous-bernoulli", "gaussian"):
+        assert bits_per_dim(100.0, (28, 28, 1), likelihood, binarized=True) is None
+    assert bits_per_dim(784 * math.log(2), (28, 28, 1), "bernoulli", binarized=True) == pytest.approx(1.0)
+    assert "no bits/dim" in likelihood_note("gaussian", binarized=True)
+
+
 def colour_images(n: int, shape=(6, 5, 3), seed: int = 0) -> np.ndarray:
     """uint8 colour images, every level from 0 to 255 represented, the end levels more often."""
     rng = np.random.default_rng(seed)
@@ -157,7 +181,10 @@ def test_the_bound_is_exact_with_every_likelihood_when_q_is_the_prior(tmp_path, 
     assert result.likelihood == likelihood
     assert result.iwae == pytest.approx(exact.mean(), rel=1e-4)
     assert result.elbo == pytest.approx(exact.mean(), rel=1e-4)
-    assert result.bits_per_dim == pytest.approx(bits_per_dim(-exact.mean(), (6, 5, 3), likelihood), rel=1e-4)
+    ends = likelihoods.end_pixels(scale_pixels(x_uint8))  # the colour images' pixels at level 0 or 255
+    assert ends > 0
+    expected_bits = bits_per_dim(-exact.mean(), (6, 5, 3), likelihood, end_pixels=ends)
+    assert result.bits_per_dim == pytest.approx(expected_bits, rel=1e-4)
     # The VAE's training loss scores the same image with the same likelihood.
     out = models.vae(scale_pixels(x_uint8), training=False)
     loss = keras.ops.convert_to_numpy(models.vae.compute_loss(scale_pixels(x_uint8), None, out, training=False))

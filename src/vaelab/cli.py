@@ -422,6 +422,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from vaelab.evaluate import evaluate_and_save
     from vaelab.figures import draw_run_figures
+    from vaelab.likelihoods import likelihood_note
 
     run, data, out = _load(args)
     bars = []  # the progress bar appears once the work has started (not before an error)
@@ -469,7 +470,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{result.reconstruction_loss_at_mean:.2f})"
     )
     print(f"  {result.bound + ' >= IWAE bound':26} {result.iwae:9.2f} nats, i.e. NLL <= {result.nll:.2f}")
-    print(f"  bits per dimension         {result.bits_per_dim:9.4f} (NLL bound; -ELBO: {result.elbo_bits_per_dim:.4f})")
+    if result.bits_per_dim is not None:
+        bits = f"{result.bits_per_dim:9.4f} (NLL bound; -ELBO: {result.elbo_bits_per_dim:.4f})"
+        print(f"  bits per dimension         {bits}")
+    print(f"  {likelihood_note(result.likelihood, result.binarized)}")
     dim = len(result.kl_per_dim)
     print(f"  active units               {result.active_units:9d} of {dim} (Cov_x(E_q[z_j]) > 0.01)")
     print(f"  KL per dimension, nats     {' '.join(f'{k:.2f}' for k in result.kl_per_dim)}")

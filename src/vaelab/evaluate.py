@@ -29,7 +29,7 @@ from vaelab.data import Dataset, test_images
 from vaelab.data.batches import one_hot
 from vaelab.diagnostics import latent_diagnostics
 from vaelab.errors import VaelabError
-from vaelab.likelihoods import SCALED, bits_per_dim, log_likelihood
+from vaelab.likelihoods import SCALED, bits_per_dim, end_pixels, log_likelihood
 from vaelab.run import Run, update_metrics
 
 LOG_2PI = math.log(2 * math.pi)
@@ -54,8 +54,8 @@ class Evaluation:
     reconstruction_loss_at_mean: float
     iwae: float  # the importance-weighted lower bound on log p(x) with K samples
     nll: float  # -iwae: the negative log-likelihood estimate the literature reports
-    bits_per_dim: float  # nll in bits per pixel value (vaelab.likelihoods.bits_per_dim)
-    elbo_bits_per_dim: float  # -elbo in bits per pixel value
+    bits_per_dim: float | None  # nll in bits per pixel value (vaelab.likelihoods.bits_per_dim); None: meaningless
+    elbo_bits_per_dim: float | None  # -elbo in bits per pixel value
     seconds: float
     active_units: int  # latent dimensions with activity > 0.01 (Burda et al.'s criterion)
     unit_activity: tuple[float, ...]  # per dimension: variance of z_mean over the images
@@ -166,6 +166,7 @@ def evaluate(
     latent = latent_diagnostics(z_mean, z_log_var)
     likelihood = run.config.model.pixel_likelihood
     elbo = float(np.mean(-reconstruction - kl))
+    code_length = {"binarized": run.config.train.binarize, "end_pixels": end_pixels(x_all)}
     return Evaluation(
         images=n,
         samples=samples,
@@ -179,8 +180,8 @@ def evaluate(
         reconstruction_loss_at_mean=float(-log_px_at_mean.mean()),
         iwae=float(iwae.mean()),
         nll=float(-iwae.mean()),
-        bits_per_dim=bits_per_dim(float(-iwae.mean()), shape, likelihood),
-        elbo_bits_per_dim=bits_per_dim(-elbo, shape, likelihood),
+        bits_per_dim=bits_per_dim(float(-iwae.mean()), shape, likelihood, **code_length),
+        elbo_bits_per_dim=bits_per_dim(-elbo, shape, likelihood, **code_length),
         seconds=round(time.perf_counter() - started, 2),
         active_units=latent.active_units,
         unit_activity=tuple(float(a) for a in latent.activity),

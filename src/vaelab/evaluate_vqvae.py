@@ -22,7 +22,7 @@ from keras import ops
 
 from vaelab import _interrupt
 from vaelab.data import Dataset, test_images
-from vaelab.likelihoods import bits_per_dim, log_likelihood
+from vaelab.likelihoods import bits_per_dim, end_pixels, log_likelihood
 from vaelab.run import Run
 
 IMAGES_PER_CALL = 1000
@@ -45,8 +45,8 @@ class CodeEvaluation:
     reconstruction_loss_at_mean: float
     iwae: float  # the elbo again: every importance sample is z_q
     nll: float  # -iwae
-    bits_per_dim: float
-    elbo_bits_per_dim: float
+    bits_per_dim: float | None
+    elbo_bits_per_dim: float | None
     seconds: float
     codes_per_image: int  # L
     codebook_size: int  # K
@@ -73,6 +73,7 @@ def evaluate_codes(run: Run, data: Dataset, *, images: int | None = None, progre
     elbo = float(np.mean(log_px)) - kl
     counts = code_counts(codes, model.codebook_size)
     shape, likelihood = model.input_shape, model.pixel_likelihood
+    code_length = {"binarized": run.config.train.binarize, "end_pixels": end_pixels(x_all)}
     return CodeEvaluation(
         images=n,
         samples=SAMPLES,
@@ -86,8 +87,8 @@ def evaluate_codes(run: Run, data: Dataset, *, images: int | None = None, progre
         reconstruction_loss_at_mean=float(-np.mean(log_px)),
         iwae=elbo,
         nll=-elbo,
-        bits_per_dim=bits_per_dim(-elbo, shape, likelihood),
-        elbo_bits_per_dim=bits_per_dim(-elbo, shape, likelihood),
+        bits_per_dim=bits_per_dim(-elbo, shape, likelihood, **code_length),
+        elbo_bits_per_dim=bits_per_dim(-elbo, shape, likelihood, **code_length),
         seconds=round(time.perf_counter() - started, 2),
         codes_per_image=model.latent_dim,
         codebook_size=model.codebook_size,
@@ -113,6 +114,6 @@ def describe(result: CodeEvaluation) -> list[str]:
     return [
         f"  {result.bound} >= ELBO = IWAE bound (q is one point) {result.elbo:9.2f} nats, i.e. NLL <= {result.nll:.2f}",
         f"    = -(reconstruction {result.reconstruction_loss:.2f} + KL {result.kl_loss:.2f} = {length} log {k})",
-        f"  bits per dimension         {result.bits_per_dim:9.4f}",
+        *([] if result.bits_per_dim is None else [f"  bits per dimension         {result.bits_per_dim:9.4f}"]),
         f"  codes used                 {result.codes_used:9d} of {k} (perplexity {result.perplexity:.1f})",
     ]

@@ -20,6 +20,7 @@ from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dat
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.explore import pagedata
 from vaelab.figures import draw_run_figures, exercise_point
+from vaelab.likelihoods import likelihood_note
 from vaelab.model import parameter_count
 from vaelab.report_html import LIVE_MARKER, markdown_to_html
 from vaelab.run import Run, load_run, read_info, read_metrics, run_dir_name, run_is_complete
@@ -468,7 +469,7 @@ This run has not been evaluated (`vaelab evaluate {run.path}`).{training}
     return f"""### The bound and the codebook's use
 
 On {evaluation["images"]:,} test images, {evaluation["bound"]} ≥ ELBO = IWAE bound = {evaluation["elbo"]:.2f} nats
-per image, i.e. NLL ≤ {evaluation["nll"]:.2f} ({evaluation["bits_per_dim"]:.4f} bits/dim): −reconstruction
+per image, i.e. NLL ≤ {evaluation["nll"]:.2f}{_bits(evaluation, ".4f", " ({} bits/dim)")}: −reconstruction
 {evaluation["reconstruction_loss"]:.2f} − KL, where KL = L log K = {length} log {k} = {evaluation["kl_loss"]:.2f}
 for every image. q(z|x) is one point, the nearest codes, so the importance-weighted bound draws the same codes
 every time and equals the ELBO.
@@ -569,7 +570,7 @@ def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
         lines.append(
             f"| `{run.config.preset}` | {test['loss']:.2f} | {test['reconstruction_loss']:.2f} | {test['kl_loss']:.2f} "
             f"| {evaluation.get('elbo', float('nan')):.2f} | {evaluation.get('iwae', float('nan')):.2f} "
-            f"| {evaluation.get('bits_per_dim', float('nan')):.3f} | {_usage(run)} | {parameter_count(run.vae):,} "
+            f"| {_bits(evaluation, '.3f', '{}') or '–'} | {_usage(run)} | {parameter_count(run.vae):,} "
             f"| {run.epoch} | {run.metrics['train_seconds']:.0f} s | {per_epoch:.2f} |"
         )
     k = ", ".join(str(s) for s in sorted(samples, key=str))
@@ -577,9 +578,10 @@ def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
     curves = figures / "training_curves.png"
     plots.save(plots.plot_history({run.config.preset: run.history for run in runs}), curves)
     count = {2: "two ", 3: "three "}.get(len(runs), "")
+    bound = runs[0].config.model.bound  # the report trains one family on every network
     return f"""## Comparison of the {count}networks
 
-{_code_figures_note(images, runs[0].config.model.bound) if codes else _figures_note(images, k)}
+{_code_figures_note(images, bound) if codes else _figures_note(images, k, bound)}
 {_likelihood_note(runs[0])} Training time is the sum of the epochs' wall times, as recorded in each
 run's `history.csv`; s/epoch is their median after the first.
 
@@ -597,12 +599,12 @@ def _usage(run: Run) -> str:
     return f"{evaluation.get('active_units', '–')} of {model.latent_dim}"
 
 
-def _figures_note(images: str, k: str) -> str:
+def _figures_note(images: str, k: str, bound: str) -> str:
     """What the comparison's columns mean for a Gaussian latent space."""
     return f"""Test-set figures after the last epoch, in nats per image: the loss is the negative ELBO,
 reconstruction plus KL, with one z sampled per image (lower is better). ELBO and IWAE bound come from
 `vaelab evaluate` on all {images} test images: the ELBO with its expectation estimated from K = {k}
-samples per image, and the importance-weighted lower bound on log p(x) with the same K samples
+samples per image, and the importance-weighted lower bound on {bound} with the same K samples
 (higher is better; it is never below the ELBO); bits/dim is that bound's NLL in bits per pixel value."""
 
 
@@ -620,21 +622,13 @@ per pixel value; codes used counts the codebook vectors the test images' codes u
 
 def _likelihood_note(run: Run) -> str:
     """What the bounds of the run's likelihood can be compared with."""
-    likelihood, binarized = run.config.model.pixel_likelihood, run.config.train.binarize
-    if likelihood == "bernoulli" and not binarized:
-        return (
-            "On grey-level pixels the Bernoulli likelihood is not a normalised density, so these compare the "
-            "networks with one another, not with published binarised-MNIST results."
-        )
-    if likelihood in ("bernoulli", "logistic"):
-        return (
-            f"The {likelihood} likelihood gives the probability of each pixel's value, so these are the figures "
-            "published results on the same images report."
-        )
-    return (
-        f"The {likelihood} likelihood is a density; its bits/dim count each 8-bit level as a bin of width 1/255 "
-        "(no dequantisation noise), the usual reading."
-    )
+    return likelihood_note(run.config.model.pixel_likelihood, run.config.train.binarize)
+
+
+def _bits(evaluation: dict, spec: str, template: str) -> str:
+    """The evaluation's bits/dim formatted into `template`, or "" where it has none (a density on binary pixels)."""
+    value = evaluation.get("bits_per_dim")
+    return "" if value is None else template.format(format(value, spec))
 
 
 def _kl_section() -> str:

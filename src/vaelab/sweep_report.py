@@ -53,6 +53,14 @@ def summary_rows(points: list[Point], axes: dict[str, Sequence[Any]]) -> list[di
     return rows
 
 
+CONDITIONAL_MARK = " †"  # an iwae cell that bounds log p(x|y), a conditional model's (cvae), not log p(x)
+
+
+def _bound_mark(members: list[Point]) -> str:
+    """CONDITIONAL_MARK where these points' bound is not on log p(x): their figure does not rank beside it."""
+    return CONDITIONAL_MARK if any(p.config and p.config.model.bound != "log p(x)" for p in members) else ""
+
+
 def _cell(mean: float, sd: float, digits: int, n: int) -> str:
     if math.isnan(mean):
         return "–"
@@ -107,9 +115,10 @@ def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[An
     keys = [a for a in axes if a != "seed"]
     head = [*keys, "seeds done", *(LABELS[n] for n in FIGURES)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(keys) + "---:|" * (1 + len(FIGURES))]
-    for row in summary:
+    for row, members in zip(summary, groups(points, axes).values(), strict=True):
         cells = [str(row[k]) for k in keys] + [f"{row['seeds_done']} of {row['seeds']}"]
-        cells += [_cell(row[f"{n}_mean"], row[f"{n}_sd"], DIGITS[n], row["seeds_done"]) for n in FIGURES]
+        cells += [_cell(row[f"{n}_mean"], row[f"{n}_sd"], DIGITS[n], row["seeds_done"])
+                  + (_bound_mark(members) if n == "iwae" else "") for n in FIGURES]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
 
     settings = list(points[0].settings)
@@ -118,8 +127,8 @@ def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[An
     for p in points:
         figs = p.figures
         cells = [f"`{p.name}`", *(str(p.settings[a]) for a in settings), p.status + (" (reused)" if p.reused else "")]
-        cells += [f"{figs[n]:.{DIGITS[n] if n != 'active_units' else 0}f}" if figs.get(n) is not None else "–"
-                  for n in FIGURES]  # fmt: skip
+        cells += [(f"{figs[n]:.{DIGITS[n] if n != 'active_units' else 0}f}" if figs.get(n) is not None else "–")
+                  + (_bound_mark([p]) if n == "iwae" else "") for n in FIGURES]  # fmt: skip
         cells += [f"{figs['train_seconds']:.0f}" if "train_seconds" in figs else "–", (p.error or "").replace("|", "/")]
         point_lines.append("| " + " | ".join(cells) + " |")
 
@@ -133,13 +142,19 @@ def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[An
         else "no valid configuration"
     )
     done = sum(p.status == "done" for p in points)
+    conditional = (
+        f"; a cell marked{CONDITIONAL_MARK} is a conditional model's bound on log p(x|y), the likelihood of an image "
+        "given its label: another quantity, not to be ranked beside log p(x)"
+        if _bound_mark(points)
+        else ""
+    )
     failed = [p for p in points if p.status != "done"]
     seconds = sum(p.figures.get("train_seconds", 0) for p in points)
     markdown = f"""# vaelab sweep: {done} of {len(points)} points done
 
 The grid {grid_text}; {fixed}. Each point is an ordinary run directory under `runs/`. Every figure is
 on the first {images:,} test images: the ELBO (KL weight 1, whatever β the point was trained with)
-and the importance-weighted bound on log p(x) with K = {samples} (nats, higher is better), the KL term
+and the importance-weighted bound on log p(x) with K = {samples} (nats, higher is better){conditional}, the KL term
 (nats), and the active units (latent dimensions whose code varies over the test set: Cov_x(E_q[z_j]) > 0.01,
 Burda et al., 2015). Training took {seconds / 60:.1f} minutes of epochs in all.
 

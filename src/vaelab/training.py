@@ -34,7 +34,7 @@ from vaelab.data.batches import Batches, EpochOrder
 from vaelab.distribute import ONE_DEVICE, STOP_CHECK_STEPS, Layout, layout, translated_errors
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.export import export_run
-from vaelab.likelihoods import bits_per_dim
+from vaelab.likelihoods import bits_per_dim, end_pixels
 from vaelab.model import Models, build_models
 
 STEPS_PER_EXECUTION = 10  # steps per call into the compiled step, less Python overhead (torch allows only 1)
@@ -300,7 +300,13 @@ def _fit(
             "kl_weight": last["kl_weight"],
             **{k: last[f"val_{k}"] for k in runs.VQ_METRICS if f"val_{k}" in last},  # a vqvae's
             # -ELBO per pixel value, in bits: the figure colour-image papers quote (vaelab.likelihoods)
-            "bits_per_dim": bits_per_dim(last["val_elbo_loss"], model.input_shape, model.pixel_likelihood),
+            "bits_per_dim": bits_per_dim(
+                last["val_elbo_loss"],
+                model.input_shape,
+                model.pixel_likelihood,
+                binarized=config.train.binarize,
+                end_pixels=_end_pixels_of_test_set(config, data),
+            ),
             "bound": model.bound,  # what elbo_loss bounds: -log p(x), or a cvae's -log p(x|y)
         },
     }
@@ -422,3 +428,10 @@ def diverged(value: float, epoch: int) -> VaelabError:
         f"the loss became {value} in epoch {epoch} (training diverged); the run keeps the epochs completed "
         "before it: train again with a lower --learning-rate"
     )
+
+
+def _end_pixels_of_test_set(config: RunConfig, data: Dataset) -> float:
+    """The validation images' mean count of pixels at level 0 or 255, for a continuous Bernoulli's bits/dim."""
+    if config.model.pixel_likelihood != "continuous-bernoulli":
+        return 0.0
+    return end_pixels(test_images(data, binarized=config.train.binarize)[: config.train.test_subset])
