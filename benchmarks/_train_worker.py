@@ -41,7 +41,7 @@ def main() -> None:
     from vaelab._malloc import tune_malloc
     from vaelab.config import make_config
     from vaelab.data import load_dataset
-    from vaelab.model import build_models
+    from vaelab.models import build_models
     from vaelab.training import train
 
     tune_malloc()  # as the vaelab command does

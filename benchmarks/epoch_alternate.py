@@ -37,7 +37,7 @@ def main() -> None:
     from vaelab._malloc import tune_malloc
     from vaelab.config import make_config
     from vaelab.data import fetch_mnist
-    from vaelab.model import build_models
+    from vaelab.models import build_models
     from vaelab.training import STEPS_PER_EXECUTION, make_optimizer, prepare
 
     tune_malloc()

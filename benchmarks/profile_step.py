@@ -42,7 +42,7 @@ def build_step(preset: str, variant: str, x):
     import keras
 
     from vaelab.config import make_config
-    from vaelab.model import build_models
+    from vaelab.models import build_models
 
     implementation, use_kernels = VARIANTS[variant]
     os.environ["VAELAB_KERNELS"] = "1" if use_kernels else "0"

@@ -92,7 +92,7 @@ def main() -> None:
     from vaelab._malloc import tune_malloc
     from vaelab.data import load_dataset
     from vaelab.evaluate import evaluate_and_save
-    from vaelab.report import ensure_run
+    from vaelab.job import ensure_run
     from vaelab.run import machine
 
     tune_malloc()

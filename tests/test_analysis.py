@@ -10,7 +10,7 @@ from tests.conftest import run_cli
 from vaelab import analysis
 from vaelab.config import ModelConfig, RunConfig
 from vaelab.errors import VaelabError
-from vaelab.model import build_models
+from vaelab.models import build_models
 from vaelab.run import Run
 
 

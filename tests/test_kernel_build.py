@@ -31,7 +31,7 @@ USE = """
 import json, numpy as np
 from vaelab import kernels
 from vaelab.config import PRESETS
-from vaelab.model import build_models
+from vaelab.models import build_models
 models = build_models(PRESETS["conv"], seed=0)
 codes = models.encoder.predict(np.zeros((4, 28, 28, 1), np.float32), verbose=0)
 print(json.dumps({"in_use": kernels.status().in_use, "finite": bool(np.isfinite(codes[0]).all())}))

@@ -227,7 +227,7 @@ def test_the_first_layers_input_gradient_is_never_computed():
     import jax
 
     from vaelab.config import PRESETS
-    from vaelab.model import build_models, kl_loss, reconstruction_loss
+    from vaelab.models import build_models, kl_loss, reconstruction_loss
 
     models = build_models(PRESETS["conv"], seed=0)
     x = np.zeros((4, 28, 28, 1), np.float32)

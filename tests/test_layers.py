@@ -20,7 +20,7 @@ from vaelab.layers import (
     UpSamplingConv2D,
     _kernel_activation,
 )
-from vaelab.model import build_models, kl_loss, reconstruction_loss
+from vaelab.models import build_models, kl_loss, reconstruction_loss
 
 
 def value_and_grads(stack, x):

@@ -15,7 +15,7 @@ from vaelab.config import LIKELIHOODS, ModelConfig, RunConfig, TrainConfig
 from vaelab.data.dataset import make_dataset, scale_pixels
 from vaelab.evaluate import evaluate
 from vaelab.likelihoods import bits_per_dim, likelihood_note, log_likelihood
-from vaelab.model import build_models
+from vaelab.models import build_models
 from vaelab.run import Run
 
 LEVELS = np.arange(256) / 255.0

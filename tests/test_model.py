@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vaelab.config import PRESETS, ModelConfig
-from vaelab.model import (
+from vaelab.models import (
     Binarize,
     FixedLogVariance,
     Sampling,
@@ -137,7 +137,7 @@ def test_loss_parts_match_their_definitions():
 
 
 def test_sampling_draws_z_from_the_encoders_distribution():
-    from vaelab.model import Sampling
+    from vaelab.models import Sampling
 
     sampling = Sampling(epsilon_std=1.0, seed=3)
     z_mean = np.full((20000, 2), [1.0, -2.0], np.float32)

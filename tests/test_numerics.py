@@ -35,7 +35,7 @@ from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data.dataset import binarized_test_set, make_dataset, scale_pixels
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.evaluate import evaluate, evaluate_and_save
-from vaelab.model import build_models, reconstruction_loss
+from vaelab.models import build_models, reconstruction_loss
 from vaelab.run import Run
 
 LATENT_DIM = 2

@@ -12,7 +12,7 @@ from tests.conftest import PRESETS, draw_a_one, offline_page, run_cli
 from vaelab import webmodel, webpage
 from vaelab.errors import VaelabError
 from vaelab.explore.export import RUN_BUDGET_BYTES
-from vaelab.model import build_models
+from vaelab.models import build_models
 
 POINTS = 100  # latent points per preset
 IMAGES = 20  # test images per preset

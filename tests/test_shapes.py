@@ -11,7 +11,7 @@ import pytest
 from vaelab.config import PRESETS, ModelConfig, default_likelihood, make_config
 from vaelab.data.dataset import make_dataset
 from vaelab.errors import VaelabError
-from vaelab.model import build_models, parameter_count
+from vaelab.models import build_models, parameter_count
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ _LAZY = {
     "ModelConfig": "vaelab.config",
     "TrainConfig": "vaelab.config",
     "PRESETS": "vaelab.config",
-    "build_models": "vaelab.model",
+    "build_models": "vaelab.models",
     "gaussian_kl": "vaelab.kl",
     "train": "vaelab.training",
     "load_run": "vaelab.run",

@@ -27,6 +27,8 @@ DEFAULT_PSEUDO_INPUTS = 500
 # The models whose loss estimates log q(z|x) at codes drawn from q(z|x) itself (so epsilon_std must stay 1).
 AT_THE_DRAW = ("iwae", "vamp", "betatc")
 MNIST_TRAINING_IMAGES = 60_000  # a betatc's N when its network is built without data (the exercise's MNIST)
+# A betatc's KL split in three (vaelab.models.betatc logs them; run.py gives them columns in history.csv).
+TERMS = ("mutual_information", "total_correlation", "dimension_kl")
 DEFAULT_CODES = 512  # the vqvae's codebook size K (--codes): van den Oord et al.'s K for images
 CODE_DIM = 16  # D, the length of each of a vqvae's latent_dim code vectors: small, for the small networks here
 # p(x|z), the decoder's distribution of the pixels (vaelab.likelihoods): Bernoulli for grey images (the course's),

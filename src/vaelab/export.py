@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from vaelab._files import atomic_path
-from vaelab.model import Models, build_models
+from vaelab.models import Models, build_models
 from vaelab.run import KERAS_FILES, Run
 
 PSEUDO_INPUTS = "pseudo_inputs.npy"

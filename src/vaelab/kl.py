@@ -2,8 +2,8 @@
 
     KL(N(mu1, s1^2) || N(mu2, s2^2)) = log(s2 / s1) + (s1^2 + (mu1 - mu2)^2) / (2 s2^2) - 1/2
 
-The derivation is in docs/kl-divergence.md. This is the one KL function of vaelab: the VAE loss, the
-tests and the `vaelab kl` command all call it.
+The derivation is in resources/kl-divergence.md (the report embeds it; so does the docs site). This is the one KL
+function of vaelab: the VAE loss, the tests and the `vaelab kl` command all call it.
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dat
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.explore import pagedata
 from vaelab.figures import draw_run_figures, exercise_point
+from vaelab.job import ensure_run
 from vaelab.likelihoods import likelihood_note
-from vaelab.model import parameter_count
+from vaelab.models import parameter_count
 from vaelab.report_html import LIVE_MARKER, markdown_to_html
-from vaelab.run import Run, load_run, read_info, read_metrics, run_dir_name, run_is_complete
+from vaelab.run import Run, load_run, read_metrics, run_dir_name, run_is_complete
 
 REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")  # the exercise's networks, on 28x28 grey images
 # On images of another shape part (g)'s ConvNet, made for 28x28x1, gives way to the one built from the shape.
@@ -39,29 +40,6 @@ PARTS = {
     ),
 }
 KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0), (-10.0, 10.0, 10.0, 0.1)]
-
-
-def ensure_run(
-    config: RunConfig, path: Path, data: Dataset, *, log: Callable[[str], None], verbose: int | str = "auto"
-) -> Run:
-    """The completed run of `config` in `path`: reused if it is there (the same configuration once both are resolved
-    for `data`: `RunConfig.for_data`), resumed if it was interrupted."""
-    from vaelab.training import resume, train
-
-    if not (path / "config.json").exists():
-        return train(config, path, data=data, log=log, verbose=verbose)
-    info = read_info(path)
-    same = info.get("data_sha256") == data.sha256 and (
-        RunConfig.from_dict(info["config"]).for_data(data) == config.for_data(data)
-    )
-    if not same:
-        raise VaelabError(
-            f"{path} holds a run with another configuration or other data; move it away or use another directory"
-        )
-    if not run_is_complete(path):
-        return resume(path, data=data, log=log, verbose=verbose)
-    log(f"vaelab: reusing {path} ({config.train.epochs} epochs, same configuration and data)")
-    return load_run(path)
 
 
 def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str], None]) -> None:
@@ -172,6 +150,10 @@ def _train_side_by_side(
     Only for built-in datasets (a worker process loads the data by name) with JAX on a CPU; otherwise,
     or with one core, the report trains them one after the other itself.
     """
+    import keras
+
+    from vaelab.distribute import on_cpu
+
     todo = [
         lanes.Job(config, runs_dir / run_dir_name(config), recorded_samples(config, samples), len(data.x_test))
         for config in configs
@@ -179,7 +161,7 @@ def _train_side_by_side(
     ]
     todo.sort(key=lambda job: job.config.model.arch == "mlp")  # the longest first: the ConvNet
     cores = lanes.cpu_lanes(len(todo))
-    if len(cores) < 2 or data.name not in BUILTIN or not _jax_on_cpu():
+    if len(cores) < 2 or data.name not in BUILTIN or not (keras.backend.backend() == "jax" and on_cpu()):
         return
     log(f"vaelab report: training {len(todo)} networks side by side, on {len(cores)} shares of the cores")
     try:
@@ -206,16 +188,6 @@ def _evaluated(path: Path, samples: int, images: int) -> bool:
     except VaelabError:  # no run there yet (or a damaged one: the worker says which file, in one line)
         return False
     return done.get("samples") == samples and done.get("images") == images
-
-
-def _jax_on_cpu() -> bool:
-    import keras
-
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-
-    return jax.default_backend() == "cpu"
 
 
 # --- the report itself: a pure function of the runs' files ------------------------------------------------

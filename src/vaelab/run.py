@@ -42,7 +42,7 @@ import numpy as np
 
 from vaelab._files import atomic_path, write_json, write_text
 from vaelab._lock import is_locked
-from vaelab.config import PRESETS, RunConfig, TrainConfig, default_likelihood
+from vaelab.config import PRESETS, TERMS, RunConfig, TrainConfig, default_likelihood
 from vaelab.errors import VaelabError
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ RUN_DIRS = (SNAPSHOT_DIR,)
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
 VQ_METRICS = ("codebook_loss", "commitment_loss", "perplexity")  # a vqvae's besides LOSSES (vaelab.models.vqvae)
 HISTORY_COLUMNS = ("epoch", *LOSSES, "kl_weight", *(f"val_{k}" for k in LOSSES), "seconds")
-TERMS = ("mutual_information", "total_correlation", "dimension_kl")  # a betatc's KL split in three (models.betatc)
 # The columns history.csv has where the model logs them: the betatc's TERMS, the vqvae's VQ_METRICS, and their val_.
 OPTIONAL_COLUMNS = tuple(k for m in (*TERMS, *VQ_METRICS) for k in (m, f"val_{m}"))
 
@@ -77,7 +76,7 @@ class Run:
     path: Path
     config: RunConfig
     info: dict[str, Any]  # config.json's other entries: versions, data checksum
-    models: Any  # vaelab.model.Models
+    models: Any  # vaelab.models.Models
     epoch: int  # epochs completed
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -314,7 +313,7 @@ def damaged(file: Path, what: str) -> VaelabError:
 
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Rebuilds the encoder, generator and VAE of the run in `path`, with its saved weights."""
-    from vaelab.model import build_models
+    from vaelab.models import build_models
 
     path = Path(path)
     for attempt in range(READ_ATTEMPTS):

@@ -43,11 +43,10 @@ from vaelab._lock import DirectoryLock
 from vaelab.config import RunConfig, make_config
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.run import read_info, read_metrics, run_dir_name
+from vaelab.sweep_report import FIGURES, write_comparison
 
 AXES = ("preset", "latent_dim", "beta", "seed")  # the settings a sweep varies
 FIXED = ("epochs", "kl_warmup", "batch_size", "learning_rate", "train_subset", "test_subset", "binarize")
-FIGURES = ("elbo", "iwae", "kl_loss", "active_units")  # compared across points, in this order
-LABELS = {"elbo": "test ELBO", "iwae": "IWAE bound", "kl_loss": "KL", "active_units": "active units"}
 IWAE_SAMPLES = 100  # K for each point's IWAE bound: vaelab report's choice, seconds per point for an MLP
 
 Log = Callable[[str], None]
@@ -123,7 +122,6 @@ def sweep(
     `image_size` and `grey` say how the dataset's images are read (`load_dataset`), for every point.
     """
     from vaelab.data import load_dataset
-    from vaelab.sweep_report import write_comparison
 
     out = Path(out).resolve()
     fixed = dict(fixed or {})
@@ -221,7 +219,7 @@ def run_point(spec: dict[str, Any], log: Log) -> dict[str, Any]:
     """
     from vaelab.data import load_dataset
     from vaelab.evaluate import evaluate_and_save
-    from vaelab.report import ensure_run
+    from vaelab.job import ensure_run
 
     config = RunConfig.from_dict(spec["config"])
     data = load_dataset(config.dataset, spec.get("data_dir"), image_size=config.image_size, grey=config.grey, log=log)

@@ -12,15 +12,31 @@ import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from matplotlib.figure import Figure
 
 from vaelab import plots
 from vaelab._files import write_text
-from vaelab.sweep import FIGURES, LABELS, Point
+from vaelab.config import RunConfig
 
+FIGURES = ("elbo", "iwae", "kl_loss", "active_units")  # compared across points, in this order
+LABELS = {"elbo": "test ELBO", "iwae": "IWAE bound", "kl_loss": "KL", "active_units": "active units"}
 DIGITS = {"elbo": 2, "iwae": 2, "kl_loss": 2, "active_units": 1}
+
+
+class Point(Protocol):
+    """What the page reads of each grid point the sweep hands it (a `vaelab.sweep.Point`)."""
+
+    settings: dict[str, Any]
+    config: RunConfig | None
+    error: str | None
+    status: str
+    figures: dict[str, Any]
+    reused: bool
+
+    @property
+    def name(self) -> str: ...
 
 
 def spread(values: Sequence[float]) -> tuple[float, float]:

@@ -35,7 +35,7 @@ from vaelab.distribute import ONE_DEVICE, STOP_CHECK_STEPS, Layout, layout, tran
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.export import export_run
 from vaelab.likelihoods import bits_per_dim, end_pixels
-from vaelab.model import Models, build_models
+from vaelab.models import Models, build_models
 
 STEPS_PER_EXECUTION = 10  # steps per call into the compiled step, less Python overhead (torch allows only 1)
 

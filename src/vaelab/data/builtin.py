@@ -142,7 +142,9 @@ def fetch_builtin(spec: Builtin, directory: Path, *, sources: Sequence[Source] |
 
 
 def _dataset(spec: Builtin, arrays: Arrays, source: str, path: Path | None) -> Dataset:
-    return make_dataset(arrays, name=spec.name, source=source, class_names=spec.class_names, path=path)
+    return make_dataset(
+        arrays, name=spec.name, source=source, class_names=spec.class_names, path=path, title=spec.title
+    )
 
 
 # --- a local directory: the cache, or files the user supplies -------------------------------------

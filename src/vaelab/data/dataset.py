@@ -38,6 +38,11 @@ class Dataset:
     class_names: tuple[str, ...] | None = None  # label k is class_names[k]; None when there are no labels
     path: Path | None = None  # the file or directory read, when there is one
     details: dict = field(default_factory=dict)  # e.g. how a test split was made, recorded with a run
+    title: str = ""  # the name as a reader would write it (MNIST, CIFAR-10, ...); "": the folder's or file's name
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            object.__setattr__(self, "title", Path(self.name).name)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -47,13 +52,6 @@ class Dataset:
     @property
     def labelled(self) -> bool:
         return self.y_test is not None and self.class_names is not None
-
-    @property
-    def title(self) -> str:
-        """The dataset's name as a reader would write it: MNIST, Fashion-MNIST, CIFAR-10, ..., or the folder's name."""
-        from vaelab.data.builtin import BUILTIN
-
-        return BUILTIN[self.name].title if self.name in BUILTIN else Path(self.name).name
 
     @property
     def class_word(self) -> str:
@@ -72,8 +70,10 @@ class Dataset:
         return {"name": self.name, "source": self.source, **self.details}
 
 
-def make_dataset(arrays: Arrays, *, name: str, source: str, class_names=None, path=None, details=None) -> Dataset:
-    """A `Dataset` from the four arrays (labels may be None), with its checksum computed."""
+def make_dataset(
+    arrays: Arrays, *, name: str, source: str, class_names=None, path=None, details=None, title: str = ""
+) -> Dataset:
+    """A `Dataset` from the four arrays (labels may be None), with its checksum computed; `title` as `Dataset.title`."""
     return Dataset(
         x_train=arrays["x_train"],
         y_train=arrays.get("y_train"),
@@ -85,6 +85,7 @@ def make_dataset(arrays: Arrays, *, name: str, source: str, class_names=None, pa
         class_names=tuple(class_names) if class_names is not None else None,
         path=path,
         details=dict(details or {}),
+        title=title,
     )
 
 

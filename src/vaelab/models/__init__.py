@@ -30,11 +30,27 @@ from vaelab.models.betatc import BetaTC
 from vaelab.models.cvae import CVAE
 from vaelab.models.iwae import IWAE
 from vaelab.models.priors import StandardNormal, VampMixture
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, bernoulli_log_likelihood, kl_loss, reconstruction_loss
 from vaelab.models.vamp import Vamp
 from vaelab.models.vqvae import VQVAE, build_vqvae
-from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, FixedLogVariance, LogScale, apply, dense
+from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, FixedLogVariance, LogScale, Sampling, apply, dense
 from vaelab.networks import kernel_initializers as _kernel_initializers
+
+# The public names (once also `vaelab.model`'s, a module since folded in here).
+__all__ = [
+    "MODELS",
+    "VAE",
+    "Binarize",
+    "FixedLogVariance",
+    "LogScale",
+    "Models",
+    "Sampling",
+    "bernoulli_log_likelihood",
+    "build_models",
+    "kl_loss",
+    "parameter_count",
+    "reconstruction_loss",
+]
 
 MODELS: dict[str, type[VAE]] = {
     "vae": VAE, "iwae": IWAE, "cvae": CVAE, "vamp": Vamp, "betatc": BetaTC, "vqvae": VQVAE

@@ -25,10 +25,9 @@ import math
 import keras
 from keras import ops
 
-from vaelab.config import ModelConfig
+from vaelab.config import TERMS, ModelConfig
 from vaelab.models.priors import log_normal
 from vaelab.models.vae import VAE, reconstruction_loss
-from vaelab.run import TERMS
 
 
 def decomposed_kl(z, z_mean, z_log_var, dataset_size: int):
