@@ -554,10 +554,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from vaelab.sweep import sweep
 
     started = time.perf_counter()
-    axes = {"preset": args.preset, "latent_dim": args.latent_dim, "beta": args.beta, "seed": args.seed}
+    # one --model is a fixed setting (run names as before); several are an axis, compared per model
+    models = args.model if args.model and len(args.model) > 1 else None
+    axes = {"preset": args.preset, "model": models, "latent_dim": args.latent_dim, "beta": args.beta,
+            "seed": args.seed}  # fmt: skip
     fixed = {"epochs": args.epochs, "kl_warmup": args.kl_warmup, "train_subset": args.train_subset,
              "test_subset": args.test_subset, "binarize": args.binarize or None,
-             "likelihood": args.likelihood, "scale": args.scale, "model": args.model, "k": args.k,
+             "likelihood": args.likelihood, "scale": args.scale,
+             "model": args.model[0] if args.model and models is None else None, "k": args.k,
              "pseudo_inputs": args.pseudo_inputs, "codes": args.codes}  # fmt: skip
     points = sweep(
         {k: v for k, v in axes.items() if v is not None},
@@ -855,7 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-subset", type=_positive_int, help="validate on the first N test images during training")
     p.add_argument("--binarize", action="store_true", help="dynamic binarisation for every point")
     _add_likelihood_options(p, LIKELIHOODS, SCALES)
-    _add_model_options(p, "for every point")
+    _add_model_options(p, "for every point", several=True)
     p.add_argument(
         "--iwae-samples", type=_positive_int, default=100, metavar="K", help="importance samples (default: 100)"
     )
@@ -898,15 +902,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_options(p: argparse.ArgumentParser, which: str = "") -> None:
-    """--model, the member of the VAE family, --k, the iwae's importance samples, --pseudo-inputs, the vamp's, and
-    --codes, the vqvae's codebook size (vaelab.models)."""
+def _add_model_options(p: argparse.ArgumentParser, which: str = "", *, several: bool = False) -> None:
+    """--model, the member of the VAE family (`several`: one or more, a sweep's axis), --k, the iwae's importance
+    samples, --pseudo-inputs, the vamp's, and --codes, the vqvae's codebook size (vaelab.models)."""
     from vaelab.config import DEFAULT_CODES, DEFAULT_K, DEFAULT_PSEUDO_INPUTS, MODELS
 
     p.add_argument(
         "--model",
         choices=MODELS,
-        help=f"the model {which + ': ' if which else ''}vae (the ELBO, with beta), iwae (the importance-weighted "
+        nargs="+" if several else None,
+        help=f"the model{'s (several: compared side by side)' if several else ''} {which + ': ' if which else ''}vae (the ELBO, with beta), iwae (the importance-weighted "
         "bound), cvae (conditioned on the label; labelled data), vamp (the VampPrior, learned pseudo-inputs), "
         "betatc (the beta-TCVAE: beta weights the total correlation) or vqvae (codes from a learned codebook) "
         "(default: vae)",

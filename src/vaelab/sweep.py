@@ -44,7 +44,7 @@ from vaelab.config import RunConfig, make_config
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.run import read_info, read_metrics, run_dir_name
 
-AXES = ("preset", "latent_dim", "beta", "seed")  # the settings a sweep varies
+AXES = ("preset", "model", "latent_dim", "beta", "seed")  # the settings a sweep varies
 FIXED = ("epochs", "kl_warmup", "batch_size", "learning_rate", "train_subset", "test_subset", "binarize")
 FIGURES = ("elbo", "iwae", "kl_loss", "active_units")  # compared across points, in this order
 LABELS = {"elbo": "test ELBO", "iwae": "IWAE bound", "kl_loss": "KL", "active_units": "active units"}
@@ -132,6 +132,8 @@ def sweep(
         *("model", "k", "pseudo_inputs"),  # the model of the family and its own settings
     }
     bad = set(fixed) - set(FIXED) - others
+    if "model" in axes and "model" in fixed:
+        raise VaelabError("the model is swept or fixed, not both: give it once")
     if bad:
         raise VaelabError(f"unknown fixed settings for a sweep: {', '.join(sorted(bad))}")
     if samples < 1:

@@ -152,7 +152,7 @@ def to_grey(data: Dataset) -> Dataset:
     arrays = {"x_train": luma(data.x_train), "y_train": data.y_train, "x_test": luma(data.x_test),
               "y_test": data.y_test}  # fmt: skip
     return make_dataset(arrays, name=data.name, source=data.source, class_names=data.class_names, path=data.path,
-                        details={**data.details, "conversion": GREY})  # fmt: skip
+                        details={**data.details, "conversion": GREY}, factors=data.factors)  # fmt: skip
 
 
 def fetch_mnist(

@@ -24,6 +24,25 @@ Arrays = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
+class Factors:
+    """The known factors of variation of the test images: `values` (n, K), row k those of test image k, column k
+    named `names[k]`; a categorical factor's numbers are labels (shape, colour), an ordinal one's are values (size,
+    position). What the disentanglement metrics (vaelab.disentanglement) score a code against."""
+
+    values: np.ndarray
+    names: tuple[str, ...]
+    categorical: tuple[bool, ...]
+
+    def __post_init__(self):
+        if self.values.ndim != 2 or not self.values.shape[1] == len(self.names) == len(self.categorical):
+            raise ValueError(f"factors {self.values.shape}: one column per name of {self.names}")
+
+    def __getitem__(self, rows: slice) -> Factors:
+        """The factors of the test images `rows`."""
+        return Factors(self.values[rows], self.names, self.categorical)
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Images as uint8 arrays (n, H, W) or (n, H, W, C), labels (n,) or None, with where they came from and a
     checksum."""
@@ -38,6 +57,7 @@ class Dataset:
     class_names: tuple[str, ...] | None = None  # label k is class_names[k]; None when there are no labels
     path: Path | None = None  # the file or directory read, when there is one
     details: dict = field(default_factory=dict)  # e.g. how a test split was made, recorded with a run
+    factors: Factors | None = None  # the test images' known factors of variation, where the data has them
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -72,8 +92,11 @@ class Dataset:
         return {"name": self.name, "source": self.source, **self.details}
 
 
-def make_dataset(arrays: Arrays, *, name: str, source: str, class_names=None, path=None, details=None) -> Dataset:
-    """A `Dataset` from the four arrays (labels may be None), with its checksum computed."""
+def make_dataset(
+    arrays: Arrays, *, name: str, source: str, class_names=None, path=None, details=None, factors=None
+) -> Dataset:
+    """A `Dataset` from the four arrays (labels may be None), with its checksum computed, and the test images'
+    `factors` where known."""
     return Dataset(
         x_train=arrays["x_train"],
         y_train=arrays.get("y_train"),
@@ -85,6 +108,7 @@ def make_dataset(arrays: Arrays, *, name: str, source: str, class_names=None, pa
         class_names=tuple(class_names) if class_names is not None else None,
         path=path,
         details=dict(details or {}),
+        factors=factors,
     )
 
 
