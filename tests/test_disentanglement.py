@@ -130,3 +130,15 @@ def test_ten_thousand_images_take_seconds():
     codes = np.random.default_rng(0).standard_normal((N, 10))
     result = dis.disentanglement(codes, _factors(values))
     assert result.seconds < 30  # a shared 2-core machine; about 2 s alone (docs/disentanglement.md)
+
+
+def test_collapsed_dimensions_are_left_out_and_all_collapsed_scores_zero():
+    values = _levels()
+    wobble = values @ np.array([[1e-3], [2e-3], [0.0]])  # a collapsed code that still follows the factors, faintly
+    result = dis.disentanglement(np.concatenate([wobble, np.zeros((N, 2))], 1), _factors(values))
+    assert result.active == 0
+    assert (result.mig, result.dci_disentanglement, result.dci_completeness, result.factorvae_score, result.sap) == (
+        0.0, 0.0, 0.0, 0.0, 0.0
+    )  # fmt: skip
+    exact = dis.disentanglement(np.concatenate([values, wobble], 1), _factors(values))
+    assert exact.active == 3 and exact.dci_disentanglement == pytest.approx(1.0)

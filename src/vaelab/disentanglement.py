@@ -28,13 +28,17 @@ The estimators, and how many samples each uses:
             the images, I = the held-out R^2 = 1 - NRMSE^2 (mean over a categorical factor's indicators,
             clipped at 0) on the second half. The lasso's strength is `lasso_alpha(n)`: a weight of four
             standard errors of a chance correlation, so codes that carry nothing get exactly zero weight.
-    FactorVAE  `VOTE_SIZE` images a vote (disentanglement_lib's batch; the paper uses L = 200 for dSprites' 737,280
-            images), `TRAIN_VOTES` votes to fit the classifier, `EVAL_VOTES` to score it, all drawn from the
-            n images given; dimensions with a spread under `COLLAPSED` are left out (Kim & Mnih prune collapsed
-            dimensions); votes sample a factor value's images with replacement when it has fewer than L.
+    FactorVAE  L = `VOTE_SIZE` images a vote (disentanglement_lib's batch size, Locatello et al., 2019),
+            `TRAIN_VOTES` votes to fit the classifier, `EVAL_VOTES` to score it, all drawn from the
+            n images given (each dimension scaled by its standard deviation over them); a vote's L images are
+            drawn with replacement from those sharing the value.
     SAP     S_jk from each code alone, over all n images: the R^2 of a line for an ordinal factor (Pearson's
             r squared), the balanced accuracy of the nearest class mean for a categorical one, rescaled
             so that chance (1/C for C classes) is 0 and a perfect prediction 1.
+
+A code dimension whose standard deviation over the images is under `COLLAPSED` (the prior's is 1) has collapsed
+to the prior: it is left out of all four (every estimator above is blind to a dimension's scale, so its wobble
+would count as signal); with every dimension collapsed all four are 0.
 
 With n = 10,000 images and d = 10 codes the four take seconds in all (docs/disentanglement.md has a timing).
 """
@@ -53,7 +57,7 @@ BINS = 20  # equal-width bins a code (and a continuous factor) is cut into for M
 MAX_LEVELS = 64  # an ordinal factor with up to this many values keeps them as its bins (dSprites' largest has 40)
 VOTE_SIZE = 64  # images that share a factor's value in one FactorVAE vote (disentanglement_lib's batch)
 TRAIN_VOTES, EVAL_VOTES = 10_000, 5_000  # votes to fit, then to score, the majority-vote classifier
-COLLAPSED = 0.05  # a code dimension whose standard deviation is below this carries nothing: left out of the votes
+COLLAPSED = 0.05  # a code dimension with a standard deviation under this has collapsed (disentanglement_lib's)
 LASSO_SE = 4.0  # the lasso's strength in standard errors of a chance correlation (see lasso_alpha)
 LASSO_SWEEPS = 1000  # coordinate-descent sweeps at most; they stop when no weight moves by 1e-10
 SEED = 0  # the FactorVAE votes' draws: the same score every time for the same codes
@@ -65,6 +69,7 @@ class Disentanglement:
 
     images: int
     factors: tuple[str, ...]
+    active: int  # code dimensions scored: those whose standard deviation over the images is at least COLLAPSED
     mig: float
     mig_per_factor: tuple[float, ...]
     dci_disentanglement: float
@@ -91,20 +96,30 @@ def disentanglement(codes: np.ndarray, factors: Factors) -> Disentanglement:
     if codes.ndim != 2 or values.shape[0] != codes.shape[0]:
         raise ValueError(f"codes {codes.shape} and factors {values.shape} must have one row per image")
     cat = factors.categorical
-    mig_k = mig_per_factor(codes, values, cat)
-    importance, informativeness = dci_importance(codes, values, cat)
+    active = codes.std(axis=0) >= COLLAPSED  # a collapsed dimension's tiny wobble, rescaled, would look like signal
+    k_count = values.shape[1]
+    importance = np.zeros((codes.shape[1], k_count))
+    if active.any():
+        kept = codes[:, active]
+        mig_k = mig_per_factor(kept, values, cat)
+        importance[active], informativeness = dci_importance(kept, values, cat)
+        sap_k = sap_per_factor(kept, values, cat)
+        vote = factorvae_score(kept, values, cat)
+    else:
+        mig_k = sap_k = informativeness = np.zeros(k_count)
+        vote = 0.0
     d, c = dci_scores(importance)
-    sap_k = sap_per_factor(codes, values, cat)
     return Disentanglement(
         images=len(codes),
         factors=factors.names,
+        active=int(active.sum()),
         mig=_mean(mig_k),
         mig_per_factor=tuple(float(m) for m in mig_k),
         dci_disentanglement=d,
         dci_completeness=c,
         dci_informativeness=float(np.mean(informativeness)),
         dci_importance=tuple(tuple(float(r) for r in row) for row in importance),
-        factorvae_score=factorvae_score(codes, values, cat),
+        factorvae_score=vote,
         sap=_mean(sap_k),
         sap_per_factor=tuple(float(s) for s in sap_k),
         seconds=round(time.perf_counter() - started, 3),
@@ -345,3 +360,54 @@ def sap_per_factor(codes: np.ndarray, values: np.ndarray, categorical: tuple[boo
     """(K,): the gap between the two largest entries of each column of `sap_scores`."""
     s = np.sort(sap_scores(codes, values, categorical), axis=0)[::-1]
     return s[0] - (s[1] if len(s) > 1 else 0.0)
+
+
+# --- a run ---------------------------------------------------------------------------------------------------------
+
+
+def no_factors(data) -> str:
+    """The one-line error for data without known factors."""
+    return (
+        f"{data.title} has no known factors of variation, so its codes cannot be scored for disentanglement; use "
+        "--dataset shapes or dsprites, or an .npz with a `factors` array (one row per test image)"
+    )
+
+
+def score_run(run, data, *, images: int | None = None) -> Disentanglement:
+    """The four metrics of `run`'s codes (z_mean) of the first `images` test images (default all) of `data`."""
+    from vaelab.data import test_images
+    from vaelab.errors import VaelabError
+
+    if data.factors is None:
+        raise VaelabError(no_factors(data))
+    if run.config.model.family == "vqvae":
+        raise VaelabError(f"{run.name} is a vqvae: its codes are codebook indices, not coordinates to score")
+    x = test_images(data, binarized=run.config.train.binarize)[:images]
+    labels = data.y_test[: len(x)] if run.config.model.conditional else None
+    z_mean, _ = run.encode(x, labels=labels)
+    return disentanglement(z_mean, data.factors[: len(x)])
+
+
+def score_and_save(run, data, *, images: int | None = None) -> Disentanglement:
+    """`score_run`, then writes the result into the run's metrics.json under "disentanglement"."""
+    from vaelab._lock import DirectoryLock
+    from vaelab.run import update_metrics
+
+    with DirectoryLock(run.path, "disentanglement"):
+        result = score_run(run, data, images=images)
+        run.metrics = update_metrics(run.path, disentanglement=result.record())
+    return result
+
+
+def describe(result: Disentanglement | dict) -> list[str]:
+    """The metrics as lines for the terminal."""
+    r = result.record() if isinstance(result, Disentanglement) else result
+    per = "  ".join(f"{name} {m:.2f}" for name, m in zip(r["factors"], r["mig_per_factor"], strict=True))
+    return [
+        f"  disentanglement on {r['images']:,} test images with known factors ({', '.join(r['factors'])}):",
+        f"  MIG                        {r['mig']:9.3f} (per factor: {per})",
+        f"  DCI                        {r['dci_disentanglement']:9.3f} disentanglement, "
+        f"{r['dci_completeness']:.3f} completeness, {r['dci_informativeness']:.3f} informativeness (held-out R^2)",
+        f"  FactorVAE score            {r['factorvae_score']:9.3f} (chance {1 / len(r['factors']):.2f})",
+        f"  SAP                        {r['sap']:9.3f}",
+    ]
