@@ -1,6 +1,7 @@
 """The built-in datasets (`BUILTIN`): fetched from the first source that works, verified, cached.
 
-MNIST and Fashion-MNIST are defined here; the generated colour shapes in `vaelab.data.shapes`;
+MNIST and Fashion-MNIST are defined here; the generated colour shapes in `vaelab.data.shapes`; dSprites in
+`vaelab.data.dsprites`;
 CIFAR-10, SVHN and CelebA in `vaelab.data.colour`. Each comes from a directory first (the user's
 `--data-dir`, `VAELAB_DATA_DIR`, or the cache) holding `NAME.npz`, the files its authors publish
 (`cifar-10-python.tar.gz`, ...) or, for MNIST and Fashion-MNIST, the four IDX files; then from its
@@ -30,6 +31,7 @@ from vaelab._files import WriteError, atomic_path, write_json
 from vaelab._lock import DirectoryLock
 from vaelab.data.colour import COLOUR
 from vaelab.data.dataset import KEYS, Arrays, Dataset, array_sha256, arrays_sha256, make_dataset
+from vaelab.data.dsprites import DSPRITES
 from vaelab.data.idx import IDX_FILES, find_idx, read_idx, read_idx_bytes
 from vaelab.data.shapes import SHAPES
 from vaelab.data.sources import URL_TIMEOUT_S, Builtin, Log, NumpyOnlyUnpickler, Source, download, verify
@@ -110,6 +112,7 @@ BUILTIN: dict[str, Builtin] = {
         "four IDX files in a directory and pass it with --data-dir",
     ),
     "shapes": SHAPES,
+    "dsprites": DSPRITES,
     **COLOUR,
 }
 
