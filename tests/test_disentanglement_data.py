@@ -168,3 +168,42 @@ def test_disentanglement_on_data_without_factors_is_one_line_and_exit_2(small_ru
     err = capsys.readouterr().err.strip()
     assert "MNIST has no known factors of variation" in err and "\n" not in err
     assert "disentanglement" not in json.loads((small_run.path / "metrics.json").read_text())
+
+
+def test_the_report_has_a_disentanglement_section_from_metrics_json(shapes_run):
+    from vaelab.disentanglement import score_and_save
+    from vaelab.report import _disentanglement_section
+
+    data = load_dataset(shapes_run.config.dataset)
+    scores = score_and_save(shapes_run, data)
+    section = _disentanglement_section([shapes_run], data)  # what build_report adds for data with factors
+    assert "factor0 (ordinal)" in section and "| MIG factor4 |" in section
+    assert f"| `mlp` | {scores.mig:.3f} | {scores.dci_disentanglement:.3f} |" in section
+
+
+def test_the_sweep_page_compares_mig_and_dci_per_beta_where_the_points_have_them(tmp_path):
+    from vaelab.config import make_config
+    from vaelab.sweep import Point, compared
+    from vaelab.sweep_report import write_comparison
+
+    axes = {"model": ["vae", "betatc"], "beta": [1.0, 4.0]}
+    points = []
+    for model in axes["model"]:
+        for beta in axes["beta"]:
+            figures = {"elbo": -100.0 - beta, "iwae": -99.0, "kl_loss": 10.0, "active_units": 4, "train_seconds": 1.0,
+                       "mig": 0.1 * beta + (0.05 if model == "betatc" else 0), "dci_disentanglement": 0.2,
+                       "dci_completeness": 0.3, "factorvae_score": 0.5, "sap": 0.04}  # fmt: skip
+            config = make_config("mlp", model=model, beta=beta, dataset="shapes")
+            points.append(Point({"model": model, "beta": beta}, config, status="done", figures=figures))
+    assert compared(points)[-5:] == ("mig", "dci_disentanglement", "dci_completeness", "factorvae_score", "sap")
+    write_comparison(tmp_path, points, axes, samples=10, images=1000)
+    page = (tmp_path / "sweep.md").read_text()
+    assert "| seeds done | test ELBO | IWAE bound | KL | active units | MIG | DCI disentanglement |" in page
+    assert "| betatc | 4.0 | 1 of 1 | -104.00 | -99.00 | 10.00 | 4.0 | 0.450 | 0.200 |" in page
+    assert "MIG (Chen et al., 2018)" in page and (tmp_path / "figures" / "metrics.png").exists()
+    assert "mig_mean" in (tmp_path / "summary.csv").read_text()
+    plain = [Point(p.settings, p.config, status="done", figures={k: v for k, v in p.figures.items() if k != "mig"
+                                                                 and k[:3] not in ("dci", "fac", "sap")})
+             for p in points]  # fmt: skip
+    write_comparison(tmp_path, plain, axes, samples=10, images=1000)
+    assert "MIG" not in (tmp_path / "sweep.md").read_text()  # data without factors: the page as before
