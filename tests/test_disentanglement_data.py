@@ -207,3 +207,15 @@ def test_the_sweep_page_compares_mig_and_dci_per_beta_where_the_points_have_them
              for p in points]  # fmt: skip
     write_comparison(tmp_path, plain, axes, samples=10, images=1000)
     assert "MIG" not in (tmp_path / "sweep.md").read_text()  # data without factors: the page as before
+
+
+def test_several_models_are_a_sweep_axis():
+    from vaelab.cli import build_parser
+    from vaelab.sweep import grid
+
+    points = grid({"model": ["vae", "betatc"], "beta": [1.0, 4.0]}, {"epochs": 1}, "shapes")
+    assert [p.config.model.family for p in points] == ["vae", "vae", "betatc", "betatc"]
+    assert len({p.name for p in points}) == 4 and "betatc" in points[-1].name
+    args = build_parser().parse_args(["sweep", "--model", "vae", "betatc", "--beta", "1", "4"])
+    assert args.model == ["vae", "betatc"]
+    assert build_parser().parse_args(["sweep", "--model", "iwae"]).model == ["iwae"]  # one: a fixed setting
