@@ -219,3 +219,13 @@ def test_several_models_are_a_sweep_axis():
     args = build_parser().parse_args(["sweep", "--model", "vae", "betatc", "--beta", "1", "4"])
     assert args.model == ["vae", "betatc"]
     assert build_parser().parse_args(["sweep", "--model", "iwae"]).model == ["iwae"]  # one: a fixed setting
+
+
+def test_a_damaged_disentanglement_entry_is_a_damaged_metrics_json(tmp_path):
+    from vaelab.run import read_metrics
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"disentanglement": {"mig": "high"}}))
+    with pytest.raises(VaelabError, match="its 'disentanglement' entry is not a mapping of numbers"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"disentanglement": {"mig": 0.5, "images": 10}}))
+    assert read_metrics(tmp_path)["disentanglement"]["mig"] == 0.5
