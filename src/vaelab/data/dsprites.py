@@ -11,8 +11,9 @@ The one published file, `dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz` from th
 repository, holds `imgs` (737,280, 64, 64) of 0/1, `latents_classes` (737,280, 6), each factor's value as its
 index (column 0 is the colour, always 0), `latents_values` and a pickled `metadata`, which is not read. It is
 checked against its MD5 (`DSPRITES_MD5`: the repository publishes no checksum; this is the digest other
-dSprites loaders check, not yet confirmed here against the real file, which vaelab's machine could not fetch), read, and split: a seeded draw of `TEST_SIZE` images is the test set, in
-their order in the file, the rest the training set. Pixels are stored as 0 and 255. The factors of the test
+dSprites loaders check, not yet confirmed against the real file, which vaelab's build machine could not
+fetch), read, and split: a seeded draw of `TEST_SIZE` images is the test set, in their order in the file,
+the rest the training set. Pixels are stored as 0 and 255. The factors of the test
 images (their class indices, `FACTORS`) are cached with the arrays as `factors_test` and checked on every load.
 """
 
