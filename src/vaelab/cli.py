@@ -415,6 +415,20 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wants_disentanglement(args: argparse.Namespace, run, data) -> bool:
+    """Whether `vaelab evaluate` scores disentanglement: asked for (an error without factors), or by default when the
+    data has factors and the run has coordinates to score (not a vqvae)."""
+    from vaelab.disentanglement import no_factors
+
+    if args.disentanglement and data.factors is None:
+        raise VaelabError(no_factors(data))
+    if args.disentanglement and run.config.model.family == "vqvae":
+        raise VaelabError(f"{run.name} is a vqvae: its codes are codebook indices, not coordinates to score")
+    if args.disentanglement is None:
+        return data.factors is not None and run.config.model.family != "vqvae"
+    return args.disentanglement
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Test-set ELBO, the importance-weighted bound on log p(x) and the latent diagnostics; saved into the run's
     metrics.json; the diagnostic figures (reconstructions, KL per dimension, traversal, snapshots) drawn."""
@@ -425,6 +439,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vaelab.likelihoods import likelihood_note
 
     run, data, out = _load(args)
+    tangle = _wants_disentanglement(args, run, data)  # before the slow part: no factors is an error at once
     bars = []  # the progress bar appears once the work has started (not before an error)
 
     def progress(done: int, total: int) -> None:
@@ -477,7 +492,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dim = len(result.kl_per_dim)
     print(f"  active units               {result.active_units:9d} of {dim} (Cov_x(E_q[z_j]) > 0.01)")
     print(f"  KL per dimension, nats     {' '.join(f'{k:.2f}' for k in result.kl_per_dim)}")
-    print(f"written to {run.path / 'metrics.json'} ({result.seconds:.0f} s)")
+    seconds = result.seconds
+    if tangle:
+        from vaelab.disentanglement import describe, score_and_save
+
+        scores = score_and_save(run, data, images=args.images)
+        print("\n".join(describe(scores)))
+        seconds += scores.seconds
+    print(f"written to {run.path / 'metrics.json'} ({seconds:.0f} s)")
     if run.config.model.conditional:
         print(f"no diagnostic figures for a {run.config.model.family} yet", file=sys.stderr)
         return 0
@@ -558,10 +580,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from vaelab.sweep import sweep
 
     started = time.perf_counter()
-    axes = {"preset": args.preset, "latent_dim": args.latent_dim, "beta": args.beta, "seed": args.seed}
+    # one --model is a fixed setting (run names as before); several are an axis, compared per model
+    models = args.model if args.model and len(args.model) > 1 else None
+    axes = {"preset": args.preset, "model": models, "latent_dim": args.latent_dim, "beta": args.beta,
+            "seed": args.seed}  # fmt: skip
     fixed = {"epochs": args.epochs, "kl_warmup": args.kl_warmup, "train_subset": args.train_subset,
              "test_subset": args.test_subset, "binarize": args.binarize or None,
-             "likelihood": args.likelihood, "scale": args.scale, "model": args.model, "k": args.k,
+             "likelihood": args.likelihood, "scale": args.scale,
+             "model": args.model[0] if args.model and models is None else None, "k": args.k,
              "pseudo_inputs": args.pseudo_inputs, "codes": args.codes}  # fmt: skip
     points = sweep(
         {k: v for k, v in axes.items() if v is not None},
@@ -824,6 +850,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=_int_in(0, 2**32 - 1, "a seed"), default=0, help="seed of the importance samples (default: 0)"
     )
+    p.add_argument(
+        "--disentanglement",
+        action=argparse.BooleanOptionalAction,
+        help="score the codes against the data's known factors: MIG, DCI, FactorVAE score, SAP (default: when the "
+        "data has factors: shapes, dsprites, an .npz with `factors`)",
+    )
 
     p = sub.add_parser("report", help="train (or reuse) the exercise's three networks and write the report")
     p.add_argument("--epochs", type=_positive_int, help=f"epochs per network (default: {TrainConfig.epochs})")
@@ -859,7 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-subset", type=_positive_int, help="validate on the first N test images during training")
     p.add_argument("--binarize", action="store_true", help="dynamic binarisation for every point")
     _add_likelihood_options(p, LIKELIHOODS, SCALES)
-    _add_model_options(p, "for every point")
+    _add_model_options(p, "for every point", several=True)
     p.add_argument(
         "--iwae-samples", type=_positive_int, default=100, metavar="K", help="importance samples (default: 100)"
     )
@@ -902,15 +934,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_options(p: argparse.ArgumentParser, which: str = "") -> None:
-    """--model, the member of the VAE family, --k, the iwae's importance samples, --pseudo-inputs, the vamp's, and
-    --codes, the vqvae's codebook size (vaelab.models)."""
+def _add_model_options(p: argparse.ArgumentParser, which: str = "", *, several: bool = False) -> None:
+    """--model, the member of the VAE family (`several`: one or more, a sweep's axis), --k, the iwae's importance
+    samples, --pseudo-inputs, the vamp's, and --codes, the vqvae's codebook size (vaelab.models)."""
     from vaelab.config import DEFAULT_CODES, DEFAULT_K, DEFAULT_PSEUDO_INPUTS, MODELS
 
     p.add_argument(
         "--model",
         choices=MODELS,
-        help=f"the model {which + ': ' if which else ''}vae (the ELBO, with beta), iwae (the importance-weighted "
+        nargs="+" if several else None,
+        help=f"the model{'s (several: compared side by side)' if several else ''} {which + ': ' if which else ''}"
+        "vae (the ELBO, with beta), iwae (the importance-weighted "
         "bound), cvae (conditioned on the label; labelled data), vamp (the VampPrior, learned pseudo-inputs), "
         "betatc (the beta-TCVAE: beta weights the total correlation) or vqvae (codes from a learned codebook) "
         "(default: vae)",

@@ -9,7 +9,9 @@
                      also mutual_information, total_correlation, dimension_kl, its KL's three terms, and a vqvae's
                      codebook_loss, commitment_loss and perplexity (each with its val_ counterpart, before seconds)
     metrics.json     final test-set figures (the same names), the run's id; written when training
-                     completes; `evaluation` (ELBO, IWAE bound, latent diagnostics) once evaluated
+                     completes; `evaluation` (ELBO, IWAE bound, latent diagnostics) once evaluated;
+                     `disentanglement` (MIG, DCI, FactorVAE score, SAP: vaelab.disentanglement) once scored
+                     against data with known factors
     encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
     generator.keras  (vaelab.export); written when training completes
     snapshots.npz    per epoch: fixed test images reconstructed, fixed prior draws decoded (vaelab.snapshots)
@@ -487,7 +489,13 @@ def read_metrics(path: Path) -> dict[str, Any]:
             raise damaged(file, f"its {key!r} entry is not a mapping of numbers")
         if not all(isinstance(entry.get(k, ""), str) for k in ("likelihood", "bound")):
             raise damaged(file, f"its {key!r} entry is not a mapping of numbers")
+    tangle = metrics.get("disentanglement", {})
+    if not isinstance(tangle, dict) or not all(_is_number(tangle.get(k, 0)) for k in _SCORES):
+        raise damaged(file, "its 'disentanglement' entry is not a mapping of numbers")
     return metrics
+
+
+_SCORES = ("images", "mig", "dci_disentanglement", "dci_completeness", "factorvae_score", "sap")  # read by the pages
 
 
 _NOT_NUMBERS = ("binarized", "likelihood", "bound")

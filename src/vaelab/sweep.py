@@ -14,7 +14,8 @@ A sweep directory holds a fixed set of files, each written atomically:
     .lock               held by the one sweep working in the directory
 
 A point is trained (or resumed, if it was interrupted, or reused, if its run is complete with the
-same configuration and data), then evaluated (ELBO, IWAE bound with K samples, latent diagnostics).
+same configuration and data), then evaluated (ELBO, IWAE bound with K samples, latent diagnostics; on
+data with known factors, the disentanglement metrics of vaelab.disentanglement: MIG, DCI, FactorVAE, SAP).
 Points run in worker processes, `workers` at a time (each a fresh Python, as `vaelab train` is: JAX
 must not be forked), or as Ray tasks (`ray_address`). A point that fails (a bad setting, a
 diverging loss, a worker killed) is recorded with its error; the others go on. Interrupt a sweep
@@ -43,9 +44,9 @@ from vaelab._lock import DirectoryLock
 from vaelab.config import RunConfig, make_config
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.run import read_info, read_metrics, run_dir_name
-from vaelab.sweep_report import FIGURES, write_comparison
+from vaelab.sweep_report import DISENTANGLEMENT, compared, write_comparison
 
-AXES = ("preset", "latent_dim", "beta", "seed")  # the settings a sweep varies
+AXES = ("preset", "model", "latent_dim", "beta", "seed")  # the settings a sweep varies
 FIXED = ("epochs", "kl_warmup", "batch_size", "learning_rate", "train_subset", "test_subset", "binarize")
 IWAE_SAMPLES = 100  # K for each point's IWAE bound: vaelab report's choice, seconds per point for an MLP
 
@@ -130,6 +131,8 @@ def sweep(
         *("model", "k", "pseudo_inputs"),  # the model of the family and its own settings
     }
     bad = set(fixed) - set(FIXED) - others
+    if "model" in axes and "model" in fixed:
+        raise VaelabError("the model is swept or fixed, not both: give it once")
     if bad:
         raise VaelabError(f"unknown fixed settings for a sweep: {', '.join(sorted(bad))}")
     if samples < 1:
@@ -190,14 +193,26 @@ def _finished(point: Point, out: Path, data, samples: int, images: int) -> bool:
         return False
     if evaluation.get("samples") != samples or evaluation.get("images") != images:
         return False
+    if not _scored(point.config, data, metrics, images):
+        return False
     point.figures = point_figures(metrics)
     return True
+
+
+def _scored(config: RunConfig, data, metrics: dict[str, Any], images: int) -> bool:
+    """Whether the run's disentanglement metrics are there on `images` test images, or not called for (data without
+    factors, a vqvae)."""
+    if data.factors is None or config.model.family == "vqvae":
+        return True
+    return metrics.get("disentanglement", {}).get("images") == images
 
 
 def point_figures(metrics: dict[str, Any]) -> dict[str, Any]:
     """What the comparison shows of one run, from its metrics.json."""
     evaluation = metrics["evaluation"]
+    tangle = metrics.get("disentanglement", {})
     return {
+        **{name: tangle[name] for name in DISENTANGLEMENT if name in tangle},
         "elbo": evaluation["elbo"],
         "iwae": evaluation["iwae"],
         "kl_loss": evaluation["kl_loss"],
@@ -228,6 +243,11 @@ def run_point(spec: dict[str, Any], log: Log) -> dict[str, Any]:
     if done.get("samples") != spec["samples"] or done.get("images") != spec["images"]:
         log(f"vaelab sweep: evaluating {run.path} (K = {spec['samples']}, {spec['images']} test images)")
         evaluate_and_save(run, data, samples=spec["samples"], images=spec["images"])
+    if not _scored(config, data, run.metrics, spec["images"]):
+        from vaelab.disentanglement import score_and_save
+
+        log(f"vaelab sweep: scoring the disentanglement of {run.path} ({spec['images']} test images)")
+        score_and_save(run, data, images=spec["images"])
     return point_figures(run.metrics)
 
 
@@ -355,7 +375,7 @@ def _save_results(out: Path, points: list[Point]) -> None:
         for p in points
     ]
     write_json(out / "results.json", rows)
-    columns = ["name", *points[0].settings, "status", "error", "reused", *FIGURES]
+    columns = ["name", *points[0].settings, "status", "error", "reused", *compared(points)]
     columns += ["reconstruction_loss", "test_loss", "epochs", "train_seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")

@@ -21,8 +21,13 @@ from vaelab._files import write_text
 from vaelab.config import RunConfig
 
 FIGURES = ("elbo", "iwae", "kl_loss", "active_units")  # compared across points, in this order
-LABELS = {"elbo": "test ELBO", "iwae": "IWAE bound", "kl_loss": "KL", "active_units": "active units"}
-DIGITS = {"elbo": 2, "iwae": 2, "kl_loss": 2, "active_units": 1}
+# compared too where the data has known factors (vaelab.disentanglement), after FIGURES
+DISENTANGLEMENT = ("mig", "dci_disentanglement", "dci_completeness", "factorvae_score", "sap")
+LABELS = {"elbo": "test ELBO", "iwae": "IWAE bound", "kl_loss": "KL", "active_units": "active units", "mig": "MIG",
+          "dci_disentanglement": "DCI disentanglement", "dci_completeness": "DCI completeness",
+          "factorvae_score": "FactorVAE score", "sap": "SAP"}  # fmt: skip
+DIGITS = {"elbo": 2, "iwae": 2, "kl_loss": 2, "active_units": 1, "mig": 3, "dci_disentanglement": 3,
+          "dci_completeness": 3, "factorvae_score": 3, "sap": 3}  # fmt: skip
 
 
 class Point(Protocol):
@@ -37,6 +42,11 @@ class Point(Protocol):
 
     @property
     def name(self) -> str: ...
+
+
+def compared(points: list[Point]) -> tuple[str, ...]:
+    """The figures the comparison shows: FIGURES, then the disentanglement metrics where any point has them."""
+    return FIGURES + tuple(n for n in DISENTANGLEMENT if any(n in p.figures for p in points))
 
 
 def spread(values: Sequence[float]) -> tuple[float, float]:
@@ -61,7 +71,7 @@ def summary_rows(points: list[Point], axes: dict[str, Sequence[Any]]) -> list[di
     for key, members in groups(points, axes).items():
         done = [p for p in members if p.status == "done"]
         row: dict[str, Any] = {**dict(zip(keys, key, strict=True)), "seeds_done": len(done), "seeds": len(members)}
-        for name in FIGURES:
+        for name in compared(points):
             values = [p.figures[name] for p in done if p.figures.get(name) is not None]
             mean, sd = spread(values) if values else (math.nan, math.nan)
             row[f"{name}_mean"], row[f"{name}_sd"] = mean, sd
@@ -83,14 +93,15 @@ def _cell(mean: float, sd: float, digits: int, n: int) -> str:
     return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def plot_sweep(points: list[Point], axes: dict[str, Sequence[Any]]) -> Figure:
-    """Each figure (rows) against each swept setting (columns): mean over seeds, error bars one standard
-    deviation; one line per combination of the other swept settings."""
+def plot_sweep(points: list[Point], axes: dict[str, Sequence[Any]], names: Sequence[str] | None = None) -> Figure:
+    """Each figure (rows; default `compared(points)`) against each swept setting (columns): mean over seeds, error
+    bars one standard deviation; one line per combination of the other swept settings."""
+    shown = tuple(names or compared(points))
     swept = [a for a in axes if a != "seed" and len(axes[a]) > 1] or [a for a in axes if a != "seed"] or ["seed"]
-    fig = Figure(figsize=(4.2 * len(swept) + 1.5, 2.6 * len(FIGURES)))
-    for row, name in enumerate(FIGURES):
+    fig = Figure(figsize=(4.2 * len(swept) + 1.5, 2.6 * len(shown)))
+    for row, name in enumerate(shown):
         for col, axis in enumerate(swept):
-            ax = fig.add_subplot(len(FIGURES), len(swept), row * len(swept) + col + 1)
+            ax = fig.add_subplot(len(shown), len(swept), row * len(swept) + col + 1)
             others = [a for a in axes if a not in ("seed", axis)]
             lines: dict[tuple, dict[Any, list[float]]] = {}
             for p in points:
@@ -106,7 +117,7 @@ def plot_sweep(points: list[Point], axes: dict[str, Sequence[Any]]) -> Figure:
             ax.set_xticks(range(len(axes[axis])), [str(v) for v in axes[axis]])
             ax.set_xlim(-0.5, len(axes[axis]) - 0.5)
             ax.grid(alpha=0.3)
-            if row == len(FIGURES) - 1:
+            if row == len(shown) - 1:
                 ax.set_xlabel(axis)
             if col == 0:
                 ax.set_ylabel(LABELS[name])
@@ -116,11 +127,23 @@ def plot_sweep(points: list[Point], axes: dict[str, Sequence[Any]]) -> Figure:
     return fig
 
 
+def _disentanglement_note(names: Sequence[str], images: int) -> str:
+    if "mig" not in names:
+        return ""
+    return (
+        f"\n\nThe data has known factors, so each point's codes (z_mean of the same {images:,} test images) are "
+        "scored for disentanglement (vaelab.disentanglement; 0 to 1, higher is more disentangled): MIG (Chen et al., "
+        "2018), DCI disentanglement and completeness (Eastwood & Williams, 2018), the FactorVAE score (Kim & Mnih, "
+        "2018; chance is 1 over the number of factors) and SAP (Kumar et al., 2018)."
+    )
+
+
 def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[Any]], *, samples: int, images: int):
     """Writes summary.csv, figures/metrics.png, sweep.md and index.html; returns index.html's path."""
     from vaelab.report_html import markdown_to_html
 
     summary = summary_rows(points, axes)
+    shown = compared(points)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(summary[0]), lineterminator="\n")
     writer.writeheader()
@@ -129,22 +152,23 @@ def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[An
     plots.save(plot_sweep(points, axes), out / "figures" / "metrics.png")
 
     keys = [a for a in axes if a != "seed"]
-    head = [*keys, "seeds done", *(LABELS[n] for n in FIGURES)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(keys) + "---:|" * (1 + len(FIGURES))]
+    head = [*keys, "seeds done", *(LABELS[n] for n in shown)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(keys) + "---:|" * (1 + len(shown))]
     for row, members in zip(summary, groups(points, axes).values(), strict=True):
         cells = [str(row[k]) for k in keys] + [f"{row['seeds_done']} of {row['seeds']}"]
         cells += [_cell(row[f"{n}_mean"], row[f"{n}_sd"], DIGITS[n], row["seeds_done"])
-                  + (_bound_mark(members) if n == "iwae" else "") for n in FIGURES]  # fmt: skip
+                  + (_bound_mark(members) if n == "iwae" else "") for n in shown]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
 
     settings = list(points[0].settings)
-    point_head = ["run", *settings, "status", *(LABELS[n] for n in FIGURES), "training s", "error"]
-    point_lines = ["| " + " | ".join(point_head) + " |", "|" + "---|" * (len(settings) + 2) + "---:|" * 5 + "---|"]
+    point_head = ["run", *settings, "status", *(LABELS[n] for n in shown), "training s", "error"]
+    point_lines = ["| " + " | ".join(point_head) + " |",
+                   "|" + "---|" * (len(settings) + 2) + "---:|" * (len(shown) + 1) + "---|"]  # fmt: skip
     for p in points:
         figs = p.figures
         cells = [f"`{p.name}`", *(str(p.settings[a]) for a in settings), p.status + (" (reused)" if p.reused else "")]
         cells += [(f"{figs[n]:.{DIGITS[n] if n != 'active_units' else 0}f}" if figs.get(n) is not None else "–")
-                  + (_bound_mark([p]) if n == "iwae" else "") for n in FIGURES]  # fmt: skip
+                  + (_bound_mark([p]) if n == "iwae" else "") for n in shown]  # fmt: skip
         cells += [f"{figs['train_seconds']:.0f}" if "train_seconds" in figs else "–", (p.error or "").replace("|", "/")]
         point_lines.append("| " + " | ".join(cells) + " |")
 
@@ -172,7 +196,8 @@ The grid {grid_text}; {fixed}. Each point is an ordinary run directory under `ru
 on the first {images:,} test images: the ELBO (KL weight 1, whatever β the point was trained with)
 and the importance-weighted bound on log p(x) with K = {samples} (nats, higher is better){conditional}, the KL term
 (nats), and the active units (latent dimensions whose code varies over the test set: Cov_x(E_q[z_j]) > 0.01,
-Burda et al., 2015). Training took {seconds / 60:.1f} minutes of epochs in all.
+Burda et al., 2015).{_disentanglement_note(shown, images)} Training took {seconds / 60:.1f} minutes of epochs
+in all.
 
 ## Per setting, over seeds
 

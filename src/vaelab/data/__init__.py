@@ -1,11 +1,13 @@
 """vaelab's one data loader: `load_dataset(NAME | PATH, image_size=None, grey=False)` -> a verified `Dataset`.
 
-Built-in datasets (`mnist`, `fashion-mnist`, `shapes`, `cifar10`, `svhn`, `celeba`) are fetched or
+Built-in datasets (`mnist`, `fashion-mnist`, `shapes`, `dsprites`, `cifar10`, `svhn`, `celeba`) are fetched or
 generated, verified and cached (`vaelab.data.builtin`); a path is a folder of your images or an `.npz`
 of arrays (`vaelab.data.custom`), kept at their size and colour or converted with `image_size` and
 `grey`, or a directory of shards written by `vaelab data convert`, whose training images stay on disk
 (`vaelab.data.shards`). Every dataset is uint8 images of one shape, grey (n, H, W) or colour
-(n, H, W, 3). The factors of each `shapes` image: `shapes_factors("train" | "test")`.
+(n, H, W, 3). The factors of each `shapes` image: `shapes_factors("train" | "test")`; a dataset whose test
+images have known factors of variation (shapes, dsprites, an `.npz` with `factors`) carries them as
+`Dataset.factors`, what the disentanglement metrics score a code against.
 """
 
 from __future__ import annotations
@@ -152,7 +154,8 @@ def to_grey(data: Dataset) -> Dataset:
     arrays = {"x_train": luma(data.x_train), "y_train": data.y_train, "x_test": luma(data.x_test),
               "y_test": data.y_test}  # fmt: skip
     return make_dataset(arrays, name=data.name, source=data.source, class_names=data.class_names, path=data.path,
-                        details={**data.details, "conversion": GREY}, title=data.title)  # fmt: skip
+                        details={**data.details, "conversion": GREY}, title=data.title,
+                        factors=data.factors)  # fmt: skip
 
 
 def fetch_mnist(

@@ -1,6 +1,7 @@
 """The built-in datasets (`BUILTIN`): fetched from the first source that works, verified, cached.
 
-MNIST and Fashion-MNIST are defined here; the generated colour shapes in `vaelab.data.shapes`;
+MNIST and Fashion-MNIST are defined here; the generated colour shapes in `vaelab.data.shapes`; dSprites in
+`vaelab.data.dsprites`;
 CIFAR-10, SVHN and CelebA in `vaelab.data.colour`. Each comes from a directory first (the user's
 `--data-dir`, `VAELAB_DATA_DIR`, or the cache) holding `NAME.npz`, the files its authors publish
 (`cifar-10-python.tar.gz`, ...) or, for MNIST and Fashion-MNIST, the four IDX files; then from its
@@ -30,6 +31,7 @@ from vaelab._files import WriteError, atomic_path, write_json
 from vaelab._lock import DirectoryLock
 from vaelab.data.colour import COLOUR
 from vaelab.data.dataset import KEYS, Arrays, Dataset, array_sha256, arrays_sha256, make_dataset
+from vaelab.data.dsprites import DSPRITES
 from vaelab.data.idx import IDX_FILES, find_idx, read_idx, read_idx_bytes
 from vaelab.data.shapes import SHAPES
 from vaelab.data.sources import URL_TIMEOUT_S, Builtin, Log, NumpyOnlyUnpickler, Source, download, verify
@@ -110,6 +112,7 @@ BUILTIN: dict[str, Builtin] = {
         "four IDX files in a directory and pass it with --data-dir",
     ),
     "shapes": SHAPES,
+    "dsprites": DSPRITES,
     **COLOUR,
 }
 
@@ -142,9 +145,9 @@ def fetch_builtin(spec: Builtin, directory: Path, *, sources: Sequence[Source] |
 
 
 def _dataset(spec: Builtin, arrays: Arrays, source: str, path: Path | None) -> Dataset:
-    return make_dataset(
-        arrays, name=spec.name, source=source, class_names=spec.class_names, path=path, title=spec.title
-    )
+    factors = spec.factors(arrays) if spec.factors is not None else None
+    return make_dataset(arrays, name=spec.name, source=source, class_names=spec.class_names, path=path,
+                        title=spec.title, factors=factors)  # fmt: skip
 
 
 # --- a local directory: the cache, or files the user supplies -------------------------------------
@@ -160,7 +163,7 @@ def _load_directory(spec: Builtin, directory: Path) -> Dataset | None:
                 f"{npz} is unreadable ({err.strerror}); fix its permissions or pass another --data-dir"
             ) from None
         keys = KEYS if spec.class_names else ("x_train", "x_test")
-        arrays = read_npz(raw, str(npz), keys)
+        arrays = read_npz(raw, str(npz), (*keys, *spec.extra))
         manifest = directory / spec.manifest_file
         source = f"local file {npz}"
         if manifest.exists():
@@ -196,7 +199,7 @@ def _check_manifest(arrays: Arrays, manifest: Path, npz: Path) -> str:
             raise TypeError("'arrays' is not a mapping")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise VaelabError(f"{manifest} is unreadable ({err}); {refetch}") from None
-    for key in KEYS:
+    for key in (*KEYS, *(k for k in arrays if k not in KEYS)):
         if (array_sha256(arrays[key]) if key in arrays else "-") != expected.get(key, "-"):
             raise VaelabError(f"{npz}: array {key} does not match its checksum in {manifest.name}; {refetch}")
     return source
@@ -219,11 +222,12 @@ def _write_cache(spec: Builtin, directory: Path, arrays: Arrays, source: str) ->
         with DirectoryLock(directory, f"caching {spec.title}", wait=CACHE_LOCK_WAIT_S):
             path = directory / spec.cache_file
             hashes = {k: array_sha256(arrays[k]) if arrays.get(k) is not None else "-" for k in KEYS}
+            extra = {k: array_sha256(arrays[k]) for k in spec.extra}  # checked on load; not in the dataset's sha256
             with atomic_path(path, suffix=".npz") as tmp:
-                np.savez(tmp, **{k: arrays[k] for k in KEYS if arrays.get(k) is not None})
+                np.savez(tmp, **{k: arrays[k] for k in (*KEYS, *spec.extra) if arrays.get(k) is not None})
             write_json(
                 directory / spec.manifest_file,
-                {"source": source, "arrays": hashes, "sha256": arrays_sha256(arrays, hashes)},
+                {"source": source, "arrays": {**hashes, **extra}, "sha256": arrays_sha256(arrays, hashes)},
             )
     except WriteError as err:
         raise VaelabError(f"{err} (the {spec.title} cache); pass a writable --data-dir") from None

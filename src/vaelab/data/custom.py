@@ -17,7 +17,10 @@ class (MNIST's 10,000 of 70,000) becomes the test set; the split is recorded in 
 
 An `.npz` holds `x_train`, `x_test` (uint8, or floats in [0, 1]; (n, H, W) or (n, H, W, 1 or 3)),
 optionally `y_train`, `y_test` (integers 0..K-1) and `class_names`; the same options convert its
-images, and when one of the two arrays is colour the other's grey images become RGB.
+images, and when one of the two arrays is colour the other's grey images become RGB. Test images with known
+factors of variation (for the disentanglement metrics) add `factors`: numbers (n_test, K), row k those of
+x_test[k]; optionally `factor_names` (K strings; default factor0, factor1, ...) and `categorical_factors`, the
+names of the factors whose numbers are labels rather than values (default: none).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.data.dataset import Dataset, make_dataset
+from vaelab.data.dataset import Dataset, Factors, make_dataset
 from vaelab.data.images import GREY, RESIZE, fit, luma
 from vaelab.errors import VaelabError
 
@@ -98,9 +101,35 @@ def load_npz(path: Path, *, image_size: Size = None, grey: bool = False) -> Data
             if len(names) < count:
                 raise VaelabError(f"{path}: class_names has {len(names)} names, but the labels go up to {count - 1}")
     details = {"conversion": reader.conversion(arrays["x_train"])}
+    factors = _factors(found, len(arrays["x_test"]), path) if "factors" in found else None
     return make_dataset(
-        arrays, name=str(path), source=f"arrays in {path}", class_names=names, path=path, details=details
-    )
+        arrays, name=str(path), source=f"arrays in {path}", class_names=names, path=path, details=details,
+        factors=factors,
+    )  # fmt: skip
+
+
+def _factors(found: dict[str, np.ndarray], n: int, path: Path) -> Factors:
+    """The `.npz`'s `factors` (n, K) (or (n,): one factor), with `factor_names` and `categorical_factors`, checked."""
+    values = np.asarray(found["factors"])
+    values = values[:, None] if values.ndim == 1 else values
+    if values.ndim != 2 or len(values) != n or values.shape[1] == 0 or not np.issubdtype(values.dtype, np.number):
+        raise VaelabError(
+            f"{path}: factors is {values.dtype}{list(values.shape)}; give numbers (n_test, K), one row per test image "
+            f"({n})"
+        )
+    if not np.all(np.isfinite(values)):
+        raise VaelabError(f"{path}: factors holds NaN or infinite values; give finite numbers")
+    k = values.shape[1]
+    names = tuple(f"factor{i}" for i in range(k))
+    if "factor_names" in found:
+        names = tuple(str(n) for n in np.asarray(found["factor_names"]).reshape(-1))
+        if len(names) != k or len(set(names)) != k:
+            raise VaelabError(f"{path}: factor_names has {len(names)} names, not {k} different ones (one per column)")
+    categorical = {str(n) for n in np.asarray(found.get("categorical_factors", [])).reshape(-1)}
+    unknown = categorical - set(names)
+    if unknown:
+        raise VaelabError(f"{path}: categorical_factors names {', '.join(sorted(unknown))}, not in {', '.join(names)}")
+    return Factors(values, names, tuple(n in categorical for n in names))
 
 
 class _Reader:

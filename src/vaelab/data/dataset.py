@@ -24,6 +24,25 @@ Arrays = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
+class Factors:
+    """The known factors of variation of the test images: `values` (n, K), row k those of test image k, column k
+    named `names[k]`; a categorical factor's numbers are labels (shape, colour), an ordinal one's are values (size,
+    position). What the disentanglement metrics (vaelab.disentanglement) score a code against."""
+
+    values: np.ndarray
+    names: tuple[str, ...]
+    categorical: tuple[bool, ...]
+
+    def __post_init__(self):
+        if self.values.ndim != 2 or not self.values.shape[1] == len(self.names) == len(self.categorical):
+            raise ValueError(f"factors {self.values.shape}: one column per name of {self.names}")
+
+    def __getitem__(self, rows: slice) -> Factors:
+        """The factors of the test images `rows`."""
+        return Factors(self.values[rows], self.names, self.categorical)
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Images as uint8 arrays (n, H, W) or (n, H, W, C), labels (n,) or None, with where they came from and a
     checksum."""
@@ -39,6 +58,7 @@ class Dataset:
     path: Path | None = None  # the file or directory read, when there is one
     details: dict = field(default_factory=dict)  # e.g. how a test split was made, recorded with a run
     title: str = ""  # the name as a reader would write it (MNIST, CIFAR-10, ...); "": the folder's or file's name
+    factors: Factors | None = None  # the test images' known factors of variation, where the data has them
 
     def __post_init__(self) -> None:
         if not self.title:
@@ -71,9 +91,18 @@ class Dataset:
 
 
 def make_dataset(
-    arrays: Arrays, *, name: str, source: str, class_names=None, path=None, details=None, title: str = ""
+    arrays: Arrays,
+    *,
+    name: str,
+    source: str,
+    class_names=None,
+    path=None,
+    details=None,
+    title: str = "",
+    factors=None,
 ) -> Dataset:
-    """A `Dataset` from the four arrays (labels may be None), with its checksum computed; `title` as `Dataset.title`."""
+    """A `Dataset` from the four arrays (labels may be None), with its checksum computed; `title` as `Dataset.title`,
+    and the test images' `factors` where known."""
     return Dataset(
         x_train=arrays["x_train"],
         y_train=arrays.get("y_train"),
@@ -86,6 +115,7 @@ def make_dataset(
         path=path,
         details=dict(details or {}),
         title=title,
+        factors=factors,
     )
 
 

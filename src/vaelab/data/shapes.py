@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaelab.data.dataset import Arrays
+from vaelab.data.dataset import Arrays, Factors
 from vaelab.data.sources import Builtin, Log, Source
 
 SEED = 2024  # the one draw of the dataset: its checksum is part of every run trained on it
@@ -34,6 +34,7 @@ PALETTE = np.array(
 )  # fmt: skip
 SIZES = range(4, 11)  # half-widths in pixels: 8 to 20 pixels across
 FACTORS = ("shape", "colour", "size", "x", "y")
+CATEGORICAL = ("shape", "colour")  # labels, not values: the disentanglement metrics treat them as classes
 CHUNK = 5000  # images drawn at a time: the coordinate arrays of a chunk take 20 MB
 
 
@@ -50,6 +51,13 @@ def shapes_factors(split: str = "train") -> dict[str, np.ndarray]:
     x = size + np.floor(rng.random(n) * (SIDE - 2 * size + 1)).astype(np.int64)
     y = size + np.floor(rng.random(n) * (SIDE - 2 * size + 1)).astype(np.int64)
     return {"shape": shape, "colour": colour, "size": size, "x": x, "y": y}
+
+
+def test_factors(arrays: Arrays | None = None) -> Factors:
+    """The test images' factors as the disentanglement metrics take them: (10,000, 5), columns `FACTORS`. (x and y
+    depend on size, as every centre keeps the whole shape inside: the factors are not quite independent.)"""
+    f = shapes_factors("test")
+    return Factors(np.stack([f[k] for k in FACTORS], 1), FACTORS, tuple(k in CATEGORICAL for k in FACTORS))
 
 
 def draw(factors: dict[str, np.ndarray]) -> np.ndarray:
@@ -103,4 +111,5 @@ SHAPES = Builtin(
     _sources,
     help="pass a writable --data-dir, where the generated images are cached",
     image_shape=(SIDE, SIDE, 3),
+    factors=test_factors,
 )

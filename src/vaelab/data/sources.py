@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.data.dataset import IMAGE_SHAPE, Arrays, image_shape
+from vaelab.data.dataset import IMAGE_SHAPE, Arrays, Factors, image_shape
 from vaelab.errors import VaelabError
 
 Log = Callable[[str], None]
@@ -57,6 +57,8 @@ class Builtin:
     image_shape: tuple[int, int, int] = IMAGE_SHAPE  # (height, width, channels) of every image: fixed
     files: tuple[Published, ...] = ()  # the published files the arrays are read from
     read: Callable[[dict[str, Path]], Arrays] | None = None  # `files` (name -> path) -> the four arrays
+    factors: Callable[[Arrays], Factors] | None = None  # the test images' known factors (from the arrays); None: none
+    extra: tuple[str, ...] = ()  # arrays cached and checked beside the four (dSprites' `factors_test`)
 
     @property
     def cache_file(self) -> str:
