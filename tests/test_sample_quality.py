@@ -8,14 +8,10 @@ import shutil
 
 import numpy as np
 import pytest
+from scipy import linalg
 
 from vaelab import sample_quality as sq
 from vaelab.data.dataset import make_dataset
-
-
-def psd_sqrt(m: np.ndarray) -> np.ndarray:
-    values, vectors = np.linalg.eigh(m)
-    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
 def test_identical_sets_score_zero_and_a_shifted_set_its_squared_shift():
@@ -38,9 +34,16 @@ def test_frechet_distance_of_gaussians_is_the_2_wasserstein_formula():
     m1, m2 = rng.standard_normal((2, 4, 4))
     s1, s2 = m1 @ m1.T + 0.1 * np.eye(4), m2 @ m2.T + 0.1 * np.eye(4)
     mu1, mu2 = rng.standard_normal((2, 4))
-    root1 = psd_sqrt(s1)
-    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(psd_sqrt(root1 @ s2 @ root1))
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
     assert sq.frechet_distance_of_stats(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
+
+
+def test_singular_covariances_dead_features_give_the_distance_of_the_live_ones():
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((2, 500, 3)) * [1, 2, 3]
+    dead = np.zeros((500, 2))  # ReLU units that never fire: zero rows and columns in both covariances
+    live = sq.frechet_distance(x, y + 1)
+    assert sq.frechet_distance(np.hstack([x, dead]), np.hstack([y + 1, dead])) == pytest.approx(live, rel=1e-9)
 
 
 def test_precision_and_recall_count_points_inside_the_k_nn_balls():
@@ -99,7 +102,7 @@ def test_a_runs_samplers_are_measured_against_the_test_set(small_run, small_mnis
 
     shutil.copytree(small_run.path, tmp_path / "run")
     run = load_run(tmp_path / "run")
-    rows, record = sq.measure_runs([run], small_mnist, ["prior", "gmm:3"], samples=300, data_dir=tmp_path / "cache")
+    rows, _ = sq.measure_runs([run], small_mnist, ["prior", "gmm:3"], samples=300, data_dir=tmp_path / "cache")
     assert [(r.name, r.sampler, r.images) for r in rows] == [
         ("training images", "data", 300),
         ("run", "prior", 300),

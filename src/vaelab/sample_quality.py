@@ -56,17 +56,23 @@ CACHE_LOCK_WAIT_S = 600.0  # another process training the same classifier: wait 
 
 def frechet_distance_of_stats(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)): the Fréchet (2-Wasserstein) distance squared between
-    N(mu1, cov1) and N(mu2, cov2)."""
+    N(mu1, cov1) and N(mu2, cov2).
+
+    Tr (cov1 cov2)^(1/2) is computed as Tr (A cov2 A)^(1/2) with A = cov1^(1/2): the two matrices are similar
+    (A^-1 (A cov2 A) A = cov1 cov2), so their square roots have the same eigenvalues, and A cov2 A is symmetric
+    positive semi-definite, so `eigh` gives them real and >= 0 (rounding clipped). `scipy.linalg.sqrtm` of the
+    non-symmetric product gives the same number, but warns and returns complex rounding where a covariance is
+    singular, as it is when a ReLU feature is 0 for every image.
+    """
     from scipy import linalg
 
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
-    root = linalg.sqrtm(cov1 @ cov2)
-    if not np.all(np.isfinite(root)):  # a singular product: a small ridge on both (as pytorch-fid does)
-        ridge = np.eye(len(cov1)) * 1e-6
-        root = linalg.sqrtm((cov1 + ridge) @ (cov2 + ridge))
-    root = root.real  # rounding leaves tiny imaginary parts: the square root of a product of PSD matrices is real
-    distance = float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(root))
+    values, vectors = linalg.eigh(cov1)
+    root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = root1 @ cov2 @ root1
+    trace_root = np.sqrt(np.clip(linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    distance = float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * trace_root)
     return max(distance, 0.0)  # rounding can take identical sets a hair below 0
 
 
