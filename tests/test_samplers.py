@@ -152,3 +152,13 @@ def test_generate_refuses_a_mixture_for_a_vqvae(tmp_path, mnist, vaelab):
     assert not (run / samplers.GMM_FILE).exists()
     drawn = vaelab("generate", run, "--sampler", "prior", "--samples", "4", "--out", tmp_path / "out")
     assert drawn.returncode == 0, drawn.stderr
+
+
+def test_the_reports_sample_grid_draws_from_the_sampler_chosen(run_copy, mnist, tmp_path):
+    from vaelab.report import build_report
+
+    build_report([run_copy], mnist, tmp_path / "report", sampler="gmm:3")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "--sampler gmm:3" in markdown  # the command that made it
+    assert "Twenty draws from a 3-component GMM of q(z) (`--sampler gmm:3`)" in markdown
+    assert read_gmm(run_copy.path)[0].components == 3

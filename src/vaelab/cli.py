@@ -606,6 +606,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         k=args.k,
         pseudo_inputs=args.pseudo_inputs,
         codes=args.codes,
+        sampler=str(args.sampler),
     )
     print(f"report written to {index} and {index.with_name('report.md')} in {time.perf_counter() - started:.0f} s")
     return 0
@@ -908,6 +909,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="p(x|z) of every network (default: bernoulli for grey images, logistic for colour)",
     )
     _add_model_options(p, "of every network")
+    p.add_argument(
+        "--sampler",
+        type=_sampler,
+        default="prior",
+        metavar="prior|gmm[:K]",
+        help="where the sample grids draw z: the prior (default), or a K-component mixture fitted to each run's "
+        "training codes (saved in the run as gmm.npz)",
+    )
     _add_data_options(p)
     p.set_defaults(func=cmd_report)
 
