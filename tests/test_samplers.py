@@ -154,6 +154,7 @@ def test_generate_refuses_a_mixture_for_a_vqvae(tmp_path, mnist, vaelab):
     assert drawn.returncode == 0, drawn.stderr
 
 
+@pytest.mark.slow
 def test_the_reports_sample_grid_draws_from_the_sampler_chosen(run_copy, mnist, tmp_path):
     from vaelab.report import build_report
 
