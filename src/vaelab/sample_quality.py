@@ -111,9 +111,12 @@ def coverage(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> floa
     return inside / len(points)
 
 
-def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = NEIGHBOURS) -> tuple[float, float]:
-    """(precision, recall) of `generated` features against `real` ones, with k-NN manifolds (module docstring)."""
-    precision = coverage(generated, real, knn_radii(real, k))
+def precision_recall(
+    real: np.ndarray, generated: np.ndarray, k: int = NEIGHBOURS, real_radii: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(precision, recall) of `generated` features against `real` ones, with k-NN manifolds (module docstring);
+    `real_radii`, the real manifold's `knn_radii` with the same k, where already computed."""
+    precision = coverage(generated, real, knn_radii(real, k) if real_radii is None else real_radii)
     recall = coverage(real, generated, knn_radii(generated, k))
     return precision, recall
 
@@ -236,15 +239,15 @@ class Quality:
         return asdict(self)
 
 
-def measure(name: str, sampler: str, images: np.ndarray, real_features: np.ndarray, model) -> Quality:
-    """The Fréchet distance, precision and recall of `images` against the real features."""
+def measure(name: str, sampler: str, images: np.ndarray, real_features: np.ndarray, model, real_radii=None) -> Quality:
+    """The Fréchet distance, precision and recall of `images` against the real features (and their k-NN radii)."""
     generated = features(model, images)
-    precision, recall = precision_recall(real_features, generated)
+    precision, recall = precision_recall(real_features, generated, real_radii=real_radii)
     return Quality(name, sampler, len(generated), frechet_distance(real_features, generated), precision, recall)
 
 
 def run_quality(run: Run, data: Dataset, spec: str, real_features: np.ndarray, model, *, samples: int, seed: int = 0,
-                log=None) -> Quality:  # fmt: skip
+                real_radii=None, log=None) -> Quality:  # fmt: skip
     """`samples` draws from the run's sampler `spec` (vaelab.samplers) with `seed`, decoded and measured."""
     from vaelab.samplers import parse_sampler, sampler
 
@@ -252,7 +255,7 @@ def run_quality(run: Run, data: Dataset, spec: str, real_features: np.ndarray, m
     z = sampler(run, parsed, data, log=log).sample(samples, np.random.default_rng(seed))
     # A cvae decodes each draw as a class: the test set's labels, so its classes come in the data's proportions.
     labels = _test_labels(data, samples) if run.config.model.conditional else None
-    return measure(run.name, str(parsed), run.decode(z, labels=labels), real_features, model)
+    return measure(run.name, str(parsed), run.decode(z, labels=labels), real_features, model, real_radii)
 
 
 def _test_labels(data: Dataset, samples: int) -> np.ndarray:
@@ -295,12 +298,15 @@ def measure_runs(
     model, record = cached_classifier(data, data_dir, log=log)
     samples = samples or default_samples(data)
     real = features(model, data.x_test)
-    rows = [measure("training images", "data", data.x_train[:samples], real, model)]
+    radii = knn_radii(real)
+    rows = [measure("training images", "data", data.x_train[:samples], real, model, radii)]
     for run in runs:
         for spec in samplers:
             if log:
                 log(f"vaelab quality: {run.name}, {spec}: {samples:,} samples")
-            rows.append(run_quality(run, data, spec, real, model, samples=samples, seed=seed, log=log))
+            rows.append(
+                run_quality(run, data, spec, real, model, samples=samples, seed=seed, real_radii=radii, log=log)
+            )
     return rows, record
 
 
