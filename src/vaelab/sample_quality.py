@@ -326,6 +326,7 @@ def plot_sample_quality(rows: list[Quality], title: str = ""):
     fd_ax.barh(y, [r.frechet_distance for r in measured], color=colour)
     for yi, r in zip(y, measured, strict=True):
         fd_ax.text(r.frechet_distance, yi, f" {r.frechet_distance:.1f}", va="center", fontsize=8)
+    fd_ax.set_xlim(0, 1.15 * max(r.frechet_distance for r in measured))  # room for the numbers
     fd_ax.set_yticks(y, labels, fontsize=8)
     fd_ax.set_xlabel("Fréchet distance in the classifier's features (lower is better)")
     height = 0.38
