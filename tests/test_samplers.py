@@ -141,7 +141,7 @@ def test_generate_draws_from_the_mixture(run_copy, vaelab, tmp_path):
 
 
 @pytest.mark.slow
-def test_generate_refuses_a_mixture_for_a_vqvae(tmp_path, mnist, vaelab):
+def test_generate_and_quality_refuse_a_mixture_for_a_vqvae(tmp_path, mnist, vaelab):
     run = tmp_path / "vq"
     tiny = ["--model", "vqvae", "--codes", "16", "--latent-dim", "4", "--hidden", "32", "--epochs", "1",
             "--train-subset", "300", "--test-subset", "100", "--no-snapshots"]  # fmt: skip
@@ -152,6 +152,8 @@ def test_generate_refuses_a_mixture_for_a_vqvae(tmp_path, mnist, vaelab):
     assert not (run / samplers.GMM_FILE).exists()
     drawn = vaelab("generate", run, "--sampler", "prior", "--samples", "4", "--out", tmp_path / "out")
     assert drawn.returncode == 0, drawn.stderr
+    measured = vaelab("quality", run, "--out", tmp_path / "quality")
+    assert measured.returncode == 2 and measured.stderr.count("\n") == 1 and "vqvae" in measured.stderr
 
 
 @pytest.mark.slow
