@@ -515,12 +515,14 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from vaelab._files import write_json, write_text
     from vaelab.run import load_run
     from vaelab.sample_quality import measure_runs, plot_sample_quality, table_markdown
-    from vaelab.samplers import gaussian_latent
 
     runs = [load_run(path) for path in args.runs]
     for run in runs:
-        for spec in args.sampler:  # before the classifier's training, not after
-            gaussian_latent(run, str(spec))
+        if run.config.model.family == "vqvae":  # refused before the classifier's training, not after
+            raise VaelabError(
+                f"vaelab quality draws Gaussian codes from a prior or a mixture; {run.path} is a vqvae, whose codes "
+                "are codebook indices: leave it out"
+            )
         if run.epoch == 0:
             raise VaelabError(
                 f"{run.path} has no completed epoch yet; train it with `vaelab train --resume {run.path}`"
