@@ -848,7 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples",
         type=_int_in(1, MAX_FIGURE_IMAGES, "a number of samples"),
         metavar="N",
-        help="also decode N draws from the prior (N(0, I); a vamp's VampPrior)",
+        help="also decode N draws from the prior (N(0, I); a vamp's VampPrior), or from --sampler",
     )
     p.add_argument(
         "--manifold",
