@@ -49,7 +49,7 @@ MAX_COMPONENTS = 1000  # more than this is a lookup table of the codes rather th
 FIT_SEED = 0  # EM's k-means start: the same run always gives the same mixture
 COVARIANCE_FLOOR = 1e-6  # added to each covariance's diagonal (scikit-learn's reg_covar): a collapsed latent
 # dimension (posterior means all equal) leaves the matrices positive definite
-SAMPLERS = ("prior", "gmm")
+ENCODE_CHUNK = 10_000  # training images encoded at a time: the whole set as floats is 4 times its uint8 size
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,10 @@ def training_codes(run: Run, data: Dataset) -> np.ndarray:
     x = data.x_train[:count]
     labels = data.y_train[:count] if run.config.model.conditional else None
     codes = []
-    for i in range(0, len(x), ENCODE_CHUNK):  # uint8 in, floats per chunk: the whole set as floats is 4x the memory
+    for i in range(0, len(x), ENCODE_CHUNK):
         part = scale_pixels(x[i : i + ENCODE_CHUNK])
         codes.append(run.encode(part, labels=None if labels is None else labels[i : i + ENCODE_CHUNK])[0])
     return np.concatenate(codes).astype(np.float64)
-
-
-ENCODE_CHUNK = 10_000
 
 
 def save_gmm(path: Path, gmm: GaussianMixture, *, run_id: str, epoch: int, images: int, mean_log_likelihood: float):
