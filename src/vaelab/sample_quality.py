@@ -246,8 +246,18 @@ def measure(name: str, sampler: str, images: np.ndarray, real_features: np.ndarr
     return Quality(name, sampler, len(generated), frechet_distance(real_features, generated), precision, recall)
 
 
-def run_quality(run: Run, data: Dataset, spec: str, real_features: np.ndarray, model, *, samples: int, seed: int = 0,
-                real_radii=None, log=None) -> Quality:  # fmt: skip
+def run_quality(
+    run: Run,
+    data: Dataset,
+    spec: str,
+    real_features: np.ndarray,
+    model,
+    *,
+    samples: int,
+    seed: int = 0,
+    real_radii: np.ndarray | None = None,
+    log=None,
+) -> Quality:
     """`samples` draws from the run's sampler `spec` (vaelab.samplers) with `seed`, decoded and measured."""
     from vaelab.samplers import parse_sampler, sampler
 
