@@ -54,6 +54,7 @@ OPTIONS = {
         "--manifold": INTS,
         "--seed": INTS,
         "--out": PATHS,
+        "--sampler": ["prior", "gmm", "gmm:2", "gmm:0", "gmm:x", "flow", ""],
     },
     "interpolate": {
         "--from-index": [*INTS, "9999", "10000"],

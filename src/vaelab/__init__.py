@@ -47,6 +47,7 @@ _LAZY = {
     "train": "vaelab.training",
     "load_run": "vaelab.run",
     "Run": "vaelab.run",
+    "sampler": "vaelab.samplers",
     "VaelabError": "vaelab.errors",
 }
 __all__ = sorted(_LAZY)

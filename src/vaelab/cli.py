@@ -65,6 +65,16 @@ def _int_in(low: int, high: int, what: str):
     return parse
 
 
+def _sampler(text: str):
+    """An argparse type: a sampler after training, prior, gmm or gmm:K (vaelab.samplers)."""
+    from vaelab.samplers import parse_sampler
+
+    try:
+        return parse_sampler(text)
+    except VaelabError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _devices(text: str) -> int | str:
     if text == "all":
         return text
@@ -320,20 +330,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """(d) Decodes latent points, prior samples or the manifold grid into images."""
     from vaelab import analysis
     from vaelab.figures import draw_run_figures, exercise_point
+    from vaelab.samplers import gaussian_latent, sampler
 
     run, data, out = _load(args)
     model = run.config.model
     if model.family == "vqvae":
+        if args.sampler is not None and args.sampler.kind != "prior":
+            gaussian_latent(run, str(args.sampler))
         return _generate_codes(run, data, args, out)
     samples = args.samples or 0
     if args.label is not None or model.conditional:
         run = _with_label(run, data, args.label)
-        if not (args.z or args.samples or args.manifold):  # a class's draws from the prior, by default
-            samples = LABEL_SAMPLES
+    if (args.label is not None or model.conditional or args.sampler) and not (args.z or args.samples or args.manifold):
+        samples = LABEL_SAMPLES  # a class's, or a sampler's, draws by default
     asked = args.z or samples or args.manifold
     z = args.z if args.z else (None if asked else exercise_point(model.latent_dim))
+    drawn = sampler(run, args.sampler, data, log=_log) if args.sampler and samples else None
     figures = draw_run_figures(
-        run, data, out, parts=["generate"], z=z, samples=samples, seed=args.seed, manifold=args.manifold or 0
+        run,
+        data,
+        out,
+        parts=["generate"],
+        z=z,
+        samples=samples,
+        seed=args.seed,
+        manifold=args.manifold or 0,
+        sampler=drawn,
     )
     for point in figures.z if figures.z is not None else []:
         print(f"z = {analysis.format_point(point)}")
@@ -341,7 +363,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-LABEL_SAMPLES = 20  # prior draws `vaelab generate RUN --label C` decodes when asked for nothing else
+LABEL_SAMPLES = 20  # draws `vaelab generate RUN --label C` (or --sampler S) decodes when asked for nothing else
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _generate_codes(run, data, args: argparse.Namespace, out: Path) -> int:
@@ -508,6 +534,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    """Ranks runs and samplers by the quality of their samples: Fréchet distance, precision and recall against the
+    test set in the features of the data set's classifier (vaelab.sample_quality)."""
+    from vaelab import plots
+    from vaelab._files import write_json, write_text
+    from vaelab.run import load_run
+    from vaelab.sample_quality import measure_runs, plot_sample_quality, table_markdown
+
+    runs = [load_run(path) for path in args.runs]
+    for run in runs:
+        if run.config.model.family == "vqvae":  # refused before the classifier's training, not after
+            raise VaelabError(
+                f"vaelab quality draws Gaussian codes from a prior or a mixture; {run.path} is a vqvae, whose codes "
+                "are codebook indices: leave it out"
+            )
+        if run.epoch == 0:
+            raise VaelabError(
+                f"{run.path} has no completed epoch yet; train it with `vaelab train --resume {run.path}`"
+            )
+        if run.info["data_sha256"] != runs[0].info["data_sha256"]:
+            raise VaelabError(f"{run.path} was trained on other data than {runs[0].path}; compare runs of one data set")
+    data = runs[0].load_data(args.dataset, args.data_dir)
+    samplers = [str(s) for s in dict.fromkeys(args.sampler)]
+    rows, record = measure_runs(
+        runs, data, samplers, samples=args.samples, seed=args.seed, data_dir=args.data_dir, log=_log
+    )
+    out = args.out
+    title = f"{data.title}: {rows[0].images:,} samples each against the {len(data.x_test):,} test images"
+    plots.save(plot_sample_quality(rows, title), out / "sample_quality.png")
+    table = table_markdown(rows)
+    write_text(out / "sample_quality.md", table + "\n")
+    write_json(out / "sample_quality.json", {"rows": [r.as_dict() for r in rows], "classifier": record})
+    print(table)
+    print(
+        f"features: the penultimate layer of vaelab's {data.title} classifier (test accuracy "
+        f"{record['test_accuracy']:.4f}), not Inception's: compare these numbers only with each other"
+    )
+    _wrote(*(out / f"sample_quality.{ext}" for ext in ("png", "md", "json")))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Writes the run's encoder.keras and generator.keras (stock Keras layers, open without vaelab)."""
     from vaelab.export import export_run
@@ -570,6 +637,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         k=args.k,
         pseudo_inputs=args.pseudo_inputs,
         codes=args.codes,
+        sampler=str(args.sampler),
     )
     print(f"report written to {index} and {index.with_name('report.md')} in {time.perf_counter() - started:.0f} s")
     return 0
@@ -810,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples",
         type=_int_in(1, MAX_FIGURE_IMAGES, "a number of samples"),
         metavar="N",
-        help="also decode N draws from the prior (N(0, I); a vamp's VampPrior)",
+        help="also decode N draws from the prior (N(0, I); a vamp's VampPrior), or from --sampler",
     )
     p.add_argument(
         "--manifold",
@@ -826,6 +894,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="C",
         help=f"a cvae's class to generate (alone: {LABEL_SAMPLES} prior draws of it); only a cvae takes it",
+    )
+    p.add_argument(
+        "--sampler",
+        type=_sampler,
+        metavar="prior|gmm[:K]",
+        help="where --samples come from: the model's prior (default), or a K-component Gaussian mixture fitted to "
+        f"the training set's codes and saved in RUN as gmm.npz (default K: 10; alone: {LABEL_SAMPLES} draws)",
     )
 
     p = analysis_parser("interpolate", "(e) decode points on the segment between two images' codes", cmd_interpolate)
@@ -875,6 +950,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="p(x|z) of every network (default: bernoulli for grey images, logistic for colour)",
     )
     _add_model_options(p, "of every network")
+    p.add_argument(
+        "--sampler",
+        type=_sampler,
+        default="prior",
+        metavar="prior|gmm[:K]",
+        help="where the sample grids draw z: the prior (default), or a K-component mixture fitted to each run's "
+        "training codes (saved in the run as gmm.npz)",
+    )
     _add_data_options(p)
     p.set_defaults(func=cmd_report)
 
@@ -918,6 +1001,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_options(p, of_run=True)
     p.set_defaults(func=cmd_explore)
+
+    p = sub.add_parser("quality", help="rank runs and samplers by sample quality: Fréchet distance, precision, recall")
+    p.add_argument("runs", nargs="+", type=_path, metavar="RUN", help="run directories, all of one data set")
+    p.add_argument(
+        "--sampler",
+        nargs="+",
+        type=_sampler,
+        default=["prior", "gmm"],
+        metavar="prior|gmm[:K]",
+        help="the samplers to compare on each run (default: prior gmm; gmm's fit is saved in RUN as gmm.npz)",
+    )
+    p.add_argument(
+        "--samples", type=_positive_int, metavar="N", help="samples per run and sampler (default: the test set's size)"
+    )
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1, "a seed"), default=0, help="seed of the draws (default: 0)")
+    p.add_argument("--out", type=_path, default=Path("quality"), help="where to write the figure (default: quality)")
+    _add_data_options(p, of_run=True)
+    p.set_defaults(func=cmd_quality)
 
     p = sub.add_parser("export", help="write RUN's encoder and generator as .keras files plain Keras opens")
     p.add_argument("run", type=_path, metavar="RUN", help="run directory")
@@ -990,7 +1091,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return distribute.finish(_run(args, argv))
 
 
-COMPUTES = ("train", "encode", "generate", "interpolate", "evaluate", "export", "report", "explore")
+COMPUTES = ("train", "encode", "generate", "interpolate", "evaluate", "export", "report", "explore", "quality")
 
 
 def _start(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@
     latent_map.png            (c) the test set in the latent plane, the class table's images ringed
     class_table.png, .md, .csv (c) one test image per class and its code (datasets with labels)
     generated.png             (d) the generator at given latent points
-    samples.png               (d) draws from the prior (N(0, I); a vamp's VampPrior), decoded
+    samples.png               (d) draws from the prior (N(0, I); a vamp's VampPrior), or a sampler, decoded
     class_grid.png            (d) a conditional model's every class, the same prior draws in each row (cvae)
     manifold.png              (d) a grid over Gaussian quantiles of z[0] and z[1], decoded
     interpolation.png         (e) the decoded segment between two test images' codes
@@ -81,12 +81,13 @@ def draw_run_figures(
     manifold: int = 15,
     pair: tuple[int, int] | None = None,
     steps: int = 10,
+    sampler=None,
 ) -> RunFigures:
     """Computes and saves the figures of `parts` for `run` into `out`.
 
     encode: the latent map and (with labels) the class table, `picks` replacing each class's first
-    image; generate: `z` decoded (None: none), `samples` prior draws with `seed` (0: none), a
-    `manifold` x `manifold` grid (0: none); interpolate: `pair` of test images (default
+    image; generate: `z` decoded (None: none), `samples` draws with `seed` (0: none) from `sampler` (None: the
+    prior; vaelab.samplers), a `manifold` x `manifold` grid (0: none); interpolate: `pair` of test images (default
     `analysis.pick_pair`), `steps` points; diagnose: reconstructions, the latent diagnostics and
     traversal over the scoring test set, and the snapshot strip. A conditional model (cvae) encodes test images
     with their labels and decodes latent points as `run.label` (default: the first class); its generate part adds
@@ -124,8 +125,8 @@ def draw_run_figures(
                 plots.plot_images(images, titles, ncols=min(10, len(images)), title=f"{title}: generator(z)"),
             )
         if samples:
-            _, images = analysis.prior_samples(run, samples, seed=seed)
-            prior = run.models.prior().name
+            _, images = analysis.prior_samples(run, samples, seed=seed, sampler=sampler)
+            prior = (sampler or run.models.prior()).name
             save("samples", plots.plot_images(images, title=f"{title}: {samples} samples, z ~ {prior}"))
         if run.config.model.conditional:
             _, images = analysis.class_grid(run, seed=seed)

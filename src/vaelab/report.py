@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vaelab import _interrupt, analysis, lanes, plots
+from vaelab import _interrupt, analysis, lanes, plots, samplers
 from vaelab._files import write_text
 from vaelab.config import CODE_DIM, ModelConfig, RunConfig, TrainConfig, default_likelihood, make_config
 from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dataset
@@ -82,6 +82,7 @@ def report(
     k: int | None = None,
     pseudo_inputs: int | None = None,
     codes: int | None = None,
+    sampler: str = "prior",
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
     """Trains or reuses the presets mlp, mlp-fixed-var and conv (convnet for images other than 28x28 grey; a vqvae
@@ -89,7 +90,9 @@ def report(
     images are read at `image_size`, in grey with `grey` (`vaelab.data.load_dataset`); `likelihood` replaces the
     image's default one (`vaelab.likelihoods`); `model` (and the iwae's `k`, the vamp's `pseudo_inputs`, the vqvae's
     `codes`) trains that member
-    of the family on every network (`vaelab.models`)."""
+    of the family on every network (`vaelab.models`); the sample grids draw from `sampler` (`vaelab.samplers`)."""
+    if sampler != "prior" and model == "vqvae":
+        raise VaelabError(f"--sampler {sampler} draws Gaussian codes, and a vqvae's are codebook indices")
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
     presets = report_presets(data.image_shape, model or ModelConfig.family)
     configs = [
@@ -114,7 +117,7 @@ def report(
     def analyse(path: Path) -> None:
         run = load_run(path)
         log(f"vaelab report: analysing {run.name} while the others train")
-        analysed[path.resolve()] = _run_section(run, data, Path(out) / "figures" / run.name, Path(out))
+        analysed[path.resolve()] = _run_section(run, data, Path(out) / "figures" / run.name, Path(out), sampler)
 
     with _interrupt.stop_at_step_boundary():
         _train_side_by_side(configs, Path(runs_dir), data, iwae_samples, data_dir, log, analyse)
@@ -130,7 +133,7 @@ def report(
                     "`vaelab report` again to continue (finished runs are reused)"
                 ) from None
     log("vaelab report: analysing the runs and writing the report")
-    return build_report(runs, data, Path(out), analysed)
+    return build_report(runs, data, Path(out), analysed, sampler=sampler)
 
 
 def report_presets(image_shape: tuple[int, int, int], family: str = ModelConfig.family) -> tuple[str, ...]:
@@ -208,20 +211,25 @@ def _evaluated(path: Path, samples: int, images: int) -> bool:
 
 
 def build_report(
-    runs: list[Run], data: Dataset, out: Path, analysed: dict[Path, tuple[str, dict | None]] | None = None
+    runs: list[Run],
+    data: Dataset,
+    out: Path,
+    analysed: dict[Path, tuple[str, dict | None]] | None = None,
+    *,
+    sampler: str = "prior",
 ) -> Path:
     """Writes out/report.md, out/figures/ and the self-contained out/index.html; returns index.html's path.
 
     In index.html, each run with latent_dim 2 also gets a live latent map that decodes in the page. `analysed`
     holds runs' sections made earlier by `_run_section` with the same `out`, by resolved run directory (the report
-    makes them while other runs train).
+    makes them while other runs train). The sample grids draw from `sampler` (prior, gmm[:K]: vaelab.samplers).
     """
     figures = out / "figures"
-    sections = [_header(runs, data)]
+    sections = [_header(runs, data, sampler)]
     live = {}
     for run in runs:
         made = (analysed or {}).get(Path(run.path).resolve())
-        section, live[run.name] = made or _run_section(run, data, figures / run.name, out)
+        section, live[run.name] = made or _run_section(run, data, figures / run.name, out, sampler)
         sections.append(section)
     sections.append(_comparison(runs, figures, out))
     if data.factors is not None:
@@ -243,7 +251,7 @@ def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
 
 
-def _header(runs: list[Run], data: Dataset) -> str:
+def _header(runs: list[Run], data: Dataset, sampler: str = "prior") -> str:
     versions = runs[0].info.get("versions", {})
     epochs = sorted({run.config.train.epochs for run in runs})
     command = "vaelab report" + (f" --dataset {data.name}" if data.name != DEFAULT_DATASET else "")
@@ -257,6 +265,7 @@ def _header(runs: list[Run], data: Dataset) -> str:
         command += f" --model {model.family}" + (f" --k {model.k}" if model.k is not None else "")
         command += f" --pseudo-inputs {model.pseudo_inputs}" if model.pseudo_inputs is not None else ""
         command += f" --codes {model.codes}" if model.codes is not None else ""
+    command += f" --sampler {sampler}" if sampler != "prior" else ""
     machine = runs[0].info.get("machine", "not recorded")
     run_list = ", ".join(f"`{run.path}`" for run in runs)
     classes = f"{len(data.class_names)} classes ({', '.join(data.class_names)})" if data.labelled else "no class labels"
@@ -283,12 +292,14 @@ def _on(data: Dataset) -> str:
     return "" if data.name == DEFAULT_DATASET else f", with {data.title} in place of MNIST"
 
 
-def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> tuple[str, dict | None]:
-    """The run's section of report.md, and (for latent_dim 2) the data of its live map in index.html."""
+def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path, sampler: str = "prior") -> tuple[str, dict | None]:
+    """The run's section of report.md, and (for latent_dim 2) the data of its live map in index.html; its samples
+    drawn from `sampler`."""
     if run.config.model.family == "vqvae":
         return _code_section(run, data, fig_dir, out), None
     title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))
-    figures = draw_run_figures(run, data, fig_dir, z=exercise_point(run.config.model.latent_dim))
+    drawn = None if sampler == "prior" else samplers.sampler(run, sampler, data)
+    figures = draw_run_figures(run, data, fig_dir, z=exercise_point(run.config.model.latent_dim), sampler=drawn)
     codes, rows, interp, z = figures.codes, figures.table, figures.interpolation, figures.z
     img = {name: _rel(path, out) for name, path in figures.files.items()}
     word = data.class_word
@@ -359,7 +370,7 @@ The codes' standard deviation over the test set is {spread} per latent dimension
 
 ![generated image]({img["generated"]})
 
-Twenty draws from the prior {run.models.prior().name}, decoded{as_class}:
+{_samples_caption(run, drawn, sampler)}, decoded{as_class}:
 
 ![prior samples]({img["samples"]})
 
@@ -384,6 +395,16 @@ The path on the latent map:
 
 {_diagnostics_section(run, figures, img)}"""
     return section, live
+
+
+def _samples_caption(run: Run, drawn, sampler: str) -> str:
+    """What the sample grid draws from: the prior, or the sampler fitted after training (vaelab.samplers)."""
+    if drawn is None:
+        return f"Twenty draws from the prior {run.models.prior().name}"
+    return (
+        f"Twenty draws from {drawn.name} (`--sampler {sampler}`), fitted after training to the posterior means of the "
+        "training images, not the model's prior (`vaelab.samplers`)"
+    )
 
 
 def _code_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> str:

@@ -16,6 +16,8 @@
     generator.keras  (vaelab.export); written when training completes
     snapshots.npz    per epoch: fixed test images reconstructed, fixed prior draws decoded (vaelab.snapshots)
     snapshots/       epoch-0001.png, ...: the same, one small picture per epoch
+    gmm.npz          after training, where asked for (`--sampler gmm`): a Gaussian mixture fitted to the training
+                     images' codes, with the run id and epoch it was fitted at (vaelab.samplers); not in RUN_FILES
     .lock            held (flock) by the one process writing the run (process 0 of several); names it
                      (vaelab._lock)
 
@@ -46,6 +48,7 @@ from vaelab._files import atomic_path, write_json, write_text
 from vaelab._lock import is_locked
 from vaelab.config import PRESETS, TERMS, RunConfig, TrainConfig, default_likelihood
 from vaelab.errors import VaelabError
+from vaelab.samplers import GMM_FILE
 
 if TYPE_CHECKING:
     from vaelab.data import Dataset
@@ -59,6 +62,7 @@ SNAPSHOTS = "snapshots.npz"
 SNAPSHOT_DIR = "snapshots"
 RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES, SNAPSHOTS)
 RUN_DIRS = (SNAPSHOT_DIR,)
+LATER_FILES = (GMM_FILE,)  # written after training by the commands that need them; --overwrite removes them too
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
 VQ_METRICS = ("codebook_loss", "commitment_loss", "perplexity")  # a vqvae's besides LOSSES (vaelab.models.vqvae)
 HISTORY_COLUMNS = ("epoch", *LOSSES, "kl_weight", *(f"val_{k}" for k in LOSSES), "seconds")
