@@ -48,7 +48,6 @@ from vaelab._files import atomic_path, write_json, write_text
 from vaelab._lock import is_locked
 from vaelab.config import PRESETS, TERMS, RunConfig, TrainConfig, default_likelihood
 from vaelab.errors import VaelabError
-from vaelab.samplers import GMM_FILE
 
 if TYPE_CHECKING:
     from vaelab.data import Dataset
@@ -62,6 +61,7 @@ SNAPSHOTS = "snapshots.npz"
 SNAPSHOT_DIR = "snapshots"
 RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES, SNAPSHOTS)
 RUN_DIRS = (SNAPSHOT_DIR,)
+GMM_FILE = "gmm.npz"  # a Gaussian-latent run's mixture over its codes (vaelab.samplers)
 LATER_FILES = (GMM_FILE,)  # written after training by the commands that need them; --overwrite removes them too
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
 VQ_METRICS = ("codebook_loss", "commitment_loss", "perplexity")  # a vqvae's besides LOSSES (vaelab.models.vqvae)

@@ -38,12 +38,12 @@ import numpy as np
 
 from vaelab._files import atomic_path
 from vaelab.errors import VaelabError
+from vaelab.run import GMM_FILE
 
 if TYPE_CHECKING:
     from vaelab.data import Dataset
     from vaelab.run import Run
 
-GMM_FILE = "gmm.npz"
 DEFAULT_COMPONENTS = 10  # Ghosh et al.'s for MNIST, CIFAR-10 and CelebA alike (one per digit, on MNIST)
 MAX_COMPONENTS = 1000  # more than this is a lookup table of the codes rather than a density
 FIT_SEED = 0  # EM's k-means start: the same run always gives the same mixture
