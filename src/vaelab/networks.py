@@ -143,7 +143,7 @@ def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
     ]
     return [
         *hidden,
-        dense(math.prod(config.input_shape), "decoder_mean", init, "sigmoid"),
+        dense(math.prod(config.input_shape), "decoder_mean", init, config.output_activation),
         layers.Reshape(config.input_shape, name="decoder_image"),
     ]
 
@@ -172,7 +172,9 @@ def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
             *head,
             SameConv2D(8, activation="relu", name="decoder_conv1", kernel_initializer=init()),  # 8x8x8
             UpSamplingConv2D(16, "valid", activation="relu", name="decoder_conv2", kernel_initializer=init()),
-            UpSamplingConv2D(1, "same", activation="sigmoid", name="decoder_mean", kernel_initializer=init()),
+            UpSamplingConv2D(
+                1, "same", activation=config.output_activation, name="decoder_mean", kernel_initializer=init()
+            ),
         ]  # up 16x16x8, conv 14x14x16; up 28x28x16, conv 28x28x1
     return [
         *head,
@@ -180,7 +182,7 @@ def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
         layers.UpSampling2D((2, 2), name="decoder_up1"),  # 16x16x8
         _conv(16, "decoder_conv2", init, padding="valid"),  # 14x14x16
         layers.UpSampling2D((2, 2), name="decoder_up2"),  # 28x28x16
-        _conv(1, "decoder_mean", init, activation="sigmoid"),  # 28x28x1
+        _conv(1, "decoder_mean", init, activation=config.output_activation),  # 28x28x1
     ]
 
 
@@ -215,7 +217,7 @@ def _convnet_decoder(config: ModelConfig, init: Initializer) -> list[layers.Laye
         layers.Reshape((*side, filters[-1]), name="decoder_reshape"),
         *up,
         *crop,
-        _conv(channels, "decoder_mean", init, activation="sigmoid"),
+        _conv(channels, "decoder_mean", init, activation=config.output_activation),
     ]
 
 
