@@ -166,13 +166,12 @@ class ModelConfig:
                 f"the network was made for {_shape_words(self.image_shape)} images, but the data are "
                 f"{_shape_words(shape)}; train a new run for these data"
             )
+        likelihood = self.likelihood or default_likelihood(shape)
         resolved = dataclasses.replace(
             self,
             image_shape=shape,
-            likelihood=self.likelihood or default_likelihood(shape),
-            decoder_activation=self.decoder_activation or default_decoder_activation(
-                self.likelihood or default_likelihood(shape)
-            ),
+            likelihood=likelihood,
+            decoder_activation=self.decoder_activation or default_decoder_activation(likelihood),
             classes=classes if self.conditional else None,
             dataset_size=training_images if self.family == "betatc" and training_images else self.dataset_size,
         )
