@@ -33,6 +33,11 @@ HALF_BIN = 0.5 / LEVELS
 MIN_LOG_SCALE = -math.log(256.0)  # the gaussian's sigma stays >= 1/256, the logistic's s as well
 DENSITIES = ("continuous-bernoulli", "gaussian")  # densities on [0, 1] or R; the others are probabilities
 SCALED = ("gaussian", "logistic")  # the likelihoods with a learned log-scale
+# Where the learned log-scale starts. The logistic's s = e^-2 = 0.14 of the pixel range, not 1, its whole width: one
+# number that RMSprop moves by about the learning rate per step (log s 0 -> -0.07 in 90 steps on `shapes`), while the
+# location's end bin keeps a wide logistic's black pixels likely only far below 0, where the shapes go dark too
+# (docs/colour.md).
+INITIAL_LOG_SCALE = {"gaussian": 0.0, "logistic": -2.0}
 _CLIP = 1e-7  # Keras' clipping of probabilities in binary cross-entropy
 
 

@@ -73,20 +73,23 @@ class FixedLogVariance(layers.Layer):
 @keras.saving.register_keras_serializable(package="vaelab")
 class LogScale(layers.Layer):
     """The learned log-scale of the gaussian (log sigma) or the logistic (log s) likelihood: one number for
-    every pixel ("global") or one per pixel ("pixel"), not depending on z; outputs it for each image."""
+    every pixel ("global") or one per pixel ("pixel"), not depending on z, starting at `initial`
+    (`vaelab.likelihoods.INITIAL_LOG_SCALE`); outputs it for each image."""
 
-    def __init__(self, image_shape: tuple[int, int, int], scale: str = "global", **kwargs):
+    def __init__(self, image_shape: tuple[int, int, int], scale: str = "global", initial: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(image_shape)
         self.scale = scale
+        self.initial = float(initial)
         shape = self.image_shape if scale == "pixel" else (1, 1, 1)
-        self.log_scale = self.add_weight(shape=shape, initializer="zeros", name="log_scale")
+        start = keras.initializers.Constant(self.initial)
+        self.log_scale = self.add_weight(shape=shape, initializer=start, name="log_scale")
 
     def call(self, x_decoded_mean):
         return ops.zeros_like(x_decoded_mean) + ops.cast(self.log_scale, x_decoded_mean.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "image_shape": self.image_shape, "scale": self.scale}
+        return {**super().get_config(), "image_shape": self.image_shape, "scale": self.scale, "initial": self.initial}
 
 
 Initializer = Callable[[], keras.initializers.Initializer]
