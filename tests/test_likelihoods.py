@@ -30,7 +30,8 @@ def per_pixel(name: str, x, mean, log_scale=None) -> np.ndarray:
     return keras.ops.convert_to_numpy(log_likelihood(name, x, mean, scale)).astype(np.float64)
 
 
-@pytest.mark.parametrize("mean", [0.0, 0.02, 0.3, 0.5, 0.93, 1.0])
+# The decoder's linear output puts the location anywhere on the line (a black pixel's below 0, a white one's above 1).
+@pytest.mark.parametrize("mean", [-2.0, -0.4, 0.0, 0.02, 0.3, 0.5, 0.93, 1.0, 1.3])
 @pytest.mark.parametrize("log_scale", [-5.0, -3.0, -1.0, 0.5])
 def test_the_discretised_logistic_is_a_distribution_over_the_256_levels(mean, log_scale):
     p = np.exp(per_pixel("logistic", LEVELS, mean, log_scale))
@@ -43,6 +44,14 @@ def test_the_discretised_logistic_is_a_distribution_over_the_256_levels(mean, lo
     # The end levels take the tails.
     assert p[0] == pytest.approx(stats.logistic.cdf(0.5 / 255, mean, s), rel=2e-3)
     assert p[255] == pytest.approx(stats.logistic.sf(1 - 0.5 / 255, mean, s), rel=2e-3)
+
+
+def test_a_location_past_the_end_bins_makes_black_and_white_certain_where_a_sigmoids_mean_cannot():
+    # Why the logistic's decoder output is linear: at the smallest scale s = 1/256 a mean in (0, 1) gives a black
+    # pixel at most sigmoid(256 / 510) = 0.62 (0.47 nats per background pixel, every image), a location below 0 all.
+    smallest = -math.log(256)
+    assert np.exp(per_pixel("logistic", [0.0], 0.0, smallest))[0] == pytest.approx(1 / (1 + math.exp(-256 / 510)))
+    assert np.exp(per_pixel("logistic", [0.0, 1.0], [-0.1, 1.1], smallest)) == pytest.approx([1.0, 1.0], abs=1e-9)
 
 
 def test_the_logistic_stays_finite_where_a_bins_mass_underflows():
@@ -150,6 +159,10 @@ def test_the_bound_is_exact_with_every_likelihood_when_q_is_the_prior(tmp_path, 
     bias = rng.normal(0.0, 1.5, 90)
     decoder = models.generator.get_layer("decoder_mean")
     decoder.kernel.assign(np.zeros(decoder.kernel.shape, np.float32))
+    p = 1 / (1 + np.exp(-bias.astype(np.float32).astype(np.float64)))  # each pixel's mean, through the sigmoid
+    if model.output_activation == "linear":  # the logistic's location: the same means, the bias itself
+        bias = p
+        p = p.astype(np.float32).astype(np.float64)
     decoder.bias.assign(bias.astype(np.float32))
     for name in ("z_mean", "z_log_var"):
         head = models.encoder.get_layer(name)
@@ -163,7 +176,6 @@ def test_the_bound_is_exact_with_every_likelihood_when_q_is_the_prior(tmp_path, 
     data = make_dataset({"x_train": x_uint8[:1], "x_test": x_uint8}, name="closed-form", source="made in the test")
 
     x = scale_pixels(x_uint8).reshape(10, -1).astype(np.float64)
-    p = 1 / (1 + np.exp(-bias.astype(np.float32).astype(np.float64)))
     s = math.exp(log_scale)
     half = 0.5 / 255
     exact = {

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from vaelab.config import PRESETS, ModelConfig, default_likelihood, make_config
+from vaelab.config import PRESETS, ModelConfig, RunConfig, default_likelihood, make_config
 from vaelab.data.dataset import make_dataset
 from vaelab.errors import VaelabError
 from vaelab.models import build_models, parameter_count
@@ -33,7 +33,10 @@ def test_every_network_maps_images_of_its_shape_to_codes_and_back(preset, shape)
     assert z_mean.shape == z_log_var.shape == (3, config.latent_dim)
     decoded = models.generator.predict(z_mean, verbose=0)
     assert decoded.shape == (3, *shape)
-    assert ((decoded > 0) & (decoded < 1)).all()  # a sigmoid: the mean of each pixel
+    if config.output_activation == "sigmoid":  # the mean of each pixel
+        assert ((decoded > 0) & (decoded < 1)).all()
+    else:  # the discretised logistic's location, anywhere on the line
+        assert config.likelihood == "logistic" and np.isfinite(decoded).all()
     assert parameter_count(models.vae) == config.parameters()  # the size refused before building is the real one
 
 
@@ -62,10 +65,22 @@ def test_the_likelihood_defaults_to_bernoulli_for_grey_and_logistic_for_colour()
     assert make_config("mlp", likelihood="gaussian").model.for_data((32, 32, 3)).likelihood == "gaussian"
 
 
+def test_the_logistics_location_is_a_linear_output_and_older_runs_keep_their_sigmoid():
+    assert PRESETS["convnet"].for_data((32, 32, 3)).decoder_activation == "linear"
+    assert make_config("convnet", likelihood="gaussian").model.for_data((32, 32, 3)).decoder_activation == "sigmoid"
+    sigmoid = dataclasses.replace(PRESETS["mlp"], likelihood="logistic", decoder_activation="sigmoid")
+    assert sigmoid.for_data((32, 32, 3)).output_activation == "sigmoid"  # chosen: kept
+    old = make_config("convnet", dataset="shapes").to_dict()
+    del old["model"]["decoder_activation"]  # a run saved before the setting existed
+    assert RunConfig.from_dict(old).model.for_data((32, 32, 3)).output_activation == "sigmoid"
+
+
 def test_the_exercise_presets_are_unchanged_on_mnist():
     for preset in ("mlp", "mlp-fixed-var", "conv", "conv-fixed-var"):
         resolved = PRESETS[preset].for_data((28, 28, 1))
-        assert dataclasses.replace(resolved, image_shape=None, likelihood=None) == PRESETS[preset]
+        assert resolved.output_activation == "sigmoid"
+        unresolved = dataclasses.replace(resolved, image_shape=None, likelihood=None, decoder_activation=None)
+        assert unresolved == PRESETS[preset]
         assert resolved.parameters() == PRESETS[preset].parameters()
 
 
@@ -94,6 +109,11 @@ def test_a_run_config_resolves_for_its_data():
             "with --binarize use --likelihood bernoulli",
         ),
         (lambda: ModelConfig(image_shape=(28, 28, 1)).for_data((32, 32, 3)), "made for 28x28x1 images, but the data"),
+        (
+            lambda: ModelConfig(likelihood="bernoulli", decoder_activation="linear").validate(),
+            "the bernoulli likelihood needs a mean in (0, 1)",
+        ),
+        (lambda: ModelConfig(decoder_activation="tanh").validate(), "unknown decoder activation 'tanh'"),
         (lambda: ModelConfig(image_shape=(28, 0, 1)).validate(), "image_shape must be (height, width, channels)"),
     ],
 )

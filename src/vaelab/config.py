@@ -35,6 +35,10 @@ CODE_DIM = 16  # D, the length of each of a vqvae's latent_dim code vectors: sma
 # the discretised logistic for 8-bit colour (as PixelCNN++ and IAF-VAE); see default_likelihood.
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic")
 SCALES = ("global", "pixel")  # the learned sigma (gaussian) or s (logistic): one for all pixels, or one per pixel
+# The decoder's last activation: "sigmoid", a mean in (0, 1); "linear", the discretised logistic's location on the real
+# line (PixelCNN++'s). Through a sigmoid the logistic's location cannot pass the end bins' edges, so on a black
+# background every mean is pushed into the sigmoid's flat tail and the code collapses (docs/colour.md).
+DECODER_ACTIVATIONS = ("sigmoid", "linear")
 # The convnet's stride-2 blocks: 32x32 images down to a 4x4 map. Not PyTorch-VAE's (32, 64, 128, ...): on a CPU
 # XLA's strided and transposed convolutions train (32, 64, 128) 5-8x slower per step than (16, 32, 64) (measured on
 # 32x32x3, batch 100, 2 cores), for 4x the arithmetic; --filters chooses others.
@@ -75,6 +79,9 @@ class ModelConfig:
     image_shape: tuple[int, int, int] | None = None
     likelihood: str | None = None  # one of LIKELIHOODS; None: default_likelihood of the image shape
     scale: str = "global"  # of the gaussian's sigma or the logistic's s: IAF-VAE's one learned number
+    # The decoder's last activation (DECODER_ACTIVATIONS); None: the likelihood's (default_decoder_activation). Runs
+    # saved before it existed had the sigmoid (`RunConfig.from_dict`).
+    decoder_activation: str | None = None
     filters: tuple[int, ...] | None = None  # the convnet's blocks, encoder side; None: DEFAULT_FILTERS
     family: str = "vae"  # which model of the family (MODELS, --model); runs made before the family existed: vae
     k: int | None = None  # the iwae's importance samples per image (--k); None: DEFAULT_K. Only the iwae takes it
@@ -99,6 +106,13 @@ class ModelConfig:
     def pixel_likelihood(self) -> str:
         """The likelihood the network is trained and evaluated with: `likelihood`, or the image's default."""
         return self.likelihood if self.likelihood is not None else default_likelihood(self.input_shape)
+
+    @property
+    def output_activation(self) -> str:
+        """The decoder's last activation: `decoder_activation`, or the likelihood's default."""
+        if self.decoder_activation is not None:
+            return self.decoder_activation
+        return default_decoder_activation(self.pixel_likelihood)
 
     @property
     def conditional(self) -> bool:
@@ -154,10 +168,12 @@ class ModelConfig:
                 f"the network was made for {_shape_words(self.image_shape)} images, but the data are "
                 f"{_shape_words(shape)}; train a new run for these data"
             )
+        likelihood = self.likelihood or default_likelihood(shape)
         resolved = dataclasses.replace(
             self,
             image_shape=shape,
-            likelihood=self.likelihood or default_likelihood(shape),
+            likelihood=likelihood,
+            decoder_activation=self.decoder_activation or default_decoder_activation(likelihood),
             classes=classes if self.conditional else None,
             dataset_size=training_images if self.family == "betatc" and training_images else self.dataset_size,
         )
@@ -221,6 +237,12 @@ class ModelConfig:
                 _check_positive("a hidden layer's width", width)
         _check_choice("likelihood", self.pixel_likelihood, LIKELIHOODS)
         _check_choice("scale", self.scale, SCALES)
+        _check_choice("decoder activation", self.output_activation, DECODER_ACTIVATIONS)
+        if self.output_activation == "linear" and self.pixel_likelihood != "logistic":
+            raise VaelabError(
+                f"a linear decoder output is the discretised logistic's location; the {self.pixel_likelihood} "
+                "likelihood needs a mean in (0, 1): leave decoder_activation out"
+            )
         shape = self.input_shape
         if len(shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in shape):
             raise VaelabError(f"image_shape must be (height, width, channels), got {self.image_shape!r}")
@@ -408,9 +430,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         try:
+            # runs saved before the decoder's activation was a setting: the sigmoid, whatever the likelihood
+            model = {"decoder_activation": "sigmoid", **data["model"]}
             return cls(
                 preset=data["preset"],
-                model=ModelConfig(**data["model"]),
+                model=ModelConfig(**model),
                 train=TrainConfig(**data["train"]),
                 dataset=data.get("dataset", "mnist"),  # runs made before other datasets existed: MNIST
                 image_size=data.get("image_size"),  # runs made before images of any size: their own size
@@ -471,6 +495,12 @@ def default_likelihood(shape: tuple[int, int, int]) -> str:
     """The likelihood a run on images of `shape` gets unless it names one: Bernoulli for grey images (the
     course's), the discretised logistic for colour (8-bit pixels, as in the colour VAE papers)."""
     return "bernoulli" if shape[-1] == 1 else "logistic"
+
+
+def default_decoder_activation(likelihood: str) -> str:
+    """The decoder's last activation for `likelihood`: the discretised logistic's location is unbounded ("linear",
+    as PixelCNN++'s), every other likelihood's parameter is a mean in (0, 1) ("sigmoid")."""
+    return "linear" if likelihood == "logistic" else "sigmoid"
 
 
 def _shape_words(shape: tuple[int, ...]) -> str:

@@ -1,8 +1,9 @@
 """A run's encoder and generator as `.keras` files that plain Keras opens, without vaelab.
 
     encoder.keras    x (n, H, W, C) in [0, 1] -> [z_mean, z_log_var], each (n, latent_dim)
-    generator.keras  z (n, latent_dim) -> x_decoded_mean (n, H, W, C): the mean of each pixel (for the gaussian
-                     and the logistic likelihoods; their learned scale stays in the run's checkpoint)
+    generator.keras  z (n, latent_dim) -> x_decoded_mean (n, H, W, C): the mean of each pixel, or for the
+                     discretised logistic its location, unbounded: clip it to [0, 1] to show it (for the gaussian
+                     and the logistic likelihoods their learned scale stays in the run's checkpoint)
 
 (H, W, C) is the run's image shape: (28, 28, 1) for MNIST. A vamp's prior needs its pseudo-inputs too:
 

@@ -1,8 +1,9 @@
 """p(x|z): the decoder's distribution of the pixels, as log-likelihoods per image in nats, and bits per dimension.
 
 Pixels x are in [0, 1] (8-bit grey levels k/255, or binary after `--binarize`). The decoder gives one
-number per pixel, `mean` in (0, 1) (a sigmoid); the gaussian and the logistic also have a learned
-log-scale (`vaelab.networks.LogScale`: one number, or one per pixel, not depending on z).
+number per pixel, `mean` in (0, 1) (a sigmoid), except for the logistic, whose `mean` is its location on the
+real line (a linear output, `ModelConfig.decoder_activation`); the gaussian and the logistic also have a
+learned log-scale (`vaelab.networks.LogScale`: one number, or one per pixel, not depending on z).
 
 - `bernoulli`: pixels independent Bernoulli(mean), as Keras' binary cross-entropy computes it. A likelihood for binary
   pixels; for grey levels it is the continuous extension the course uses, not a normalised density.
@@ -12,7 +13,9 @@ log-scale (`vaelab.networks.LogScale`: one number, or one per pixel, not dependi
   cannot shrink onto the 256 levels of 8-bit data.
 - `logistic`: the discretised logistic of PixelCNN++ and IAF-VAE: the probability of pixel k/255 is the
   logistic(mean, s) mass of its bin [k/255 - 1/510, k/255 + 1/510], the two end bins open to -inf and +inf.
-  A probability of the 256 levels: exact nats of 8-bit images.
+  A probability of the 256 levels, whatever the location and the scale: exact nats of 8-bit images. The location
+  must reach past the end bins' edges (below 1/510, above 1 - 1/510) for a black or a white pixel to be likely,
+  which a sigmoid's (0, 1) cannot at s >= 1/256: hence the linear output.
 
 Bits per dimension are nats / (D ln 2) for the discrete likelihoods; a density's nats become those of
 8-bit pixels by its bins' width (the usual reading, without dequantisation noise), so every likelihood reports
@@ -37,6 +40,11 @@ HALF_BIN = 0.5 / LEVELS
 MIN_LOG_SCALE = -math.log(256.0)  # the gaussian's sigma stays >= 1/256, the logistic's s as well
 DENSITIES = ("continuous-bernoulli", "gaussian")  # densities on [0, 1] or R; the others are probabilities
 SCALED = ("gaussian", "logistic")  # the likelihoods with a learned log-scale
+# Where the learned log-scale starts. The logistic's s = e^-2 = 0.14 of the pixel range, not 1, its whole width: one
+# number that RMSprop moves by about the learning rate per step (log s 0 -> -0.07 in 90 steps on `shapes`), while the
+# location's end bin keeps a wide logistic's black pixels likely only far below 0, where the shapes go dark too
+# (docs/colour.md).
+INITIAL_LOG_SCALE = {"gaussian": 0.0, "logistic": -2.0}
 _CLIP = 1e-7  # Keras' clipping of probabilities in binary cross-entropy
 
 
@@ -128,7 +136,8 @@ def _logistic(x, mean, log_scale):
     lower = inverse_scale * (centred - HALF_BIN)
     log_cdf_upper = upper - ops.softplus(upper)  # log sigmoid(upper): the first bin, (-inf, 1/510]
     log_survival_lower = -ops.softplus(lower)  # log(1 - sigmoid(lower)): the last bin, [1 - 1/510, inf)
-    mass = ops.sigmoid(upper) - ops.sigmoid(lower)
+    # Above the location both sigmoids near 1 cancel in float32: there the same mass, from their complements.
+    mass = ops.where(centred > 0, ops.sigmoid(-lower) - ops.sigmoid(-upper), ops.sigmoid(upper) - ops.sigmoid(lower))
     middle = inverse_scale * centred  # where the bin's mass underflows: its density at the centre times its width
     log_density = middle - log_scale - 2.0 * ops.softplus(middle) - math.log(LEVELS)
     inner = ops.where(mass > 1e-5, ops.log(ops.maximum(mass, 1e-12)), log_density)

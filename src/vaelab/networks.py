@@ -73,20 +73,23 @@ class FixedLogVariance(layers.Layer):
 @keras.saving.register_keras_serializable(package="vaelab")
 class LogScale(layers.Layer):
     """The learned log-scale of the gaussian (log sigma) or the logistic (log s) likelihood: one number for
-    every pixel ("global") or one per pixel ("pixel"), not depending on z; outputs it for each image."""
+    every pixel ("global") or one per pixel ("pixel"), not depending on z, starting at `initial`
+    (`vaelab.likelihoods.INITIAL_LOG_SCALE`); outputs it for each image."""
 
-    def __init__(self, image_shape: tuple[int, int, int], scale: str = "global", **kwargs):
+    def __init__(self, image_shape: tuple[int, int, int], scale: str = "global", initial: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(image_shape)
         self.scale = scale
+        self.initial = float(initial)
         shape = self.image_shape if scale == "pixel" else (1, 1, 1)
-        self.log_scale = self.add_weight(shape=shape, initializer="zeros", name="log_scale")
+        start = keras.initializers.Constant(self.initial)
+        self.log_scale = self.add_weight(shape=shape, initializer=start, name="log_scale")
 
     def call(self, x_decoded_mean):
         return ops.zeros_like(x_decoded_mean) + ops.cast(self.log_scale, x_decoded_mean.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "image_shape": self.image_shape, "scale": self.scale}
+        return {**super().get_config(), "image_shape": self.image_shape, "scale": self.scale, "initial": self.initial}
 
 
 Initializer = Callable[[], keras.initializers.Initializer]
@@ -143,7 +146,7 @@ def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
     ]
     return [
         *hidden,
-        dense(math.prod(config.input_shape), "decoder_mean", init, "sigmoid"),
+        dense(math.prod(config.input_shape), "decoder_mean", init, config.output_activation),
         layers.Reshape(config.input_shape, name="decoder_image"),
     ]
 
@@ -172,7 +175,9 @@ def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
             *head,
             SameConv2D(8, activation="relu", name="decoder_conv1", kernel_initializer=init()),  # 8x8x8
             UpSamplingConv2D(16, "valid", activation="relu", name="decoder_conv2", kernel_initializer=init()),
-            UpSamplingConv2D(1, "same", activation="sigmoid", name="decoder_mean", kernel_initializer=init()),
+            UpSamplingConv2D(
+                1, "same", activation=config.output_activation, name="decoder_mean", kernel_initializer=init()
+            ),
         ]  # up 16x16x8, conv 14x14x16; up 28x28x16, conv 28x28x1
     return [
         *head,
@@ -180,7 +185,7 @@ def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
         layers.UpSampling2D((2, 2), name="decoder_up1"),  # 16x16x8
         _conv(16, "decoder_conv2", init, padding="valid"),  # 14x14x16
         layers.UpSampling2D((2, 2), name="decoder_up2"),  # 28x28x16
-        _conv(1, "decoder_mean", init, activation="sigmoid"),  # 28x28x1
+        _conv(1, "decoder_mean", init, activation=config.output_activation),  # 28x28x1
     ]
 
 
@@ -215,7 +220,7 @@ def _convnet_decoder(config: ModelConfig, init: Initializer) -> list[layers.Laye
         layers.Reshape((*side, filters[-1]), name="decoder_reshape"),
         *up,
         *crop,
-        _conv(channels, "decoder_mean", init, activation="sigmoid"),
+        _conv(channels, "decoder_mean", init, activation=config.output_activation),
     ]
 
 

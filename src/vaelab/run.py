@@ -148,7 +148,8 @@ class Run:
 
     def decode(self, z: np.ndarray, batch_size: int = 1000, labels: np.ndarray | None = None) -> np.ndarray:
         """Latent points (n, latent_dim) -> decoded images, floats in [0, 1]: (n, H, W) grey, (n, H, W, C) colour.
-        A vqvae's points are its codes (n, L), codebook indices (`codes`).
+        A vqvae's points are its codes (n, L), codebook indices (`codes`). Each pixel is the decoder's mean, or for
+        the discretised logistic its location clipped to [0, 1]: the level its distribution is centred on.
 
         A conditional model (cvae) decodes point i as class `labels[i]` (default: every point as `label`)."""
         from vaelab.data.dataset import as_stored
@@ -157,7 +158,7 @@ class Run:
         if labels is None and self.label is not None:
             labels = np.full(len(z), self.label)
         decoded = self.generator.predict(self._conditioned(z, labels), batch_size=batch_size, verbose=0)
-        return as_stored(np.asarray(decoded))
+        return as_stored(np.clip(np.asarray(decoded), 0.0, 1.0))
 
     def _conditioned(self, inputs: np.ndarray, labels: np.ndarray | None):
         """A network's input: `inputs`, and for a conditional model their one-hot `labels` (a one-line error

@@ -25,7 +25,7 @@ import keras
 from keras import layers
 
 from vaelab.config import ModelConfig
-from vaelab.likelihoods import SCALED
+from vaelab.likelihoods import INITIAL_LOG_SCALE, SCALED
 from vaelab.models.betatc import BetaTC
 from vaelab.models.cvae import CVAE
 from vaelab.models.iwae import IWAE
@@ -125,7 +125,9 @@ def build_models(
     unbinarised = encoder if target is x else keras.Model(target, [z_mean, z_log_var], name="unbinarised_encoder")
     outputs.update(family.prior_outputs(config, init, x, unbinarised))
     if config.pixel_likelihood in SCALED:
-        outputs["x_log_scale"] = LogScale(config.input_shape, config.scale, name="x_log_scale")(x_decoded_mean)
+        outputs["x_log_scale"] = LogScale(
+            config.input_shape, config.scale, INITIAL_LOG_SCALE[config.pixel_likelihood], name="x_log_scale"
+        )(x_decoded_mean)
     if binarize and not stock:
         outputs["x"] = target
 

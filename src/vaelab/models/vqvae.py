@@ -23,7 +23,7 @@ import numpy as np
 from keras import layers, ops
 
 from vaelab.config import CODE_DIM, ModelConfig
-from vaelab.likelihoods import SCALED
+from vaelab.likelihoods import INITIAL_LOG_SCALE, SCALED
 from vaelab.models.vae import VAE, reconstruction_loss
 from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, LogScale, apply, dense
 from vaelab.networks import kernel_initializers as _kernel_initializers
@@ -155,7 +155,9 @@ def build_vqvae(config: ModelConfig, seed: int | None = None, *, binarize: bool 
     generated = apply(decoder_layers, flatten(quantizer(codes_in, lookup=True)))
     outputs = {"x_decoded_mean": x_decoded_mean, "z_e": z_e, "z_q": z_q, "codes": codes}
     if config.pixel_likelihood in SCALED:
-        outputs["x_log_scale"] = LogScale(config.input_shape, config.scale, name="x_log_scale")(x_decoded_mean)
+        outputs["x_log_scale"] = LogScale(
+            config.input_shape, config.scale, INITIAL_LOG_SCALE[config.pixel_likelihood], name="x_log_scale"
+        )(x_decoded_mean)
     if binarize:
         outputs["x"] = target
     return (
