@@ -29,6 +29,8 @@ from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, LogScale, apply,
 from vaelab.networks import kernel_initializers as _kernel_initializers
 
 COMMITMENT = 0.25  # beta_c, the commitment loss's weight: van den Oord et al. found 0.1 to 2.0 alike and used 0.25
+DECAY = 0.99  # gamma, the codebook's moving averages' decay per step: van den Oord et al.'s appendix A.1
+DEAD = 0.1  # a code used less than this fraction of its uniform share (an EMA count) is dead and restarts
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
@@ -38,25 +40,56 @@ class VectorQuantizer(layers.Layer):
 
     The nearest e_k maximises 2 z.e_k - ||e_k||^2 (||z - e_k||^2 less ||z||^2, the same for every k): a Dense
     layer's scores, which is how the exported encoder finds it with stock layers (`weights_for`).
+
+    In training (`training=True`) the codebook learns without gradients, as van den Oord et al.'s appendix A.1:
+    after each step e_k = m_k / N_k, where N_k is an exponential moving average (decay `DECAY`) of how many of the
+    batch's vectors chose code k (`usage`) and m_k one of their sum (`sums`): a k-means step per batch. A code
+    whose usage falls below `DEAD` times its uniform share (the batch's vectors / K) is dead: it restarts at one
+    of the batch's vectors (Dhariwal et al., 2020), with the share as its usage. At the first step every code is
+    dead, so the codebook starts at the encoder's outputs rather than at its far-off random initial values.
+    z_q is read from the codebook before the step's update.
     """
 
     def __init__(self, codes: int, code_dim: int, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.codes, self.code_dim, self.seed = codes, code_dim, seed
-        # U(-1/K, 1/K), the usual choice of VQ-VAE implementations
+        # U(-1/K, 1/K), the usual choice of VQ-VAE implementations; replaced at the first training step
         init = keras.initializers.RandomUniform(-1.0 / codes, 1.0 / codes, seed=seed)
-        self.codebook = self.add_weight(shape=(codes, code_dim), initializer=init, name="codebook")
+        self.codebook = self.add_weight(shape=(codes, code_dim), initializer=init, trainable=False, name="codebook")
+        self.usage = self.add_weight(shape=(codes,), initializer="zeros", trainable=False, name="usage")
+        self.sums = self.add_weight(shape=(codes, code_dim), initializer="zeros", trainable=False, name="sums")
+        self.restarts = keras.random.SeedGenerator(seed, name="restarts")
+
+    def update(self, z_e, codes) -> None:
+        """One EMA step of the codebook towards the batch's code vectors z_e (b, L, D), which chose `codes` (b, L);
+        dead codes restarted."""
+        z = ops.reshape(ops.stop_gradient(ops.cast(z_e, "float32")), (-1, self.code_dim))
+        chosen = ops.one_hot(ops.reshape(codes, (-1,)), self.codes, dtype="float32")  # (n, K)
+        usage = DECAY * self.usage + (1.0 - DECAY) * ops.sum(chosen, axis=0)
+        sums = DECAY * self.sums + (1.0 - DECAY) * ops.matmul(ops.transpose(chosen), z)
+        share = ops.cast(ops.shape(z)[0], "float32") / self.codes
+        dead = ops.expand_dims(usage < DEAD * share, -1)
+        picks = keras.random.randint((self.codes,), 0, ops.shape(z)[0], seed=self.restarts)
+        fresh = ops.take(z, picks, axis=0)
+        usage = ops.where(dead[:, 0], share, usage)
+        sums = ops.where(dead, fresh * share, sums)
+        self.usage.assign(usage)
+        self.sums.assign(sums)
+        self.codebook.assign(sums / ops.expand_dims(usage, -1))
 
     def scores(self, z_e):
         """(b, L, K): 2 z.e_k - ||e_k||^2, largest for the nearest codebook vector."""
         codebook = ops.cast(self.codebook, z_e.dtype)
         return 2.0 * ops.matmul(z_e, ops.transpose(codebook)) - ops.sum(ops.square(codebook), axis=-1)
 
-    def call(self, inputs, lookup: bool = False):
+    def call(self, inputs, lookup: bool = False, training: bool | None = None):
         if lookup:
             return ops.take(self.codebook, ops.cast(inputs, "int32"), axis=0)
         codes = ops.cast(ops.argmax(self.scores(inputs), axis=-1), "int32")
-        return [ops.take(ops.cast(self.codebook, inputs.dtype), codes, axis=0), codes]
+        z_q = ops.take(ops.cast(self.codebook, inputs.dtype), codes, axis=0)
+        if training:
+            self.update(inputs, codes)
+        return [z_q, codes]
 
     def weights_for(self, stock: layers.Layer) -> list[np.ndarray]:
         """The codebook as the stock layer that stands for it in the exported files holds it: an Embedding's
@@ -122,7 +155,7 @@ class VQVAE(VAE):
         self.codebook_loss_tracker.update_state(codebook)
         self.commitment_loss_tracker.update_state(commitment)
         self.perplexity_tracker.update_state(perplexity(y_pred["codes"], self.codes))
-        return ops.mean(reconstruction + codebook + COMMITMENT * commitment)
+        return ops.mean(reconstruction + COMMITMENT * commitment)
 
     def get_config(self):
         return {**super().get_config(), "codes": self.codes}
