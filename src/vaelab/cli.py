@@ -254,14 +254,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _test_losses(test: dict, model) -> str:
     """The test figures after training: the loss, and with a KL weight other than 1 (or for the iwae, whose objective
     is its bound) the objective and the ELBO."""
+    if model.family == "vqvae":
+        from vaelab.models.vqvae import objective_line
+
+        return objective_line(test)
     recon, kl, w = test["reconstruction_loss"], test["kl_loss"], test.get("kl_weight", 1.0)
     if model.family == "iwae":
         return f"objective {test['loss']:.2f} nats (-IWAE bound, K = {model.samples}); -ELBO {recon + kl:.2f}"
-    if model.family == "vqvae":
-        from vaelab.models.vqvae import COMMITMENT
-
-        return (f"loss {test['loss']:.2f} nats = reconstruction {recon:.2f} + codebook {test['codebook_loss']:.2f} "
-                f"+ {COMMITMENT} x commitment; -ELBO, uniform prior over codes, {recon + kl:.2f}")  # fmt: skip
     if model.family == "betatc":
         return (
             f"objective {test['loss']:.2f} nats = reconstruction {recon:.2f} + MI {test['mutual_information']:.2f} "

@@ -350,7 +350,7 @@ same ten draws z ~ N(0, I) (one per column), so that a column shows one code's s
         }
     section = f"""## {title}
 
-Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {run.epoch} epochs
+Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {_epochs(run.epoch)}
 (run `{run.path}`). {_test_sentence(run)}
 
 ### (c) The encoder: the test set in the latent space
@@ -418,7 +418,7 @@ def _code_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> str:
     )
     return f"""## {title}
 
-Preset `{run.config.preset}`: {what}, as a vqvae; trained {run.epoch} epochs (run `{run.path}`). The encoder ends
+Preset `{run.config.preset}`: {what}, as a vqvae; trained {_epochs(run.epoch)} (run `{run.path}`). The encoder ends
 in L = {length} code vectors of {CODE_DIM} numbers, each replaced by the nearest of the K = {k} codebook vectors;
 the decoder reads those. {_test_sentence(run)}
 
@@ -483,19 +483,15 @@ The test images' codes use {evaluation["codes_used"]} of the {k} codebook vector
 def _test_sentence(run: Run) -> str:
     """The run's final test figures: the loss, and for β or warm-up the objective beside the true ELBO."""
     test, train = run.metrics["test"], run.config.train
-    recon, kl = test["reconstruction_loss"], test["kl_loss"]
     if run.config.model.family == "vqvae":
-        from vaelab.models.vqvae import COMMITMENT
+        from vaelab.models.vqvae import objective_line
 
-        return (
-            f"Test loss {test['loss']:.2f} nats per image = reconstruction {recon:.2f} + codebook "
-            f"{test['codebook_loss']:.2f} + {COMMITMENT:g} × commitment {test['commitment_loss']:.2f}; −ELBO "
-            f"({test['bound']}) = reconstruction + L log K = {recon + kl:.2f}."
-        )
+        return f"Test figures per image: {objective_line(test)} (= reconstruction + L log K)."
+    recon, kl = test["reconstruction_loss"], test["kl_loss"]
     if train.beta == 1 and not train.kl_warmup:
         return f"Test loss {test['loss']:.2f} nats per image = reconstruction {recon:.2f} + KL {kl:.2f}."
     return (
-        f"Trained with β = {train.beta:g} and a KL warm-up of {train.kl_warmup} epochs: the final test objective is "
+        f"Trained with β = {train.beta:g} and a KL warm-up of {_epochs(train.kl_warmup)}: the final test objective is "
         f"{test['loss']:.2f} nats per image = reconstruction {recon:.2f} + {test.get('kl_weight', 1):g} × KL {kl:.2f};"
         f" the true negative ELBO (KL weight 1) is {recon + kl:.2f}."
     )
@@ -555,7 +551,8 @@ def _snapshots(figures, img: dict[str, str]) -> str:
 def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
     codes = runs[0].config.model.family == "vqvae"  # the report trains one family on every network
     lines = [
-        "| preset | test loss | reconstruction | KL | ELBO | IWAE bound | bits/dim "
+        f"| preset | test {'objective | reconstruction | commitment' if codes else 'loss | reconstruction | KL'} "
+        "| ELBO | IWAE bound | bits/dim "
         f"| {'codes used' if codes else 'active units'} | parameters | epochs | training time | s/epoch |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -567,7 +564,8 @@ def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
         seconds = [row["seconds"] for row in run.history]
         per_epoch = statistics.median(seconds[1:] or seconds)
         lines.append(
-            f"| `{run.config.preset}` | {test['loss']:.2f} | {test['reconstruction_loss']:.2f} | {test['kl_loss']:.2f} "
+            f"| `{run.config.preset}` | {test['loss']:.2f} | {test['reconstruction_loss']:.2f} "
+            f"| {test['commitment_loss' if codes else 'kl_loss']:.2f} "
             f"| {evaluation.get('elbo', float('nan')):.2f} | {evaluation.get('iwae', float('nan')):.2f} "
             f"| {evaluation.get('bits_per_dim', float('nan')):.3f} | {_usage(run)} | {parameter_count(run.vae):,} "
             f"| {run.epoch} | {run.metrics['train_seconds']:.0f} s | {per_epoch:.2f} |"
@@ -586,6 +584,11 @@ run's `history.csv`; s/epoch is their median after the first.
 {chr(10).join(lines)}
 
 ![training curves]({_rel(curves, out)})"""
+
+
+def _epochs(count: int) -> str:
+    """`count` epochs in words: "1 epoch", "3 epochs"."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
 
 
 def _usage(run: Run) -> str:
@@ -610,12 +613,12 @@ def _code_figures_note(images: str, bound: str) -> str:
     """What the comparison's columns mean for a vqvae."""
     from vaelab.models.vqvae import COMMITMENT
 
-    return f"""Test-set figures after the last epoch, in nats per image: the loss is the vqvae's training objective,
-reconstruction + codebook + {COMMITMENT:g} × commitment (lower is better), and KL is L log K, the KL of the codes'
-point mass from the uniform prior over codes. ELBO and IWAE bound come from `vaelab evaluate` on all {images} test
-images and are one number, −reconstruction − L log K, the bound on {bound} (higher is better): q is one point, so
-every importance sample is the same. bits/dim is that bound's NLL in bits
-per pixel value; codes used counts the codebook vectors the test images' codes use, with their perplexity."""
+    return f"""Test-set figures after the last epoch, per image: the objective is the vqvae's training objective,
+reconstruction (nats) + {COMMITMENT:g} × commitment (lower is better), and the commitment is the squared distance
+from the encoder's vectors to their codes (not nats: the vqvae has no KL term). ELBO and IWAE bound come from
+`vaelab evaluate` on all {images} test images and are one number, −reconstruction − L log K nats, the bound on
+{bound} (higher is better): q is one point, so every importance sample is the same. bits/dim is that bound's NLL
+in bits per pixel value; codes used counts the codebook vectors the test images' codes use, with their perplexity."""
 
 
 def _likelihood_note(run: Run) -> str:
