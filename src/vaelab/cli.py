@@ -345,7 +345,7 @@ LABEL_SAMPLES = 20  # prior draws `vaelab generate RUN --label C` decodes when a
 
 def _generate_codes(run, data, args: argparse.Namespace, out: Path) -> int:
     """A vqvae's generate: each --z is L codebook indices, decoded; --samples N (alone: LABEL_SAMPLES) draws codes
-    from the uniform prior."""
+    from the run's learned prior (`vaelab train-prior`), or from the uniform prior where it has none."""
     import numpy as np
 
     from vaelab.figures import draw_code_figures
@@ -411,6 +411,32 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     )
     print(analysis.points_markdown(interp.points))
     _wrote(*figures.files.values())
+    return 0
+
+
+def cmd_train_prior(args: argparse.Namespace) -> int:
+    """Fits a prior over a vqvae's codes (vaelab.models.code_prior), saved as RUN/code_prior.npz, and compares the
+    test images' codes' likelihood under it with the uniform prior's."""
+    from vaelab.config import PriorConfig
+    from vaelab.models.code_prior import train_prior, uniform_nll
+
+    run, data, _ = _load(args)
+    if run.config.model.family != "vqvae":
+        raise VaelabError(
+            f"{args.run} is a {run.config.model.family}, whose prior is fixed; train-prior fits a prior over a "
+            "vqvae's codes: give a run trained with --model vqvae"
+        )
+    started = time.perf_counter()
+    config = PriorConfig(**{k: v for k, v in {"epochs": args.epochs, "seed": args.seed}.items() if v is not None})
+    prior = train_prior(run, data, config, verbose=args.verbose)
+    test_codes = run.codes(data.x_test[: run.config.train.test_subset])
+    nll = float(-prior.log_prob(test_codes).mean())
+    print(
+        f"{run.name}: prior over {run.config.model.latent_dim} codes trained {len(prior.history)} epochs in "
+        f"{time.perf_counter() - started:.1f} s; the test codes' -log p(z) {nll:.2f} nats per image "
+        f"(uniform prior: L log K = {uniform_nll(run):.2f}); saved {run.path / 'code_prior.npz'}"
+    )
+    print(f"`vaelab evaluate {args.run}` gives the bound on log p(x) with it", file=sys.stderr)
     return 0
 
 
@@ -622,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
         SCALES,
         SNAPSHOTS,
         ModelConfig,
+        PriorConfig,
         TrainConfig,
     )
     from vaelab.data.shards import SHARD_BYTES, SHARD_ROWS
@@ -819,6 +846,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=_int_in(0, 2**32 - 1, "a seed"), default=0, help="seed of the importance samples (default: 0)"
     )
+
+    p = sub.add_parser("train-prior", help="fit a learned prior over a vqvae run's codes (code_prior.npz)")
+    p.add_argument("run", type=_path, metavar="RUN", help="run directory of a vqvae")
+    p.add_argument("--epochs", type=_positive_int, help=f"at most (default: {PriorConfig.epochs}; stops earlier)")
+    p.add_argument("--seed", type=int, help=f"of the held-out codes and the weights (default: {PriorConfig.seed})")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0, help="Keras' progress output (default: 0)")
+    _add_data_options(p, of_run=True)
+    p.set_defaults(func=cmd_train_prior, out=None)
 
     p = sub.add_parser("report", help="train (or reuse) the exercise's three networks and write the report")
     p.add_argument("--epochs", type=_positive_int, help=f"epochs per network (default: {TrainConfig.epochs})")

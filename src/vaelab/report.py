@@ -63,15 +63,25 @@ def ensure_run(
     return load_run(path)
 
 
-def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str], None]) -> None:
-    """Evaluates the run (ELBO, IWAE bound with `samples`) unless its metrics.json already holds that."""
+def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str], None]) -> bool:
+    """Evaluates the run (ELBO, IWAE bound with `samples`) unless its metrics.json already holds that; a vqvae's
+    prior over codes is trained first, and its bound with that prior is part of the evaluation. Whether it
+    evaluated now."""
     from vaelab.evaluate import evaluate_and_save
+    from vaelab.models.code_prior import ensure_prior
 
     done = run.metrics.get("evaluation", {})
-    if done.get("samples") == recorded_samples(run.config, samples) and done.get("images") == len(data.x_test):
-        return
+    fresh_prior = run.config.model.family == "vqvae" and ensure_prior(run, data, log)
+    if (
+        done.get("samples") == recorded_samples(run.config, samples)
+        and done.get("images") == len(data.x_test)
+        and not fresh_prior
+        and (run.config.model.family != "vqvae" or "prior_elbo" in done)
+    ):
+        return False
     log(f"vaelab report: evaluating {run.path} (importance-weighted bound, K = {samples})")
     evaluate_and_save(run, data, samples=samples)
+    return True
 
 
 def report(
@@ -130,7 +140,8 @@ def report(
             log(f"vaelab report: [{k}/{len(presets)}] {preset}")
             try:
                 runs.append(ensure_run(config, Path(runs_dir) / run_dir_name(config), data, log=log))
-                ensure_evaluation(runs[-1], data, iwae_samples, log)
+                if ensure_evaluation(runs[-1], data, iwae_samples, log):
+                    analysed.pop(runs[-1].path.resolve(), None)  # analysed before this evaluation: again
             except Interrupted:
                 raise Interrupted(
                     f"interrupted while working on {preset}; its completed epochs are kept: run the same "
@@ -434,18 +445,36 @@ One test image per {word} (top) and its reconstruction, its codes decoded (botto
 
 ### (d) The generator: codes drawn from the prior
 
-The prior over the codes is uniform over all K^L = {k}^{length} combinations (not learned: van den Oord et al.
-fit a PixelCNN over the codes afterwards, which vaelab does not). Twenty draws of L indices, each uniform over
+{_code_prior(run, img, k, length)}
+
+{_code_usage(run, img)}
+
+{_snapshots(figures, img)}"""
+
+
+def _code_prior(run: Run, img: dict[str, str], k: int, length: int) -> str:
+    """What a vqvae's samples are drawn from: its learned prior over codes (`vaelab train-prior`), or the uniform."""
+    from vaelab.models.code_prior import load_prior, uniform_nll
+
+    prior = load_prior(run)
+    if prior is None:
+        return f"""The prior over the codes is uniform over all K^L = {k}^{length} combinations (this run has no
+learned prior: `vaelab train-prior {run.path}` fits one). Twenty draws of L indices, each uniform over
 0 … {k - 1}, decoded, each image under its codes:
 
 ![prior samples]({img["samples"]})
 
 The encoder's codes are far from uniform over the combinations (the codebook's use below), so these draws show the
-decoder on arbitrary combinations rather than samples of the data's distribution.
+decoder on arbitrary combinations rather than samples of the data's distribution."""
+    best = min(prior.history, key=lambda row: row["val_nll"])
+    return f"""As van den Oord et al. fit a PixelCNN over the codes after training, this run has a learned prior
+over them, p(z) = ∏ p(c_i | c_<i): an autoregressive network over the L = {length} positions
+(`vaelab.models.code_prior`), trained on the codes of the training images for {len(prior.history)} epochs, kept
+at the epoch where their held-out tenth's −log p(z) was lowest ({best["val_nll"]:.2f} nats per image, against
+L log K = {length} log {k} = {uniform_nll(run):.2f} under the uniform prior). Twenty draws from it, position after
+position, decoded, each image under its codes:
 
-{_code_usage(run, img)}
-
-{_snapshots(figures, img)}"""
+![prior samples]({img["samples"]})"""
 
 
 def _code_usage(run: Run, img: dict[str, str]) -> str:
@@ -473,11 +502,24 @@ per image, i.e. NLL ≤ {evaluation["nll"]:.2f} ({evaluation["bits_per_dim"]:.4f
 for every image. q(z|x) is one point, the nearest codes, so the importance-weighted bound draws the same codes
 every time and equals the ELBO.
 
-The test images' codes use {evaluation["codes_used"]} of the {k} codebook vectors, with perplexity
-{evaluation["perplexity"]:.1f} (the exponential of the entropy of their frequencies: {k} if all were used alike,
-1 for a single one).{training}
+{_prior_bound(evaluation)}The test images' codes use {evaluation["codes_used"]} of the {k} codebook vectors, with
+perplexity {evaluation["perplexity"]:.1f} (the exponential of the entropy of their frequencies: {k} if all were used
+alike, 1 for a single one).{training}
 
 ![codebook usage]({img["code_usage"]})"""
+
+
+def _prior_bound(evaluation: dict) -> str:
+    """The bound with the run's learned prior over codes, beside the uniform one (a paragraph), where it has one."""
+    if "prior_elbo" not in evaluation:
+        return ""
+    gain = evaluation["prior_elbo"] - evaluation["elbo"]
+    return f"""With the learned prior over codes the bound is log p(x) ≥ log p(x|z_q) + log p(z_q) =
+{evaluation["prior_elbo"]:.2f} nats per image: −reconstruction {evaluation["reconstruction_loss"]:.2f} − KL, where
+now KL = −log p(z_q) = {evaluation["prior_kl"]:.2f} on average, {abs(gain):.2f} nats {"above" if gain >= 0 else "below"}
+the uniform prior's {evaluation["elbo"]:.2f}.
+
+"""
 
 
 def _test_sentence(run: Run) -> str:

@@ -16,6 +16,8 @@
     generator.keras  (vaelab.export); written when training completes
     snapshots.npz    per epoch: fixed test images reconstructed, fixed prior draws decoded (vaelab.snapshots)
     snapshots/       epoch-0001.png, ...: the same, one small picture per epoch
+    code_prior.npz   a vqvae's learned prior over its codes, written by `vaelab train-prior` (its contents:
+                     vaelab.models.code_prior); removed with the rest when the run is trained again over itself
     .lock            held (flock) by the one process writing the run (process 0 of several); names it
                      (vaelab._lock)
 
@@ -59,6 +61,7 @@ SNAPSHOTS = "snapshots.npz"
 SNAPSHOT_DIR = "snapshots"
 RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES, SNAPSHOTS)
 RUN_DIRS = (SNAPSHOT_DIR,)
+CODE_PRIOR = "code_prior.npz"  # not in RUN_FILES: `vaelab train-prior` writes it, after training
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
 VQ_METRICS = ("codebook_loss", "commitment_loss", "perplexity")  # a vqvae's besides LOSSES (vaelab.models.vqvae)
 HISTORY_COLUMNS = ("epoch", *LOSSES, "kl_weight", *(f"val_{k}" for k in LOSSES), "seconds")

@@ -128,7 +128,7 @@ def train(
         info = {**runs.new_run_info(config, data), "distribution": place.record()}
         if place.writer:
             try:
-                for name in runs.RUN_FILES:  # --overwrite: the old run's files go only now that all is ready
+                for name in (*runs.RUN_FILES, runs.CODE_PRIOR):  # --overwrite: the old run's go now that all is ready
                     (out / name).unlink(missing_ok=True)
                 for old in (out / runs.SNAPSHOT_DIR).glob("*.png"):
                     old.unlink()
