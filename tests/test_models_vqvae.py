@@ -306,6 +306,15 @@ def test_the_vqvae_trains_evaluates_reports_generates_exports_and_resumes(tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
 
+    prior = vaelab("train-prior", run, "--epochs", "2")  # issue 29: a learned prior over the codes
+    assert prior.returncode == 0, prior.stderr
+    assert "(uniform prior: L log K = 11.09)" in prior.stdout and (run / "code_prior.npz").exists()
+    evaluated = vaelab("evaluate", run, "--images", "100")
+    assert "with the learned prior" in evaluated.stdout, evaluated.stdout
+    evaluation = json.loads((run / "metrics.json").read_text())["evaluation"]
+    assert evaluation["prior_elbo"] == pytest.approx(-evaluation["reconstruction_loss"] - evaluation["prior_kl"])
+    assert vaelab("generate", run, "--samples", "3", "--out", tmp_path / "g2").returncode == 0
+
     one_line_error(vaelab("generate", run, "--z", "0", "1", "2", "16"), "integers from 0 to 15")
     one_line_error(vaelab("generate", run, "--z", "0", "1", "2", "3", "--z", "1"), "is 4 codebook indices")
     one_line_error(vaelab("generate", run, "--manifold"), "no Gaussian grid")
