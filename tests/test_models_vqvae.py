@@ -115,8 +115,8 @@ def test_a_training_step_moves_live_codes_by_moving_averages_and_restarts_dead_o
 
 
 def test_a_short_training_on_mnist_uses_many_codes(tmp_path, mnist):
-    """Issue 27: with a gradient-trained codebook far from the encoder's outputs, such a training used 3 to 9 of the
-    512 codes (perplexity about 3); started at the encoder's outputs, moved by moving averages and with dead codes
+    """Issue 27: with a gradient-trained codebook far from the encoder's outputs, this training used 2 of the 512
+    codes (perplexity 2.0); started at the encoder's outputs, moved by moving averages and with dead codes
     restarted, it uses hundreds (305, perplexity 192, when this test was written)."""
     config = make_config("mlp", model="vqvae", epochs=4, train_subset=2000, test_subset=500)
     run = train(config, tmp_path / "vq", data=mnist, snapshots=False, verbose=0)
