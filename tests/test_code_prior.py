@@ -1,4 +1,4 @@
-"""The learned prior over a vqvae's codes (vaelab.models.code_prior): a normalised autoregressive distribution,
+"""The learned prior over a vqvae's codes (vaelab.code_prior): a normalised autoregressive distribution,
 its samples, its file, and the command that trains it."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 
 from tests.test_models import one_line_error
 from tests.test_models_vqvae import vaelab  # noqa: F401  (the in-process CLI fixture)
+from vaelab.code_prior import CodePrior, build_prior_network, load_prior, train_prior
 from vaelab.config import ModelConfig, PriorConfig, RunConfig
 from vaelab.data.dataset import make_dataset
 from vaelab.errors import VaelabError
 from vaelab.models import build_models
-from vaelab.models.code_prior import CodePrior, build_prior_network, load_prior, train_prior
 from vaelab.run import CODE_PRIOR, Run
 
 K, L = 5, 3

@@ -415,10 +415,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
-    """Fits a prior over a vqvae's codes (vaelab.models.code_prior), saved as RUN/code_prior.npz, and compares the
+    """Fits a prior over a vqvae's codes (vaelab.code_prior), saved as RUN/code_prior.npz, and compares the
     test images' codes' likelihood under it with the uniform prior's."""
+    from vaelab.code_prior import train_prior, uniform_nll
     from vaelab.config import PriorConfig
-    from vaelab.models.code_prior import train_prior, uniform_nll
 
     run, data, _ = _load(args)
     if run.config.model.family != "vqvae":

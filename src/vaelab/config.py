@@ -487,7 +487,7 @@ def _check_positive(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class PriorConfig:
-    """How a vqvae's learned prior over its codes is built and trained (vaelab.models.code_prior); saved with it."""
+    """How a vqvae's learned prior over its codes is built and trained (vaelab.code_prior); saved with it."""
 
     epochs: int = 30  # at most: training stops 3 epochs after the held-out codes' likelihood last improved
     hidden: int = 256  # width of its two hidden layers: a few hundred thousand weights, seconds per epoch on 2 cores

@@ -169,8 +169,8 @@ def draw_code_figures(
     over the scoring test set and the snapshot strip. "interpolate" draws nothing: codes have no segment between
     them. The caller checks that `codes` are codebook indices (`vaelab generate`).
     """
+    from vaelab.code_prior import load_prior
     from vaelab.evaluate_vqvae import code_counts, usage_perplexity
-    from vaelab.models.code_prior import load_prior
     from vaelab.models.vqvae import uniform_codes
 
     result, model, title = RunFigures(), run.config.model, run.name

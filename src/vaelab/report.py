@@ -67,8 +67,8 @@ def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str]
     """Evaluates the run (ELBO, IWAE bound with `samples`) unless its metrics.json already holds that; a vqvae's
     prior over codes is trained first, and its bound with that prior is part of the evaluation. Whether it
     evaluated now."""
+    from vaelab.code_prior import ensure_prior
     from vaelab.evaluate import evaluate_and_save
-    from vaelab.models.code_prior import ensure_prior
 
     done = run.metrics.get("evaluation", {})
     fresh_prior = run.config.model.family == "vqvae" and ensure_prior(run, data, log)
@@ -454,7 +454,7 @@ One test image per {word} (top) and its reconstruction, its codes decoded (botto
 
 def _code_prior(run: Run, img: dict[str, str], k: int, length: int) -> str:
     """What a vqvae's samples are drawn from: its learned prior over codes (`vaelab train-prior`), or the uniform."""
-    from vaelab.models.code_prior import load_prior, uniform_nll
+    from vaelab.code_prior import load_prior, uniform_nll
 
     prior = load_prior(run)
     if prior is None:
@@ -469,7 +469,7 @@ decoder on arbitrary combinations rather than samples of the data's distribution
     best = min(prior.history, key=lambda row: row["val_nll"])
     return f"""As van den Oord et al. fit a PixelCNN over the codes after training, this run has a learned prior
 over them, p(z) = ∏ p(c_i | c_<i): an autoregressive network over the L = {length} positions
-(`vaelab.models.code_prior`), trained on the codes of the training images for {len(prior.history)} epochs, kept
+(`vaelab.code_prior`), trained on the codes of the training images for {len(prior.history)} epochs, kept
 at the epoch where their held-out tenth's −log p(z) was lowest ({best["val_nll"]:.2f} nats per image, against
 L log K = {length} log {k} = {uniform_nll(run):.2f} under the uniform prior). Twenty draws from it, position after
 position, decoded, each image under its codes:

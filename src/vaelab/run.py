@@ -17,7 +17,7 @@
     snapshots.npz    per epoch: fixed test images reconstructed, fixed prior draws decoded (vaelab.snapshots)
     snapshots/       epoch-0001.png, ...: the same, one small picture per epoch
     code_prior.npz   a vqvae's learned prior over its codes, written by `vaelab train-prior` (its contents:
-                     vaelab.models.code_prior); removed with the rest when the run is trained again over itself
+                     vaelab.code_prior); removed with the rest when the run is trained again over itself
     .lock            held (flock) by the one process writing the run (process 0 of several); names it
                      (vaelab._lock)
 

@@ -14,7 +14,7 @@ term ||sg[z_e] - e||^2): it moves by moving averages, a k-means step per batch, 
 and restarts unused codes (`VectorQuantizer`), against the collapse of the codebook onto a few codes that
 gradient-trained codebooks suffer (van den Oord et al., appendix A.1; Dhariwal et al., 2020; Lancucki et al.,
 2020). The prior over the codes is uniform here (generation draws L codes uniformly); a learned one is
-`vaelab.models.code_prior`. q(z|x) is a point mass on the nearest codes, so the ELBO under the uniform prior is
+`vaelab.code_prior`. q(z|x) is a point mass on the nearest codes, so the ELBO under the uniform prior is
 log p(x|z_q(x)) - L log K, and the importance-weighted bound equals it (`vaelab.evaluate_vqvae`). The model has
 no KL term to weight: a vqvae refuses β and KL warm-up (vaelab.config), and logs no KL.
 """
