@@ -154,6 +154,8 @@ def check_vqvae_page(page, vqvae) -> None:
     assert page.locator("#map-panel").is_hidden() and page.locator("#class-choice").is_hidden()
     cells = page.locator("#code-grid input")
     assert cells.count() == 4
+    info = page.locator("#run-info").text_content()  # 1 epoch, and its -ELBO in nats (its objective is not in nats)
+    assert ", 1 epoch, test loss " in info and f"{vqvae.metrics['test']['elbo_loss']:.2f} nats" in info
     codes = [int(v) for v in cells.evaluate_all("cs => cs.map((c) => c.value)")]
     before = decoded_pixels(page)
     np.testing.assert_allclose(before, as_bytes(vqvae.decode([codes]))[0], atol=1)

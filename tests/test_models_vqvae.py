@@ -19,11 +19,13 @@ from vaelab.config import CODE_DIM, DEFAULT_CODES, ModelConfig, RunConfig, make_
 from vaelab.data.dataset import make_dataset, scale_pixels
 from vaelab.errors import VaelabError
 from vaelab.evaluate import evaluate
+from vaelab.evaluate_vqvae import code_counts, usage_perplexity
 from vaelab.export import stock_models
 from vaelab.models import build_models, parameter_count
-from vaelab.models.vqvae import COMMITMENT
+from vaelab.models.vqvae import COMMITMENT, DEAD, DECAY
 from vaelab.report import build_report, report_presets
-from vaelab.run import Run, load_run, run_dir_name
+from vaelab.run import OPTIONAL_VARIABLES, Run, load_checkpoint, load_run, run_dir_name, save_checkpoint
+from vaelab.training import train
 
 K, L = 8, 3  # a codebook of 8 vectors, 3 codes per image
 SMALL = {"family": "vqvae", "codes": K, "latent_dim": L, "intermediate_dim": 16}
@@ -39,10 +41,10 @@ def codebook_of(models) -> np.ndarray:
     return np.asarray(models.vae.get_layer("codebook").codebook, np.float64)
 
 
-def test_the_vqvae_loss_is_reconstruction_codebook_and_commitment():
+def test_the_vqvae_loss_is_reconstruction_and_commitment_with_no_kl():
     x = images()
     models = build_models(ModelConfig(**SMALL), seed=1)
-    out = models.vae(x, training=True)
+    out = models.vae(x)
     loss = float(models.vae.compute_loss(x=x, y_pred=out))
     y = numpy_of(out)
     z_e = y["z_e"].astype(np.float64)
@@ -55,23 +57,95 @@ def test_the_vqvae_loss_is_reconstruction_codebook_and_commitment():
     np.testing.assert_allclose(y["x_decoded_mean"], models.generator.predict(codes, verbose=0), atol=1e-5)
 
     reconstruction = -bernoulli_log_px(x, y["x_decoded_mean"])
-    squared = np.sum((z_e - z_q) ** 2, axis=(1, 2))  # ||sg[z_e] - e||^2 and ||z_e - sg[e]||^2 have one value
-    assert loss == pytest.approx(np.mean(reconstruction + squared + COMMITMENT * squared), rel=1e-5)
+    squared = np.sum((z_e - z_q) ** 2, axis=(1, 2))  # ||z_e - sg[e]||^2: the codebook learns by EMA, not by a loss
+    assert loss == pytest.approx(np.mean(reconstruction + COMMITMENT * squared), rel=1e-5)
     metrics = {m.name: float(m.result()) for m in models.vae.metrics if m.name != "loss"}
+    assert set(metrics) == {"reconstruction_loss", "elbo_loss", "commitment_loss", "perplexity"}  # no KL, no weight
     assert metrics["reconstruction_loss"] == pytest.approx(reconstruction.mean(), rel=1e-5)
-    assert metrics["codebook_loss"] == pytest.approx(squared.mean(), rel=1e-4)
     assert metrics["commitment_loss"] == pytest.approx(squared.mean(), rel=1e-4)
-    assert metrics["kl_loss"] == pytest.approx(L * math.log(K), rel=1e-6)  # KL(one-hot q || uniform prior)
     assert metrics["elbo_loss"] == pytest.approx(reconstruction.mean() + L * math.log(K), rel=1e-5)
     frequencies = np.bincount(codes.ravel(), minlength=K) / codes.size
     used = frequencies[frequencies > 0]
     assert metrics["perplexity"] == pytest.approx(np.exp(-np.sum(used * np.log(used))), rel=1e-4)
+    assert models.vae.get_layer("codebook").trainable_weights == []  # no gradient reaches the codebook
+
+
+def test_the_first_training_step_starts_every_code_at_one_of_the_encoders_vectors():
+    models = build_models(ModelConfig(**SMALL), seed=1)
+    layer = models.vae.get_layer("codebook")
+    before = codebook_of(models)
+    y = numpy_of(models.vae(images(), training=True))
+    np.testing.assert_array_equal(y["codes"], nearest(y["z_e"].astype(np.float64), before))  # before the update
+    vectors = y["z_e"].reshape(-1, CODE_DIM)
+    share = len(vectors) / K  # every code was dead (its usage 0): each restarts at a batch vector with the share
+    distances = ((codebook_of(models)[:, None, :] - vectors[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(distances.min(axis=1), 0.0, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(layer.usage), share, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer.sums), codebook_of(models) * share, rtol=1e-5, atol=1e-6)
+    after = codebook_of(models)
+    models.vae(images(3, seed=5))
+    np.testing.assert_array_equal(codebook_of(models), after)  # outside training: no update
+
+
+def test_a_training_step_moves_live_codes_by_moving_averages_and_restarts_dead_ones():
+    """e_k = m_k / N_k after N_k <- γ N_k + (1 - γ) n_k and m_k <- γ m_k + (1 - γ) Σ z over the batch's vectors that
+    chose k (van den Oord et al., A.1); a code whose N_k falls under DEAD times the share restarts."""
+    models = build_models(ModelConfig(**SMALL), seed=3)
+    layer = models.vae.get_layer("codebook")
+    x = images(6, seed=1)
+    models.vae(x, training=True)  # the codebook now starts at the encoder's vectors
+    rng = np.random.default_rng(0)
+    share = 6 * L / K
+    usage = np.where(np.arange(K) == K - 1, 0.5 * DEAD * share, rng.uniform(1, 2, K))  # the last code about to die
+    sums = codebook_of(models) * usage[:, None]
+    layer.usage.assign(usage.astype(np.float32))
+    layer.sums.assign(sums.astype(np.float32))
+    y = numpy_of(models.vae(x, training=True))
+    z, codes = y["z_e"].reshape(-1, CODE_DIM).astype(np.float64), y["codes"].ravel()
+    chosen = np.eye(K)[codes]
+    n = DECAY * usage + (1 - DECAY) * chosen.sum(0)
+    m = DECAY * sums + (1 - DECAY) * chosen.T @ z
+    live = n >= DEAD * share
+    assert not live[K - 1] and live.sum() > K / 2
+    np.testing.assert_allclose(np.asarray(layer.usage)[live], n[live], rtol=1e-5)
+    np.testing.assert_allclose(codebook_of(models)[live], (m / n[:, None])[live], rtol=1e-4, atol=1e-5)
+    dead = ~live
+    np.testing.assert_allclose(np.asarray(layer.usage)[dead], share, rtol=1e-6)
+    assert all(np.abs(z - e).sum(-1).min() < 1e-5 for e in codebook_of(models)[dead])
+
+
+def test_a_short_training_on_mnist_uses_many_codes(tmp_path, mnist):
+    """Issue 27: with a gradient-trained codebook far from the encoder's outputs, this training used 2 of the 512
+    codes (perplexity 2.0); started at the encoder's outputs, moved by moving averages and with dead codes
+    restarted, it uses hundreds (305, perplexity 192, when this test was written)."""
+    config = make_config("mlp", model="vqvae", epochs=4, train_subset=2000, test_subset=500)
+    run = train(config, tmp_path / "vq", data=mnist, snapshots=False, verbose=0)
+    counts = code_counts(run.codes(mnist.x_test[:1000]), DEFAULT_CODES)
+    assert np.count_nonzero(counts) >= 64 and usage_perplexity(counts) >= 32
+    assert run.history[-1]["val_perplexity"] >= 32
+
+
+def test_a_checkpoint_from_before_the_moving_averages_loads(tmp_path):
+    """A vqvae trained before the EMA codebook saved no codebook statistics: it loads, its codebook as saved."""
+    run = tiny_run(tmp_path)
+    save_checkpoint(tmp_path, run.vae, None, 1)
+    with np.load(tmp_path / "checkpoint.npz") as saved:
+        arrays = dict(saved)
+    paths = [str(p) for p in arrays.pop("model_paths")]
+    old = [i for i, path in enumerate(paths) if path not in OPTIONAL_VARIABLES[1:]]
+    kept = {k: v for k, v in arrays.items() if not k.startswith("model/")}
+    kept.update({f"model/{j:03d}": arrays[f"model/{i:03d}"] for j, i in enumerate(old)})
+    np.savez(tmp_path / "checkpoint.npz", model_paths=np.asarray([paths[i] for i in old]), **kept)
+    assert len(old) == len(paths) - 3
+    other = build_models(run.config.model, seed=7)
+    assert load_checkpoint(tmp_path, other.vae) == 1
+    np.testing.assert_array_equal(codebook_of(other), codebook_of(run.models))
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="takes the gradient with jax.grad")
 def test_the_encoder_gets_the_decoders_gradient_at_the_codes():
-    """Straight through: d(-log p(x|z_q))/d z_e is the decoder's gradient at z_q, whatever z_e is, and the codebook
-    gets none of it (its gradient comes from the codebook loss alone)."""
+    """Straight through: d(-log p(x|z_q))/d z_e is the decoder's gradient at z_q, whatever z_e is, and z_q gets none
+    of it (the codebook learns by moving averages)."""
     import jax
     import jax.numpy as jnp
 
@@ -202,10 +276,13 @@ def test_the_vqvae_trains_evaluates_reports_generates_exports_and_resumes(tmp_pa
     trained = vaelab("train", *TINY, "--out", run)
     assert trained.returncode == 0, trained.stderr
     history = (run / "history.csv").read_text().splitlines()[0].split(",")
-    assert {"codebook_loss", "commitment_loss", "perplexity", "val_perplexity"} <= set(history)
+    assert {"commitment_loss", "perplexity", "val_perplexity", "elbo_loss"} <= set(history)
+    assert not {"kl_loss", "kl_weight", "val_kl_loss", "codebook_loss"} & set(history)  # none it does not have
+    assert "kl_" not in trained.stdout + trained.stderr  # nor in the progress bar
+    assert "(a squared distance); -ELBO (log p(x), uniform prior over codes)" in trained.stdout
     test = json.loads((run / "metrics.json").read_text())["test"]
-    assert test["bound"] == "log p(x), uniform prior over codes"
-    assert test["kl_loss"] == pytest.approx(4 * math.log(16), rel=1e-5)
+    assert test["bound"] == "log p(x), uniform prior over codes" and "kl_loss" not in test
+    assert test["elbo_loss"] == pytest.approx(test["reconstruction_loss"] + 4 * math.log(16), rel=1e-5)
 
     evaluated = vaelab("evaluate", run, "--images", "100")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -228,6 +305,15 @@ def test_the_vqvae_trains_evaluates_reports_generates_exports_and_resumes(tmp_pa
     resumed = vaelab("train", "--resume", run, "--epochs", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+
+    prior = vaelab("train-prior", run, "--epochs", "2")  # issue 29: a learned prior over the codes
+    assert prior.returncode == 0, prior.stderr
+    assert "(uniform prior: L log K = 11.09)" in prior.stdout and (run / "code_prior.npz").exists()
+    evaluated = vaelab("evaluate", run, "--images", "100")
+    assert "with the learned prior" in evaluated.stdout, evaluated.stdout
+    evaluation = json.loads((run / "metrics.json").read_text())["evaluation"]
+    assert evaluation["prior_elbo"] == pytest.approx(-evaluation["reconstruction_loss"] - evaluation["prior_kl"])
+    assert vaelab("generate", run, "--samples", "3", "--out", tmp_path / "g2").returncode == 0
 
     one_line_error(vaelab("generate", run, "--z", "0", "1", "2", "16"), "integers from 0 to 15")
     one_line_error(vaelab("generate", run, "--z", "0", "1", "2", "3", "--z", "1"), "is 4 codebook indices")
@@ -259,6 +345,7 @@ def assert_report_section(run: Run, mnist, out: Path) -> None:
     assert "| digit | test index | code[0] | code[1] | code[2] | code[3] |" in md
     assert "log p(x), uniform prior over codes ≥ ELBO = IWAE bound" in md and "of the 16 codebook vectors" in md
     assert "| codes used |" in md and "## Comparison of the networks" in md
+    assert "as a vqvae; trained 1 epoch (" in md and "| test objective | reconstruction | commitment |" in md
     for gaussian in ("latent_map", "manifold", "interpolation", "latent_kl", "class_table", "live latent map"):
         assert gaussian not in md and not (figures / f"{gaussian}.png").exists()
     assert '<div class="live"' not in (out / "index.html").read_text()

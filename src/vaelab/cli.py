@@ -264,14 +264,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _test_losses(test: dict, model) -> str:
     """The test figures after training: the loss, and with a KL weight other than 1 (or for the iwae, whose objective
     is its bound) the objective and the ELBO."""
+    if model.family == "vqvae":
+        from vaelab.models.vqvae import objective_line
+
+        return objective_line(test)
     recon, kl, w = test["reconstruction_loss"], test["kl_loss"], test.get("kl_weight", 1.0)
     if model.family == "iwae":
         return f"objective {test['loss']:.2f} nats (-IWAE bound, K = {model.samples}); -ELBO {recon + kl:.2f}"
-    if model.family == "vqvae":
-        from vaelab.models.vqvae import COMMITMENT
-
-        return (f"loss {test['loss']:.2f} nats = reconstruction {recon:.2f} + codebook {test['codebook_loss']:.2f} "
-                f"+ {COMMITMENT} x commitment; -ELBO, uniform prior over codes, {recon + kl:.2f}")  # fmt: skip
     if model.family == "betatc":
         return (
             f"objective {test['loss']:.2f} nats = reconstruction {recon:.2f} + MI {test['mutual_information']:.2f} "
@@ -372,7 +371,7 @@ def _log(message: str) -> None:
 
 def _generate_codes(run, data, args: argparse.Namespace, out: Path) -> int:
     """A vqvae's generate: each --z is L codebook indices, decoded; --samples N (alone: LABEL_SAMPLES) draws codes
-    from the uniform prior."""
+    from the run's learned prior (`vaelab train-prior`), or from the uniform prior where it has none."""
     import numpy as np
 
     from vaelab.figures import draw_code_figures
@@ -453,6 +452,32 @@ def _wants_disentanglement(args: argparse.Namespace, run, data) -> bool:
     if args.disentanglement is None:
         return data.factors is not None and run.config.model.family != "vqvae"
     return args.disentanglement
+
+
+def cmd_train_prior(args: argparse.Namespace) -> int:
+    """Fits a prior over a vqvae's codes (vaelab.code_prior), saved as RUN/code_prior.npz, and compares the
+    test images' codes' likelihood under it with the uniform prior's."""
+    from vaelab.code_prior import train_prior, uniform_nll
+    from vaelab.config import PriorConfig
+
+    run, data, _ = _load(args)
+    if run.config.model.family != "vqvae":
+        raise VaelabError(
+            f"{args.run} is a {run.config.model.family}, whose prior is fixed; train-prior fits a prior over a "
+            "vqvae's codes: give a run trained with --model vqvae"
+        )
+    started = time.perf_counter()
+    config = PriorConfig(**{k: v for k, v in {"epochs": args.epochs, "seed": args.seed}.items() if v is not None})
+    prior = train_prior(run, data, config, verbose=args.verbose)
+    test_codes = run.codes(data.x_test[: run.config.train.test_subset])
+    nll = float(-prior.log_prob(test_codes).mean())
+    print(
+        f"{run.name}: prior over {run.config.model.latent_dim} codes trained {len(prior.history)} epochs in "
+        f"{time.perf_counter() - started:.1f} s; the test codes' -log p(z) {nll:.2f} nats per image "
+        f"(uniform prior: L log K = {uniform_nll(run):.2f}); saved {run.path / 'code_prior.npz'}"
+    )
+    print(f"`vaelab evaluate {args.run}` gives the bound on log p(x) with it", file=sys.stderr)
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -721,6 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
         SCALES,
         SNAPSHOTS,
         ModelConfig,
+        PriorConfig,
         TrainConfig,
     )
     from vaelab.data.shards import SHARD_BYTES, SHARD_ROWS
@@ -931,6 +957,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the codes against the data's known factors: MIG, DCI, FactorVAE score, SAP (default: when the "
         "data has factors: shapes, dsprites, an .npz with `factors`)",
     )
+
+    p = sub.add_parser("train-prior", help="fit a learned prior over a vqvae run's codes (code_prior.npz)")
+    p.add_argument("run", type=_path, metavar="RUN", help="run directory of a vqvae")
+    p.add_argument("--epochs", type=_positive_int, help=f"at most (default: {PriorConfig.epochs}; stops earlier)")
+    p.add_argument("--seed", type=int, help=f"of the held-out codes and the weights (default: {PriorConfig.seed})")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0, help="Keras' progress output (default: 0)")
+    _add_data_options(p, of_run=True)
+    p.set_defaults(func=cmd_train_prior, out=None)
 
     p = sub.add_parser("report", help="train (or reuse) the exercise's three networks and write the report")
     p.add_argument("--epochs", type=_positive_int, help=f"epochs per network (default: {TrainConfig.epochs})")

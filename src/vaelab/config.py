@@ -515,3 +515,19 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 def _check_positive(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise VaelabError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """How a vqvae's learned prior over its codes is built and trained (vaelab.code_prior); saved with it."""
+
+    epochs: int = 30  # at most: training stops 3 epochs after the held-out codes' likelihood last improved
+    hidden: int = 256  # width of its two hidden layers: a few hundred thousand weights, seconds per epoch on 2 cores
+    embedding: int = 32  # length of each code's embedding, read at the positions after it
+    batch_size: int = 128  # the codes are small: small batches give more steps per epoch on 10,000 images
+    learning_rate: float = 1e-3  # Adam's usual step
+    held_out: float = 0.1  # the share of the training codes held out to stop training at their best likelihood
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check_positive("the prior's --epochs", self.epochs)

@@ -196,7 +196,8 @@ def evaluate_and_save(run: Run, data: Dataset, **kwargs) -> Evaluation:
     """
     with DirectoryLock(run.path, "evaluation"), _interrupt.stop_at_step_boundary():
         result = evaluate(run, data, **kwargs)
-        run.metrics = update_metrics(run.path, evaluation=asdict(result))
+        recorded = {k: v for k, v in asdict(result).items() if v is not None}  # (a vqvae's bound without a prior)
+        run.metrics = update_metrics(run.path, evaluation=recorded)
     return result
 
 

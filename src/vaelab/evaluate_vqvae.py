@@ -9,6 +9,11 @@ The importance-weighted bound with any number of samples draws the same z_q ever
 `iwae` holds the same number, and `samples` is 1. There is nothing random to estimate. The Gaussian latent
 diagnostics (active units, KL per dimension) mean nothing here; code usage replaces them: how many of the K
 vectors the test images use, and the perplexity of their frequencies.
+
+With a learned prior over the codes (`vaelab.code_prior`, code_prior.npz in the run), the bound with it
+stands beside the uniform one: KL(q || p) = -log p(z_q(x)), so
+
+    log p(x) >= log p(x|z_q(x)) + log p(z_q(x))        (`prior_elbo`)
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 from keras import ops
 
 from vaelab import _interrupt
+from vaelab.code_prior import load_prior
 from vaelab.data import Dataset, test_images
 from vaelab.likelihoods import bits_per_dim, end_pixels, log_likelihood
 from vaelab.run import Run
@@ -52,6 +58,8 @@ class CodeEvaluation:
     codebook_size: int  # K
     codes_used: int  # codebook vectors any test image's codes use
     perplexity: float  # exp of the entropy of the codes' frequencies over the test images: K if all used alike
+    prior_elbo: float | None = None  # log p(x|z_q(x)) + log p(z_q(x)) under the learned prior; None without one
+    prior_kl: float | None = None  # -log p(z_q(x)) under the learned prior, KL(one-hot q || it), averaged
 
 
 def evaluate_codes(run: Run, data: Dataset, *, images: int | None = None, progress=None) -> CodeEvaluation:
@@ -71,6 +79,10 @@ def evaluate_codes(run: Run, data: Dataset, *, images: int | None = None, progre
             progress(start + len(x), n)
     kl = model.latent_dim * math.log(model.codebook_size)
     elbo = float(np.mean(log_px)) - kl
+    prior, learned = load_prior(run), {}
+    if prior is not None:
+        log_pz = prior.log_prob(codes)
+        learned = {"prior_elbo": float(np.mean(log_px + log_pz)), "prior_kl": float(-np.mean(log_pz))}
     counts = code_counts(codes, model.codebook_size)
     shape, likelihood = model.input_shape, model.pixel_likelihood
     code_length = {"binarized": run.config.train.binarize, "end_pixels": end_pixels(x_all)}
@@ -94,6 +106,7 @@ def evaluate_codes(run: Run, data: Dataset, *, images: int | None = None, progre
         codebook_size=model.codebook_size,
         codes_used=int(np.count_nonzero(counts)),
         perplexity=usage_perplexity(counts),
+        **learned,
     )
 
 
@@ -111,9 +124,16 @@ def usage_perplexity(counts: np.ndarray) -> float:
 def describe(result: CodeEvaluation) -> list[str]:
     """The lines `vaelab evaluate` prints for a vqvae."""
     length, k = result.codes_per_image, result.codebook_size
+    learned = (
+        [f"  with the learned prior     {result.prior_elbo:9.2f} nats = -(reconstruction "
+         f"{result.reconstruction_loss:.2f} + KL {result.prior_kl:.2f} = -log p(z_q), code_prior.npz)"]
+        if result.prior_elbo is not None
+        else []
+    )  # fmt: skip
     return [
         f"  {result.bound} >= ELBO = IWAE bound (q is one point) {result.elbo:9.2f} nats, i.e. NLL <= {result.nll:.2f}",
         f"    = -(reconstruction {result.reconstruction_loss:.2f} + KL {result.kl_loss:.2f} = {length} log {k})",
         *([] if result.bits_per_dim is None else [f"  bits per dimension         {result.bits_per_dim:9.4f}"]),
+        *learned,
         f"  codes used                 {result.codes_used:9d} of {k} (perplexity {result.perplexity:.1f})",
     ]

@@ -165,10 +165,12 @@ def draw_code_figures(
     """Computes and saves the figures of a vqvae `run` into `out`, the module docstring's second list.
 
     encode: the code table, `picks` replacing each class's first image; generate: `codes` (n, L) decoded (None:
-    none) and `samples` draws from the uniform prior with `seed` (0: none); diagnose: reconstructions, code usage
+    none) and `samples` draws with `seed` (0: none) from the run's learned prior over codes (code_prior.npz), or
+    from the uniform prior where it has none; diagnose: reconstructions, code usage
     over the scoring test set and the snapshot strip. "interpolate" draws nothing: codes have no segment between
     them. The caller checks that `codes` are codebook indices (`vaelab generate`).
     """
+    from vaelab.code_prior import load_prior
     from vaelab.evaluate_vqvae import code_counts, usage_perplexity
     from vaelab.models.vqvae import uniform_codes
 
@@ -187,8 +189,13 @@ def draw_code_figures(
         result.z = np.asarray(codes, np.int32)
         save("generated", _decoded_codes(run, result.z, f"{title}: generator(codes)"))
     if "generate" in parts and samples:
-        result.sample_codes = uniform_codes(samples, model, seed)
-        what = f"{title}: {samples} samples, codes uniform over {model.codebook_size} codebook vectors"
+        prior = load_prior(run)
+        if prior is None:
+            result.sample_codes = uniform_codes(samples, model, seed)
+            what = f"{title}: {samples} samples, codes uniform over {model.codebook_size} codebook vectors"
+        else:
+            result.sample_codes = prior.sample(samples, seed)
+            what = f"{title}: {samples} samples, codes drawn from the learned prior (code_prior.npz)"
         save("samples", _decoded_codes(run, result.sample_codes, what))
     if "diagnose" in parts:
         x_test = test_images(data, binarized=run.config.train.binarize)

@@ -194,9 +194,13 @@ def plot_interpolation(interp: Interpolation, title: str = "") -> Figure:
 
 
 def plot_history(histories: dict[str, list[dict[str, float]]]) -> Figure:
-    """Training curves: loss, reconstruction and KL per epoch, training (solid) and test (dashed), per run."""
+    """Training curves: loss, reconstruction and KL per epoch, training (solid) and test (dashed), per run; a vqvae's
+    (no KL) its commitment, a squared distance, in the KL's place."""
     fig = Figure(figsize=(13, 4))
-    for k, metric in enumerate(("loss", "reconstruction_loss", "kl_loss")):
+    first = next((rows[0] for rows in histories.values() if rows), {})
+    codes = "kl_loss" not in first and "commitment_loss" in first  # a vqvae's: its objective is not in nats
+    third = "commitment_loss" if codes else "kl_loss"
+    for k, metric in enumerate(("loss", "reconstruction_loss", third)):
         ax = fig.add_subplot(1, 3, k + 1)
         for j, (name, rows) in enumerate(histories.items()):
             epochs = [row["epoch"] for row in rows]
@@ -204,7 +208,8 @@ def plot_history(histories: dict[str, list[dict[str, float]]]) -> Figure:
             ax.plot(epochs, [row[metric] for row in rows], "-o", ms=2.5, color=color, label=f"{name} train")
             ax.plot(epochs, [row[f"val_{metric}"] for row in rows], "--o", ms=2.5, color=color, label=f"{name} test")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("nats per image")
+        units = {"loss": "nats + squared distance", "commitment_loss": "squared distance"} if codes else {}
+        ax.set_ylabel(f"{units.get(metric, 'nats')} per image")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         if k == 0:

@@ -42,15 +42,25 @@ PARTS = {
 KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0), (-10.0, 10.0, 10.0, 0.1)]
 
 
-def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str], None]) -> None:
-    """Evaluates the run (ELBO, IWAE bound with `samples`) unless its metrics.json already holds that."""
+def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str], None]) -> bool:
+    """Evaluates the run (ELBO, IWAE bound with `samples`) unless its metrics.json already holds that; a vqvae's
+    prior over codes is trained first, and its bound with that prior is part of the evaluation. Whether it
+    evaluated now."""
+    from vaelab.code_prior import ensure_prior
     from vaelab.evaluate import evaluate_and_save
 
     done = run.metrics.get("evaluation", {})
-    if done.get("samples") == recorded_samples(run.config, samples) and done.get("images") == len(data.x_test):
-        return
+    fresh_prior = run.config.model.family == "vqvae" and ensure_prior(run, data, log)
+    if (
+        done.get("samples") == recorded_samples(run.config, samples)
+        and done.get("images") == len(data.x_test)
+        and not fresh_prior
+        and (run.config.model.family != "vqvae" or "prior_elbo" in done)
+    ):
+        return False
     log(f"vaelab report: evaluating {run.path} (importance-weighted bound, K = {samples})")
     evaluate_and_save(run, data, samples=samples)
+    return True
 
 
 def ensure_disentanglement(run: Run, data: Dataset, log: Callable[[str], None]) -> None:
@@ -125,7 +135,8 @@ def report(
             log(f"vaelab report: [{k}/{len(presets)}] {preset}")
             try:
                 runs.append(ensure_run(config, Path(runs_dir) / run_dir_name(config), data, log=log))
-                ensure_evaluation(runs[-1], data, iwae_samples, log)
+                if ensure_evaluation(runs[-1], data, iwae_samples, log):
+                    analysed.pop(runs[-1].path.resolve(), None)  # analysed before this evaluation: again
                 ensure_disentanglement(runs[-1], data, log)
             except Interrupted:
                 raise Interrupted(
@@ -350,7 +361,7 @@ same ten draws z ~ N(0, I) (one per column), so that a column shows one code's s
         }
     section = f"""## {title}
 
-Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {run.epoch} epochs
+Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {_epochs(run.epoch)}
 (run `{run.path}`). {_test_sentence(run)}
 
 ### (c) The encoder: the test set in the latent space
@@ -428,7 +439,7 @@ def _code_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> str:
     )
     return f"""## {title}
 
-Preset `{run.config.preset}`: {what}, as a vqvae; trained {run.epoch} epochs (run `{run.path}`). The encoder ends
+Preset `{run.config.preset}`: {what}, as a vqvae; trained {_epochs(run.epoch)} (run `{run.path}`). The encoder ends
 in L = {length} code vectors of {CODE_DIM} numbers, each replaced by the nearest of the K = {k} codebook vectors;
 the decoder reads those. {_test_sentence(run)}
 
@@ -444,18 +455,36 @@ One test image per {word} (top) and its reconstruction, its codes decoded (botto
 
 ### (d) The generator: codes drawn from the prior
 
-The prior over the codes is uniform over all K^L = {k}^{length} combinations (not learned: van den Oord et al.
-fit a PixelCNN over the codes afterwards, which vaelab does not). Twenty draws of L indices, each uniform over
+{_code_prior(run, img, k, length)}
+
+{_code_usage(run, img)}
+
+{_snapshots(figures, img)}"""
+
+
+def _code_prior(run: Run, img: dict[str, str], k: int, length: int) -> str:
+    """What a vqvae's samples are drawn from: its learned prior over codes (`vaelab train-prior`), or the uniform."""
+    from vaelab.code_prior import load_prior, uniform_nll
+
+    prior = load_prior(run)
+    if prior is None:
+        return f"""The prior over the codes is uniform over all K^L = {k}^{length} combinations (this run has no
+learned prior: `vaelab train-prior {run.path}` fits one). Twenty draws of L indices, each uniform over
 0 … {k - 1}, decoded, each image under its codes:
 
 ![prior samples]({img["samples"]})
 
 The encoder's codes are far from uniform over the combinations (the codebook's use below), so these draws show the
-decoder on arbitrary combinations rather than samples of the data's distribution.
+decoder on arbitrary combinations rather than samples of the data's distribution."""
+    best = min(prior.history, key=lambda row: row["val_nll"])
+    return f"""As van den Oord et al. fit a PixelCNN over the codes after training, this run has a learned prior
+over them, p(z) = ∏ p(c_i | c_<i): an autoregressive network over the L = {length} positions
+(`vaelab.code_prior`), trained on the codes of the training images for {len(prior.history)} epochs, kept
+at the epoch where their held-out tenth's −log p(z) was lowest ({best["val_nll"]:.2f} nats per image, against
+L log K = {length} log {k} = {uniform_nll(run):.2f} under the uniform prior). Twenty draws from it, position after
+position, decoded, each image under its codes:
 
-{_code_usage(run, img)}
-
-{_snapshots(figures, img)}"""
+![prior samples]({img["samples"]})"""
 
 
 def _code_usage(run: Run, img: dict[str, str]) -> str:
@@ -483,29 +512,38 @@ per image, i.e. NLL ≤ {evaluation["nll"]:.2f}{_bits(evaluation, ".4f", " ({} b
 for every image. q(z|x) is one point, the nearest codes, so the importance-weighted bound draws the same codes
 every time and equals the ELBO.
 
-The test images' codes use {evaluation["codes_used"]} of the {k} codebook vectors, with perplexity
-{evaluation["perplexity"]:.1f} (the exponential of the entropy of their frequencies: {k} if all were used alike,
-1 for a single one).{training}
+{_prior_bound(evaluation)}The test images' codes use {evaluation["codes_used"]} of the {k} codebook vectors, with
+perplexity {evaluation["perplexity"]:.1f} (the exponential of the entropy of their frequencies: {k} if all were used
+alike, 1 for a single one).{training}
 
 ![codebook usage]({img["code_usage"]})"""
+
+
+def _prior_bound(evaluation: dict) -> str:
+    """The bound with the run's learned prior over codes, beside the uniform one (a paragraph), where it has one."""
+    if "prior_elbo" not in evaluation:
+        return ""
+    gain = evaluation["prior_elbo"] - evaluation["elbo"]
+    return f"""With the learned prior over codes the bound is log p(x) ≥ log p(x|z_q) + log p(z_q) =
+{evaluation["prior_elbo"]:.2f} nats per image: −reconstruction {evaluation["reconstruction_loss"]:.2f} − KL, where
+now KL = −log p(z_q) = {evaluation["prior_kl"]:.2f} on average, {abs(gain):.2f} nats {"above" if gain >= 0 else "below"}
+the uniform prior's {evaluation["elbo"]:.2f}.
+
+"""
 
 
 def _test_sentence(run: Run) -> str:
     """The run's final test figures: the loss, and for β or warm-up the objective beside the true ELBO."""
     test, train = run.metrics["test"], run.config.train
-    recon, kl = test["reconstruction_loss"], test["kl_loss"]
     if run.config.model.family == "vqvae":
-        from vaelab.models.vqvae import COMMITMENT
+        from vaelab.models.vqvae import objective_line
 
-        return (
-            f"Test loss {test['loss']:.2f} nats per image = reconstruction {recon:.2f} + codebook "
-            f"{test['codebook_loss']:.2f} + {COMMITMENT:g} × commitment {test['commitment_loss']:.2f}; −ELBO "
-            f"({test['bound']}) = reconstruction + L log K = {recon + kl:.2f}."
-        )
+        return f"Test figures per image: {objective_line(test)} (= reconstruction + L log K)."
+    recon, kl = test["reconstruction_loss"], test["kl_loss"]
     if train.beta == 1 and not train.kl_warmup:
         return f"Test loss {test['loss']:.2f} nats per image = reconstruction {recon:.2f} + KL {kl:.2f}."
     return (
-        f"Trained with β = {train.beta:g} and a KL warm-up of {train.kl_warmup} epochs: the final test objective is "
+        f"Trained with β = {train.beta:g} and a KL warm-up of {_epochs(train.kl_warmup)}: the final test objective is "
         f"{test['loss']:.2f} nats per image = reconstruction {recon:.2f} + {test.get('kl_weight', 1):g} × KL {kl:.2f};"
         f" the true negative ELBO (KL weight 1) is {recon + kl:.2f}."
     )
@@ -565,7 +603,8 @@ def _snapshots(figures, img: dict[str, str]) -> str:
 def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
     codes = runs[0].config.model.family == "vqvae"  # the report trains one family on every network
     lines = [
-        "| preset | test loss | reconstruction | KL | ELBO | IWAE bound | bits/dim "
+        f"| preset | test {'objective | reconstruction | commitment' if codes else 'loss | reconstruction | KL'} "
+        "| ELBO | IWAE bound | bits/dim "
         f"| {'codes used' if codes else 'active units'} | parameters | epochs | training time | s/epoch |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -577,7 +616,8 @@ def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
         seconds = [row["seconds"] for row in run.history]
         per_epoch = statistics.median(seconds[1:] or seconds)
         lines.append(
-            f"| `{run.config.preset}` | {test['loss']:.2f} | {test['reconstruction_loss']:.2f} | {test['kl_loss']:.2f} "
+            f"| `{run.config.preset}` | {test['loss']:.2f} | {test['reconstruction_loss']:.2f} "
+            f"| {test['commitment_loss' if codes else 'kl_loss']:.2f} "
             f"| {evaluation.get('elbo', float('nan')):.2f} | {evaluation.get('iwae', float('nan')):.2f} "
             f"| {_bits(evaluation, '.3f', '{}') or '–'} | {_usage(run)} | {parameter_count(run.vae):,} "
             f"| {run.epoch} | {run.metrics['train_seconds']:.0f} s | {per_epoch:.2f} |"
@@ -630,6 +670,11 @@ Mnih, 2018; chance is {1 / len(names):.2f}); and SAP (Kumar et al., 2018).
 {chr(10).join(lines)}"""
 
 
+def _epochs(count: int) -> str:
+    """`count` epochs in words: "1 epoch", "3 epochs"."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
 def _usage(run: Run) -> str:
     """How much of its latent space the run uses: active units of latent_dim, or a vqvae's codebook vectors used."""
     evaluation, model = run.metrics.get("evaluation", {}), run.config.model
@@ -652,12 +697,12 @@ def _code_figures_note(images: str, bound: str) -> str:
     """What the comparison's columns mean for a vqvae."""
     from vaelab.models.vqvae import COMMITMENT
 
-    return f"""Test-set figures after the last epoch, in nats per image: the loss is the vqvae's training objective,
-reconstruction + codebook + {COMMITMENT:g} × commitment (lower is better), and KL is L log K, the KL of the codes'
-point mass from the uniform prior over codes. ELBO and IWAE bound come from `vaelab evaluate` on all {images} test
-images and are one number, −reconstruction − L log K, the bound on {bound} (higher is better): q is one point, so
-every importance sample is the same. bits/dim is that bound's NLL in bits
-per pixel value; codes used counts the codebook vectors the test images' codes use, with their perplexity."""
+    return f"""Test-set figures after the last epoch, per image: the objective is the vqvae's training objective,
+reconstruction (nats) + {COMMITMENT:g} × commitment (lower is better), and the commitment is the squared distance
+from the encoder's vectors to their codes (not nats: the vqvae has no KL term). ELBO and IWAE bound come from
+`vaelab evaluate` on all {images} test images and are one number, −reconstruction − L log K nats, the bound on
+{bound} (higher is better): q is one point, so every importance sample is the same. bits/dim is that bound's NLL
+in bits per pixel value; codes used counts the codebook vectors the test images' codes use, with their perplexity."""
 
 
 def _likelihood_note(run: Run) -> str:

@@ -6,8 +6,10 @@
     history.csv      one row per completed epoch: loss (the objective, reconstruction + w * KL),
                      reconstruction_loss, kl_loss, elbo_loss (reconstruction + KL, the negative ELBO),
                      kl_weight (w), the val_ (test set) counterparts of the losses, the epoch's seconds; a betatc's
-                     also mutual_information, total_correlation, dimension_kl, its KL's three terms, and a vqvae's
-                     codebook_loss, commitment_loss and perplexity (each with its val_ counterpart, before seconds)
+                     also mutual_information, total_correlation, dimension_kl, its KL's three terms; a vqvae's
+                     has no kl_loss or kl_weight (its objective has no KL term), and has commitment_loss and
+                     perplexity (codebook_loss too, before vaelab's EMA codebook; each with its val_ counterpart,
+                     before seconds)
     metrics.json     final test-set figures (the same names), the run's id; written when training
                      completes; `evaluation` (ELBO, IWAE bound, latent diagnostics) once evaluated;
                      `disentanglement` (MIG, DCI, FactorVAE score, SAP: vaelab.disentanglement) once scored
@@ -18,6 +20,8 @@
     snapshots/       epoch-0001.png, ...: the same, one small picture per epoch
     gmm.npz          after training, where asked for (`--sampler gmm`): a Gaussian mixture fitted to the training
                      images' codes, with the run id and epoch it was fitted at (vaelab.samplers); not in RUN_FILES
+    code_prior.npz   a vqvae's learned prior over its codes, written by `vaelab train-prior` (its contents:
+                     vaelab.code_prior); removed with the rest when the run is trained again over itself
     .lock            held (flock) by the one process writing the run (process 0 of several); names it
                      (vaelab._lock)
 
@@ -62,17 +66,21 @@ SNAPSHOT_DIR = "snapshots"
 RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES, SNAPSHOTS)
 RUN_DIRS = (SNAPSHOT_DIR,)
 GMM_FILE = "gmm.npz"  # a Gaussian-latent run's mixture over its codes (vaelab.samplers)
-LATER_FILES = (GMM_FILE,)  # written after training by the commands that need them; --overwrite removes them too
+CODE_PRIOR = "code_prior.npz"  # a vqvae's learned prior over its codes (vaelab.code_prior)
+LATER_FILES = (GMM_FILE, CODE_PRIOR)  # written after training by the commands that need them; --overwrite too
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
 VQ_METRICS = ("codebook_loss", "commitment_loss", "perplexity")  # a vqvae's besides LOSSES (vaelab.models.vqvae)
 HISTORY_COLUMNS = ("epoch", *LOSSES, "kl_weight", *(f"val_{k}" for k in LOSSES), "seconds")
+KL_COLUMNS = ("kl_loss", "kl_weight", "val_kl_loss")  # of HISTORY_COLUMNS, those a model without a KL term lacks
 # The columns history.csv has where the model logs them: the betatc's TERMS, the vqvae's VQ_METRICS, and their val_.
 OPTIONAL_COLUMNS = tuple(k for m in (*TERMS, *VQ_METRICS) for k in (m, f"val_{m}"))
 
 
 def history_columns(row: dict[str, float]) -> tuple[str, ...]:
-    """history.csv's columns for rows like `row`: HISTORY_COLUMNS, with the OPTIONAL_COLUMNS it has before seconds."""
-    return (*HISTORY_COLUMNS[:-1], *(k for k in OPTIONAL_COLUMNS if k in row), HISTORY_COLUMNS[-1])
+    """history.csv's columns for rows like `row`: HISTORY_COLUMNS (less the KL_COLUMNS a vqvae's row lacks), with
+    the OPTIONAL_COLUMNS it has before seconds."""
+    kept = (k for k in HISTORY_COLUMNS[:-1] if k in row or k not in KL_COLUMNS)
+    return (*kept, *(k for k in OPTIONAL_COLUMNS if k in row), HISTORY_COLUMNS[-1])
 
 
 @dataclass
@@ -367,7 +375,8 @@ def run_is_complete(path: Path) -> bool:
     return bool(metrics) and metrics.get("epochs") == info["config"]["train"]["epochs"]
 
 
-OPTIONAL_VARIABLES = ("kl_weight",)  # variables a checkpoint may lack (older vaelab)
+# Variables a checkpoint may lack (older vaelab): the KL weight, a vqvae's codebook statistics (before its EMA codebook)
+OPTIONAL_VARIABLES = ("kl_weight", "codebook/usage", "codebook/sums", "restarts/seed_generator_state")
 
 
 def save_checkpoint(path: Path, vae, optimizer, epoch: int, run_id: str | None = None) -> None:
@@ -394,7 +403,8 @@ def load_checkpoint(path: Path, vae, optimizer=None, run_id: str | None = None) 
             if run_id and saved_id and saved_id != run_id:
                 raise _Inconsistent(f"{file} belongs to another run than {path / CONFIG}")
             saved_paths = [str(p) for p in saved["model_paths"]]
-            # Checkpoints made before the KL weight existed lack it; it is set per epoch anyway (1 for them).
+            # Checkpoints made before the KL weight existed lack it; it is set per epoch anyway (1 for them). A
+            # vqvae's made before its EMA codebook lack the codebook's statistics, which only training reads.
             variables = [v for v in vae.variables if v.path in saved_paths or v.path not in OPTIONAL_VARIABLES]
             if saved_paths != [v.path for v in variables]:
                 raise damaged(file, f"it holds the weights of another network than {CONFIG} describes")
@@ -455,7 +465,8 @@ def read_history(path: Path) -> list[dict[str, float]]:
 
 
 def _complete_row(row: dict[str, float]) -> dict[str, float]:
-    row.setdefault("kl_weight", 1.0)
+    if "kl_loss" in row:  # (a vqvae's rows have no KL, and no weight of it)
+        row.setdefault("kl_weight", 1.0)
     for prefix in ("", "val_"):
         if f"{prefix}reconstruction_loss" in row and f"{prefix}kl_loss" in row:
             row.setdefault(f"{prefix}elbo_loss", row[f"{prefix}reconstruction_loss"] + row[f"{prefix}kl_loss"])

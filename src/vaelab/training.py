@@ -298,7 +298,7 @@ def _fit(
         "train_seconds": round(sum(row["seconds"] for row in history), 3),
         "test": {
             **{k: last[f"val_{k}"] for k in (*runs.LOSSES, *runs.TERMS) if f"val_{k}" in last},
-            "kl_weight": last["kl_weight"],
+            **({"kl_weight": last["kl_weight"]} if "kl_weight" in last else {}),  # (a vqvae has none)
             **{k: last[f"val_{k}"] for k in runs.VQ_METRICS if f"val_{k}" in last},  # a vqvae's
             # -ELBO per pixel value, in bits: the figure colour-image papers quote (vaelab.likelihoods)
             "bits_per_dim": bits_per_dim(

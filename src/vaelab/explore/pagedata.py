@@ -55,7 +55,8 @@ def _is_number(value: Any) -> bool:
 def run_info(run_id: str, run: Run) -> dict[str, Any]:
     """The run as the page's run selector shows it."""
     config = run.config
-    loss = _get(run.metrics.get("test"), "loss")
+    # A vqvae's objective adds a squared distance to nats: its page shows the negative ELBO, nats as a VAE's loss is.
+    loss = _get(run.metrics.get("test"), "elbo_loss" if is_vqvae(run) else "loss")
     return {
         "id": run_id,
         "name": run.name,

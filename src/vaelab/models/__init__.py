@@ -32,7 +32,7 @@ from vaelab.models.iwae import IWAE
 from vaelab.models.priors import StandardNormal, VampMixture
 from vaelab.models.vae import VAE, bernoulli_log_likelihood, kl_loss, reconstruction_loss
 from vaelab.models.vamp import Vamp
-from vaelab.models.vqvae import VQVAE, build_vqvae
+from vaelab.models.vqvae import VQVAE, VectorQuantizer, build_vqvae
 from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, FixedLogVariance, LogScale, Sampling, apply, dense
 from vaelab.networks import kernel_initializers as _kernel_initializers
 
@@ -58,8 +58,10 @@ MODELS: dict[str, type[VAE]] = {
 
 
 def parameter_count(model: keras.Model) -> int:
-    """The network's learned parameters (the KL weight, a setting held as a variable, is not one)."""
-    return sum(math.prod(w.shape) for w in model.trainable_weights)
+    """The network's learned parameters: its trainable weights, and a vqvae's codebook, learned by moving averages
+    rather than gradients (the KL weight, a setting held as a variable, is not one)."""
+    codebooks = [layer.codebook for layer in model.layers if isinstance(layer, VectorQuantizer)]
+    return sum(math.prod(w.shape) for w in [*model.trainable_weights, *codebooks])
 
 
 @dataclass

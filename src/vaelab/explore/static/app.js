@@ -214,7 +214,8 @@
     const codes = state.map.kind === "codes"
       ? `${state.map.code_length} codes of ${state.map.codebook_size}`
       : `variance ${run.variance}, latent_dim ${run.latent_dim}`;
-    $("run-info").textContent = `${run.preset}${family}: ${run.arch}, ${codes}, ${run.epochs} epochs` +
+    const epochs = `${run.epochs} epoch${run.epochs === 1 ? "" : "s"}`;
+    $("run-info").textContent = `${run.preset}${family}: ${run.arch}, ${codes}, ${epochs}` +
       (run.test_loss === null ? "" : `, test loss ${run.test_loss.toFixed(2)} nats`);
   }
 
