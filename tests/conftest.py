@@ -166,16 +166,23 @@ def browser():
         b.close()
 
 
+def console_problems(page) -> list[str]:
+    """The page's console errors and warnings (CSP violations; Chromium's advice, such as its "Multiple readback
+    operations using getImageData") and uncaught exceptions, recorded as they come: a test asserts there are none."""
+    problems = []
+    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    return problems
+
+
 def offline_page(browser, url: str, **options):
     """A new page that may load `url` and nothing else: every other request fails, and is recorded.
 
-    Returns (page, requests, errors): the URLs it tried besides `url`, and its console errors and
-    uncaught exceptions.
+    Returns (page, requests, errors): the URLs it tried besides `url`, and its console errors and warnings and
+    uncaught exceptions (`console_problems`).
     """
     page = browser.new_page(**options)
-    requests, errors = [], []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    requests, errors = [], console_problems(page)
     page.on("request", lambda r: requests.append(r.url) if r.url != url else None)
     page.on("websocket", lambda w: requests.append(w.url))
     page.route("**/*", lambda r: r.continue_() if r.request.url == url else r.abort())

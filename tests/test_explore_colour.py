@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import draw_a_one
+from tests.conftest import console_problems, draw_a_one
 from vaelab.explore.guards import MAX_BODY_BYTES
 from vaelab.explore.server import create_app
 
@@ -63,9 +63,7 @@ def test_served_colour_run_in_chromium_draws_in_colour_and_encodes_drawings(colo
     handle = serve([run], port=0, background=True, dataset=data)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        errors = console_problems(page)  # CSP violations too
         page.goto(handle.url)
         page.wait_for_selector("body[data-ready=true]", timeout=60000)
         decoded = page.evaluate(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import draw_a_one, offline_page
+from tests.conftest import console_problems, draw_a_one, offline_page
 from vaelab import webmodel, webpage
 from vaelab.config import make_config
 from vaelab.data.batches import one_hot
@@ -173,9 +173,7 @@ def test_served_page_gives_a_cvae_its_class_and_a_vqvae_its_code_grid(family, mn
     handle = serve(list(family), port=0, background=True, dataset=mnist)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # CSP violations too
+        errors = console_problems(page)  # CSP violations too
         page.goto(handle.url)
         page.wait_for_selector("body[data-ready=true]", timeout=60000)
         check_cvae_page(page, cvae)
