@@ -300,9 +300,9 @@ def _header(runs: list[Run], data: Dataset) -> str:
     if runs[0].config.train.test_subset:
         command += f" --test-subset {runs[0].config.train.test_subset}"
     model = runs[0].config.model
-    samples = {run.metrics.get("evaluation", {}).get("samples") for run in runs}
-    if model.family != "vqvae" and samples != {REPORT_IWAE_SAMPLES}:  # a vqvae's bound takes one sample whatever K is
-        command += f" --iwae-samples {', '.join(str(k) for k in sorted(samples, key=str))}"
+    samples = _samples(runs)
+    if model.family != "vqvae" and samples and samples != [REPORT_IWAE_SAMPLES]:  # a vqvae's bound: one sample, any K
+        command += f" --iwae-samples {', '.join(str(k) for k in samples)}"
     if model.pixel_likelihood != default_likelihood(model.input_shape):
         command += f" --likelihood {model.pixel_likelihood}"
     if model.family != ModelConfig.family:
@@ -346,11 +346,18 @@ def _subset_note(runs: list[Run], data: Dataset) -> str:
     )
 
 
+def _samples(runs: list[Run]) -> list[int]:
+    """The K of the runs' evaluations (none for runs not evaluated)."""
+    return sorted({run.metrics["evaluation"]["samples"] for run in runs if "evaluation" in run.metrics})
+
+
 def _samples_note(runs: list[Run]) -> str:
     """The K of the runs' log-likelihood bounds, in words."""
+    samples = _samples(runs)
+    if not samples:
+        return "The log-likelihood bound: not computed, as the runs have not been evaluated (`vaelab evaluate RUN`)."
     if runs[0].config.model.family == "vqvae":
         return "The log-likelihood bound: exact with one sample, as q(z|x) is one point (the nearest codes)."
-    samples = sorted({run.metrics.get("evaluation", {}).get("samples") for run in runs}, key=str)
     return (
         f"The log-likelihood bound: K = {', '.join(str(k) for k in samples)} importance samples per test image "
         f"(`--iwae-samples`, default {REPORT_IWAE_SAMPLES})."
