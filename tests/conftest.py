@@ -166,16 +166,23 @@ def browser():
         b.close()
 
 
+def console_problems(page) -> list[str]:
+    """The page's console errors and warnings (CSP violations; Chromium's advice, such as its "Multiple readback
+    operations using getImageData") and uncaught exceptions, recorded as they come: a test asserts there are none."""
+    problems = []
+    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    return problems
+
+
 def offline_page(browser, url: str, **options):
     """A new page that may load `url` and nothing else: every other request fails, and is recorded.
 
-    Returns (page, requests, errors): the URLs it tried besides `url`, and its console errors and
-    uncaught exceptions.
+    Returns (page, requests, errors): the URLs it tried besides `url`, and its console errors and warnings and
+    uncaught exceptions (`console_problems`).
     """
     page = browser.new_page(**options)
-    requests, errors = [], []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    requests, errors = [], console_problems(page)
     page.on("request", lambda r: requests.append(r.url) if r.url != url else None)
     page.on("websocket", lambda w: requests.append(w.url))
     page.route("**/*", lambda r: r.continue_() if r.request.url == url else r.abort())
@@ -200,6 +207,40 @@ def draw_a_one(page) -> None:
         page.mouse.move(pad["x"] + 100, pad["y"] + y)
     page.mouse.up()
     page.wait_for_function("document.getElementById('drawn-coords').textContent !== '–'")
+
+
+def canvas_pixels(page, selector: str) -> np.ndarray:
+    """The first canvas `selector` finds, as painted: (height, width, 4) RGBA bytes. Read from a copy, so that the
+    test's readings do not make Chromium warn of repeated readbacks of a canvas the page itself only paints."""
+    width, height, rgba = page.locator(selector).first.evaluate(
+        """(c) => { const copy = document.createElement("canvas"); [copy.width, copy.height] = [c.width, c.height];
+           const ctx = copy.getContext("2d"); ctx.drawImage(c, 0, 0);
+           return [c.width, c.height, Array.from(ctx.getImageData(0, 0, c.width, c.height).data)]; }"""
+    )
+    return np.array(rgba, np.uint8).reshape(height, width, 4)
+
+
+def strip_lines(page, selector: str) -> int:
+    """On how many lines the page shows the interpolation strip's images (`selector`)."""
+    return page.evaluate(
+        "s => new Set(Array.from(document.querySelectorAll(s), (c) => Math.round(c.getBoundingClientRect().top))).size",
+        selector,
+    )
+
+
+def marker_labels(page, live: str) -> list[str]:
+    """The texts the live map `live` (a JavaScript expression) writes on its table's markers as it draws them: its
+    canvas keeps pixels, so the page's fillText is watched while the map draws again (its points, axis names
+    included, stay drawn in a layer of their own)."""
+    return page.evaluate(
+        f"""() => {{ const seen = [], proto = CanvasRenderingContext2D.prototype, fillText = proto.fillText;
+            proto.fillText = function (text, ...rest) {{
+              seen.push(String(text));
+              return fillText.call(this, text, ...rest);
+            }};
+            try {{ {live}.draw(); }} finally {{ proto.fillText = fillText; }}
+            return seen; }}"""
+    )
 
 
 SHAPE_CLASSES = ("red disc", "green square", "blue ring", "yellow bar")

@@ -5,6 +5,7 @@ metrics.json and .keras files that plain Keras opens with the image's shape; and
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 from tests.conftest import SHAPE_CLASSES, run_cli, shapes_arrays
 from tests.test_export import PLAIN_KERAS
+from vaelab.explore.export import RUN_BUDGET_BYTES
 from vaelab.likelihoods import bits_per_dim
 
 pytestmark = pytest.mark.slow
@@ -69,21 +71,38 @@ def check_run(run_dir, shape: tuple[int, int, int], likelihood: str, tmp_path) -
 
 
 def check_report_and_export(dataset: str, run_dir, tmp_path, extra: list[str]) -> None:
+    """The report, as a quick try: on the first 200 test images (`--test-subset`); its live maps' weights as the
+    exported explorer's rule has them."""
     report = tmp_path / "report"
     done = run_cli(
-        "report", "--dataset", dataset, *extra, "--epochs", "1", "--train-subset", "400", "--iwae-samples", "2",
-        "--out", str(report), "--runs-dir", str(tmp_path / "runs"),
+        "report", "--dataset", dataset, *extra, "--epochs", "1", "--train-subset", "400", "--test-subset", "200",
+        "--iwae-samples", "2", "--out", str(report), "--runs-dir", str(tmp_path / "runs"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     text = (report / "report.md").read_text()
     assert "Preset `convnet`" in text and "| bits/dim |" in text and "Preset `conv`" not in text
     assert "scored with the logistic likelihood" in text
-    assert (report / "index.html").exists()
+    html = (report / "index.html").read_text()
+    blocks = re.findall(r'<script type="application/json" id="live-[^"]+">(.*?)</script>', html, re.S)
+    assert len(blocks) == 3
+    for block in blocks:  # float32 where the run's share fits the explorer's budget, else float16
+        dtype = json.loads(block)["models"]["generator"]["weights"]["dtype"]
+        assert dtype == "float16" or len(block.encode()) <= RUN_BUDGET_BYTES
+    if dataset == "shapes":  # the mlp's 3072 outputs: float32 would not fit
+        assert "- Test images: the first 200 of the 10,000" in text
+        evaluations = [run["evaluation"] for run in json_runs(tmp_path / "runs")]
+        assert [(e["images"], e["samples"]) for e in evaluations] == [(200, 2)] * 3  # the subset only
+        assert json.loads(blocks[0])["models"]["generator"]["weights"]["dtype"] == "float16"
 
     done = run_cli("explore", str(run_dir), "--export", str(tmp_path / "page"))
     assert done.returncode == 0, done.stderr[-3000:]
     page = (tmp_path / "page" / "index.html").read_text()
     assert len(page.encode()) < 4_000_000 and "<canvas" in page
+
+
+def json_runs(runs_dir) -> list[dict]:
+    """The metrics.json of each run in `runs_dir`."""
+    return [json.loads(path.read_text()) for path in sorted(runs_dir.glob("*/metrics.json"))]
 
 
 def test_the_generated_colour_shapes_end_to_end(tmp_path):

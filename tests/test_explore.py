@@ -24,7 +24,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import draw_a_one, run_cli
+from tests.conftest import console_problems, draw_a_one, run_cli
 from vaelab.errors import VaelabError
 from vaelab.explore.guards import MAX_BODY_BYTES, AllowedHosts, HostCheck
 from vaelab.explore.server import create_app
@@ -212,9 +212,8 @@ def test_explore_warns_when_listening_beyond_loopback(small_run):
 def test_page_in_chromium_decodes_draws_and_interpolates(server, browser, artifacts):
     url, _ = server
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
-    errors, remote = [], []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # CSP violations too
+    errors = console_problems(page)  # CSP violations too
+    remote = []
     page.on("request", lambda r: remote.append(r.url) if not r.url.startswith(url) else None)
     page.goto(url)
     page.wait_for_selector("body[data-ready=true]", timeout=60000)

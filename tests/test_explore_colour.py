@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import draw_a_one
+from tests.conftest import canvas_pixels, console_problems, draw_a_one
 from vaelab.explore.guards import MAX_BODY_BYTES
 from vaelab.explore.server import create_app
 
@@ -56,34 +56,36 @@ def test_colour_run_refuses_a_grey_image(colour_client):
 
 @pytest.mark.slow
 def test_served_colour_run_in_chromium_draws_in_colour_and_encodes_drawings(colour_run, browser, artifacts):
-    """The served page holds the encoder: the pad encodes a drawing as black ink on white in every channel."""
+    """The served page holds the encoder: the pad encodes a drawing as ink on the data's background, in every channel,
+    and says so; the table's thumbnails are shown at the images' size."""
     from vaelab.explore import serve
+    from vaelab.explore.pagedata import background
 
     run, data = colour_run
     handle = serve([run], port=0, background=True, dataset=data)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        errors = console_problems(page)  # CSP violations too
         page.goto(handle.url)
         page.wait_for_selector("body[data-ready=true]", timeout=60000)
-        decoded = page.evaluate(
-            "(() => { const c = document.getElementById('decoded'); const d = c.getContext('2d')"
-            ".getImageData(0, 0, c.width, c.height).data; return [c.width, c.height, Array.from(d)]; })()"
-        )
-        width, height, rgba = decoded
-        rgba = np.array(rgba).reshape(height, width, 4)
+        rgba = canvas_pixels(page, "#decoded")
+        height, width = rgba.shape[:2]
         expected = np.rint(np.clip(run.decode([[0.0, 0.0]])[0], 0, 1) * 255)
         assert (width, height) == (32, 32)
         np.testing.assert_allclose(rgba[..., :3], expected, atol=1)  # the colour as it is
-        assert page.locator("#table tbody canvas").first.evaluate("c => [c.width, c.height]") == [32, 32]
-        assert "colour" in page.locator("#pad-note").text_content() and page.locator("#pad").is_visible()
+        thumbnail = page.locator("#table tbody canvas").first
+        assert thumbnail.evaluate("c => [c.width, c.height, c.clientWidth, c.clientHeight]") == [32, 32, 32, 32]
+        paper = 0.0 if np.mean(background(data.x_test)) < 0.5 else 1.0  # the test's mottled background: 0.49
+        note = page.locator("#pad-note").text_content()
+        ink = "white ink on black" if paper == 0 else "black ink on white"
+        assert note.startswith(f"32x32 colour images: your drawing is encoded as {ink}")
+        assert page.locator("#pad").is_visible()
         draw_a_one(page)
+        draw_a_one(page)  # a second stroke: the pad is read again, without Chromium's warning about it
         z = page.evaluate("JSON.parse('[' + document.getElementById('drawn-coords').textContent.slice(1, -1) + ']')")
         pixels = page.evaluate("vaelabExplorer.lastDrawing")
         drawing = np.array(pixels).reshape(1, 32, 32, 3)
-        assert drawing.max() == 1 and drawing.min() < 0.5  # white paper, dark ink
+        assert np.mean(drawing == paper) > 0.5 and np.any(drawing == 1 - paper)  # the paper, and ink on it
         np.testing.assert_array_equal(drawing[..., 0], drawing[..., 2])
         np.testing.assert_allclose(z, run.encode(drawing)[0][0], atol=2e-3)  # the page shows 3 decimals
         page.screenshot(path=str(artifacts / "explorer-colour.png"), full_page=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import draw_a_one, offline_page
+from tests.conftest import canvas_pixels, console_problems, draw_a_one, offline_page
 from vaelab import webmodel, webpage
 from vaelab.config import make_config
 from vaelab.data.batches import one_hot
@@ -125,11 +125,7 @@ def test_classes_and_codes_the_runs_cannot_take_are_a_422(client, path, body, me
 
 def decoded_pixels(page) -> np.ndarray:
     """The page's decoded image, as the page painted it (grey: 255 = ink)."""
-    rgba = page.evaluate(
-        "(() => { const c = document.getElementById('decoded');"
-        " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); })()"
-    )
-    return 255 - np.array(rgba).reshape(28, 28, 4)[..., 0]
+    return 255 - canvas_pixels(page, "#decoded")[..., 0].astype(int)
 
 
 def check_cvae_page(page, cvae) -> None:
@@ -148,7 +144,8 @@ def check_cvae_page(page, cvae) -> None:
 
 
 def check_vqvae_page(page, vqvae) -> None:
-    """The code grid shows the chosen test image's codes; changing a cell decodes the changed codes."""
+    """The code grid shows the chosen test image's codes; typing in a cell decodes the changed codes at each key,
+    with no Enter needed."""
     page.select_option("#run", "1")
     page.wait_for_selector("#codes-panel:not([hidden])")
     assert page.locator("#map-panel").is_hidden() and page.locator("#class-choice").is_hidden()
@@ -159,9 +156,12 @@ def check_vqvae_page(page, vqvae) -> None:
     codes = [int(v) for v in cells.evaluate_all("cs => cs.map((c) => c.value)")]
     before = decoded_pixels(page)
     np.testing.assert_allclose(before, as_bytes(vqvae.decode([codes]))[0], atol=1)
-    codes[0] = (codes[0] + 5) % 16
-    cells.first.fill(str(codes[0]))
-    cells.first.dispatch_event("change")
+    codes[0] = 10 + (codes[0] + 5) % 6  # two digits: the first decodes (as code 1) before the second is typed
+    cells.first.fill("")
+    cells.first.press_sequentially(str(codes[0])[0])
+    assert page.evaluate("JSON.parse(document.getElementById('decoded').dataset.codes)")[0] == 1
+    cells.first.press_sequentially(str(codes[0])[1])
+    assert page.evaluate("JSON.parse(document.getElementById('decoded').dataset.codes)") == codes
     after = decoded_pixels(page)
     np.testing.assert_allclose(after, as_bytes(vqvae.decode([codes]))[0], atol=1)
     assert not np.array_equal(before, after), "changing a code did not change the decoded image"
@@ -175,9 +175,7 @@ def test_served_page_gives_a_cvae_its_class_and_a_vqvae_its_code_grid(family, mn
     handle = serve(list(family), port=0, background=True, dataset=mnist)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # CSP violations too
+        errors = console_problems(page)  # CSP violations too
         page.goto(handle.url)
         page.wait_for_selector("body[data-ready=true]", timeout=60000)
         check_cvae_page(page, cvae)

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import PRESETS, draw_a_one, offline_page, run_cli
+from tests.conftest import PRESETS, canvas_pixels, draw_a_one, marker_labels, offline_page, run_cli, strip_lines
 from vaelab import webmodel, webpage
 from vaelab.errors import VaelabError
 from vaelab.explore.export import RUN_BUDGET_BYTES
@@ -190,8 +190,13 @@ def test_exported_explorer_works_offline(explorer_page, artifacts):
     page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + 0.5 * box["height"])
     page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.5 * box["height"])
     page.wait_for_function("document.querySelectorAll('#strip canvas').length === 10")
+    for width in (1280, 1600):  # the ten steps on one line beside the pad, on a laptop's screen and a wider one
+        page.set_viewport_size({"width": width, "height": 1100})
+        assert strip_lines(page, "#strip canvas") == 1, width
+    page.set_viewport_size({"width": 1280, "height": 1100})
 
     draw_a_one(page)
+    draw_a_one(page)  # a second stroke reads the pad again (Chromium warns where its context is not made for that)
     assert page.evaluate("vaelabExplorer.drawn") is not None
     page.screenshot(path=str(artifacts / "explorer-export.png"), full_page=True)
 
@@ -301,16 +306,19 @@ def test_exported_colour_explorer_shows_colour_and_no_pad(shapes_pages, exported
     page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.4 * box["height"])
     page.wait_for_function("document.getElementById('decoded').dataset.z !== '[0,0]'")
     assert page.locator("#decoded").evaluate("c => [c.width, c.height]") == [32, 32]
-    thumbnail = page.locator("#table tbody canvas").first.evaluate(
-        "c => [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]"
-    )
+    thumbnail = canvas_pixels(page, "#table tbody canvas")
     data = exported_shapes["colour"][3]
     first_row = page.evaluate("vaelabExplorer.map.table[0].index")
-    assert thumbnail[:2] == [32, 32]
-    np.testing.assert_array_equal(np.array(thumbnail[2]).reshape(32, 32, 4)[..., :3], data.x_test[first_row])
+    assert thumbnail.shape == (32, 32, 4)
+    np.testing.assert_array_equal(thumbnail[..., :3], data.x_test[first_row])
+    shown = page.locator("#table tbody canvas").evaluate_all("cs => cs.map((c) => [c.clientWidth, c.clientHeight])")
+    assert shown == [[32, 32]] * 4  # each at the image's own size, none squeezed
+    table = page.evaluate("vaelabExplorer.map.table.map((row) => String(row.label))")
+    assert marker_labels(page, "vaelabExplorer.live") == table == ["0", "1", "2", "3"]  # as the figures number them
     page.locator("#table tbody tr").nth(0).click()
     page.locator("#table tbody tr").nth(2).click()
     page.wait_for_function("document.querySelectorAll('#strip canvas').length === 10")
+    assert strip_lines(page, "#strip canvas") == 1  # beside the note that the pad is left out
     page.screenshot(path=str(artifacts / "explorer-export-colour.png"), full_page=True)
     assert not errors, errors
     assert not requests, f"the page tried to fetch: {requests}"

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPORT_EPOCHS, TRAIN_SUBSET, offline_page, run_cli
+from tests.conftest import REPORT_EPOCHS, TRAIN_SUBSET, marker_labels, offline_page, run_cli, strip_lines
 from vaelab.report import REPORT_PRESETS, build_report
 from vaelab.run import load_run
 
@@ -53,6 +53,9 @@ def test_report_answers_every_part_for_every_network(report_dirs):
         assert (base / "report" / "figures" / f"{preset}-epochs1-train-subset2000" / "latent_map.png").exists()
     assert "D_{\\mathrm{KL}}(P \\Vert Q)" in md  # the derivation is included
     assert "report written to" in first.stdout
+    assert "--train-subset 2000 --iwae-samples 2` from the runs" in md  # the command, K included
+    assert "- Test images: all 10,000 score every network" in md
+    assert "- The log-likelihood bound: K = 2 importance samples per test image" in md
 
 
 def test_report_html_is_self_contained(report_dirs):
@@ -128,6 +131,13 @@ def test_live_report_decodes_and_interpolates_offline(report_page, artifacts):
     page.mouse.click(box["x"] + 0.3 * box["width"], box["y"] + 0.5 * box["height"])
     page.mouse.click(box["x"] + 0.7 * box["width"], box["y"] + 0.45 * box["height"])
     page.wait_for_function("document.querySelectorAll('.live-strip')[0].querySelectorAll('canvas').length === 10")
+    for width in (1280, 1600):
+        page.set_viewport_size({"width": width, "height": 1000})
+        assert strip_lines(page, ".live-strip canvas") == 1, width  # the ten steps on one line
+    page.set_viewport_size({"width": 1200, "height": 1000})
+    box = page.locator(".live-map").first.bounding_box()
+    labels = page.evaluate("vaelabReport[0].data.table.map((row) => String(row.label))")
+    assert marker_labels(page, "vaelabReport[0]") == labels == [str(d) for d in range(10)]  # as the figures ring them
     assert hover(0.3, 0.3) != hover(0.6, 0.35), "moving over the map did not change the decoded image"
     live.screenshot(path=str(artifacts / "live-report.png"))
     assert not errors, errors

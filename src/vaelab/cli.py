@@ -654,6 +654,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         epochs=args.epochs or TrainConfig.epochs,
         iwae_samples=args.iwae_samples,
         train_subset=args.train_subset,
+        test_subset=args.test_subset,
         data_dir=args.data_dir,
         image_size=args.image_size,
         grey=args.grey,
@@ -743,6 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
         MAX_SEED,
         OPTIMIZERS,
         PRESETS,
+        REPORT_IWAE_SAMPLES,
         SCALES,
         SNAPSHOTS,
         ModelConfig,
@@ -973,11 +975,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--iwae-samples",
         type=_positive_int,
-        default=100,
+        default=REPORT_IWAE_SAMPLES,
         metavar="K",
-        help="importance samples per test image for the log-likelihood bound (default: 100)",
+        help=f"importance samples per test image for the log-likelihood bound (default: {REPORT_IWAE_SAMPLES})",
     )
     p.add_argument("--train-subset", type=_positive_int, help="train on the first N images only (quick tries)")
+    p.add_argument(
+        "--test-subset",
+        type=_positive_int,
+        metavar="N",
+        help="validate, evaluate and draw on the first N test images only (quick tries; default: all)",
+    )
     p.add_argument(
         "--likelihood",
         choices=LIKELIHOODS,

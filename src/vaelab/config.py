@@ -53,6 +53,7 @@ ACTIVATIONS = ("relu", "tanh")
 # Training snapshots (vaelab.snapshots) are on unless --no-snapshots: training waits about 0.2% of an MLP epoch for them
 # (benchmarks/snapshot_cost.py). Not part of a run's configuration: they record, they change no number.
 SNAPSHOTS = True
+REPORT_IWAE_SAMPLES = 100  # K of `vaelab report`'s log-likelihood bound: a tenth of `vaelab evaluate`'s 1000 decodings
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ computes the analyses and renders them, in a fixed order. Running it twice gives
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import os
 import statistics
@@ -15,10 +16,19 @@ from pathlib import Path
 
 from vaelab import _interrupt, analysis, lanes, plots, samplers
 from vaelab._files import write_text
-from vaelab.config import CODE_DIM, ModelConfig, RunConfig, TrainConfig, default_likelihood, make_config
+from vaelab.config import (
+    CODE_DIM,
+    REPORT_IWAE_SAMPLES,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    default_likelihood,
+    make_config,
+)
 from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.explore import pagedata
+from vaelab.explore.export import fitting_block
 from vaelab.figures import draw_run_figures, exercise_point
 from vaelab.job import ensure_run
 from vaelab.likelihoods import likelihood_note
@@ -43,23 +53,24 @@ KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0)
 
 
 def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str], None]) -> bool:
-    """Evaluates the run (ELBO, IWAE bound with `samples`) unless its metrics.json already holds that; a vqvae's
-    prior over codes is trained first, and its bound with that prior is part of the evaluation. Whether it
-    evaluated now."""
+    """Evaluates the run (ELBO, IWAE bound with `samples`) on the test images it is scored on (`scored_test_set`)
+    unless its metrics.json already holds that; a vqvae's prior over codes is trained first, and its bound with that
+    prior is part of the evaluation. Whether it evaluated now."""
     from vaelab.code_prior import ensure_prior
     from vaelab.evaluate import evaluate_and_save
 
     done = run.metrics.get("evaluation", {})
+    images = scored_images(run.config, data)
     fresh_prior = run.config.model.family == "vqvae" and ensure_prior(run, data, log)
     if (
         done.get("samples") == recorded_samples(run.config, samples)
-        and done.get("images") == len(data.x_test)
+        and done.get("images") == images
         and not fresh_prior
         and (run.config.model.family != "vqvae" or "prior_elbo" in done)
     ):
         return False
-    log(f"vaelab report: evaluating {run.path} (importance-weighted bound, K = {samples})")
-    evaluate_and_save(run, data, samples=samples)
+    log(f"vaelab report: evaluating {run.path} on {images:,} test images (importance-weighted bound, K = {samples})")
+    evaluate_and_save(run, data, samples=samples, images=images)
     return True
 
 
@@ -76,14 +87,31 @@ def ensure_disentanglement(run: Run, data: Dataset, log: Callable[[str], None]) 
     score_and_save(run, data)
 
 
+def scored_images(config: RunConfig, data: Dataset) -> int:
+    """How many test images a run of `config` is scored on: the first `test_subset`, or all."""
+    return len(data.x_test[: config.train.test_subset])
+
+
+def scored_test_set(run: Run, data: Dataset) -> Dataset:
+    """`data` with the test images the report scores and draws the run on: the first `--test-subset` (the run's
+    `test_subset`, with which it was also validated while it trained), or all of them. The checksum stays that of
+    the whole dataset, the one the run records."""
+    images = scored_images(run.config, data)
+    if images == len(data.x_test):
+        return data
+    labels = None if data.y_test is None else data.y_test[:images]
+    return dataclasses.replace(data, x_test=data.x_test[:images], y_test=labels)
+
+
 def report(
     *,
     dataset: str = "mnist",
     out: str | os.PathLike[str] = "report",
     runs_dir: str | os.PathLike[str] = "runs",
     epochs: int = TrainConfig.epochs,
-    iwae_samples: int = 100,
+    iwae_samples: int = REPORT_IWAE_SAMPLES,
     train_subset: int | None = None,
+    test_subset: int | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     image_size: tuple[int, int] | None = None,
     grey: bool = False,
@@ -96,11 +124,12 @@ def report(
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> Path:
     """Trains or reuses the presets mlp, mlp-fixed-var and conv (convnet for images other than 28x28 grey; a vqvae
-    skips mlp-fixed-var: `report_presets`), then writes the report; returns index.html. A folder's or an .npz's
-    images are read at `image_size`, in grey with `grey` (`vaelab.data.load_dataset`); `likelihood` replaces the
-    image's default one (`vaelab.likelihoods`); `model` (and the iwae's `k`, the vamp's `pseudo_inputs`, the vqvae's
-    `codes`) trains that member
-    of the family on every network (`vaelab.models`); the sample grids draw from `sampler` (`vaelab.samplers`)."""
+    skips mlp-fixed-var: `report_presets`), then writes the report; returns index.html. With `test_subset` the
+    runs are validated, evaluated and drawn on the first `test_subset` test images only (quick tries). A folder's
+    or an .npz's images are read at `image_size`, in grey with `grey` (`vaelab.data.load_dataset`); `likelihood`
+    replaces the image's default one (`vaelab.likelihoods`); `model` (and the iwae's `k`, the vamp's
+    `pseudo_inputs`, the vqvae's `codes`) trains that member of the family on every network (`vaelab.models`); the
+    sample grids draw from `sampler` (`vaelab.samplers`)."""
     if sampler != "prior" and model == "vqvae":
         raise VaelabError(f"--sampler {sampler} draws Gaussian codes, and a vqvae's are codebook indices")
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
@@ -110,6 +139,7 @@ def report(
             preset,
             epochs=epochs,
             train_subset=train_subset,
+            test_subset=test_subset,
             dataset=data.name,
             image_size=image_size,
             grey=grey,
@@ -122,12 +152,14 @@ def report(
         for preset in presets
     ]
     runs = []
-    analysed: dict[Path, tuple[str, dict | None]] = {}  # the sections of runs analysed while others trained
+    analysed: dict[Path, tuple[str, str | None]] = {}  # the sections of runs analysed while others trained
 
     def analyse(path: Path) -> None:
         run = load_run(path)
         log(f"vaelab report: analysing {run.name} while the others train")
-        analysed[path.resolve()] = _run_section(run, data, Path(out) / "figures" / run.name, Path(out), sampler)
+        analysed[path.resolve()] = _run_section(
+            run, scored_test_set(run, data), Path(out) / "figures" / run.name, Path(out), sampler
+        )
 
     with _interrupt.stop_at_step_boundary():
         _train_side_by_side(configs, Path(runs_dir), data, iwae_samples, data_dir, log, analyse)
@@ -183,9 +215,13 @@ def _train_side_by_side(
     from vaelab.distribute import on_cpu
 
     todo = [
-        lanes.Job(config, runs_dir / run_dir_name(config), recorded_samples(config, samples), len(data.x_test))
+        lanes.Job(
+            config, runs_dir / run_dir_name(config), recorded_samples(config, samples), scored_images(config, data)
+        )
         for config in configs
-        if not _evaluated(runs_dir / run_dir_name(config), recorded_samples(config, samples), len(data.x_test))
+        if not _evaluated(
+            runs_dir / run_dir_name(config), recorded_samples(config, samples), scored_images(config, data)
+        )
     ]
     todo.sort(key=lambda job: job.config.model.arch == "mlp")  # the longest first: the ConvNet
     cores = lanes.cpu_lanes(len(todo))
@@ -225,7 +261,7 @@ def build_report(
     runs: list[Run],
     data: Dataset,
     out: Path,
-    analysed: dict[Path, tuple[str, dict | None]] | None = None,
+    analysed: dict[Path, tuple[str, str | None]] | None = None,
     *,
     sampler: str = "prior",
 ) -> Path:
@@ -233,16 +269,19 @@ def build_report(
 
     In index.html, each run with latent_dim 2 also gets a live latent map that decodes in the page. `analysed`
     holds runs' sections made earlier by `_run_section` with the same `out`, by resolved run directory (the report
-    makes them while other runs train). The sample grids draw from `sampler` (prior, gmm[:K]: vaelab.samplers).
+    makes them while other runs train). Each run is scored and drawn on its `scored_test_set` of `data`; the sample
+    grids draw from `sampler` (prior, gmm[:K]: vaelab.samplers).
     """
     figures = out / "figures"
     sections = [_header(runs, data, sampler)]
     live = {}
     for run in runs:
         made = (analysed or {}).get(Path(run.path).resolve())
-        section, live[run.name] = made or _run_section(run, data, figures / run.name, out, sampler)
+        section, live[run.name] = made or _run_section(
+            run, scored_test_set(run, data), figures / run.name, out, sampler
+        )
         sections.append(section)
-    sections.append(_comparison(runs, figures, out))
+    sections.append(_comparison(runs, data, figures, out))
     if data.factors is not None:
         sections.append(_disentanglement_section(runs, data))
     sections.append(_kl_section())
@@ -252,7 +291,7 @@ def build_report(
         markdown,
         base_dir=out,
         title=f"vaelab report: a variational autoencoder on {data.title}",
-        live={name: payload for name, payload in live.items() if payload is not None},
+        live={name: block for name, block in live.items() if block is not None},
     )
     write_text(out / "index.html", html)
     return out / "index.html"
@@ -269,7 +308,12 @@ def _header(runs: list[Run], data: Dataset, sampler: str = "prior") -> str:
     command += f" --epochs {epochs[0]}" if epochs != [TrainConfig.epochs] else ""
     if runs[0].config.train.train_subset:
         command += f" --train-subset {runs[0].config.train.train_subset}"
+    if runs[0].config.train.test_subset:
+        command += f" --test-subset {runs[0].config.train.test_subset}"
     model = runs[0].config.model
+    samples = _samples(runs)
+    if model.family != "vqvae" and samples and samples != [REPORT_IWAE_SAMPLES]:  # a vqvae's bound: one sample, any K
+        command += f" --iwae-samples {', '.join(str(k) for k in samples)}"
     if model.pixel_likelihood != default_likelihood(model.input_shape):
         command += f" --likelihood {model.pixel_likelihood}"
     if model.family != ModelConfig.family:
@@ -289,9 +333,47 @@ those runs' saved files (configuration, weights, history) and the data, nothing 
 - Data: {data.title}, {len(data.x_train):,} training and {len(data.x_test):,} test images of
   {_shape_words(data.image_shape)}, {classes}, scored with the {runs[0].config.model.pixel_likelihood} likelihood
   (sha256 of the arrays `{data.sha256[:16]}…`, from {data.source}).
+- Test images: {_scored_phrase(runs, data)}{_subset_note(runs, data)}.
+- {_samples_note(runs)}
 - Software: vaelab {versions.get("vaelab", "?")}, Keras {versions.get("keras", "?")}, backend
   {versions.get("backend", "?")} {versions.get("backend_version", "")}.
 - Trained on: {machine}."""
+
+
+def _scored_phrase(runs: list[Run], data: Dataset) -> str:
+    """Which test images the runs are scored on, in words: "all 10,000", or "the first 500 of the 10,000"."""
+    counts = sorted({scored_images(run.config, data) for run in runs})
+    if counts == [len(data.x_test)]:
+        return f"all {len(data.x_test):,}"
+    return f"the first {', '.join(f'{n:,}' for n in counts)} of the {len(data.x_test):,}"
+
+
+def _subset_note(runs: list[Run], data: Dataset) -> str:
+    """What `--test-subset` changed, where it was given."""
+    if all(scored_images(run.config, data) == len(data.x_test) for run in runs):
+        return " score every network and fill every map and table"
+    return (
+        " (`--test-subset`, a quick try) validate the networks while they train, score them (the test loss, the"
+        " ELBO and the bound) and fill the maps, tables and diagnostics below"
+    )
+
+
+def _samples(runs: list[Run]) -> list[int]:
+    """The K of the runs' evaluations (none for runs not evaluated)."""
+    return sorted({run.metrics["evaluation"]["samples"] for run in runs if "evaluation" in run.metrics})
+
+
+def _samples_note(runs: list[Run]) -> str:
+    """The K of the runs' log-likelihood bounds, in words."""
+    samples = _samples(runs)
+    if not samples:
+        return "The log-likelihood bound: not computed, as the runs have not been evaluated (`vaelab evaluate RUN`)."
+    if runs[0].config.model.family == "vqvae":
+        return "The log-likelihood bound: exact with one sample, as q(z|x) is one point (the nearest codes)."
+    return (
+        f"The log-likelihood bound: K = {', '.join(str(k) for k in samples)} importance samples per test image "
+        f"(`--iwae-samples`, default {REPORT_IWAE_SAMPLES})."
+    )
 
 
 def _shape_words(shape: tuple[int, int, int]) -> str:
@@ -303,9 +385,10 @@ def _on(data: Dataset) -> str:
     return "" if data.name == DEFAULT_DATASET else f", with {data.title} in place of MNIST"
 
 
-def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path, sampler: str = "prior") -> tuple[str, dict | None]:
-    """The run's section of report.md, and (for latent_dim 2) the data of its live map in index.html; its samples
-    drawn from `sampler`."""
+def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path, sampler: str = "prior") -> tuple[str, str | None]:
+    """The run's section of report.md, its samples drawn from `sampler`, and (for latent_dim 2) the data block of its
+    live map in index.html: the generator's weights float32, or float16 where that keeps the run's share of the page
+    within the explorer's budget (`explore.export.fitting_block`, the exported explorer's rule)."""
     if run.config.model.family == "vqvae":
         return _code_section(run, data, fig_dir, out), None
     title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))
@@ -355,10 +438,8 @@ same ten draws z ~ N(0, I) (one per column), so that a column shows one code's s
     )
     live = None
     if run.config.model.latent_dim == 2 and not run.config.model.conditional:  # the page's network reads z alone
-        live = {
-            "map": pagedata.latent_map(run.name, run, codes, rows, data),
-            "models": pagedata.models(run, encoder=False),
-        }
+        page_map = pagedata.latent_map(run.name, run, codes, rows, data)
+        live, _, _ = fitting_block(f"live-{run.name}", page_map, run, encoder=False)
     section = f"""## {title}
 
 Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {_epochs(run.epoch)}
@@ -600,7 +681,7 @@ def _snapshots(figures, img: dict[str, str]) -> str:
 ![training snapshots]({img["snapshots"]})"""
 
 
-def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
+def _comparison(runs: list[Run], data: Dataset, figures: Path, out: Path) -> str:
     codes = runs[0].config.model.family == "vqvae"  # the report trains one family on every network
     lines = [
         f"| preset | test {'objective | reconstruction | commitment' if codes else 'loss | reconstruction | KL'} "
@@ -623,7 +704,7 @@ def _comparison(runs: list[Run], figures: Path, out: Path) -> str:
             f"| {run.epoch} | {run.metrics['train_seconds']:.0f} s | {per_epoch:.2f} |"
         )
     k = ", ".join(str(s) for s in sorted(samples, key=str))
-    images = ", ".join(f"{n:,}" for n in sorted({run.metrics.get("evaluation", {}).get("images", 0) for run in runs}))
+    images = _scored_phrase(runs, data)
     curves = figures / "training_curves.png"
     plots.save(plots.plot_history({run.config.preset: run.history for run in runs}), curves)
     count = {2: "two ", 3: "three "}.get(len(runs), "")
@@ -688,7 +769,7 @@ def _figures_note(images: str, k: str, bound: str) -> str:
     """What the comparison's columns mean for a Gaussian latent space."""
     return f"""Test-set figures after the last epoch, in nats per image: the loss is the negative ELBO,
 reconstruction plus KL, with one z sampled per image (lower is better). ELBO and IWAE bound come from
-`vaelab evaluate` on all {images} test images: the ELBO with its expectation estimated from K = {k}
+`vaelab evaluate` on {images} test images: the ELBO with its expectation estimated from K = {k}
 samples per image, and the importance-weighted lower bound on {bound} with the same K samples
 (higher is better; it is never below the ELBO); bits/dim is that bound's NLL in bits per pixel value."""
 
@@ -700,7 +781,7 @@ def _code_figures_note(images: str, bound: str) -> str:
     return f"""Test-set figures after the last epoch, per image: the objective is the vqvae's training objective,
 reconstruction (nats) + {COMMITMENT:g} × commitment (lower is better), and the commitment is the squared distance
 from the encoder's vectors to their codes (not nats: the vqvae has no KL term). ELBO and IWAE bound come from
-`vaelab evaluate` on all {images} test images and are one number, −reconstruction − L log K nats, the bound on
+`vaelab evaluate` on {images} test images and are one number, −reconstruction − L log K nats, the bound on
 {bound} (higher is better): q is one point, so every importance sample is the same. bits/dim is that bound's NLL
 in bits per pixel value; codes used counts the codebook vectors the test images' codes use, with their perplexity."""
 

@@ -16,7 +16,6 @@ import html
 import io
 import re
 from pathlib import Path
-from typing import Any
 
 import markdown
 import markdown.extensions.tables
@@ -82,9 +81,9 @@ def render_math(tex: str, display: bool) -> str:
     return f'<div class="math-display">{img}</div>' if display else img
 
 
-def live_map(name: str, payload: dict[str, Any]) -> str:
-    """The live latent map of run `name`: hidden until the script shows it; `payload` holds the map
-    (explore.pagedata.latent_map) and the generator (pagedata.models)."""
+def live_map(name: str, block: str) -> str:
+    """The live latent map of run `name`: hidden until the script shows it; `block` is its JSON data block holding
+    the map (explore.pagedata.latent_map) and the generator (explore.export.fitting_block)."""
     return f"""<div class="live" hidden>
 <h4>Live: the latent map decoded in this page</h4>
 <p class="hint">Move over the map: the image decoded at that point appears beside it. Click two points for
@@ -96,14 +95,14 @@ a 10-step interpolation. Wheel: zoom; drag: pan; double-click: reset.</p>
 </div>
 <div class="live-strip"></div>
 <div class="coords live-strip-info"></div>
-{webpage.json_block(f"live-{name}", payload)}
+{block}
 </div>"""
 
 
-def markdown_to_html(text: str, *, base_dir: Path, title: str, live: dict[str, dict[str, Any]] | None = None) -> str:
+def markdown_to_html(text: str, *, base_dir: Path, title: str, live: dict[str, str] | None = None) -> str:
     """Converts the report's Markdown to a standalone HTML page; image paths are read from `base_dir`.
 
-    `live` maps a run name to the payload of its live latent map, put where LIVE_MARKER names it.
+    `live` maps a run name to the data block of its live latent map (`live_map`), put where LIVE_MARKER names it.
     """
     rendered: list[str] = []
 
@@ -118,8 +117,8 @@ def markdown_to_html(text: str, *, base_dir: Path, title: str, live: dict[str, d
     body = re.sub(r"<p>(@@MATH\d+@@)</p>", r"\1", body)  # a display formula is a block, not a paragraph
     body = re.sub(r"@@MATH(\d+)@@", lambda m: rendered[int(m.group(1))], body)
     body = IMAGE.sub(lambda m: f'<img alt="{m.group(1)}" src="{_data_uri(base_dir / m.group(2))}"', body)
-    for name, payload in (live or {}).items():
-        body = body.replace(LIVE_MARKER.format(name=name), live_map(name, payload))
+    for name, block in (live or {}).items():
+        body = body.replace(LIVE_MARKER.format(name=name), live_map(name, block))
     scripts = [webpage.asset(name) for name in LIVE_SCRIPTS] if live else []
     return webpage.standalone_page(title=title, body=body, styles=[STYLE], scripts=scripts)
 

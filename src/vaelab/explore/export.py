@@ -14,7 +14,7 @@ generator and 618,820 encoder numbers, and its share with 10,000 test images mea
 float32, 3.53 MB as float16 and 1.88 MB as a float16 generator alone (a 0.20 MB latent map). Its
 decoding, interpolation, map and class table need the generator only; a sketch on white paper is
 far from colour photographs anyway. A run that fits none of them is exported in the last form with a
-warning.
+warning. The report's live maps follow the same rule (`fitting_block`) with the generator alone.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vaelab import webpage
 from vaelab._files import write_text
@@ -62,10 +63,22 @@ def explorer_page(data_blocks: list[str]) -> str:
 def run_block(run_id: str, run: Run, data: Dataset) -> tuple[str, str, bool]:
     """The run's data block (its latent map and networks), the weights' dtype and whether the encoder is
     in it: the first of EMBEDDINGS that fits RUN_BUDGET_BYTES, else the last."""
-    page_map = pagedata.page_map(run_id, run, data)
-    for dtype, encoder in EMBEDDINGS:
-        models = pagedata.models(run, dtype=dtype, encoder=encoder)
-        block = webpage.json_block(f"vaelab-run-{run_id}", {"map": page_map, "models": models})
+    return fitting_block(f"vaelab-run-{run_id}", pagedata.page_map(run_id, run, data), run)
+
+
+def fitting_block(
+    element_id: str, page_map: dict[str, Any], run: Run, *, encoder: bool = True
+) -> tuple[str, str, bool]:
+    """The data block `element_id` holding {"map": page_map, "models": the run's networks} in the first of
+    EMBEDDINGS whose block fits RUN_BUDGET_BYTES, else the last; the weights' dtype; whether the encoder is in it.
+
+    The one rule of both pages: the exported explorer, and the report's live maps, which embed the generator alone
+    (`encoder=False`: float32 where it fits, else float16).
+    """
+    choices = list(dict.fromkeys((dtype, with_encoder and encoder) for dtype, with_encoder in EMBEDDINGS))
+    for dtype, with_encoder in choices:
+        models = pagedata.models(run, dtype=dtype, encoder=with_encoder)
+        block = webpage.json_block(element_id, {"map": page_map, "models": models})
         if len(block.encode()) <= RUN_BUDGET_BYTES:
             break
     return block, dtype, "encoder" in models

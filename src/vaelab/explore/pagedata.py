@@ -24,6 +24,7 @@ from vaelab.plots import class_colors
 from vaelab.run import METRICS, Run, damaged
 
 GRID_IMAGES = 10  # test images the code grid offers where the data have no classes (else one per class)
+BACKGROUND_IMAGES = 1000  # test images whose borders give the data's background: a median steady to a few levels
 
 
 def image_shape(run: Run) -> list[int]:
@@ -94,6 +95,7 @@ def latent_map(
         "label_name": data.class_word,
         "colors": class_colors(len(names)),
         "image_shape": image_shape(run),
+        "background": background(data.x_test),
         "table": [
             {
                 "label": row.label,
@@ -106,6 +108,15 @@ def latent_map(
             for row in (table if names else [])
         ],
     }
+
+
+def background(images: np.ndarray) -> list[float]:
+    """The images' background colour, per channel in [0, 1]: the median of the border pixels of the first
+    BACKGROUND_IMAGES (MNIST's and the shapes' 0, black). The drawing pad draws its ink on this paper."""
+    x = images[:BACKGROUND_IMAGES]
+    x = x[..., None] if x.ndim == 3 else x
+    border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)  # (n, 2 * (height + width), C)
+    return (np.median(border.reshape(-1, x.shape[-1]), axis=0) / 255).round(3).tolist()
 
 
 def code_grid(run_id: str, run: Run, data: Dataset) -> dict[str, Any]:

@@ -113,7 +113,7 @@
   // --- the drawing pad ---------------------------------------------------------------------------
 
   const pad = $("pad");
-  const padCtx = pad.getContext("2d");
+  const padCtx = pad.getContext("2d", { willReadFrequently: true });  // read back after every stroke
   let drawing = false;
 
   function clearPad() {
@@ -146,10 +146,15 @@
     $("drawn-coords").textContent = "–";
   });
 
+  // The data's paper: 0 where the images' background is dark (MNIST's black, the shapes' black), 1 where it
+  // is light; the ink is the other. From pagedata's "background", the median colour of the test images' borders.
+  const paperOf = (background) => (background.reduce((a, b) => a + b, 0) / background.length < 0.5 ? 0 : 1);
+
   // The drawing as the network's input at the run's own size, MNIST-like: the ink's bounding box scaled
-  // into 20/28 of the frame, then shifted so its centre of mass sits at the centre. One channel: the ink
-  // (1 = ink, 0 = blank). Colour: the drawing as it looks, black ink on white paper in every channel.
-  function drawingPixels([h, w, c]) {
+  // into 20/28 of the frame, then shifted so its centre of mass sits at the centre. The pad's black ink on
+  // white becomes ink on the data's paper (`paperOf`), in every channel: MNIST's 1 on 0, white on black for the
+  // shapes, black on white for images on a light background.
+  function drawingPixels([h, w, c], paper) {
     const { data, width, height } = padCtx.getImageData(0, 0, pad.width, pad.height);
     let [x0, y0, x1, y1] = [width, height, -1, -1];
     for (let y = 0; y < height; y++) {
@@ -171,18 +176,18 @@
     let [mass, mx, my] = [0, 0, 0];
     ink.forEach((v, i) => { mass += v; mx += v * (i % w); my += v * Math.floor(i / w); });
     const dx = Math.round((w - 1) / 2 - mx / mass), dy = Math.round((h - 1) / 2 - my / mass);
-    const paper = c === 1 ? (v) => v : (v) => 1 - v;  // ink -> the pixel value
-    const pixels = new Float64Array(h * w * c).fill(paper(0));
+    const value = (v) => paper + (1 - 2 * paper) * v;  // ink -> the pixel value
+    const pixels = new Float64Array(h * w * c).fill(value(0));
     ink.forEach((v, i) => {
       const x = (i % w) + dx, y = Math.floor(i / w) + dy;
-      if (x >= 0 && x < w && y >= 0 && y < h) pixels.fill(paper(Math.min(1, Math.max(0, v))), (y * w + x) * c, (y * w + x + 1) * c);
+      if (x >= 0 && x < w && y >= 0 && y < h) pixels.fill(value(Math.min(1, Math.max(0, v))), (y * w + x) * c, (y * w + x + 1) * c);
     });
     return pixels;
   }
 
   function encodeDrawing() {
     if (!state.models.encoder) return;
-    const pixels = drawingPixels(state.map.image_shape);
+    const pixels = drawingPixels(state.map.image_shape, paperOf(state.map.background));
     if (!pixels) return;
     state.lastDrawing = Array.from(pixels);  // what was encoded, for the browser tests
     const [zMean] = state.models.encoder.predict(pixels, decodeClass());
@@ -192,15 +197,20 @@
     live.setDrawn(live.latentToPlane(z));
   }
 
-  // The pad where the run's encoder is in the page; a note where it is not, where colour changes its
-  // meaning, or where the class chosen above is the drawing's (a cvae).
-  function showPad(available, [h, w, c], conditional) {
+  // The pad where the run's encoder is in the page; a note where it is not, on how the drawing is encoded
+  // where the data are not MNIST-like (colour, or a light background), or where the class chosen above is
+  // the drawing's (a cvae).
+  function showPad(available, [h, w, c], background, conditional) {
+    const paper = paperOf(background);
+    const encoded = paper === 0 ? "white ink on black, like the images' dark background" :
+      "black ink on white, like the images' light background";
+    const kind = c === 1 ? "grey" : "colour";
     pad.parentElement.hidden = !available;
     const note = $("pad-note");
     const notes = !available
       ? ["This exported page leaves the encoder out to stay small, so drawings cannot be encoded here; " +
          "the served explorer (vaelab explore RUN) has it."]
-      : [c === 1 ? "" : `${h}x${w} colour images: your drawing is encoded as it looks, black ink on white paper.`,
+      : [c === 1 && paper === 0 ? "" : `${h}x${w} ${kind} images: your drawing is encoded as ${encoded}.`,
          conditional ? "Your drawing is encoded, and decoded, as the class chosen above (decode as)." : ""];
     note.textContent = notes.filter(Boolean).join(" ");
     note.hidden = !note.textContent;
@@ -288,7 +298,7 @@
     live.show(map, models);
     vaelab.fillLegend($("legend"), map.class_names, map.colors);
     $("pad-title").textContent = `Draw ${map.label_name === "digit" ? "a digit" : "an image"}`;
-    showPad(models.encoder !== null, map.image_shape, Boolean(models.generator.classes));
+    showPad(models.encoder !== null, map.image_shape, map.background, Boolean(models.generator.classes));
     buildTable();
     buildSliders(state.run.latent_dim);
     const z = new Array(state.run.latent_dim).fill(0);

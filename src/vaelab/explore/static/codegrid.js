@@ -1,5 +1,5 @@
 // A vqvae's code grid, in place of the latent map: a test image's L code indices as cells the user edits
-// (each 0..K-1), decoded in the page (nn.js) whenever one changes; "random codes" draws L codes uniformly,
+// (each 0..K-1), decoded in the page (nn.js) as they are typed; "random codes" draws L codes uniformly,
 // the model's prior. Its data are vaelab's pagedata.code_grid.
 "use strict";
 
@@ -24,7 +24,8 @@
       this.el.grid.replaceChildren(...Array.from({ length }, (_, j) => {
         const cell = Object.assign(document.createElement("input"), { type: "number", min: 0, max: k - 1, step: 1 });
         cell.title = `code ${j}`;
-        cell.addEventListener("change", () => this.decode());
+        cell.addEventListener("input", () => this.decode(false));  // while typing: the cell is left as typed
+        cell.addEventListener("change", () => this.decode());  // Enter or leaving it: the cell shows what decoded
         return cell;
       }));
       this.el.hint.textContent = `${length} codes, each one of ${k} codebook vectors: change a cell to decode ` +
@@ -34,12 +35,13 @@
 
     get cells() { return [...this.el.grid.querySelectorAll("input")]; }
 
-    // The cells' codes, each clamped to 0..K-1 (an emptied or mistyped cell reads as 0).
-    codes() {
+    // The cells' codes, each clamped to 0..K-1 (an emptied or mistyped cell reads as 0); with `tidy`, each
+    // cell is rewritten to the code it reads as.
+    codes(tidy = true) {
       const k = this.data.codebook_size;
       return this.cells.map((cell) => {
         const v = Math.min(k - 1, Math.max(0, Math.round(Number(cell.value)) || 0));
-        cell.value = v;
+        if (tidy && cell.value !== String(v)) cell.value = v;
         return v;
       });
     }
@@ -61,8 +63,8 @@
       this.decode();
     }
 
-    decode() {
-      const codes = this.codes();
+    decode(tidy = true) {
+      const codes = this.codes(tidy);
       vaelab.paintImage(this.el.decoded, this.models.generator.predict(codes)[0], this.data.image_shape);
       this.el.decodedInfo.textContent = "codes " + codes.join(" ");
       this.el.decoded.dataset.codes = JSON.stringify(codes);

@@ -170,7 +170,7 @@
         ctx.fillStyle = "#fff";
         ctx.font = "bold 9px system-ui, sans-serif";
         ctx.textAlign = "center";
-        ctx.fillText(this.data.class_names[row.label].slice(0, 2), p[0], p[1] + 3);
+        ctx.fillText(String(row.label), p[0], p[1] + 3);  // the class's number, as the figures ring it (plots.py)
         ctx.textAlign = "start";
       }
       if (this.path) {
