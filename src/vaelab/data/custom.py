@@ -160,8 +160,7 @@ class _Reader:
             return ((values * 255 + 32767) // 65535).astype(np.uint8)
         if image.mode == "F":
             raise VaelabError(
-                f"{path} holds floating-point pixels; vaelab reads 8- and 16-bit images: save it as an 8- or "
-                "16-bit PNG"
+                f"{path} holds floating-point pixels; vaelab reads 8- and 16-bit images: save it as an 8- or 16-bit PNG"
             )
         if self.grey or image.mode in GREY_MODES:
             return np.asarray(image.convert("L"))
