@@ -945,9 +945,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `vaelab` command. Errors are one line on stderr and an exit status: 2 for a mistake the user can
     fix, 130 for Ctrl-C, 3 for a bug (its traceback goes to a file that the line names), 4 when another
     process of a multi-process run went away."""
-    import vaelab  # noqa: F401  (chooses the default Keras backend before anything imports Keras)
+    if argv is None:  # the real command line: Ctrl-C ends it with status 130 from here on, wherever it lands
+        _interrupt.leave_on_interrupt()
+    try:
+        import vaelab  # noqa: F401  (chooses the default Keras backend before anything imports Keras)
 
-    args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("vaelab: interrupted", file=sys.stderr)
+        return Interrupted.exit_code
     _interrupt.leave_at_once_on_second_interrupt()
     return distribute.finish(_run(args, argv))
 
@@ -990,6 +996,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         )
         return EXIT_USER_ERROR
     except Exception as err:  # the last resort: one line, the traceback in a file
+        if _interrupt.interrupted_early():  # a Ctrl-C that something turned into another exception
+            print(f"vaelab {args.command}: interrupted", file=sys.stderr)
+            return Interrupted.exit_code
         where = _write_traceback(err)
         what = (str(err).splitlines() or [""])[0][:200]
         print(f"vaelab {args.command}: internal error ({type(err).__name__}: {what}); this is a bug in vaelab, "
