@@ -142,6 +142,12 @@ def test_an_unusable_out_is_one_line(small_run, tmp_path, capsys, argv, message)
         (["generate", "{run}", "--z", "1", "2", "--z", "1", "2", "3"], "differ in length"),
         (["train", "--learning-rate", "inf"], "learning_rate must be a finite number > 0, got inf"),
         (["kl", "0", "1", "0", "1e-320"], "smallest normal float64"),
+        (["train", "--learning-rate", "1e308"], "learning_rate 1e+308 is outside float32"),
+        (["train", "--learning-rate", "1e-40"], "learning_rate 1e-40 is outside float32"),
+        (["train", "--beta", "1e39"], "beta 1e+39 is outside float32"),
+        (["explore", "{run}", "--host", "a\udcffb"], "expected a host name or an address"),
+        (["explore", "{run}", "--host", "a\x00b"], "expected a host name or an address"),
+        (["explore", "{run}", "--host", " "], "expected a host name or an address"),
         (["encode", "{run}", "--out", ""], "expected a path, got an empty string"),
     ],
 )
@@ -157,6 +163,9 @@ def test_kl_of_an_infinite_divergence_says_inf_without_warnings(capsys):
     assert out.err == ""  # no RuntimeWarning from the numerical check
     assert cli.main(["kl", "1e300", "1", "-1e300", "1"]) == 0  # negative numbers in any notation are values
     assert "= inf nats" in capsys.readouterr().out
+    assert cli.main(["kl", "1e308", "1", "-1e308", "1"]) == 0  # mu1 - mu2 overflows float64: inf, no warning
+    out = capsys.readouterr()
+    assert "= inf nats" in out.out and out.err == ""
 
 
 def test_an_unforeseen_error_is_one_line_naming_the_traceback_file(capsys, monkeypatch):

@@ -48,6 +48,17 @@ def _nonempty(text: str) -> str:
     return text
 
 
+def _host(text: str) -> str:
+    """An argparse type: a host name or address, printable (a NUL or undecodable bytes cannot name a host)."""
+    if not text.strip() or not text.isprintable() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"expected a host name or an address, got {text!r}")
+    try:
+        text.encode("idna" if not text.isascii() else "ascii")
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(f"expected a host name or an address, got {text!r}") from None
+    return text
+
+
 def _int_in(low: int, high: int, what: str):
     """An argparse type: an integer from `low` to `high`, else one line saying so."""
 
@@ -873,7 +884,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explore", help="explore the latent space of one or more runs in the browser")
     p.add_argument("runs", type=_path, nargs="+", metavar="RUN", help="run directories")
     p.add_argument("--port", type=_int_in(1, 65535, "a TCP port"), default=8000, help="default: 8000")
-    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    p.add_argument("--host", type=_host, default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     p.add_argument(
         "--export",
         type=_path,

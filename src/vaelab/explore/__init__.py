@@ -175,4 +175,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         raise VaelabError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from None
+    except (UnicodeError, ValueError, TypeError):  # a name no resolver can take: NUL, undecodable bytes
+        sock.close()
+        raise VaelabError(f"--host {host!r} is not a host name or an address; give one such as 127.0.0.1") from None
     return sock
