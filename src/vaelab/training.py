@@ -177,7 +177,8 @@ def resume(
                 optimizer.build(models.vae.trainable_variables)
                 initial_epoch = runs.load_checkpoint(out, models.vae, optimizer, run_id=info.get("run_id"))
                 history = runs.read_history(out)[:initial_epoch]
-        changed = info.get("distribution") != place.record()
+        # where it trained last; a resume with no epoch to train leaves the run's files as they are
+        changed = info.get("distribution") != place.record() and initial_epoch < config.train.epochs
         info = {**info, "distribution": place.record()}
         if epochs is not None and epochs != config.train.epochs:
             if epochs < initial_epoch:
@@ -304,7 +305,10 @@ def _fit(
             "bound": model.bound,  # what elbo_loss bounds: -log p(x), or a cvae's -log p(x|y)
         },
     }
-    if place.writer:
+    kept = _finished(out, metrics) if initial_epoch >= config.train.epochs and place.writer else None
+    if kept is not None:  # nothing trained now, and the run's files are whole: they stay byte for byte
+        metrics = kept
+    elif place.writer:
         metrics = runs.update_metrics(out, **metrics)
     if place.replicas > 1:
         models = _local_copy(config, models)
@@ -317,9 +321,20 @@ def _fit(
         history=history,
         metrics=metrics,
     )
-    if place.writer:
+    if place.writer and kept is None:
         export_run(run)
     return run
+
+
+def _finished(out: Path, metrics: dict) -> dict | None:
+    """metrics.json of a run that has nothing left to train, when it and the exported networks are whole and of this
+    run (its id, its epochs); None where any is missing or damaged, to be written again."""
+    try:
+        kept = runs.read_metrics(out)
+    except VaelabError:
+        return None
+    same = all(kept.get(k) == metrics[k] for k in ("run_id", "epochs")) and isinstance(kept.get("test"), dict)
+    return kept if same and all((out / name).is_file() for name in runs.KERAS_FILES) else None
 
 
 def conv_layers(config: RunConfig, place: Layout = ONE_DEVICE) -> str:
