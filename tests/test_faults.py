@@ -39,6 +39,12 @@ def rewrite_npz(path, **changes):
     np.savez(path, **arrays)
 
 
+def rename_entry(path, old: str, new: str):
+    with np.load(path) as saved:
+        arrays = {(new if k == old else k): saved[k] for k in saved.files}
+    np.savez(path, **arrays)
+
+
 def flip_byte(path, at: float = 0.5):
     raw = bytearray(path.read_bytes())
     raw[int(len(raw) * at)] ^= 0xFF
@@ -50,6 +56,8 @@ DAMAGE = {
     "bit-flipped checkpoint": (CHECKPOINT, flip_byte),
     "checkpoint array of the wrong shape": (CHECKPOINT, lambda p: rewrite_npz(p, **{"model/000": np.zeros((3, 3))})),
     "checkpoint with NaN weights": (CHECKPOINT, lambda p: rewrite_npz(p, **{"model/000": np.full((784, 256), np.nan)})),
+    # one entry's name altered (a stray byte in the zip's directory): the whole file is damaged, not "no optimizer"
+    "checkpoint with a damaged entry name": (CHECKPOINT, lambda p: rename_entry(p, "optimizer/003", "optimizer/0#3")),
     "truncated history": (HISTORY, lambda p: p.write_text(p.read_text()[: len(p.read_text()) - 30])),
     "history with extra columns": (HISTORY, lambda p: p.write_text(p.read_text().replace("\n", ",1\n"))),
     "history not UTF-8": (HISTORY, lambda p: p.write_bytes(b"\xff\xfe" + p.read_bytes())),
@@ -60,6 +68,10 @@ DAMAGE = {
     "config without its data checksum": (
         CONFIG,
         lambda p: p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "data_sha256"})),
+    ),
+    "config naming an unknown preset": (
+        CONFIG,
+        lambda p: p.write_text(p.read_text().replace('"preset": "mlp"', '"preset": "nope"')),
     ),
     "config that is a list": (CONFIG, lambda p: p.write_text("[1, 2]")),
     "metrics that is a list": (METRICS, lambda p: p.write_text("[]")),
@@ -74,6 +86,10 @@ def test_a_damaged_run_file_is_named_in_one_line(run_copy, capsys, damage):
     code, line = vaelab(capsys, "encode", run_copy, "--out", run_copy / "analysis")
     assert code == 2, line
     assert f"{run_copy / name} is damaged" in line
+    if name != METRICS:  # resuming says the same
+        assert vaelab(capsys, "train", "--resume", run_copy)[1] == line.replace("encode", "train")
+    if "preset" in damage:
+        assert "unknown preset 'nope'" in line
     if name == METRICS:  # the weights are intact: resuming writes the file again
         assert f"vaelab train --resume {run_copy}" in line
         assert vaelab(capsys, "train", "--resume", run_copy)[0] == 0

@@ -356,6 +356,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         from vaelab.data import check_image_size
 
+        _check_choice("preset", self.preset, tuple(PRESETS))
         self.model.validate()
         self.train.validate()
         if not isinstance(self.dataset, str) or not self.dataset:
