@@ -195,3 +195,35 @@ def test_an_unforeseen_error_is_one_line_naming_the_traceback_file(capsys, monke
     traceback = lines[0].rsplit("the full traceback is in ", 1)[1]
     with open(traceback) as f:
         assert "Traceback" in f.read()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "iwae", "--k", "1000000"], "of this iwae would need about"),
+        (["--model", "vqvae", "--codes", "1000000"], "lower --codes or --batch-size"),
+        (["--model", "vamp", "--pseudo-inputs", "120000"], "lower --pseudo-inputs or --batch-size"),
+        (["--epochs", str(10**30)], "epochs must be at most 2,147,483,647"),
+        (["--epochs", "2000000000"], "over the 2,147,483,647 the optimizer's int32 step counter holds"),
+        (["--kl-warmup", str(10**20)], "kl_warmup must be at most"),
+    ],
+)
+def test_a_training_that_cannot_fit_is_refused_before_its_directory_exists(tmp_path, capsys, monkeypatch, argv,
+                                                                          message, mnist):  # fmt: skip
+    from vaelab import limits
+
+    monkeypatch.setattr(limits, "physical_memory", lambda: 10**9)  # 0.5 GB allowed, whatever the machine
+    out = tmp_path / "R"
+    code, line = vaelab(capsys, "train", "--train-subset", "500", "--test-subset", "100", *argv, "--out", out)
+    assert code == 2 and message in line, line
+    assert "0.5 GB allowed" in line or "at most" in line or "step counter" in line
+    assert not out.exists()  # no run directory left behind
+
+
+def test_a_report_or_sweep_whose_evaluation_cannot_fit_is_refused_before_training(tmp_path, capsys, mnist):
+    for argv in (["report", "--out", tmp_path / "report", "--runs-dir", tmp_path / "runs"],
+                 ["sweep", "--out", tmp_path / "sweep"]):  # fmt: skip
+        code, line = vaelab(capsys, *argv, "--iwae-samples", "100000000000", "--epochs", "1", "--train-subset", "100")
+        assert code == 2 and "use fewer --samples or --images" in line, line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "report").exists()
+    assert not list((tmp_path / "sweep").glob("*/config.json"))

@@ -14,6 +14,7 @@ from typing import Any
 
 from vaelab.data.dataset import IMAGE_SHAPE
 from vaelab.errors import VaelabError
+from vaelab.limits import MAX_STEPS
 
 ARCHS = ("mlp", "conv", "convnet")
 # The members of the VAE family (vaelab.models.MODELS, --model): the VAE with β, the importance-weighted bound of
@@ -312,6 +313,10 @@ class TrainConfig:
             object.__setattr__(self, "beta", float(self.beta))
 
     def validate(self) -> None:
+        for name in ("epochs", "kl_warmup", "lr_decay_epochs"):  # the optimizer's step counter is an int32
+            if isinstance(getattr(self, name), int) and getattr(self, name) > MAX_STEPS:
+                raise VaelabError(f"{name} must be at most {MAX_STEPS:,} (the steps a run can take), got "
+                                  f"{getattr(self, name):.3g}; lower it")  # fmt: skip
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)

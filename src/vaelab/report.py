@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vaelab import _interrupt, analysis, lanes, plots
+from vaelab import _interrupt, analysis, lanes, limits, plots
 from vaelab._files import write_text
 from vaelab.config import CODE_DIM, ModelConfig, RunConfig, TrainConfig, default_likelihood, make_config
 from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dataset
@@ -99,6 +99,7 @@ def report(
     `codes`) trains that member
     of the family on every network (`vaelab.models`)."""
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
+    limits.check_evaluation(len(data.x_test), iwae_samples)  # before any training, not after it
     presets = report_presets(data.image_shape, model or ModelConfig.family)
     configs = [
         make_config(

@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vaelab import _interrupt, kernels, schedule, snapshots
+from vaelab import _interrupt, kernels, limits, schedule, snapshots
 from vaelab import run as runs
 from vaelab._files import WriteError
 from vaelab._lock import DirectoryLock
@@ -114,6 +114,9 @@ def train(
     place = layout(devices)
     if out.exists() and not out.is_dir():
         raise VaelabError(f"{out} is a file, not a run directory; choose another --out")
+    data = _data_for(config, data, log)
+    resolved = config.for_data(data)  # a training that cannot fit is refused before its directory exists
+    limits.check_training(resolved, steps_per_epoch(resolved, data))
     with _writing(out, place), _interrupt.stop_at_step_boundary():
         if place.writer and (out / runs.CONFIG).exists() and not overwrite:
             raise VaelabError(
@@ -215,6 +218,7 @@ def _check(place: Layout, config: RunConfig, data: Dataset, initial_epoch: int =
     """Before anything is written: the batches split evenly over the devices, and every process trains
     the same configuration on the same data from the same epoch."""
     prepare(config, data, place)
+    limits.check_training(config, steps_per_epoch(config, data))
     place.check_same("configuration", json.dumps(config.to_dict(), sort_keys=True))
     place.check_same("data", data.sha256)
     place.check_same("checkpoint", str(initial_epoch))
