@@ -108,7 +108,7 @@ def serve(
         http=guards.SlowClientGuard,
         log_level="warning",
         timeout_keep_alive=guards.KEEP_ALIVE_SECONDS,
-        limit_concurrency=guards.MAX_CONCURRENCY,
+        limit_concurrency=None,  # guards.SlowClientGuard bounds the connections, guards.RequestLimit the requests
         h11_max_incomplete_event_size=guards.MAX_HEADER_BYTES,
         timeout_graceful_shutdown=guards.SHUTDOWN_SECONDS,
     )
