@@ -39,12 +39,16 @@ def _path(text: str) -> Path:
     """An argparse type: a non-empty path (an empty string would silently mean the current directory)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r} (a NUL byte cannot be in a path)")
     return Path(text)
 
 
 def _nonempty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a name or a path, got an empty string")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected a name or a path, got {text!r} (a NUL byte cannot be in either)")
     return text
 
 
