@@ -245,16 +245,18 @@ class SlowClientGuard(H11Protocol):
         self._read_deadline = None
         self._head = b""  # what has arrived of the request line and headers
         self._arm(self.header_seconds)
-        if len(self.connections) > self.max_connections:
-            self._make_room()
+        open_ = [c for c in self.connections if c is not self and not c.transport.is_closing()]
+        if len(open_) >= self.max_connections:
+            self._make_room(open_)
 
-    def _make_room(self) -> None:
-        waiting = [c for c in self.connections if c is not self and getattr(c, "_read_deadline", None) is not None]
+    def _make_room(self, others: list) -> None:
+        """Closes the connection that has waited longest for its request; with none waiting, answers 503."""
+        waiting = [c for c in others if getattr(c, "_read_deadline", None) is not None]
         if waiting:
             oldest = min(waiting, key=lambda c: c._waiting_since)
             oldest._cancel()
             oldest.transport.close()
-        elif len(self.connections) > 2 * self.max_connections:  # a flood: no room to even read a request
+        elif len(others) >= 2 * self.max_connections:  # a flood: no room to even read a request
             self.transport.close()
         else:
             self.app = _busy
