@@ -313,15 +313,16 @@ def quick_server(small_run):
     """An explorer serving in this process with short timeouts and a small concurrency limit."""
     from vaelab.explore import guards, serve
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(guards.SlowClientGuard, "header_seconds", 2.0)  # read at each request
-        patch.setattr(guards.SlowClientGuard, "body_seconds", 2.0)
-        patch.setattr(guards.SlowClientGuard, "max_connections", 3)
-        with pytest.MonkeyPatch.context() as at_start:  # read as the server starts: not left to later tests' servers
-            at_start.setattr(guards, "KEEP_ALIVE_SECONDS", 2)
-            handle = serve([small_run], port=0, background=True)
-        yield handle
-        handle.stop()
+    class QuickGuard(guards.SlowClientGuard):  # its own class: the other servers keep the shipped limits
+        header_seconds = body_seconds = 2.0
+        max_connections = 3
+
+    with pytest.MonkeyPatch.context() as at_start:  # read as the server starts: not left to later tests' servers
+        at_start.setattr(guards, "KEEP_ALIVE_SECONDS", 2)
+        at_start.setattr(guards, "SlowClientGuard", QuickGuard)
+        handle = serve([small_run], port=0, background=True)
+    yield handle
+    handle.stop()
 
 
 def closed_after(sock: socket.socket) -> float:
