@@ -123,3 +123,91 @@ def test_image_options_on_the_command_line(tmp_path):
     ):
         bad = run_cli("data", *args, "--data-dir", str(tmp_path / "cache"))
         assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def _png(path, pixels: np.ndarray, colour_type: int, bit_depth: int, size=None) -> None:
+    """A PNG written byte by byte (Pillow writes no 16-bit colour), `pixels` (h, w[, c]) big-endian; `size` (w, h)
+    declares another size in the header than the pixels have."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = pixels.shape[:2]
+    width, height = size or (w, h)
+    rows = b"".join(b"\0" + pixels[y].tobytes() for y in range(h))
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path, capsys):
+    gradient = (np.arange(16 * 16).reshape(16, 16) * 257).astype(">u2")  # 0 to 65535 in steps of 257
+    folder = tmp_path / "sixteen"
+    folder.mkdir()
+    for k in range(7):
+        Image.fromarray(gradient.astype(np.uint16)).save(folder / f"grey{k}.png")  # Pillow: mode I;16
+    data = load_dataset(folder)
+    every = np.concatenate([data.x_train, data.x_test])
+    assert data.image_shape == (16, 16, 1)
+    assert np.array_equal(every[0], np.arange(256).reshape(16, 16))  # each 16-bit level v lands on v / 257
+    assert "16-bit pixels scaled to 8 bits" in data.details["conversion"]
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and "7 images of 16 bits" in said[0]  # said once, not once per image
+
+    rgb = np.stack([gradient, 65535 - gradient, np.full_like(gradient, 32896)], -1).astype(">u2")
+    colour = tmp_path / "rgb16"
+    colour.mkdir()
+    for k in range(7):
+        _png(colour / f"{k}.png", rgb, colour_type=2, bit_depth=16)
+    x = load_dataset(colour).x_train[0]
+    assert np.array_equal(x[..., 0], np.arange(256).reshape(16, 16)) and x[0, 0, 1] == 255
+    assert abs(int(x[0, 0, 2]) - 128) <= 1  # Pillow keeps the high byte of 16-bit colour: within one level
+
+
+def test_palette_cmyk_and_alpha_images_are_read_as_their_colours(tmp_path):
+    levels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    folder = tmp_path / "modes"
+    for mode in ("P", "CMYK", "LA", "RGBA", "1"):
+        (folder / mode).mkdir(parents=True)
+    for k in range(3):
+        palette = Image.fromarray(np.stack([levels, 255 - levels, levels], -1)).convert("P")
+        palette.info["transparency"] = 0
+        palette.save(folder / "P" / f"{k}.png", transparency=0)
+        Image.fromarray(np.stack([levels] * 3, -1)).convert("CMYK").save(folder / "CMYK" / f"{k}.tiff")
+        Image.fromarray(levels).convert("LA").save(folder / "LA" / f"{k}.png")
+        Image.fromarray(np.stack([levels] * 3 + [levels], -1), "RGBA").save(folder / "RGBA" / f"{k}.png")
+        Image.fromarray(levels > 128).save(folder / "1" / f"{k}.png")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning from Pillow about the palette's transparency
+        data = load_dataset(folder)
+    every, labels = np.concatenate([data.x_train, data.x_test]), np.concatenate([data.y_train, data.y_test])
+    first = {name: every[labels == k][0] for k, name in enumerate(data.class_names)}
+    assert np.array_equal(first["LA"][..., 0], levels) and np.array_equal(first["RGBA"][..., 1], levels)
+    assert np.array_equal(first["CMYK"][..., 0], levels)  # Pillow's CMYK of a grey comes back as that grey
+    assert np.array_equal(first["P"], np.asarray(palette.convert("RGBA"))[..., :3])  # the palette's own colours
+    assert set(np.unique(first["1"])) == {0, 255}
+
+
+@pytest.mark.parametrize("kind", ["float", "int32", "huge"])
+def test_images_vaelab_cannot_read_are_refused_naming_the_file(tmp_path, kind):
+    folder = tmp_path / kind
+    folder.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((4, 4), 7, np.uint8)).save(folder / f"ok{k}.png")
+    name = folder / "bad.tiff"
+    if kind == "float":
+        Image.fromarray(np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)).save(name)
+    elif kind == "int32":
+        Image.fromarray(np.full((4, 4), 100_000, np.int32)).save(name)
+    else:
+        name = folder / "bad.png"
+        _png(name, np.zeros((1, 1), np.uint8), colour_type=0, bit_depth=8, size=(100_000, 100_000))
+    with pytest.raises(VaelabError) as err:
+        load_dataset(folder)
+    message = str(err.value)
+    assert str(name) in message and "\n" not in message
+    assert {"float": "floating-point", "int32": "32-bit integer", "huge": "89,478,485 pixels"}[kind] in message

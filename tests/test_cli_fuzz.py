@@ -135,3 +135,48 @@ def test_any_arguments_give_exit_0_or_2_and_one_line(case, serial, places, capsy
     if code:  # the error is one line, the last: work that had started may have logged before it
         last = [line for line in out.err.splitlines() if line.strip()][-1]
         assert last.startswith(f"vaelab {argv[0]}: error: "), (argv, out.err[-2000:])
+
+
+HOSTILE = ["", "\x00", "\udcff", "nan", "-inf", "1e309", "-1", "9" * 40]  # to every option that takes a value
+HOSTILE_PATHS = ["", "\x00", "a\x00b"]  # to paths: anything else names a file, which may be fine
+# Options whose value is free text that a command acts on at length (a coordinator to wait for, a Ray cluster).
+SKIPPED = {"--coordinator", "--ray", "--help", "--version"}
+POSITIONALS = {"kl": ["0", "1", "0", "1"]}
+
+
+def option_walk() -> list[tuple[str, str, str]]:
+    """(command, option, hostile value) for every option of every command that takes a value."""
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction)).choices
+    cases = []
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if not action.option_strings or action.nargs == 0 or action.option_strings[0] in SKIPPED:
+                continue
+            values = HOSTILE_PATHS if action.type is cli._path else HOSTILE
+            cases += [(name, action.option_strings[0], value) for value in values]
+    return cases
+
+
+def test_every_option_of_every_command_refuses_hostile_values_in_one_line(places, capsys, monkeypatch):
+    """Walks each command's options (not a sample of them): a hostile value is exit 2 and one line, or it is
+    harmless and the command does its work (exit 0); never a traceback or an internal error."""
+    monkeypatch.chdir(places["base"])  # a value taken as a relative path lands here
+    for serial, (name, option, value) in enumerate(option_walk()):
+        argv = [name, *([places["run"]] if name in TAKES_A_RUN else []), *POSITIONALS.get(name, [])]
+        argv += [token.format(**places) for token in SAFE.get(name, []) if name != "kl"]
+        if name in ("train", "encode", "generate", "interpolate", "export", "report", "sweep"):
+            argv += ["--out", str(places["base"] / f"walk{serial}")]
+        if name in ("report", "sweep", "data"):
+            argv += ["--dataset", str(places["file"])]  # whatever else they accept, they stop at the data
+        argv += [option, value]
+        try:
+            code = cli.main(argv)
+        except SystemExit as exit:
+            code = exit.code
+        out = capsys.readouterr()
+        assert code in (0, 2), (argv, code, out.err[-2000:])
+        assert "Traceback" not in out.err and "internal error" not in out.err, (argv, out.err[-2000:])
+        if code:  # argparse's top level answers a value it takes for an option ("-inf" after an optional value)
+            last = [line for line in out.err.splitlines() if line.strip()][-1]
+            assert last.startswith((f"vaelab {name}: error: ", "vaelab: error: ")), (argv, out.err[-2000:])

@@ -312,14 +312,16 @@ def quick_server(small_run):
     """An explorer serving in this process with short timeouts and a small concurrency limit."""
     from vaelab.explore import guards, serve
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(guards.SlowClientGuard, "read_seconds", 2.0)  # read at each request
-        with pytest.MonkeyPatch.context() as at_start:  # read as the server starts: not left to later tests' servers
-            at_start.setattr(guards, "KEEP_ALIVE_SECONDS", 2)
-            at_start.setattr(guards, "MAX_CONCURRENCY", 3)
-            handle = serve([small_run], port=0, background=True)
-        yield handle
-        handle.stop()
+    class QuickGuard(guards.SlowClientGuard):  # its own class: the other servers keep the shipped limits
+        header_seconds = body_seconds = 2.0
+        max_connections = 3
+
+    with pytest.MonkeyPatch.context() as at_start:  # read as the server starts: not left to later tests' servers
+        at_start.setattr(guards, "KEEP_ALIVE_SECONDS", 2)
+        at_start.setattr(guards, "SlowClientGuard", QuickGuard)
+        handle = serve([small_run], port=0, background=True)
+    yield handle
+    handle.stop()
 
 
 def closed_after(sock: socket.socket) -> float:
@@ -334,7 +336,7 @@ def closed_after(sock: socket.socket) -> float:
 def test_slow_and_idle_clients_are_disconnected(quick_server):
     port = int(quick_server.url.rsplit(":", 1)[1].strip("/"))
     config = quick_server.server.config
-    assert config.timeout_keep_alive == 2 and config.limit_concurrency == 3
+    assert config.timeout_keep_alive == 2
     with socket.create_connection(("127.0.0.1", port)) as slow:
         slow.sendall(f"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: */".encode())  # half a header
         assert 1.5 < closed_after(slow) < 10
@@ -348,9 +350,9 @@ def test_slow_and_idle_clients_are_disconnected(quick_server):
         assert 1.5 < closed_after(idle) < 10  # kept alive, then closed when idle
 
 
-def test_concurrent_connections_are_bounded(quick_server):
+def test_a_connection_beyond_the_limit_closes_the_one_waiting_longest(quick_server):
     port = int(quick_server.url.rsplit(":", 1)[1].strip("/"))
-    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # idle: waiting for their requests
     try:
         deadline = time.monotonic() + 10
         while len(quick_server.server.server_state.connections) < 3:
@@ -358,11 +360,101 @@ def test_concurrent_connections_are_bounded(quick_server):
             time.sleep(0.01)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/api/runs")
-        assert conn.getresponse().status == 503
+        assert conn.getresponse().status == 200  # served: the oldest idle connection made room
         conn.close()
+        held[0].settimeout(5)
+        assert held[0].recv(100) == b""  # closed by the server
     finally:
         for sock in held:
             sock.close()
+
+
+def test_at_most_max_concurrency_requests_are_answered_at_once():
+    from vaelab.explore.guards import RequestLimit
+
+    release = asyncio.Event()
+
+    async def slow_app(scope, receive, send):
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main():
+        limit = RequestLimit(slow_app, limit=2)
+        statuses = []
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        calls = [asyncio.create_task(limit({"type": "http"}, None, send)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert statuses == [503]  # the third, while two are answered
+        release.set()
+        await asyncio.gather(*calls)
+        return statuses, limit.active
+
+    result = concurrent.futures.ThreadPoolExecutor(1).submit(asyncio.run, main())  # a thread and a loop of its own
+    assert result.result(timeout=30) == ([503, 200, 200], 0)
+
+
+@pytest.fixture(scope="module")
+def default_server(small_run):
+    """An explorer serving in this process with the limits it ships with."""
+    from vaelab.explore import serve
+
+    handle = serve([small_run], port=0, background=True)
+    yield int(handle.url.rsplit(":", 1)[1].strip("/"))
+    handle.stop()
+
+
+def get_runs(port: int, timeout: float = 10) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/api/runs")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_32_slow_clients_do_not_starve_the_others(default_server):
+    """The issue's case: 32 clients trickling header bytes; every other request must still be answered, at once."""
+    from vaelab.explore import guards
+
+    slow = []
+    try:
+        for _ in range(guards.MAX_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", default_server))
+            sock.sendall(f"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{default_server}\r\nX-a: ".encode())
+            slow.append(sock)
+        time.sleep(0.3)
+        started = time.monotonic()
+        statuses = [get_runs(default_server) for _ in range(20)]
+        assert statuses == [200] * 20 and time.monotonic() - started < 8  # not after the slow ones' deadline
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_32_concurrent_clients_are_all_served(default_server):
+    from vaelab.explore import guards
+
+    with concurrent.futures.ThreadPoolExecutor(guards.MAX_CONNECTIONS) as pool:
+        statuses = list(pool.map(lambda _: get_runs(default_server, 30), range(guards.MAX_CONNECTIONS)))
+    assert statuses == [200] * guards.MAX_CONNECTIONS
+
+
+@pytest.mark.parametrize("size", [15 * 1024, 17 * 1024, 100 * 1024])
+def test_request_headers_are_limited_to_16_kib_however_they_arrive(default_server, size):
+    from vaelab.explore import guards
+
+    head = f"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{default_server}\r\n"
+    filler = "X-Fill: " + "a" * (size - len(head) - 12) + "\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", default_server)) as sock:
+        sock.settimeout(10)
+        sock.sendall((head + filler).encode())  # in one piece
+        status = sock.recv(12)
+    assert status == (b"HTTP/1.1 200" if size <= guards.MAX_HEADER_BYTES else b"HTTP/1.1 431")
 
 
 def test_serve_in_the_background_from_a_running_event_loop(small_run):
@@ -381,7 +473,7 @@ def test_serve_in_the_background_from_a_running_event_loop(small_run):
     handle, runs = result.result(timeout=120)  # test's thread may already run Playwright's event loop
     assert runs[0]["preset"] == "mlp" and not handle.thread.is_alive()
     config = handle.server.config
-    assert config.limit_concurrency == guards.MAX_CONCURRENCY and config.timeout_keep_alive == guards.KEEP_ALIVE_SECONDS
+    assert config.limit_concurrency is None and config.timeout_keep_alive == guards.KEEP_ALIVE_SECONDS
     assert config.h11_max_incomplete_event_size == guards.MAX_HEADER_BYTES and config.http is guards.SlowClientGuard
 
 

@@ -82,6 +82,23 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, 
     assert np.abs(shots.samples.astype(int) - uninterrupted.samples).max() <= 1  # the same decodes, to rounding
 
 
+def test_a_resume_with_nothing_to_do_leaves_every_file_byte_for_byte(tmp_path, small_run):
+    import shutil
+
+    shutil.copytree(small_run.path, tmp_path / "done")
+
+    def files() -> dict:  # every file but the lock, which names whoever held it last
+        return {p.relative_to(tmp_path): p.read_bytes() for p in sorted((tmp_path / "done").rglob("*"))
+                if p.is_file() and p.name != ".lock"}  # fmt: skip
+
+    before = files()
+    again = resume(tmp_path / "done", verbose=0)
+    assert files() == before  # metrics.json keeps full precision: not rebuilt from history.csv's 6 decimals
+    assert again.metrics == small_run.metrics and again.epoch == 2
+    (tmp_path / "done" / "metrics.json").unlink()  # a lost metrics.json is written again
+    assert resume(tmp_path / "done", verbose=0).metrics["test"] == pytest.approx(small_run.metrics["test"])
+
+
 def test_an_existing_run_is_not_overwritten_by_accident(small_run):
     with pytest.raises(VaelabError, match="already holds a run; pass --resume"):
         train(small(), small_run.path, verbose=0)

@@ -6,6 +6,13 @@ that crashes the process. Inside `stop_at_step_boundary()` the first Ctrl-C only
 training and evaluation loops call `check()` between steps and raise `Interrupted` there. A second
 Ctrl-C leaves at once: in the command line with exit status 130 (files are written atomically, so
 that loses nothing but the step in flight), in a notebook or other host through its own handler.
+
+The command line is guarded from its first line too (`leave_on_interrupt`), before JAX is imported:
+outside the step-boundary guard a Ctrl-C raises `KeyboardInterrupt` as Python's own handler does (so
+that `finally` blocks clean up on the way out), but it cannot be lost. Python prints an exception
+raised inside a callback that C code runs (JAX's garbage-collection hook `_xla_gc_callback`) as
+"Exception ignored" and carries on; such a lost Ctrl-C ends the process at once, and one that has
+not ended it within LEAVE_SECONDS (swallowed somewhere else) ends it then, with status 130 either way.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 from vaelab.errors import Interrupted
@@ -22,6 +30,42 @@ from vaelab.errors import Interrupted
 _requested = threading.Event()
 _depth = 0  # guards nest (the report trains inside its own guard); only the outermost installs the handler
 _hard_exit = False  # set by the command line: a second Ctrl-C ends the process
+_early = threading.Event()  # a Ctrl-C arrived outside the guard (the command line's handler, leave_on_interrupt)
+LEAVE_SECONDS = 3.0  # a Ctrl-C outside the guard ends the command by then, even where its exception was swallowed
+
+
+def leave_on_interrupt() -> None:
+    """For the command line, from its first line: a Ctrl-C outside `stop_at_step_boundary` ends the command with
+    status 130 and one line, wherever it lands (see the module's docstring)."""
+
+    def on_sigint(signum, frame):
+        if not _early.is_set():
+            _early.set()
+            threading.Thread(target=_leave_after, args=(LEAVE_SECONDS,), name="vaelab-interrupt", daemon=True).start()
+        raise KeyboardInterrupt
+
+    def unraisable(hook_args, previous=sys.unraisablehook):
+        if isinstance(hook_args.exc_value, KeyboardInterrupt):  # raised in a callback from C: lost otherwise
+            _leave_after(0)
+        previous(hook_args)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    sys.unraisablehook = unraisable
+
+
+def interrupted_early() -> bool:
+    """Whether a Ctrl-C arrived outside the guard: an error that follows it is its consequence, not a bug."""
+    return _early.is_set()
+
+
+def _leave_after(seconds: float) -> None:
+    if seconds:
+        time.sleep(seconds)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(Exception):
+        print("vaelab: interrupted", file=sys.stderr, flush=True)
+    os._exit(Interrupted.exit_code)
 
 
 def leave_at_once_on_second_interrupt() -> None:
@@ -73,6 +117,8 @@ def stop_at_step_boundary() -> Iterator[None]:
                 raise KeyboardInterrupt
 
         _requested.clear()
+        if _early.is_set():  # a Ctrl-C before the guard, whose KeyboardInterrupt something swallowed: stop now
+            _requested.set()
         signal.signal(signal.SIGINT, on_sigint)
         try:
             yield

@@ -39,12 +39,27 @@ def _path(text: str) -> Path:
     """An argparse type: a non-empty path (an empty string would silently mean the current directory)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r} (a NUL byte cannot be in a path)")
     return Path(text)
 
 
 def _nonempty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a name or a path, got an empty string")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected a name or a path, got {text!r} (a NUL byte cannot be in either)")
+    return text
+
+
+def _host(text: str) -> str:
+    """An argparse type: a host name or address, printable (a NUL or undecodable bytes cannot name a host)."""
+    if not text.strip() or not text.isprintable() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"expected a host name or an address, got {text!r}")
+    try:
+        text.encode("idna" if not text.isascii() else "ascii")
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(f"expected a host name or an address, got {text!r}") from None
     return text
 
 
@@ -1034,7 +1049,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explore", help="explore the latent space of one or more runs in the browser")
     p.add_argument("runs", type=_path, nargs="+", metavar="RUN", help="run directories")
     p.add_argument("--port", type=_int_in(1, 65535, "a TCP port"), default=8000, help="default: 8000")
-    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    p.add_argument("--host", type=_host, default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     p.add_argument(
         "--export",
         type=_path,
@@ -1126,9 +1141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `vaelab` command. Errors are one line on stderr and an exit status: 2 for a mistake the user can
     fix, 130 for Ctrl-C, 3 for a bug (its traceback goes to a file that the line names), 4 when another
     process of a multi-process run went away."""
-    import vaelab  # noqa: F401  (chooses the default Keras backend before anything imports Keras)
+    if argv is None:  # the real command line: Ctrl-C ends it with status 130 from here on, wherever it lands
+        _interrupt.leave_on_interrupt()
+    try:
+        import vaelab  # noqa: F401  (chooses the default Keras backend before anything imports Keras)
 
-    args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("vaelab: interrupted", file=sys.stderr)
+        return Interrupted.exit_code
     _interrupt.leave_at_once_on_second_interrupt()
     return distribute.finish(_run(args, argv))
 
@@ -1171,6 +1192,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         )
         return EXIT_USER_ERROR
     except Exception as err:  # the last resort: one line, the traceback in a file
+        if _interrupt.interrupted_early():  # a Ctrl-C that something turned into another exception
+            print(f"vaelab {args.command}: interrupted", file=sys.stderr)
+            return Interrupted.exit_code
         where = _write_traceback(err)
         what = (str(err).splitlines() or [""])[0][:200]
         print(f"vaelab {args.command}: internal error ({type(err).__name__}: {what}); this is a bug in vaelab, "

@@ -15,6 +15,8 @@ from typing import Any
 from vaelab.data.dataset import IMAGE_SHAPE
 from vaelab.errors import VaelabError
 
+MAX_STEPS = 2**31 - 1  # a run's steps: the optimizer's int32 step counter (vaelab.limits checks a run's total)
+
 ARCHS = ("mlp", "conv", "convnet")
 # The members of the VAE family (vaelab.models.MODELS, --model): the VAE with β, the importance-weighted bound of
 # Burda et al. (2015), the VAE conditioned on the label of Sohn et al. (2015), the VAE with the VampPrior of Tomczak &
@@ -45,6 +47,10 @@ DECODER_ACTIVATIONS = ("sigmoid", "linear")
 DEFAULT_FILTERS = (16, 32, 64)
 # Keras seeds are uint32, and each layer's initializer gets 1000 * seed + its number (model.py).
 MAX_SEED = (2**32 - 1000) // 1000
+# Training computes in float32: a float setting must be a finite float32, and a positive one no smaller than the
+# smallest normal float32 (below it, it flushes to 0 or loses its precision).
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
 MAX_PARAMETERS = 100_000_000  # 400 MB of float32 weights, 1.6 GB with RMSprop's state and gradients
 VARIANCES = ("learned", "fixed")
 OPTIMIZERS = ("rmsprop", "adam")
@@ -229,8 +235,7 @@ class ModelConfig:
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_positive("latent_dim", self.latent_dim)
         _check_positive("intermediate_dim", self.intermediate_dim)
-        if not (math.isfinite(self.epsilon_std) and self.epsilon_std > 0):
-            raise VaelabError(f"epsilon_std must be a finite number > 0, got {self.epsilon_std}")
+        _check_float32("epsilon_std", self.epsilon_std)
         if self.hidden is not None:
             if not isinstance(self.hidden, tuple) or not self.hidden:
                 raise VaelabError(f"hidden must list one or more layer widths, got {self.hidden!r}")
@@ -334,22 +339,20 @@ class TrainConfig:
             object.__setattr__(self, "beta", float(self.beta))
 
     def validate(self) -> None:
+        for name in ("epochs", "kl_warmup", "lr_decay_epochs"):  # the optimizer's step counter is an int32
+            if isinstance(getattr(self, name), int) and getattr(self, name) > MAX_STEPS:
+                raise VaelabError(f"{name} must be at most {MAX_STEPS:,} (the steps a run can take), got "
+                                  f"{getattr(self, name):.3g}; lower it")  # fmt: skip
         _check_positive("epochs", self.epochs)
         _check_positive("batch_size", self.batch_size)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise VaelabError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        _check_float32("learning_rate", self.learning_rate)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise VaelabError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
         for name in ("train_subset", "test_subset", "lr_decay_epochs"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
-        if (
-            isinstance(self.beta, bool)
-            or not isinstance(self.beta, int | float)
-            or not (math.isfinite(self.beta) and self.beta >= 0)
-        ):
-            raise VaelabError(f"beta must be a finite number >= 0, got {self.beta!r}")
+        _check_float32("beta", self.beta, zero=True)
         if isinstance(self.kl_warmup, bool) or not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
             raise VaelabError(f"kl_warmup must be an integer >= 0 (epochs), got {self.kl_warmup!r}")
 
@@ -384,6 +387,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         from vaelab.data import check_image_size
 
+        _check_choice("preset", self.preset, tuple(PRESETS))
         self.model.validate()
         self.train.validate()
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -511,6 +515,21 @@ def _shape_words(shape: tuple[int, ...]) -> str:
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise VaelabError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def _check_float32(name: str, value: object, zero: bool = False) -> None:
+    """A float setting, checked in the precision training uses: a finite number > 0 (or >= 0, with `zero`) that
+    float32 holds, neither beyond its largest number nor, if positive, below its smallest normal one."""
+    bound = ">= 0" if zero else "> 0"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise VaelabError(f"{name} must be a finite number {bound}, got {value!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise VaelabError(f"{name} must be a finite number {bound}, got {value!r}")
+    if value > FLOAT32_MAX or 0 < value < FLOAT32_TINY:
+        raise VaelabError(
+            f"{name} {value!r} is outside float32, which training computes in: give a number from "
+            f"{FLOAT32_TINY:.4g} to {FLOAT32_MAX:.4g}{' (or 0)' if zero else ''}"
+        )
 
 
 def _check_positive(name: str, value: object) -> None:

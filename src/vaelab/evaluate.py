@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from vaelab import _interrupt
+from vaelab import _interrupt, limits
 from vaelab._lock import DirectoryLock
 from vaelab.data import Dataset, test_images
 from vaelab.data.batches import one_hot
@@ -201,7 +201,7 @@ def evaluate_and_save(run: Run, data: Dataset, **kwargs) -> Evaluation:
     return result
 
 
-MEMORY_SHARE = 0.5  # an evaluation may take at most this share of the machine's memory
+MEMORY_SHARE = limits.MEMORY_SHARE  # an evaluation may take at most this share of the machine's memory
 
 
 def _physical_memory() -> int:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vaelab import _interrupt, analysis, lanes, plots, samplers
+from vaelab import _interrupt, analysis, lanes, limits, plots, samplers
 from vaelab._files import write_text
 from vaelab.config import (
     CODE_DIM,
@@ -133,6 +133,7 @@ def report(
     if sampler != "prior" and model == "vqvae":
         raise VaelabError(f"--sampler {sampler} draws Gaussian codes, and a vqvae's are codebook indices")
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
+    limits.check_evaluation(len(data.x_test), iwae_samples)  # before any training, not after it
     presets = report_presets(data.image_shape, model or ModelConfig.family)
     configs = [
         make_config(

@@ -408,8 +408,14 @@ def load_checkpoint(path: Path, vae, optimizer=None, run_id: str | None = None) 
             variables = [v for v in vae.variables if v.path in saved_paths or v.path not in OPTIONAL_VARIABLES]
             if saved_paths != [v.path for v in variables]:
                 raise damaged(file, f"it holds the weights of another network than {CONFIG} describes")
+            opt_names = sorted(k for k in saved.files if k.startswith("optimizer/"))
+            expected = {"epoch", "run_id", "model_paths", *(f"model/{i:03d}" for i in range(len(variables)))}
+            strays = set(saved.files) - expected - set(opt_names)
+            if strays or opt_names != [f"optimizer/{i:03d}" for i in range(len(opt_names))]:
+                odd = sorted(strays) or [n for i, n in enumerate(opt_names) if n != f"optimizer/{i:03d}"]
+                raise damaged(file, f"an entry named {odd[0]!r}, which vaelab never writes")
             values = [saved[f"model/{i:03d}"] for i in range(len(variables))]
-            opt_values = [saved[k] for k in sorted(saved.files) if k.startswith("optimizer/")]
+            opt_values = [saved[k] for k in opt_names]
             epoch = int(saved["epoch"])
     except FileNotFoundError:
         raise damaged(file, "missing") from None

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaelab import _interrupt, lanes
+from vaelab import _interrupt, lanes, limits
 from vaelab._files import write_json, write_text
 from vaelab._lock import DirectoryLock
 from vaelab.config import RunConfig, make_config
@@ -140,6 +140,7 @@ def sweep(
     workers = workers or default_workers()
     with DirectoryLock(out, "sweep"), _interrupt.stop_at_step_boundary():
         data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
+        limits.check_evaluation(len(data.x_test[:images]), samples)  # before any point trains
         points = grid(axes, {**fixed, "image_size": image_size, "grey": grey}, data.name)
         images = min(images or len(data.x_test), len(data.x_test))
         write_json(out / "sweep.json", {"axes": {a: list(v) for a, v in axes.items()}, "fixed": fixed,

@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vaelab import _interrupt, kernels, schedule, snapshots
+from vaelab import _interrupt, kernels, limits, schedule, snapshots
 from vaelab import run as runs
 from vaelab._files import WriteError
 from vaelab._lock import DirectoryLock
@@ -114,6 +114,9 @@ def train(
     place = layout(devices)
     if out.exists() and not out.is_dir():
         raise VaelabError(f"{out} is a file, not a run directory; choose another --out")
+    data = _data_for(config, data, log)
+    resolved = config.for_data(data)  # a training that cannot fit is refused before its directory exists
+    limits.check_training(resolved, steps_per_epoch(resolved, data))
     with _writing(out, place), _interrupt.stop_at_step_boundary():
         if place.writer and (out / runs.CONFIG).exists() and not overwrite:
             raise VaelabError(
@@ -178,7 +181,8 @@ def resume(
                 optimizer.build(models.vae.trainable_variables)
                 initial_epoch = runs.load_checkpoint(out, models.vae, optimizer, run_id=info.get("run_id"))
                 history = runs.read_history(out)[:initial_epoch]
-        changed = info.get("distribution") != place.record()
+        # where it trained last; a resume with no epoch to train leaves the run's files as they are
+        changed = info.get("distribution") != place.record() and initial_epoch < config.train.epochs
         info = {**info, "distribution": place.record()}
         if epochs is not None and epochs != config.train.epochs:
             if epochs < initial_epoch:
@@ -215,6 +219,7 @@ def _check(place: Layout, config: RunConfig, data: Dataset, initial_epoch: int =
     """Before anything is written: the batches split evenly over the devices, and every process trains
     the same configuration on the same data from the same epoch."""
     prepare(config, data, place)
+    limits.check_training(config, steps_per_epoch(config, data))
     place.check_same("configuration", json.dumps(config.to_dict(), sort_keys=True))
     place.check_same("data", data.sha256)
     place.check_same("checkpoint", str(initial_epoch))
@@ -311,7 +316,10 @@ def _fit(
             "bound": model.bound,  # what elbo_loss bounds: -log p(x), or a cvae's -log p(x|y)
         },
     }
-    if place.writer:
+    kept = _finished(out, metrics) if initial_epoch >= config.train.epochs and place.writer else None
+    if kept is not None:  # nothing trained now, and the run's files are whole: they stay byte for byte
+        metrics = kept
+    elif place.writer:
         metrics = runs.update_metrics(out, **metrics)
     if place.replicas > 1:
         models = _local_copy(config, models)
@@ -324,9 +332,20 @@ def _fit(
         history=history,
         metrics=metrics,
     )
-    if place.writer:
+    if place.writer and kept is None:
         export_run(run)
     return run
+
+
+def _finished(out: Path, metrics: dict) -> dict | None:
+    """metrics.json of a run that has nothing left to train, when it and the exported networks are whole and of this
+    run (its id, its epochs); None where any is missing or damaged, to be written again."""
+    try:
+        kept = runs.read_metrics(out)
+    except VaelabError:
+        return None
+    same = all(kept.get(k) == metrics[k] for k in ("run_id", "epochs")) and isinstance(kept.get("test"), dict)
+    return kept if same and all((out / name).is_file() for name in runs.KERAS_FILES) else None
 
 
 def conv_layers(config: RunConfig, place: Layout = ONE_DEVICE) -> str:

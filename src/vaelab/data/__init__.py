@@ -119,7 +119,7 @@ def load_dataset(
             )
         return load_shards(path.resolve())
     if path.is_dir():
-        return load_folder(path.resolve(), image_size=size, grey=grey)
+        return load_folder(path.resolve(), image_size=size, grey=grey, log=log)
     if path.is_file() and path.suffix == ".npz":
         return load_npz(path.resolve(), image_size=size, grey=grey)
     if path.exists():

@@ -9,7 +9,10 @@ A folder is read the way `keras.utils.image_dataset_from_directory` reads one:
 Class names are the subfolders' names in alphabetical order. Every image is opened with Pillow
 (PNG, JPEG, BMP, GIF, TIFF, WebP, ...) and kept at its own size and colour: the dataset is colour
 (RGB, transparency dropped) when any image is, grey when all are (an RGB file whose pixels all have
-R = G = B counts as grey). Images of different sizes need `image_size=(H, W)` (`--image-size H W`):
+R = G = B counts as grey). Pixels become 8-bit: 16-bit images (and the 32-bit integer images Pillow
+makes of 16-bit PGMs, whose values fit in 16 bits) are scaled, v * 255 / 65535 rounded, and the
+loader says so once; floating-point images, wider integers, and images over MAX_IMAGE_PIXELS are
+refused in one line naming the file. Images of different sizes need `image_size=(H, W)` (`--image-size H W`):
 each image is then padded to that aspect ratio and resized (`vaelab.data.images`); `grey=True`
 (`--grey`) converts them to grey (ITU-R 601-2 luma). `--image-size 28 28 --grey` reads a folder as
 vaelab's first version did, to MNIST's shape. Without a given split, a seeded hold-out of 1/7 of each
@@ -25,7 +28,9 @@ names of the factors whose numbers are labels rather than values (default: none)
 
 from __future__ import annotations
 
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +41,23 @@ from vaelab.errors import VaelabError
 
 TEST_FRACTION = 1 / 7  # MNIST's share of test images: 10,000 of 70,000
 SPLIT_SEED = 0  # the hold-out is the same every time the folder is read
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow's modes of grey images
+GREY_MODES = ("1", "L", "LA", "La")  # Pillow's modes of 8-bit grey images
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")  # Pillow's modes of 16-bit grey images
+# Pillow's own guard against decompression bombs (its MAX_IMAGE_PIXELS): a header declaring more pixels than this
+# is refused before any is decoded. 89 million RGB pixels are 268 MB, far beyond any image a VAE here trains on.
+MAX_IMAGE_PIXELS = 89_478_485
+SCALED = "16-bit pixels scaled to 8 bits (v * 255 / 65535, rounded)"
 Size = tuple[int, int] | None
 
 
-def load_folder(root: Path, *, image_size: Size = None, grey: bool = False) -> Dataset:
-    """A folder of images (see the module's docstring) as a Dataset."""
+def _quiet(msg: str) -> None:
+    pass
+
+
+def load_folder(
+    root: Path, *, image_size: Size = None, grey: bool = False, log: Callable[[str], None] = _quiet
+) -> Dataset:
+    """A folder of images (see the module's docstring) as a Dataset; `log` hears, once, of 16-bit images scaled."""
     entries = _visible(root)
     dirs = {p.name: p for p in entries if p.is_dir()}
     files = [p for p in entries if p.is_file()]
@@ -69,6 +85,8 @@ def load_folder(root: Path, *, image_size: Size = None, grey: bool = False) -> D
         arrays = _hold_out(x, y)
         split = f"seeded hold-out of {TEST_FRACTION:.4f} of each class (seed {SPLIT_SEED})"
     details = {"conversion": reader.conversion(arrays["x_train"]), "split": split}
+    if reader.scaled:
+        log(f"vaelab: {root}: {reader.scaled} images of 16 bits; {SCALED}")
     return make_dataset(
         arrays, name=str(root), source=f"images in {root}", class_names=names, path=root, details=details
     )
@@ -139,22 +157,48 @@ class _Reader:
         self.image_size, self.grey = image_size, grey
         self.first: tuple[str, tuple[int, int]] | None = None  # an image's name and size, for the error
         self.colour = False  # whether any image read is colour
+        self.scaled = 0  # how many 16-bit images were scaled to 8 bits
 
     def open(self, path: Path) -> np.ndarray:
         """One image file -> uint8 (h, w) or (h, w, 3), converted."""
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(path) as image:
-                if self.grey or image.mode in GREY_MODES:
-                    pixels = np.asarray(image.convert("L"))
-                else:
-                    pixels = np.asarray(image.convert("RGB"))
-                    if (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all():
-                        pixels = pixels[..., 0]  # an RGB file of a grey picture
-        except (UnidentifiedImageError, OSError, ValueError) as err:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+                with Image.open(path) as image:
+                    pixels = self._pixels(image, path)
+        except Image.DecompressionBombError:
+            raise _too_large(path, None) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
             raise VaelabError(f"{path} is not an image vaelab can read ({err}); remove or replace it") from None
         return self.convert(pixels, path.name)
+
+    def _pixels(self, image, path: Path) -> np.ndarray:
+        """An open Pillow image -> uint8 (h, w) or (h, w, 3): 8-bit modes through Pillow, 16-bit ones scaled."""
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise _too_large(path, image.size)
+        if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+            values = np.asarray(image).astype(np.int64)
+            if image.mode == "I" and (values.min(initial=0) < 0 or values.max(initial=0) > 65535):
+                raise VaelabError(
+                    f"{path} holds 32-bit integer pixels ({values.min()} to {values.max()}); vaelab reads 8- and "
+                    "16-bit images: save it as an 8- or 16-bit PNG"
+                )
+            self.scaled += 1
+            return ((values * 255 + 32767) // 65535).astype(np.uint8)
+        if image.mode == "F":
+            raise VaelabError(
+                f"{path} holds floating-point pixels; vaelab reads 8- and 16-bit images: save it as an 8- or 16-bit PNG"
+            )
+        if self.grey or image.mode in GREY_MODES:
+            return np.asarray(image.convert("L"))
+        if image.mode in ("P", "PA"):  # a palette with transparency goes through RGBA (as Pillow asks)
+            image = image.convert("RGBA")
+        pixels = np.asarray(image.convert("RGB"))
+        if (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all():
+            pixels = pixels[..., 0]  # an RGB file of a grey picture
+        return pixels
 
     def convert(self, image: np.ndarray, name: str) -> np.ndarray:
         """uint8 (h, w) or (h, w, 3) -> grey if asked, resized if asked; checks that sizes agree otherwise."""
@@ -195,11 +239,20 @@ class _Reader:
     def conversion(self, x: np.ndarray) -> str:
         """How the images were converted, in words (recorded with a run)."""
         steps = [GREY] if self.grey else ["RGB" if x.ndim == 4 else "grey, as stored"]
+        if self.scaled:
+            steps.append(SCALED)
         if self.image_size is not None:
             steps.append(f"{RESIZE} to {_hw(self.image_size)}")
         else:
             steps.append(f"{_hw(x.shape[1:3])}, as stored")
         return ", ".join(steps)
+
+
+def _too_large(path: Path, size: tuple[int, int] | None) -> VaelabError:
+    declared = f"declares {size[0]}x{size[1]} pixels" if size else "declares more pixels than Pillow will decode"
+    return VaelabError(
+        f"{path} {declared}, over the limit of {MAX_IMAGE_PIXELS:,} pixels per image; shrink it or remove it"
+    )
 
 
 def _hw(size) -> str:

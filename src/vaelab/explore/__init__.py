@@ -108,7 +108,7 @@ def serve(
         http=guards.SlowClientGuard,
         log_level="warning",
         timeout_keep_alive=guards.KEEP_ALIVE_SECONDS,
-        limit_concurrency=guards.MAX_CONCURRENCY,
+        limit_concurrency=None,  # guards.SlowClientGuard bounds the connections, guards.RequestLimit the requests
         h11_max_incomplete_event_size=guards.MAX_HEADER_BYTES,
         timeout_graceful_shutdown=guards.SHUTDOWN_SECONDS,
     )
@@ -175,4 +175,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         raise VaelabError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from None
+    except (UnicodeError, ValueError, TypeError):  # a name no resolver can take: NUL, undecodable bytes
+        sock.close()
+        raise VaelabError(f"--host {host!r} is not a host name or an address; give one such as 127.0.0.1") from None
     return sock

@@ -6,12 +6,17 @@
 - Security headers on every response: a Content-Security-Policy that allows the page's own files and
   its own API only, `X-Content-Type-Options: nosniff`, and no framing (`frame-ancestors 'none'`,
   `X-Frame-Options: DENY`).
-- Slow or idle clients are disconnected: a whole request (headers and body) must arrive within
-  REQUEST_READ_SECONDS of the connection's opening or of the previous response; an idle keep-alive
-  connection is closed after KEEP_ALIVE_SECONDS.
-- At most MAX_CONCURRENCY connections or requests at once (beyond: 503); request headers up to
-  MAX_HEADER_BYTES; request bodies up to MAX_BODY_BYTES, or more where the runs' images are larger
-  (`body_limit`; beyond: 413).
+- Slow or idle clients are disconnected, each on its own deadlines: the request line and headers
+  must arrive within HEADER_READ_SECONDS of the connection's opening or of the previous response,
+  the body within BODY_READ_SECONDS of the headers' end; an idle keep-alive connection is closed
+  after KEEP_ALIVE_SECONDS.
+- Slow clients cannot starve the others: at most MAX_CONNECTIONS connections are open at once, and
+  a connection beyond them closes the one that has waited longest for its request to arrive (a
+  slow or idle client; never one whose request is being answered). Only when all of them are being
+  answered does the newcomer get 503. At most MAX_CONCURRENCY requests are answered at once
+  (beyond: 503).
+- Request line and headers up to MAX_HEADER_BYTES (beyond: 431, however they arrive); request bodies
+  up to MAX_BODY_BYTES, or more where the runs' images are larger (`body_limit`; beyond: 413).
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this
-REQUEST_READ_SECONDS = 10  # to send a whole request: the page's largest is a few kB
-MAX_CONCURRENCY = 32  # connections (and requests) at once; a browser opens at most 6 per server
+HEADER_READ_SECONDS = 5  # to send the request line and headers: a browser sends them in one packet
+BODY_READ_SECONDS = 10  # to send a body after its headers: the page's largest is a few kB, an encode's 72 kB
+MAX_CONNECTIONS = 32  # connections open at once; a browser opens at most 6 per server
+MAX_CONCURRENCY = 32  # requests answered at once
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers; browsers send well under 2 kB here
 MAX_BODY_BYTES = 64 * 1024  # the largest valid request (256 points of 50 dimensions) is far smaller
 PIXEL_BYTES = 24  # a pixel value in an encode request, at most: "1.2345678901234567e-05, "
@@ -186,38 +193,111 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, guarded_send)
 
 
-class SlowClientGuard(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, plus a deadline for reading each request (uvicorn has none).
+class RequestLimit:
+    """ASGI middleware: at most `limit` requests answered at once; beyond, 503 and one line."""
 
-    The timer runs from the connection's opening, and again from each response, until the client has
-    sent a complete request; if it fires first, the connection is closed. So a client that sends half
-    a header (or half a body) and waits holds its connection REQUEST_READ_SECONDS at most.
+    def __init__(self, app, limit: int = MAX_CONCURRENCY):
+        self.app, self.limit, self.active = app, limit, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.active >= self.limit:
+            return await plain_error(send, 503, f"over {self.limit} requests at once; try again")
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+async def _busy(scope, receive, send):
+    """The answer of a connection beyond MAX_CONNECTIONS when every other one is being answered."""
+    await plain_error(send, 503, f"over {MAX_CONNECTIONS} connections at once, all busy; try again")
+
+
+def _raw_response(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP response, written before (or instead of) the request's own: for refusals below the app."""
+    body = json.dumps({"detail": message}).encode()
+    head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json", f"content-length: {len(body)}",
+            "connection: close", *(f"{k.decode()}: {v.decode()}" for k, v in SECURITY_HEADERS)]  # fmt: skip
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class SlowClientGuard(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, plus per-client deadlines, a connection limit that evicts the slowest
+    client, and a header limit however the headers arrive (uvicorn has none of the three).
+
+    Each connection is either waiting for a request (its header or body deadline armed: from its
+    opening, or from its previous response) or having one answered. A new connection beyond
+    `max_connections` closes the waiting one whose wait began first; with none waiting, its own request
+    is answered 503. So clients that trickle bytes hold their connections until someone needs one, and
+    HEADER_READ_SECONDS or BODY_READ_SECONDS at most.
     """
 
-    read_seconds: float = REQUEST_READ_SECONDS
+    header_seconds: float = HEADER_READ_SECONDS
+    body_seconds: float = BODY_READ_SECONDS
+    max_connections: int = MAX_CONNECTIONS
+    max_header_bytes: int = MAX_HEADER_BYTES
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._read_deadline = None
-        self._arm()
+        self._head = b""  # what has arrived of the request line and headers
+        self._arm(self.header_seconds)
+        open_ = [c for c in self.connections if c is not self and not c.transport.is_closing()]
+        if len(open_) >= self.max_connections:
+            self._make_room(open_)
+
+    def _make_room(self, others: list) -> None:
+        """Closes the connection that has waited longest for its request; with none waiting, answers 503."""
+        waiting = [c for c in others if getattr(c, "_read_deadline", None) is not None]
+        if waiting:
+            oldest = min(waiting, key=lambda c: c._waiting_since)
+            oldest._cancel()
+            oldest.transport.close()
+        elif len(others) >= 2 * self.max_connections:  # a flood: no room to even read a request
+            self.transport.close()
+        else:
+            self.app = _busy
 
     def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and not self._within_header_limit(data):
+            self._cancel()
+            too_long = f"request line and headers over {self.max_header_bytes} bytes"
+            self.transport.write(_raw_response(431, "Request Header Fields Too Large", too_long))
+            self.transport.close()
+            return
+        before = self.conn.their_state
         super().data_received(data)
+        if before is h11.IDLE and self.conn.their_state is h11.SEND_BODY:
+            self._arm(self.body_seconds)  # the headers are in: the body's own deadline
         self._disarm_when_read()
+
+    def _within_header_limit(self, data: bytes) -> bool:
+        """Whether the request's head, as far as it has arrived, is within `max_header_bytes`."""
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        size = end + 4 if end >= 0 else len(self._head)
+        if end >= 0 or size > self.max_header_bytes:
+            self._head = b""
+        return size <= self.max_header_bytes
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
-            self._arm()
+            self._head = b""
+            self._arm(self.header_seconds)
             self._disarm_when_read()  # a pipelined request may already be complete
 
     def connection_lost(self, exc) -> None:
         self._cancel()
         super().connection_lost(exc)
 
-    def _arm(self) -> None:
+    def _arm(self, seconds: float) -> None:
         self._cancel()
-        self._read_deadline = self.loop.call_later(self.read_seconds, self._too_slow)
+        self._waiting_since = self.loop.time()
+        self._read_deadline = self.loop.call_later(seconds, self._too_slow)
 
     def _disarm_when_read(self) -> None:
         if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):

@@ -36,7 +36,7 @@ from vaelab import analysis
 from vaelab.data import Dataset
 from vaelab.data.batches import one_hot
 from vaelab.explore import guards, pagedata
-from vaelab.explore.guards import AllowedHosts, BodySizeLimit, HostCheck, SecurityHeaders
+from vaelab.explore.guards import AllowedHosts, BodySizeLimit, HostCheck, RequestLimit, SecurityHeaders
 from vaelab.run import Run
 
 MAX_POINTS = 256  # latent points per decode request
@@ -226,6 +226,7 @@ def create_app(runs: list[Run], data: Dataset, *, allowed_hosts: AllowedHosts | 
         redoc_url=None,
     )
     app.add_middleware(BodySizeLimit, limit=guards.body_limit(largest))
+    app.add_middleware(RequestLimit, limit=guards.MAX_CONCURRENCY)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
     app.add_middleware(SecurityHeaders)  # added last, so outermost: on every response, refusals included
