@@ -1,4 +1,4 @@
-"""Compiled C++ kernels for the ConvNet's layers, called through JAX's FFI.
+"""Compiled C++ kernels for the ConvNet's layers and the dense layers, called through JAX's FFI.
 
 The layers of `vaelab.layers` (and the decoder's plain 3x3 convolution) compute, on the JAX backend
 on a CPU, with hand-written loops instead of XLA's convolutions, which are slow for the 1-16
@@ -20,6 +20,13 @@ backward passes keep only the layer's output (for the activation's slope) and th
 argmax, besides the input and kernel. A batch is split into chunks of whole images that run on
 XLA's CPU thread pool; weight gradients are summed per chunk and the chunks added in a fixed order,
 so training repeats exactly.
+
+The dense layers (`vaelab.layers.Dense`, every Dense of the networks unless `--implementation keras`)
+run y = act(x w + b), act linear, relu, sigmoid or tanh, any widths, as register-tiled matrix products
+with the activation fused (dense_math.h, handlers in dense_ffi.h): a forward pass, one for the kernel
+and bias, one for the input, as above. Each pass is cut into column strips that run on XLA's pool
+when the layer is large enough to pay for waking a thread; each output is summed by one tile in a
+fixed order, so the split does not change the numbers.
 
 `status()` says whether the kernels are in use here and, if not, why.
 """
@@ -71,6 +78,12 @@ def runs(kind: str, channels: tuple[int, int]) -> bool:
     """Whether a layer of `kind` with these (input, output) channels runs on the kernels now."""
     current = status()
     return current.in_use and tuple(channels) in current.supported.get(kind, ())
+
+
+def dense_runs() -> bool:
+    """Whether dense layers run on the kernels now (any widths: the library computes every shape)."""
+    current = status()
+    return current.in_use and "dense" in current.supported
 
 
 def _load() -> Status:
