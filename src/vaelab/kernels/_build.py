@@ -34,12 +34,23 @@ from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent
 # every file the library is built from
-SOURCES = ("conv_math.h", "conv_chunks.h", "conv_pool.h", "conv_layers.h", "dense_math.h", "dense_ffi.h", "conv_ffi.cc")
+SOURCES = (
+    "conv_math.h",
+    "conv_chunks.h",
+    "conv_pool.h",
+    "conv_layers.h",
+    "dense_math.h",
+    "optimizer_math.h",
+    "dense_ffi.h",
+    "conv_ffi.cc",
+)
 MAIN_SOURCE = "conv_ffi.cc"
 LIBRARY = "libvaelab_kernels.so"
 KINDS = ("conv_pool", "conv", "upconv", "dense")  # the layer kinds the library computes
-HANDLERS = tuple(  # the FFI handlers the library exports (conv_ffi.cc), registered under the same names
-    f"vaelab_{kind}_{part}" for kind in KINDS for part in ("forward", "weights", "input")
+HANDLERS = (  # the FFI handlers the library exports (conv_ffi.cc, dense_ffi.h), registered under the same names
+    *(f"vaelab_{kind}_{part}" for kind in KINDS for part in ("forward", "weights", "input")),
+    "vaelab_adam_update",
+    "vaelab_rmsprop_update",
 )
 COMPILE_TIMEOUT_S = 600
 

@@ -9,8 +9,10 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 
 #include "dense_math.h"
+#include "optimizer_math.h"
 
 namespace vaelab {
 namespace {
@@ -86,10 +88,69 @@ ffi::Error DenseInput(ffi::ThreadPool pool, Matrix w, Matrix y, Matrix g, Out<Ma
   return ffi::Error::Success();
 }
 
+// ---- the optimizers' updates ----------------------------------------------------------------------
+
+using Any = ffi::Buffer<ffi::F32>;  // a variable of any shape, and its slots
+
+// Elements per piece of an optimizer's update: a pass over memory, worth a second thread only when long.
+constexpr Index kElementsPerPiece = 1 << 16;
+
+void split_elements(ffi::ThreadPool& pool, Index n, const std::function<void(Index, Index)>& work) {
+  const Index pieces = std::max<Index>(1, std::min<Index>(pool.num_threads() + 1, n / kElementsPerPiece));
+  if (pieces == 1) return work(0, n);
+  // piece boundaries on whole vectors, so that the split does not move the scalar tail
+  const Index vectors = n / kLanes;
+  parallel_for(pool, pieces, [&](Index q) {
+    const Index lo = q * vectors / pieces * kLanes, hi = q + 1 == pieces ? n : (q + 1) * vectors / pieces * kLanes;
+    work(lo, hi);
+  });
+}
+
+bool same_count(std::initializer_list<Index> counts) {
+  for (Index c : counts)
+    if (c != *counts.begin()) return false;
+  return true;
+}
+
+// (variable, m, v, gradient, [alpha, 1 - beta_1, 1 - beta_2, epsilon]) -> (variable, m, v)
+ffi::Error AdamUpdate(ffi::ThreadPool pool, Any p, Any m, Any v, Any g, Vec scalars, Out<Any> p_out, Out<Any> m_out,
+                      Out<Any> v_out) {
+  const Index n = Index(p.element_count());
+  if (!same_count({n, Index(m.element_count()), Index(v.element_count()), Index(g.element_count()),
+                   Index(p_out->element_count()), Index(m_out->element_count()), Index(v_out->element_count())}) ||
+      scalars.element_count() != 4)
+    return invalid("adam: variable, slots, gradient and outputs must have the same size, and 4 scalars");
+  const float* c = scalars.typed_data();
+  const AdamScalars s{c[0], c[1], c[2], c[3]};
+  split_elements(pool, n, [&](Index lo, Index hi) {
+    adam_update(p.typed_data(), m.typed_data(), v.typed_data(), g.typed_data(), p_out->typed_data(),
+                m_out->typed_data(), v_out->typed_data(), s, lo, hi);
+  });
+  return ffi::Error::Success();
+}
+
+// (variable, velocity, gradient, [lr, rho, 1 - rho, epsilon]) -> (variable, velocity)
+ffi::Error RmspropUpdate(ffi::ThreadPool pool, Any p, Any velocity, Any g, Vec scalars, Out<Any> p_out,
+                         Out<Any> velocity_out) {
+  const Index n = Index(p.element_count());
+  if (!same_count({n, Index(velocity.element_count()), Index(g.element_count()), Index(p_out->element_count()),
+                   Index(velocity_out->element_count())}) ||
+      scalars.element_count() != 4)
+    return invalid("rmsprop: variable, velocity, gradient and outputs must have the same size, and 4 scalars");
+  const float* c = scalars.typed_data();
+  const RmspropScalars s{c[0], c[1], c[2], c[3]};
+  split_elements(pool, n, [&](Index lo, Index hi) {
+    rmsprop_update(p.typed_data(), velocity.typed_data(), g.typed_data(), p_out->typed_data(),
+                   velocity_out->typed_data(), s, lo, hi);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 }  // namespace vaelab
 
 namespace {
+using vaelab::Any;
 using vaelab::Matrix;
 constexpr char kDenseAct[] = "activation";
 auto DenseBind() { return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>(); }
@@ -105,3 +166,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_dense_input, vaelab::DenseInput,
                               DenseBind().Arg<Matrix>().Arg<Matrix>().Arg<Matrix>().Ret<Matrix>().Attr<int32_t>(
                                   kDenseAct));
+// the optimizers: (variable, slots..., gradient, scalars) -> (variable, slots...), in place where XLA can
+XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_adam_update, vaelab::AdamUpdate,
+                              DenseBind().Arg<Any>().Arg<Any>().Arg<Any>().Arg<Any>().Arg<vaelab::Vec>().Ret<Any>().Ret<
+                                  Any>().Ret<Any>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_rmsprop_update, vaelab::RmspropUpdate,
+                              DenseBind().Arg<Any>().Arg<Any>().Arg<Any>().Arg<vaelab::Vec>().Ret<Any>().Ret<Any>());

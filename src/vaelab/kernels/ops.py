@@ -198,3 +198,38 @@ def _dense_bwd(act, residuals, g):
 
 
 _dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+# ---- the optimizers' updates --------------------------------------------------------------------
+
+
+def adam_update(variable, m, v, gradient, scalars):
+    """Keras' Adam update of one variable in one pass: (variable, m, v) after it. `scalars`: float32
+    [alpha, 1 - beta_1, 1 - beta_2, epsilon] (optimizer_math.h). The outputs reuse the inputs' buffers where XLA can."""
+    _check_update("adam", (variable, m, v, gradient), scalars)
+    shapes = [(variable.shape, jnp.float32)] * 3
+    return _ffi_aliased("vaelab_adam_update", shapes, {0: 0, 1: 1, 2: 2}, variable, m, v, gradient, scalars)
+
+
+def rmsprop_update(variable, velocity, gradient, scalars):
+    """Keras' RMSprop update (no momentum, not centred) of one variable: (variable, velocity) after it. `scalars`:
+    float32 [learning rate, rho, 1 - rho, epsilon]."""
+    _check_update("rmsprop", (variable, velocity, gradient), scalars)
+    shapes = [(variable.shape, jnp.float32)] * 2
+    return _ffi_aliased("vaelab_rmsprop_update", shapes, {0: 0, 1: 1}, variable, velocity, gradient, scalars)
+
+
+def _check_update(kind: str, arrays, scalars) -> None:
+    shape = tuple(arrays[0].shape)
+    for value in arrays:
+        if getattr(value, "dtype", None) != jnp.float32 or tuple(value.shape) != shape:
+            raise ValueError(f"{kind} kernel: the variable, its slots and its gradient must be float32 of one shape")
+    if getattr(scalars, "dtype", None) != jnp.float32 or tuple(scalars.shape) != (4,):
+        raise ValueError(f"{kind} kernel: the scalars must be a float32 array of 4")
+    if not kernels.dense_runs():
+        raise ValueError(f"{kind} kernel: not available here ({kernels.status()})")
+
+
+def _ffi_aliased(name: str, outputs, aliases: dict[int, int], *args):
+    shapes = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in outputs]
+    return jax.ffi.ffi_call(name, shapes, input_output_aliases=aliases)(*args)
