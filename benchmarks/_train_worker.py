@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--implementation", default="fused")
     parser.add_argument("--dataset", default="mnist", help="a built-in dataset (vaelab.data.load_dataset)")
+    parser.add_argument("--settings", default="{}", help="more make_config settings, as JSON (Burda's network)")
     args = parser.parse_args()
 
     import os
@@ -45,7 +46,10 @@ def main() -> None:
     from vaelab.training import train
 
     tune_malloc()  # as the vaelab command does
-    config = make_config(args.preset, epochs=args.epochs, implementation=args.implementation, dataset=args.dataset)
+    settings = json.loads(args.settings)
+    config = make_config(
+        args.preset, epochs=args.epochs, implementation=args.implementation, dataset=args.dataset, **settings
+    )
     data = load_dataset(config.dataset, log=lambda msg: None)  # what train would load; here to count its images
     with tempfile.TemporaryDirectory() as out:
         run = train(config, Path(out) / "run", data=data, verbose=0, log=lambda msg: None)
@@ -62,6 +66,7 @@ def main() -> None:
                 "peak_rss_mb": peak_rss_mb(),
                 "test_loss": run.metrics["test"]["loss"],
                 "kernels": str(kernels.status()) if keras.backend.backend() == "jax" else None,
+                "dense_kernels": kernels.dense_runs() if keras.backend.backend() == "jax" else None,
             }
         )
     )

@@ -19,6 +19,7 @@ pixels + analytic KL, the test set evaluated after every epoch. Used by train_sp
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import resource
@@ -57,21 +58,28 @@ def logistic_log_likelihood(x, mean, log_scale):
 
 
 class MLP(nn.Module):
-    def __init__(self, latent_dim=2, hidden=256):
+    """vaelab's dense network: hidden widths `hidden` (the decoder mirrored), `activation` tanh or relu."""
+
+    def __init__(self, latent_dim=2, hidden=(256,), activation="relu"):
         super().__init__()
-        self.h, self.z_mean, self.z_log_var = (
-            nn.Linear(784, hidden),
-            nn.Linear(hidden, latent_dim),
-            nn.Linear(hidden, latent_dim),
-        )
-        self.dec_h, self.dec_mean = nn.Linear(latent_dim, hidden), nn.Linear(hidden, 784)
+        widths = (784, *hidden)
+        self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        self.z_mean, self.z_log_var = nn.Linear(widths[-1], latent_dim), nn.Linear(widths[-1], latent_dim)
+        back = (latent_dim, *hidden[::-1])
+        self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(back))
+        self.dec_mean = nn.Linear(back[-1], 784)
+        self.act = torch.tanh if activation == "tanh" else F.relu
 
     def encode(self, x):
-        h = F.relu(self.h(x.flatten(1)))
+        h = x.flatten(1)
+        for layer in self.encoder:
+            h = self.act(layer(h))
         return self.z_mean(h), self.z_log_var(h)
 
     def decode(self, z):
-        return torch.sigmoid(self.dec_mean(F.relu(self.dec_h(z)))).view(-1, 1, 28, 28)
+        for layer in self.decoder:
+            z = self.act(layer(z))
+        return torch.sigmoid(self.dec_mean(z)).view(-1, 1, 28, 28)
 
     def log_likelihood(self, x, x_hat):
         return bernoulli_log_likelihood(x, x_hat)
@@ -158,6 +166,18 @@ def loss_fn(model, x):
     return (reconstruction + kl).mean()
 
 
+def iwae_loss_fn(model, x, k):
+    """The negative importance-weighted bound with k codes per image, the decoder run once on all of them."""
+    z_mean, z_log_var = model.encode(x)
+    std = torch.exp(0.5 * z_log_var)
+    eps = torch.randn((x.shape[0], k, z_mean.shape[1]), device=x.device)
+    z = z_mean[:, None] + std[:, None] * eps
+    x_hat = model.decode(z.flatten(0, 1)).view(x.shape[0], k, *x.shape[1:])
+    log_px = -F.binary_cross_entropy(x_hat.clamp(1e-7, 1 - 1e-7), x[:, None].expand_as(x_hat), reduction="none")
+    log_w = log_px.flatten(2).sum(2) - 0.5 * (z**2).sum(2) + 0.5 * (eps**2 + z_log_var[:, None]).sum(2)
+    return -(torch.logsumexp(log_w, 1) - math.log(k)).mean()
+
+
 def as_float(x):
     """A batch as floats in [0, 1]: uint8 images scaled as vaelab.data.scale_pixels does."""
     return x if x.is_floating_point() else x.float().div_(255.0)
@@ -185,26 +205,40 @@ def main() -> None:
     parser.add_argument("--dataset", default="shapes", help="convnet's data: a built-in colour dataset")
     parser.add_argument("--compile", action="store_true", help="the loss and its gradient through torch.compile")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: the model and the whole dataset on the GPU")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256], help="mlp: hidden widths")
+    parser.add_argument("--latent-dim", type=int, default=2, help="mlp")
+    parser.add_argument("--activation", default="relu", choices=["relu", "tanh"], help="mlp")
+    parser.add_argument("--optimizer", default="rmsprop", choices=["rmsprop", "adam"])
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--binarize", action="store_true", help="draw binary pixels from the grey levels each step")
+    parser.add_argument("--k", type=int, default=0, help="mlp: the iwae's bound with K codes per image (0: the ELBO)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     x_train, x_test = (x.to(device) for x in load(args.arch, args.dataset))
     torch.manual_seed(0)
-    model = {"mlp": MLP, "conv": Conv}.get(args.arch, lambda: ConvNet(tuple(x_train.shape[1:])))().to(device)
-    loss = torch.compile(loss_fn) if args.compile else loss_fn
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    builders = {"mlp": lambda: MLP(args.latent_dim, tuple(args.hidden), args.activation), "conv": Conv}
+    model = builders.get(args.arch, lambda: ConvNet(tuple(x_train.shape[1:])))().to(device)
+    loss = (lambda m, x: iwae_loss_fn(m, x, args.k)) if args.k else loss_fn
+    loss = torch.compile(loss) if args.compile else loss
+    if args.optimizer == "adam":  # Keras' defaults
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    else:
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    size = args.batch_size
     seconds, test_loss = [], float("nan")
     for _ in range(args.epochs):
         started = time.perf_counter()
         model.train()
-        for batch in torch.randperm(len(x_train), device=device).split(100):
+        for batch in torch.randperm(len(x_train), device=device).split(size):
             optimizer.zero_grad(set_to_none=True)
-            loss(model, as_float(x_train[batch])).backward()
+            x = as_float(x_train[batch])
+            loss(model, torch.bernoulli(x) if args.binarize else x).backward()
             optimizer.step()
         model.eval()
         with torch.no_grad():
             test_loss = float(
-                np.mean([loss(model, as_float(x_test[i : i + 100])).item() for i in range(0, len(x_test), 100)])
+                np.mean([loss(model, as_float(x_test[i : i + size])).item() for i in range(0, len(x_test), size)])
             )
         seconds.append(time.perf_counter() - started)
     how = "torch.compile" if args.compile else "eager"

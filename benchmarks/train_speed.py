@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py [--presets mlp conv] [--epochs 4] [--no-peers]
     python benchmarks/train_speed.py --presets convnet --epochs 3
+    python benchmarks/train_speed.py --presets burda iwae mlp --dense --epochs 3
 
 Every row trains on the full 60,000 MNIST images (the exercise's presets) or on the 50,000 32x32x3 images
 of the generated `shapes` set (`convnet`, opt-in: not in the default list), batch 100, with the test set
@@ -15,6 +16,10 @@ evaluated after each epoch, in a fresh process:
   on Keras 3 + JAX (keras.ops layers; the compiled kernels serve the exercise's ConvNet only), the same
   model on Keras 3 + TensorFlow, and peer_torch.py's ConvNet in plain PyTorch, eager and torch.compile
   (checked equal to vaelab's with copied weights: benchmarks/check_peer_torch.py).
+- `burda` (Burda et al.'s network: 784-200-200-50, tanh, Adam, dynamically binarised, batch 20) and `iwae` (the
+  same network trained on the IWAE bound with k = 5), opt-in: vaelab with XLA's dense layers and updates, and with
+  the compiled dense kernels (`VAELAB_DENSE_KERNELS=1`), beside plain PyTorch, eager; `--dense` adds the kernels'
+  row to the exercise's `mlp` and `mlp-fixed-var` too.
 s/epoch is the median of the epochs after the first (which includes compilation); GFLOP/s counts the
 exercise's layers' forward and backward FLOPs; % of peak is against a float32 matrix product on this
 machine. Every process gets the same malloc settings (vaelab sets them itself; peers get
@@ -41,6 +46,9 @@ from vaelab.run import machine
 HERE = Path(__file__).parent
 PRESETS = ["mlp", "mlp-fixed-var", "conv", "conv-fixed-var"]  # the default run: the exercise's networks on MNIST
 OPT_IN = {"convnet": "shapes"}  # preset: its dataset (50,000 + 10,000 generated 32x32x3 images)
+BURDA = {"hidden": [200, 200], "latent_dim": 50, "activation": "tanh", "optimizer": "adam", "binarize": True,
+         "batch_size": 20}  # fmt: skip
+DENSE = {"burda": BURDA, "iwae": {**BURDA, "model": "iwae", "k": 5}}  # opt-in rows: the mlp preset with these settings
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:glibc.malloc.top_pad=67108864"
 
 
@@ -52,11 +60,15 @@ def measure(cmd: list[str], env: dict[str, str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, list[str], dict[str, str]]]:
+def candidates(
+    preset: str, epochs: int, peers: bool, dense: bool = False
+) -> list[tuple[str, str, list[str], dict[str, str]]]:
     """(who, how, command, environment) for each row of one preset."""
     worker = [str(HERE / "_train_worker.py"), "--preset", preset, "--epochs", str(epochs)]
     fused = [*worker, "--implementation", "fused"]
     jax = {"KERAS_BACKEND": "jax"}
+    if preset in DENSE:
+        return dense_candidates(preset, epochs, peers)
     if preset in OPT_IN:
         return colour_candidates(preset, OPT_IN[preset], epochs, peers)
     if preset.startswith("conv"):
@@ -67,6 +79,10 @@ def candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, li
         ]
     else:
         rows = [("vaelab", "Keras 3 + JAX, fused", fused, jax)]
+        if dense:
+            rows.append(
+                ("vaelab", "Keras 3 + JAX, compiled dense kernels", fused, {**jax, "VAELAB_DENSE_KERNELS": "1"})
+            )
     if peers:
         for backend in ("tensorflow", "torch"):
             if importlib.util.find_spec(backend):
@@ -82,6 +98,25 @@ def candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, li
                     {},
                 )
             )
+    return rows
+
+
+def dense_candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, list[str], dict]]:
+    """The rows of Burda's network (`DENSE`): vaelab with XLA's dense layers and updates, with the compiled dense
+    kernels, and plain PyTorch (eager) with the same network, batch, optimizer and bound."""
+    settings = DENSE[preset]
+    worker = [str(HERE / "_train_worker.py"), "--preset", "mlp", "--epochs", str(epochs), "--settings"]
+    worker.append(json.dumps(settings))
+    jax = {"KERAS_BACKEND": "jax"}
+    rows = [
+        ("vaelab", "Keras 3 + JAX, XLA's dense layers", worker, {**jax, "VAELAB_DENSE_KERNELS": "0"}),
+        ("vaelab", "Keras 3 + JAX, compiled dense kernels", worker, {**jax, "VAELAB_DENSE_KERNELS": "1"}),
+    ]
+    if peers and importlib.util.find_spec("torch"):
+        torch = [str(HERE / "peer_torch.py"), "--arch", "mlp", "--epochs", str(epochs), "--hidden", "200", "200"]
+        torch += ["--latent-dim", "50", "--activation", "tanh", "--optimizer", "adam", "--batch-size", "20"]
+        torch += ["--binarize", "--k", str(settings.get("k", 0))]
+        rows.append(("peer", "plain PyTorch, eager", torch, {}))
     return rows
 
 
@@ -106,7 +141,8 @@ def colour_candidates(preset: str, dataset: str, epochs: int, peers: bool) -> li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=PRESETS, choices=[*PRESETS, *OPT_IN])
+    parser.add_argument("--presets", nargs="+", default=PRESETS, choices=[*PRESETS, *OPT_IN, *DENSE])
+    parser.add_argument("--dense", action="store_true", help="the mlp presets with the compiled dense kernels too")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per measurement, the first not timed")
     parser.add_argument("--no-peers", action="store_true", help="measure vaelab only")
     args = parser.parse_args()
@@ -117,7 +153,7 @@ def main() -> None:
     flops = {}
     for preset in args.presets:
         results = []
-        for who, how, cmd, env in candidates(preset, args.epochs, not args.no_peers):
+        for who, how, cmd, env in candidates(preset, args.epochs, not args.no_peers, args.dense):
             r = measure(cmd, env)
             flops.setdefault(preset, r.get("flops_per_epoch"))
             timed = r["seconds"][1:] or r["seconds"]

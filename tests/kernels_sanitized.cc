@@ -1,4 +1,5 @@
-// Every compiled kernel against naive reference loops, without XLA, built with AddressSanitizer and
+// Every compiled kernel (the conv layers', the dense layers', the optimizers' updates) against naive reference loops,
+// without XLA, built with AddressSanitizer and
 // UndefinedBehaviorSanitizer: CI's check that the kernel math and the batch's chunking stay inside
 // their buffers, do nothing undefined, and compute the right numbers. (The FFI handlers' glue, in
 // conv_ffi.cc, needs XLA: tests/run_sanitized.sh checks it, by hand.)
@@ -27,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <random>
@@ -37,6 +39,8 @@
 #include "conv_chunks.h"
 #include "conv_layers.h"
 #include "conv_pool.h"
+#include "dense_math.h"
+#include "optimizer_math.h"
 
 using namespace vaelab;
 
@@ -329,6 +333,125 @@ void upconv(const char* layer, Index n, int h, int w, int pad, int32_t activatio
   kernel_runs += 3;
 }
 
+
+// ---- the dense layers and the optimizers' updates -----------------------------------------------
+
+double dense_act(int32_t a, double v) { return a == kTanh ? std::tanh(v) : act(a, v); }
+double dense_slope(int32_t a, double y) { return a == kTanh ? 1 - y * y : slope(a, y); }
+
+// Runs work(u0, u1) over `units` cut into three pieces, on two threads (as dense_ffi.h's split does on XLA's pool).
+void in_pieces(Index units, const std::function<void(Index, Index)>& work) {
+  two_threads(3, [&](Index p) { work(p * units / 3, (p + 1) * units / 3); });
+}
+
+int dense_runs = 0;
+
+// y = act(x w + b) (m, k) -> (m, n), and both backward passes, against double loops; the pieces on two threads
+// must give bitwise what one thread gives.
+void dense(Index m, Index k, Index n, int32_t activation) {
+  const auto x = eighths(size_t(m) * k, 21), w = eighths(size_t(k) * n, 22), b = eighths(size_t(n), 23),
+             g = eighths(size_t(m) * n, 24);
+  const std::string what = "dense " + std::to_string(m) + "x" + std::to_string(k) + "->" + std::to_string(n) +
+                           " activation " + std::to_string(activation);
+  std::vector<float> y(size_t(m) * n, kUnwritten), y1(y);
+  with_dense_activation(activation, [&](auto A) {
+    using Act = decltype(A);
+    in_pieces(DenseWork::strips(n), [&](Index s0, Index s1) {
+      dense_forward<Act>(x.data(), w.data(), b.data(), y.data(), m, k, n, s0, s1);
+    });
+    dense_forward<Act>(x.data(), w.data(), b.data(), y1.data(), m, k, n, 0, DenseWork::strips(n));
+  });
+  std::vector<double> y_ref(y.size()), d_ref(y.size());
+  for (Index i = 0; i < m; ++i)
+    for (Index j = 0; j < n; ++j) {
+      double sum = b[j];
+      for (Index t = 0; t < k; ++t) sum += double(x[i * k + t]) * w[t * n + j];
+      y_ref[i * n + j] = dense_act(activation, sum);
+    }
+  check(what + ": forward", y, y_ref);
+  check_bitwise(what + ": forward on one thread", y1, y);
+
+  std::vector<float> d(y.size(), kUnwritten);
+  with_dense_activation(activation, [&](auto A) {
+    pre_activation_gradient<decltype(A)>(y.data(), g.data(), d.data(), Index(d.size()));
+  });
+  for (size_t i = 0; i < d.size(); ++i) d_ref[i] = g[i] * dense_slope(activation, y[i]);
+  check(what + ": pre-activation gradient", d, d_ref);
+
+  std::vector<float> dw(w.size(), kUnwritten), db(b.size(), kUnwritten), dw1(dw), db1(db);
+  in_pieces(DenseWork::strips(n), [&](Index s0, Index s1) {
+    dense_weights(x.data(), d.data(), dw.data(), db.data(), m, k, n, s0, s1);
+  });
+  dense_weights(x.data(), d.data(), dw1.data(), db1.data(), m, k, n, 0, DenseWork::strips(n));
+  std::vector<double> dw_ref(dw.size(), 0.0), db_ref(db.size(), 0.0);
+  for (Index i = 0; i < m; ++i)
+    for (Index j = 0; j < n; ++j) {
+      db_ref[j] += d[i * n + j];
+      for (Index t = 0; t < k; ++t) dw_ref[t * n + j] += double(x[i * k + t]) * d[i * n + j];
+    }
+  check(what + ": kernel gradient", dw, dw_ref);
+  check(what + ": bias gradient", db, db_ref);
+  check_bitwise(what + ": kernel gradient on one thread", dw1, dw);
+  check_bitwise(what + ": bias gradient on one thread", db1, db);
+
+  std::vector<float> dx(x.size(), kUnwritten), dx1(dx);
+  in_pieces(DenseWork::dot_groups(k), [&](Index g0, Index g1) {
+    dense_input(d.data(), w.data(), dx.data(), m, k, n, g0, g1);
+  });
+  dense_input(d.data(), w.data(), dx1.data(), m, k, n, 0, DenseWork::dot_groups(k));
+  std::vector<double> dx_ref(dx.size(), 0.0);
+  for (Index i = 0; i < m; ++i)
+    for (Index t = 0; t < k; ++t)
+      for (Index j = 0; j < n; ++j) dx_ref[i * k + t] += double(d[i * n + j]) * w[t * n + j];
+  check(what + ": input gradient", dx, dx_ref);
+  check_bitwise(what + ": input gradient on one thread", dx1, dx);
+  dense_runs += 3;
+}
+
+// Adam's and RMSprop's updates of `count` elements, in three pieces on whole vectors, once into separate outputs and
+// once in place, against the formulas in double.
+void updates(Index count) {
+  const auto p = eighths(size_t(count), 31), g = eighths(size_t(count), 32), m = eighths(size_t(count), 33);
+  std::vector<float> v(static_cast<size_t>(count));
+  for (Index i = 0; i < count; ++i) v[i] = std::abs(m[i]) * 0.5f;  // a second moment is never negative
+  const AdamScalars adam{1e-3f, 0.1f, 1e-3f, 1e-7f};
+  const RmspropScalars rms{1e-3f, 0.9f, 0.1f, 1e-7f};
+  auto pieces = [&](const std::function<void(Index, Index)>& work) {
+    const Index vectors = count / kLanes;
+    two_threads(3, [&](Index q) { work(q * vectors / 3 * kLanes, q == 2 ? count : (q + 1) * vectors / 3 * kLanes); });
+  };
+  std::vector<double> p_ref(count), m_ref(count), v_ref(count), pr_ref(count), s_ref(count);
+  for (Index i = 0; i < count; ++i) {
+    m_ref[i] = m[i] + (double(g[i]) - m[i]) * adam.one_minus_beta_1;
+    v_ref[i] = v[i] + (double(g[i]) * g[i] - v[i]) * adam.one_minus_beta_2;
+    p_ref[i] = p[i] - m_ref[i] * adam.alpha / (std::sqrt(v_ref[i]) + adam.epsilon);
+    s_ref[i] = rms.rho * double(v[i]) + rms.one_minus_rho * double(g[i]) * g[i];
+    pr_ref[i] = p[i] - rms.lr * double(g[i]) / std::sqrt(s_ref[i] + rms.epsilon);
+  }
+  std::vector<float> po(count, kUnwritten), mo(po), vo(po), pi(p), mi(m), vi(v);
+  pieces([&](Index lo, Index hi) {
+    adam_update(p.data(), m.data(), v.data(), g.data(), po.data(), mo.data(), vo.data(), adam, lo, hi);
+  });
+  pieces([&](Index lo, Index hi) {
+    adam_update(pi.data(), mi.data(), vi.data(), g.data(), pi.data(), mi.data(), vi.data(), adam, lo, hi);
+  });
+  const std::string what = "adam, " + std::to_string(count) + " elements";
+  check(what + ": variable", po, p_ref);
+  check(what + ": m", mo, m_ref);
+  check(what + ": v", vo, v_ref);
+  check_bitwise(what + ": in place", pi, po);
+  std::vector<float> ps(count, kUnwritten), so(ps), pin(p), sin(v);
+  pieces([&](Index lo, Index hi) {
+    rmsprop_update(p.data(), v.data(), g.data(), ps.data(), so.data(), rms, lo, hi);
+  });
+  pieces([&](Index lo, Index hi) {
+    rmsprop_update(pin.data(), sin.data(), g.data(), pin.data(), sin.data(), rms, lo, hi);
+  });
+  check("rmsprop, " + std::to_string(count) + " elements: variable", ps, pr_ref);
+  check("rmsprop, " + std::to_string(count) + " elements: velocity", so, s_ref);
+  check_bitwise("rmsprop in place", pin, ps);
+}
+
 }  // namespace
 
 int main() {
@@ -344,9 +467,18 @@ int main() {
     std::fprintf(stderr, "kernels_sanitized: the data made no max-pooling ties, which this check must include\n");
     return 1;
   }
+  // widths with and without whole vectors, and a strip left over; every dense activation
+  const Index shapes[][2] = {{13, 50}, {5, 2}, {50, 31}, {30, 200}, {2, 784}};
+  for (Index n : batches)
+    for (const auto& kn : shapes)
+      for (int32_t a : {int32_t(kLinear), int32_t(kRelu), int32_t(kSigmoid), kTanh}) dense(n, kn[0], kn[1], a);
+  for (Index count : {1, 7, 8, 1003}) updates(count);
   const int per_batch = kernel_runs / int(std::size(batches));
   std::printf("kernels_sanitized: %d kernels x %d batches (1, 7, 33) on 2 threads equal the reference loops "
               "(%ld max-pooling windows with ties)\n",
               per_batch, int(std::size(batches)), tied_windows);
+  std::printf("kernels_sanitized: %d dense passes (5 shapes x 4 activations x 3 batches x forward, weights, input) "
+              "and the Adam and RMSprop updates on 2 threads equal the reference loops\n",
+              dense_runs);
   return 0;
 }

@@ -8,8 +8,9 @@ The tests check outputs and gradients against the stock Keras layers. benchmarks
 what each saves.
 
 On the JAX backend on a CPU, each layer here (and `SameConv2D`, the decoder's plain 3x3
-convolution) runs compiled C++ kernels instead (`vaelab.kernels`): the same layer, computed by
-hand-written loops; the `keras.ops` code below is their specification and the fallback.
+convolution, and `Dense`, the dense networks' layer) runs compiled C++ kernels instead
+(`vaelab.kernels`): the same layer, computed by hand-written loops; the `keras.ops` code below (for
+`Dense`, Keras' own) is their specification and the fallback.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from keras import activations, layers, ops
 from vaelab import kernels
 
 _KERNEL_ACTIVATIONS = {activations.linear: "linear", activations.relu: "relu", activations.sigmoid: "sigmoid"}
+_DENSE_ACTIVATIONS = {**_KERNEL_ACTIVATIONS, activations.tanh: "tanh"}
 
 
 def _kernel_activation(layer: layers.Conv2D, kind: str, x) -> str | None:
@@ -46,6 +48,43 @@ def _kernel_activation(layer: layers.Conv2D, kind: str, x) -> str | None:
 
 def _tensors(layer: layers.Conv2D):
     return ops.convert_to_tensor(layer.kernel), ops.convert_to_tensor(layer.bias)
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class Dense(layers.Dense):
+    """Keras' Dense, run by the compiled dense kernel where it can be: the same variables, the same mathematics.
+
+    Where: the JAX backend on a CPU, float32, a (batch, features) input, a bias, an activation the kernel
+    computes (linear, relu, sigmoid, tanh), no LoRA or quantisation, no Keras distribution (`_kernel_activation`).
+    Elsewhere, and with `VAELAB_KERNELS=0`, Keras' own `call`: the reference the kernel is tested against.
+    """
+
+    def call(self, inputs, training=None):
+        if activation := _dense_kernel_activation(self, inputs):
+            from vaelab.kernels import ops as kernel_ops
+
+            return kernel_ops.dense(
+                inputs, ops.convert_to_tensor(self.kernel), ops.convert_to_tensor(self.bias), activation
+            )
+        return super().call(inputs, training=training)
+
+
+def _dense_kernel_activation(layer: layers.Dense, x) -> str | None:
+    """The activation's name if the compiled dense kernel can compute `layer` on x now, else None."""
+    if (
+        keras.backend.backend() != "jax"
+        or keras.distribution.distribution() is not None
+        or layer.compute_dtype != "float32"
+        or keras.backend.standardize_dtype(x.dtype) != "float32"
+        or layer.bias is None
+        or layer.lora_enabled
+        or layer.quantization_mode is not None
+        or layer.activation not in _DENSE_ACTIVATIONS
+        or len(x.shape) != 2
+        or None in x.shape
+    ):
+        return None
+    return _DENSE_ACTIVATIONS[layer.activation] if kernels.dense_runs() else None
 
 
 @keras.saving.register_keras_serializable(package="vaelab")

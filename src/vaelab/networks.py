@@ -18,7 +18,7 @@ import keras
 from keras import layers, ops
 
 from vaelab.config import ModelConfig
-from vaelab.layers import ConvMaxPool2D, DoublingConv2DTranspose, HalvingConv2D, SameConv2D, UpSamplingConv2D
+from vaelab.layers import ConvMaxPool2D, Dense, DoublingConv2DTranspose, HalvingConv2D, SameConv2D, UpSamplingConv2D
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
@@ -108,8 +108,13 @@ def apply(stack: list[layers.Layer], tensor):
     return tensor
 
 
-def dense(units: int, name: str, init: Initializer, activation: str | None = None) -> layers.Dense:
-    return layers.Dense(units, activation=activation, name=name, kernel_initializer=init())
+def dense(
+    units: int, name: str, init: Initializer, activation: str | None = None, *, implementation: str = "keras"
+) -> layers.Dense:
+    """A Dense layer: Keras' own (`implementation` "keras"), or vaelab's (`vaelab.layers.Dense`, the same layer, run
+    by the compiled kernel where it can be) for "fused"."""
+    kind = Dense if implementation == "fused" else layers.Dense
+    return kind(units, activation=activation, name=name, kernel_initializer=init())
 
 
 def _conv(
@@ -135,18 +140,26 @@ def _mlp_encoder(x, config: ModelConfig, init: Initializer, label=None):
     h = _with_label(layers.Flatten(name="flatten")(x), label)  # the course script's 784 inputs for MNIST
     widths = config.hidden_widths
     for width, name in zip(widths, _hidden_names("encoder", len(widths)), strict=True):
-        h = dense(width, name, init, config.activation)(h)
+        h = dense(width, name, init, config.activation, implementation=config.implementation)(h)
     return h
 
 
 def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
     widths = config.hidden_widths[::-1]  # the encoder's layers mirrored
+    names = _hidden_names("decoder", len(widths))
     hidden = [
-        dense(w, n, init, config.activation) for w, n in zip(widths, _hidden_names("decoder", len(widths)), strict=True)
+        dense(w, n, init, config.activation, implementation=config.implementation)
+        for w, n in zip(widths, names, strict=True)
     ]
     return [
         *hidden,
-        dense(math.prod(config.input_shape), "decoder_mean", init, config.output_activation),
+        dense(
+            math.prod(config.input_shape),
+            "decoder_mean",
+            init,
+            config.output_activation,
+            implementation=config.implementation,
+        ),
         layers.Reshape(config.input_shape, name="decoder_image"),
     ]
 
@@ -161,13 +174,13 @@ def _conv_encoder(x, config: ModelConfig, init: Initializer, label=None):
         h = _conv(8, "encoder_conv2", init)(h)  # 14x14x8
         h = layers.MaxPooling2D((2, 2), padding="same", name="encoder_pool2")(h)  # 7x7x8
     h = _with_label(layers.Flatten(name="flatten")(h), label)  # 392 (+ the classes)
-    return dense(config.intermediate_dim, "encoder_h", init, "relu")(h)
+    return dense(config.intermediate_dim, "encoder_h", init, "relu", implementation=config.implementation)(h)
 
 
 def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
     head = [
-        dense(config.intermediate_dim, "decoder_h", init, "relu"),
-        dense(8 * 8 * 8, "decoder_upsample", init, "relu"),
+        dense(config.intermediate_dim, "decoder_h", init, "relu", implementation=config.implementation),
+        dense(8 * 8 * 8, "decoder_upsample", init, "relu", implementation=config.implementation),
         layers.Reshape((8, 8, 8), name="decoder_reshape"),
     ]
     if config.implementation == "fused":
@@ -200,7 +213,7 @@ def _convnet_encoder(x, config: ModelConfig, init: Initializer, label=None):
         else:
             h = _conv(filters, name, init, strides=2)(h)
     h = _with_label(layers.Flatten(name="flatten")(h), label)
-    return dense(config.intermediate_dim, "encoder_h", init, "relu")(h)
+    return dense(config.intermediate_dim, "encoder_h", init, "relu", implementation=config.implementation)(h)
 
 
 def _convnet_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
@@ -215,8 +228,8 @@ def _convnet_decoder(config: ModelConfig, init: Initializer) -> list[layers.Laye
     excess = ((0, grown[0] - height), (0, grown[1] - width))
     crop = [layers.Cropping2D(excess, name="decoder_crop")] if grown != (height, width) else []
     return [
-        dense(config.intermediate_dim, "decoder_h", init, "relu"),
-        dense(side[0] * side[1] * filters[-1], "decoder_upsample", init, "relu"),
+        dense(config.intermediate_dim, "decoder_h", init, "relu", implementation=config.implementation),
+        dense(side[0] * side[1] * filters[-1], "decoder_upsample", init, "relu", implementation=config.implementation),
         layers.Reshape((*side, filters[-1]), name="decoder_reshape"),
         *up,
         *crop,

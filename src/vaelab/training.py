@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vaelab import _interrupt, kernels, limits, schedule, snapshots
+from vaelab import _interrupt, kernels, limits, optimizers, schedule, snapshots
 from vaelab import run as runs
 from vaelab._files import WriteError
 from vaelab._lock import DirectoryLock
@@ -81,7 +81,7 @@ def prepare(config: RunConfig, data: Dataset, place: Layout = ONE_DEVICE) -> tup
 
 
 def make_optimizer(config: RunConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    kinds = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}
+    kinds = {"rmsprop": optimizers.RMSprop, "adam": optimizers.Adam}  # Keras', updates compiled where they can be
     return kinds[config.train.optimizer](learning_rate=schedule.learning_rate(config.train, steps_per_epoch))
 
 

@@ -1,4 +1,4 @@
-"""Compiled C++ kernels for the ConvNet's layers, called through JAX's FFI.
+"""Compiled C++ kernels for the ConvNet's layers and the dense layers, called through JAX's FFI.
 
 The layers of `vaelab.layers` (and the decoder's plain 3x3 convolution) compute, on the JAX backend
 on a CPU, with hand-written loops instead of XLA's convolutions, which are slow for the 1-16
@@ -21,6 +21,15 @@ argmax, besides the input and kernel. A batch is split into chunks of whole imag
 XLA's CPU thread pool; weight gradients are summed per chunk and the chunks added in a fixed order,
 so training repeats exactly.
 
+With `VAELAB_DENSE_KERNELS=1` (opt-in: see `DENSE_SWITCH`), the dense layers (`vaelab.layers.Dense`,
+every Dense of the networks unless `--implementation keras`) run y = act(x w + b), act linear, relu,
+sigmoid or tanh, any widths, as register-tiled matrix products with the activation fused
+(dense_math.h, handlers in dense_ffi.h): a forward pass, one for the kernel and bias, one for the
+input, as above. Each pass is cut into column strips that run on XLA's pool when the layer is large
+enough to pay for waking a thread; each output is summed by one tile in a fixed order, so the split
+does not change the numbers. So do Adam's and RMSprop's element-wise updates (`vaelab.optimizers`,
+optimizer_math.h): one vectorised pass per variable.
+
 `status()` says whether the kernels are in use here and, if not, why.
 """
 
@@ -35,6 +44,9 @@ from dataclasses import dataclass
 from vaelab.kernels import _build
 
 SWITCH = "VAELAB_KERNELS"  # "0" turns the kernels off: every layer runs its keras.ops formulation
+# "1" turns the dense layers' and optimizers' kernels on (off by default: on the loaded 2-core machine they measured
+# no faster than XLA's own step, docs/performance-dense.md); VAELAB_KERNELS=0 turns them off with the rest.
+DENSE_SWITCH = "VAELAB_DENSE_KERNELS"
 KINDS = _build.KINDS
 
 
@@ -71,6 +83,15 @@ def runs(kind: str, channels: tuple[int, int]) -> bool:
     """Whether a layer of `kind` with these (input, output) channels runs on the kernels now."""
     current = status()
     return current.in_use and tuple(channels) in current.supported.get(kind, ())
+
+
+def dense_runs() -> bool:
+    """Whether the dense layers and the optimizers' updates run on the kernels now (`DENSE_SWITCH` set to 1, the
+    kernels in use; any widths: the library computes every shape)."""
+    if os.environ.get(DENSE_SWITCH, "0") != "1":
+        return False
+    current = status()
+    return current.in_use and "dense" in current.supported
 
 
 def _load() -> Status:

@@ -34,12 +34,23 @@ from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent
 # every file the library is built from
-SOURCES = ("conv_math.h", "conv_chunks.h", "conv_pool.h", "conv_layers.h", "conv_ffi.cc")
+SOURCES = (
+    "conv_math.h",
+    "conv_chunks.h",
+    "conv_pool.h",
+    "conv_layers.h",
+    "dense_math.h",
+    "optimizer_math.h",
+    "dense_ffi.h",
+    "conv_ffi.cc",
+)
 MAIN_SOURCE = "conv_ffi.cc"
 LIBRARY = "libvaelab_kernels.so"
-KINDS = ("conv_pool", "conv", "upconv")  # the layer kinds the library computes
-HANDLERS = tuple(  # the FFI handlers the library exports (conv_ffi.cc), registered under the same names
-    f"vaelab_{kind}_{part}" for kind in KINDS for part in ("forward", "weights", "input")
+KINDS = ("conv_pool", "conv", "upconv", "dense")  # the layer kinds the library computes
+HANDLERS = (  # the FFI handlers the library exports (conv_ffi.cc, dense_ffi.h), registered under the same names
+    *(f"vaelab_{kind}_{part}" for kind in KINDS for part in ("forward", "weights", "input")),
+    "vaelab_adam_update",
+    "vaelab_rmsprop_update",
 )
 COMPILE_TIMEOUT_S = 600
 
@@ -161,7 +172,7 @@ def ensure_built(build: Build, announce=None) -> tuple[Path, bool]:
     except OSError as err:
         raise BuildError(f"cannot write the kernel cache {path.parent} ({err}); set VAELAB_KERNEL_CACHE") from None
     if announce:
-        announce(f"vaelab: compiling the ConvNet kernels into {path.parent} (once per machine and version)")
+        announce(f"vaelab: compiling the kernels into {path.parent} (once per machine and version)")
     try:
         done = subprocess.run(build.command(Path(tmp)), capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         if done.returncode != 0:

@@ -1,5 +1,6 @@
 // XLA FFI handlers for conv_layers.h and conv_pool.h: shape checks, the split of a batch over XLA's
 // thread pool (in the chunks of conv_chunks.h), and the dispatch to the channel counts compiled in.
+// The dense layers' handlers (dense_ffi.h) are included at the end.
 // Built by vaelab/kernels/_build.py.
 //
 // Every handler takes float32 NHWC buffers. Attributes: `activation` (conv_math.h's Activation)
@@ -32,7 +33,8 @@ namespace {
 #define VAELAB_NAME_CHANNELS(C, F) " " #C "x" #F
 constexpr const char kSupported[] = "conv_pool" VAELAB_CONV_POOL_CHANNELS(VAELAB_NAME_CHANNELS)  //
     ";conv" VAELAB_CONV_CHANNELS(VAELAB_NAME_CHANNELS)                                              //
-    ";upconv" VAELAB_UPCONV_CHANNELS(VAELAB_NAME_CHANNELS);
+    ";upconv" VAELAB_UPCONV_CHANNELS(VAELAB_NAME_CHANNELS)                                          //
+    ";dense";  // any widths
 
 // Calls fn(integral_constant<C>, integral_constant<F>) for the compiled pair (c, f); false if none.
 #define VAELAB_DISPATCH_CHANNELS(C, F)                                         \
@@ -330,3 +332,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     vaelab_upconv_input, vaelab::UpConvInput,
     Bind().Arg<F32>().Arg<F32>().Arg<F32>().Ret<F32>().Attr<int32_t>(kAct).Attr<int32_t>(kPad));
+
+// dense: the dense layers' handlers, which use this file's parallel_for
+#include "dense_ffi.h"

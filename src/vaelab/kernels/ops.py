@@ -1,7 +1,8 @@
 """The kernels as differentiable JAX functions: FFI calls wrapped in `jax.custom_vjp`.
 
 Each function checks shapes and dtypes first and raises ValueError (a wrong buffer must never reach
-the C++ code), and needs `vaelab.kernels.status().in_use`. Shapes are NHWC; kernels (3, 3, C, F).
+the C++ code), and needs `vaelab.kernels.status().in_use`. Convolutions: shapes NHWC, kernels
+(3, 3, C, F); the dense layer: x (M, K), kernel (K, N), as Keras' Dense keeps it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from vaelab import kernels
 
 ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2}  # conv_math.h's Activation
+DENSE_ACTIVATIONS = {**ACTIVATIONS, "tanh": 3}  # dense_math.h's
 PADDINGS = {"valid": 0, "same": 1}  # upconv's zero border around the upsampled image
 
 
@@ -149,3 +151,85 @@ def _upconv_bwd(act, pad, residuals, g):
 
 
 _upconv.defvjp(_upconv_fwd, _upconv_bwd)
+
+
+# ---- dense --------------------------------------------------------------------------------------
+
+
+def dense(x, kernel, bias, activation: str = "linear"):
+    """act(x @ kernel + bias): (M, K) -> (M, N)."""
+    if activation not in DENSE_ACTIVATIONS:
+        raise ValueError(f"dense kernel: activation must be one of {', '.join(DENSE_ACTIVATIONS)}, got {activation!r}")
+    for name, value, rank in (("input", x, 2), ("kernel", kernel, 2), ("bias", bias, 1)):
+        if getattr(value, "dtype", None) != jnp.float32 or len(getattr(value, "shape", ())) != rank:
+            raise ValueError(
+                f"dense kernel: the {name} must be a float32 array of rank {rank}, got "
+                f"{getattr(value, 'dtype', type(value).__name__)} {getattr(value, 'shape', '')}"
+            )
+    if None in x.shape or min(x.shape) < 1 or min(kernel.shape) < 1:
+        raise ValueError(
+            f"dense kernel: the input and kernel need known, non-empty shapes, got {x.shape}, {kernel.shape}"
+        )
+    if kernel.shape[0] != x.shape[1] or bias.shape[0] != kernel.shape[1]:
+        raise ValueError(
+            f"dense kernel: kernel shape {kernel.shape} does not fit input {x.shape} and bias {bias.shape}"
+        )
+    if not kernels.dense_runs():
+        raise ValueError(f"dense kernel: not available here ({kernels.status()})")
+    return _dense(x, kernel, bias, DENSE_ACTIVATIONS[activation])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _dense(x, kernel, bias, act):
+    return _dense_fwd(x, kernel, bias, act)[0]
+
+
+def _dense_fwd(x, kernel, bias, act):
+    (y,) = _ffi("vaelab_dense_forward", [((x.shape[0], kernel.shape[1]), jnp.float32)], x, kernel, bias, activation=act)
+    return y, (x, kernel, y)
+
+
+def _dense_bwd(act, residuals, g):
+    x, kernel, y = residuals
+    weights = [(kernel.shape, jnp.float32), ((kernel.shape[1],), jnp.float32)]
+    dkernel, dbias = _ffi("vaelab_dense_weights", weights, x, y, g, activation=act)
+    (dx,) = _ffi("vaelab_dense_input", [(x.shape, jnp.float32)], kernel, y, g, activation=act)
+    return dx, dkernel, dbias
+
+
+_dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+# ---- the optimizers' updates --------------------------------------------------------------------
+
+
+def adam_update(variable, m, v, gradient, scalars):
+    """Keras' Adam update of one variable in one pass: (variable, m, v) after it. `scalars`: float32
+    [alpha, 1 - beta_1, 1 - beta_2, epsilon] (optimizer_math.h). The outputs reuse the inputs' buffers where XLA can."""
+    _check_update("adam", (variable, m, v, gradient), scalars)
+    shapes = [(variable.shape, jnp.float32)] * 3
+    return _ffi_aliased("vaelab_adam_update", shapes, {0: 0, 1: 1, 2: 2}, variable, m, v, gradient, scalars)
+
+
+def rmsprop_update(variable, velocity, gradient, scalars):
+    """Keras' RMSprop update (no momentum, not centred) of one variable: (variable, velocity) after it. `scalars`:
+    float32 [learning rate, rho, 1 - rho, epsilon]."""
+    _check_update("rmsprop", (variable, velocity, gradient), scalars)
+    shapes = [(variable.shape, jnp.float32)] * 2
+    return _ffi_aliased("vaelab_rmsprop_update", shapes, {0: 0, 1: 1}, variable, velocity, gradient, scalars)
+
+
+def _check_update(kind: str, arrays, scalars) -> None:
+    shape = tuple(arrays[0].shape)
+    for value in arrays:
+        if getattr(value, "dtype", None) != jnp.float32 or tuple(value.shape) != shape:
+            raise ValueError(f"{kind} kernel: the variable, its slots and its gradient must be float32 of one shape")
+    if getattr(scalars, "dtype", None) != jnp.float32 or tuple(scalars.shape) != (4,):
+        raise ValueError(f"{kind} kernel: the scalars must be a float32 array of 4")
+    if not kernels.dense_runs():
+        raise ValueError(f"{kind} kernel: not available here ({kernels.status()})")
+
+
+def _ffi_aliased(name: str, outputs, aliases: dict[int, int], *args):
+    shapes = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in outputs]
+    return jax.ffi.ffi_call(name, shapes, input_output_aliases=aliases)(*args)

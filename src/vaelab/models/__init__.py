@@ -99,9 +99,9 @@ def build_models(
     label = keras.Input(shape=(config.classes,), name="label") if config.conditional else None
     target = Binarize(seed=seed, name="binarize")(x) if binarize and not stock else x
     h = ENCODER_BODIES[config.arch](target, config, init, label)
-    z_mean = dense(config.latent_dim, "z_mean", init)(h)
+    z_mean = dense(config.latent_dim, "z_mean", init, implementation=config.implementation)(h)
     if config.variance == "learned":
-        z_log_var = dense(config.latent_dim, "z_log_var", init)(h)
+        z_log_var = dense(config.latent_dim, "z_log_var", init, implementation=config.implementation)(h)
     elif stock:  # 0 * h + 0 with frozen zeros: log sigma^2 = 0 from stock parts
         z_log_var = layers.Dense(config.latent_dim, kernel_initializer="zeros", trainable=False, name="z_log_var")(h)
     else:

@@ -1,0 +1,103 @@
+"""One compiled training step of a dense network, XLA's layers and updates against the compiled dense kernels.
+
+    python benchmarks/dense_step.py --network burda [--batch 20] [--rounds 7]
+    python benchmarks/dense_step.py --network iwae | vamp | mlp
+
+Both variants are built in one process (`VAELAB_DENSE_KERNELS` read while tracing) and their jitted Keras
+`train_step`s timed in alternation, rounds of 100 steps, so that they share the machine's momentary load. Besides
+wall time it reports the process's CPU time per step (both threads), which other jobs on a shared machine disturb
+less than the wall clock. JAX backend only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import table
+
+BURDA = {"hidden": (200, 200), "latent_dim": 50, "activation": "tanh", "optimizer": "adam", "binarize": True}
+NETWORKS = {"burda": BURDA, "iwae": {**BURDA, "model": "iwae", "k": 5}, "vamp": {**BURDA, "model": "vamp"}, "mlp": {}}
+
+
+def build(config, x, dense: bool):
+    """(jitted train_step, its state) with the dense kernels on or off."""
+    import jax
+
+    from vaelab.models import build_models
+    from vaelab.training import make_optimizer
+
+    os.environ["VAELAB_DENSE_KERNELS"] = "1" if dense else "0"
+    vae = build_models(config.model, seed=0, binarize=config.train.binarize).vae
+    vae.compile(optimizer=make_optimizer(config, 600))
+    vae.optimizer.build(vae.trainable_variables)
+    groups = (vae.trainable_variables, vae.non_trainable_variables, vae.optimizer.variables, vae.metrics_variables)
+    state = tuple([v.value for v in group] for group in groups)
+    step = jax.jit(vae.train_step, donate_argnums=0)
+    _, state = step(state, (x,))
+    return [step, state]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--network", choices=list(NETWORKS), default="burda")
+    parser.add_argument("--batch", type=int, default=None, help="default: 20 (Burda's), 100 for mlp")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    import jax
+
+    from vaelab import kernels
+    from vaelab._malloc import tune_malloc
+    from vaelab.config import make_config
+    from vaelab.data import fetch_mnist, scale_pixels
+
+    tune_malloc()
+    batch = args.batch or (100 if args.network == "mlp" else 20)
+    config = make_config("mlp", batch_size=batch, **NETWORKS[args.network])
+    x = jax.numpy.asarray(scale_pixels(fetch_mnist(log=lambda m: None).x_train[:batch]))
+    print(kernels.status(), file=sys.stderr)
+    variants = {"XLA": build(config, x, False), "kernels": build(config, x, True)}
+
+    def run(name: str, steps: int) -> None:
+        step, state = variants[name]
+        for _ in range(steps):
+            logs, state = step(state, (x,))
+        jax.block_until_ready(logs)
+        variants[name][1] = state
+
+    for name in variants:
+        run(name, 20)
+    wall, cpu = ({name: [] for name in variants} for _ in range(2))
+    for _ in range(args.rounds):
+        for name in variants:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            run(name, 100)
+            wall[name].append((time.perf_counter() - started) / 100)
+            cpu[name].append((time.process_time() - cpu_started) / 100)
+    steps = 60000 // batch
+    rows = [
+        [args.network, batch, name, f"{1e3 * statistics.median(wall[name]):.3f}", f"{1e3 * min(wall[name]):.3f}",
+         f"{1e3 * statistics.median(cpu[name]):.3f}", f"{steps * min(wall[name]):.2f}"]
+        for name in variants
+    ]  # fmt: skip
+    header = [
+        "network",
+        "batch",
+        "variant",
+        "wall ms/step (median)",
+        "(best)",
+        "CPU ms/step (median)",
+        "s/epoch (best)",
+    ]
+    print(table(header, rows))
+
+
+if __name__ == "__main__":
+    main()
