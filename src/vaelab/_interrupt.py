@@ -8,11 +8,13 @@ Ctrl-C leaves at once: in the command line with exit status 130 (files are writt
 that loses nothing but the step in flight), in a notebook or other host through its own handler.
 
 The command line is guarded from its first line too (`leave_on_interrupt`), before JAX is imported:
-outside the step-boundary guard a Ctrl-C raises `KeyboardInterrupt` as Python's own handler does (so
-that `finally` blocks clean up on the way out), but it cannot be lost. Python prints an exception
-raised inside a callback that C code runs (JAX's garbage-collection hook `_xla_gc_callback`) as
-"Exception ignored" and carries on; such a lost Ctrl-C ends the process at once, and one that has
-not ended it within LEAVE_SECONDS (swallowed somewhere else) ends it then, with status 130 either way.
+outside the step-boundary guard a Ctrl-C ends the command at once with status 130 and one line
+(`leave`). It raises nothing: a `KeyboardInterrupt` raised there could land in JAX's import, an XLA
+compilation or a callback from C (`_xla_gc_callback`, which prints "Exception ignored" and carries
+on), and now and then the process then crashed as it exited (2 of 20 early Ctrl-Cs, SIGSEGV or
+SIGABRT). Leaving with `os._exit` skips `finally` blocks and the interpreter's teardown; that loses
+nothing a SIGKILL would not, since every file is written under a temporary name and renamed, and a
+run stopped that way continues with `--resume`.
 """
 
 from __future__ import annotations
@@ -22,49 +24,30 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
+from typing import NoReturn
 
 from vaelab.errors import Interrupted
 
 _requested = threading.Event()
 _depth = 0  # guards nest (the report trains inside its own guard); only the outermost installs the handler
 _hard_exit = False  # set by the command line: a second Ctrl-C ends the process
-_early = threading.Event()  # a Ctrl-C arrived outside the guard (the command line's handler, leave_on_interrupt)
-LEAVE_SECONDS = 3.0  # a Ctrl-C outside the guard ends the command by then, even where its exception was swallowed
 
 
 def leave_on_interrupt() -> None:
-    """For the command line, from its first line: a Ctrl-C outside `stop_at_step_boundary` ends the command with
-    status 130 and one line, wherever it lands (see the module's docstring)."""
-
-    def on_sigint(signum, frame):
-        if not _early.is_set():
-            _early.set()
-            threading.Thread(target=_leave_after, args=(LEAVE_SECONDS,), name="vaelab-interrupt", daemon=True).start()
-        raise KeyboardInterrupt
-
-    def unraisable(hook_args, previous=sys.unraisablehook):
-        if isinstance(hook_args.exc_value, KeyboardInterrupt):  # raised in a callback from C: lost otherwise
-            _leave_after(0)
-        previous(hook_args)
-
-    signal.signal(signal.SIGINT, on_sigint)
-    sys.unraisablehook = unraisable
+    """For the command line, from its first line: a Ctrl-C outside `stop_at_step_boundary` ends the command
+    at once with status 130 and one line, wherever it lands (see the module's docstring)."""
+    signal.signal(signal.SIGINT, lambda signum, frame: leave())
 
 
-def interrupted_early() -> bool:
-    """Whether a Ctrl-C arrived outside the guard: an error that follows it is its consequence, not a bug."""
-    return _early.is_set()
-
-
-def _leave_after(seconds: float) -> None:
-    if seconds:
-        time.sleep(seconds)
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    with contextlib.suppress(Exception):
-        print("vaelab: interrupted", file=sys.stderr, flush=True)
+def leave(line: str = "vaelab: interrupted") -> NoReturn:
+    """Ends the process now with Ctrl-C's status 130, after `line` on stderr (the command line's exit)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    if line:
+        with contextlib.suppress(Exception):
+            print(line, file=sys.stderr, flush=True)
     os._exit(Interrupted.exit_code)
 
 
@@ -108,8 +91,7 @@ def stop_at_step_boundary() -> Iterator[None]:
                 print("\nvaelab: stopping after the current step (Ctrl-C again to leave at once)", file=sys.stderr)
                 return
             if _hard_exit:
-                print("vaelab: interrupted", file=sys.stderr, flush=True)
-                os._exit(Interrupted.exit_code)
+                leave()
             signal.signal(signal.SIGINT, previous)
             if callable(previous):
                 previous(signum, frame)
@@ -117,8 +99,6 @@ def stop_at_step_boundary() -> Iterator[None]:
                 raise KeyboardInterrupt
 
         _requested.clear()
-        if _early.is_set():  # a Ctrl-C before the guard, whose KeyboardInterrupt something swallowed: stop now
-            _requested.set()
         signal.signal(signal.SIGINT, on_sigint)
         try:
             yield

@@ -1151,7 +1151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vaelab: interrupted", file=sys.stderr)
         return Interrupted.exit_code
     _interrupt.leave_at_once_on_second_interrupt()
-    return distribute.finish(_run(args, argv))
+    code = distribute.finish(_run(args, argv))
+    if argv is None and code == Interrupted.exit_code:  # its line is printed; XLA may still run the step in flight,
+        _interrupt.leave(line="")  # and the interpreter's teardown around it has crashed: leave without one
+    return code
 
 
 COMPUTES = ("train", "encode", "generate", "interpolate", "evaluate", "export", "report", "explore", "quality")
@@ -1192,9 +1195,6 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         )
         return EXIT_USER_ERROR
     except Exception as err:  # the last resort: one line, the traceback in a file
-        if _interrupt.interrupted_early():  # a Ctrl-C that something turned into another exception
-            print(f"vaelab {args.command}: interrupted", file=sys.stderr)
-            return Interrupted.exit_code
         where = _write_traceback(err)
         what = (str(err).splitlines() or [""])[0][:200]
         print(f"vaelab {args.command}: internal error ({type(err).__name__}: {what}); this is a bug in vaelab, "
