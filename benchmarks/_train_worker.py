@@ -39,11 +39,11 @@ def main() -> None:
     import keras
 
     from vaelab import kernels
-    from vaelab._malloc import tune_malloc
     from vaelab.config import make_config
     from vaelab.data import load_dataset
     from vaelab.models import build_models
-    from vaelab.training import train
+    from vaelab.training._malloc import tune_malloc
+    from vaelab.training.loop import train
 
     tune_malloc()  # as the vaelab command does
     settings = json.loads(args.settings)

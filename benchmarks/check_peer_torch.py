@@ -31,8 +31,8 @@ from peer_torch import ConvNet, logistic_log_likelihood
 
 from vaelab.config import make_config
 from vaelab.data import load_dataset, scale_pixels
-from vaelab.likelihoods import log_likelihood
 from vaelab.models import build_models
+from vaelab.models.likelihoods import log_likelihood
 
 
 def conv_kernel(k: np.ndarray) -> torch.Tensor:

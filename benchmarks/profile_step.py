@@ -76,8 +76,8 @@ def main() -> None:
     import jax
 
     from vaelab import kernels
-    from vaelab._malloc import tune_malloc
     from vaelab.data import fetch_mnist, scale_pixels
+    from vaelab.training._malloc import tune_malloc
 
     tune_malloc()
     print(kernels.status(), file=sys.stderr)

@@ -89,11 +89,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import vaelab  # noqa: F401  (chooses the Keras backend)
-    from vaelab._malloc import tune_malloc
+    from vaelab.analysis.evaluate import evaluate_and_save
     from vaelab.data import load_dataset
-    from vaelab.evaluate import evaluate_and_save
-    from vaelab.job import ensure_run
+    from vaelab.experiments.job import ensure_run
     from vaelab.run import machine
+    from vaelab.training._malloc import tune_malloc
 
     tune_malloc()
     data = load_dataset("mnist")

@@ -35,12 +35,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import vaelab  # noqa: F401  (chooses the Keras backend)
-    from vaelab._malloc import tune_malloc
     from vaelab.config import make_config
     from vaelab.data import load_dataset, test_images
     from vaelab.run import machine
-    from vaelab.snapshots import SnapshotCallback
-    from vaelab.training import train
+    from vaelab.training._malloc import tune_malloc
+    from vaelab.training.loop import train
+    from vaelab.training.snapshots import SnapshotCallback
 
     tune_malloc()
     data = load_dataset("mnist")

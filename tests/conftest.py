@@ -103,7 +103,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 def small_run(tmp_path_factory, mnist):
     """An mlp run trained for 2 epochs on a subset of real MNIST."""
     from vaelab.config import make_config
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     config = make_config("mlp", epochs=2, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET)
     return train(config, tmp_path_factory.mktemp("runs") / "mlp", verbose=0)
@@ -121,7 +121,7 @@ def preset_runs(tmp_path_factory, mnist) -> dict:
     """
     from vaelab.config import make_config
     from vaelab.run import run_dir_name
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     runs_dir = tmp_path_factory.mktemp("preset-runs")
     runs = {}
@@ -287,7 +287,7 @@ def colour_run(tmp_path_factory):
     export falls back to the generator alone) trained for 1 epoch on 300 32x32 colour images of shapes, and its
     dataset."""
     from vaelab.config import make_config
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     data = shapes_dataset("shapes")
     config = make_config("convnet", dataset="shapes", epochs=1, latent_dim=2, filters=(32, 64, 128))

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from tests.conftest import run_cli
-from vaelab import analysis
+from vaelab.analysis import latent as analysis
 from vaelab.config import ModelConfig, RunConfig
 from vaelab.errors import VaelabError
 from vaelab.models import build_models

@@ -13,7 +13,7 @@ import pytest
 SCRIPT = """
 import json, sys, numpy as np, keras
 from vaelab.config import make_config
-from vaelab.training import train
+from vaelab.training.loop import train
 from vaelab.run import load_run
 from vaelab.data import load_mnist, scale_pixels
 config = make_config(sys.argv[2], epochs=1, train_subset=300, test_subset=100)
@@ -45,7 +45,7 @@ def test_backend_trains_and_reloads(backend, preset, tmp_path, mnist):
     assert 0 < result["loss"] < 600 and result["same"]
 
 
-CHOSEN = "import vaelab, keras, vaelab._malloc as m; print(keras.backend.backend(), m._done)"
+CHOSEN = "import vaelab, keras, vaelab.training._malloc as m; print(keras.backend.backend(), m._done)"
 
 
 @pytest.mark.parametrize(

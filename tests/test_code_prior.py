@@ -1,4 +1,4 @@
-"""The learned prior over a vqvae's codes (vaelab.code_prior): a normalised autoregressive distribution,
+"""The learned prior over a vqvae's codes (vaelab.analysis.code_prior): a normalised autoregressive distribution,
 its samples, its file, and the command that trains it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from tests.test_models import one_line_error
 from tests.test_models_vqvae import vaelab  # noqa: F401  (the in-process CLI fixture)
-from vaelab.code_prior import CodePrior, build_prior_network, load_prior, train_prior
+from vaelab.analysis.code_prior import CodePrior, build_prior_network, load_prior, train_prior
 from vaelab.config import ModelConfig, PriorConfig, RunConfig
 from vaelab.data.dataset import make_dataset
 from vaelab.errors import VaelabError

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from vaelab.analysis.diagnostics import latent_diagnostics
 from vaelab.config import make_config
 from vaelab.data import load_dataset
-from vaelab.diagnostics import latent_diagnostics
-from vaelab.training import train
+from vaelab.training.loop import train
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from PIL import Image
 from tests.conftest import SHAPE_CLASSES, run_cli, shapes_arrays
 from tests.test_export import PLAIN_KERAS
 from vaelab.explore.export import RUN_BUDGET_BYTES
-from vaelab.likelihoods import bits_per_dim
+from vaelab.models.likelihoods import bits_per_dim
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 from tests.test_kernels import assert_close, compiled  # noqa: F401  (the build fixture, shared)
 from vaelab import kernels
 from vaelab.config import make_config
-from vaelab.layers import Dense
+from vaelab.models.layers import Dense
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="the kernels are for the JAX backend")
 
@@ -87,7 +87,7 @@ def optimizer_after_steps(kind: str, on: bool, monkeypatch, steps: int = 4):
     """The variables and optimizer slots after `steps` jitted updates with fixed gradients."""
     import jax
 
-    from vaelab import optimizers
+    from vaelab.training import optimizers
 
     switch(monkeypatch, on)
     rng = np.random.default_rng(0)
@@ -117,7 +117,7 @@ def train_step_calls(config) -> collections.Counter:
     import jax
 
     from vaelab.models import build_models
-    from vaelab.training import make_optimizer
+    from vaelab.training.loop import make_optimizer
 
     vae = build_models(config.model, seed=0, binarize=config.train.binarize).vae
     vae.compile(optimizer=make_optimizer(config, 10))
@@ -192,11 +192,11 @@ def test_dense_config_is_keras_dense_config():
 
     layer = Dense(7, activation="tanh", name="h")
     assert layer.get_config() == layers.Dense(7, activation="tanh", name="h").get_config()
-    assert type(layer).__name__ == "Dense"  # what the exported page's network reader matches (vaelab.webmodel)
+    assert type(layer).__name__ == "Dense"  # what the exported page's network reader matches (vaelab.explore.webmodel)
 
 
 def one_epoch(config, on: bool, monkeypatch, tmp_path, mnist):
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     switch(monkeypatch, on)
     run = train(config, tmp_path / ("on" if on else "off"), data=mnist, verbose=0, snapshots=False, log=lambda m: None)

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_SUBSET
+from vaelab.analysis.diagnostics import TRAVERSAL_VALUES, latent_diagnostics, traversal
+from vaelab.analysis.evaluate import evaluate
+from vaelab.analysis.figures import draw_run_figures, strip_rows
 from vaelab.config import make_config
 from vaelab.data import test_images as scoring_images
-from vaelab.diagnostics import TRAVERSAL_VALUES, latent_diagnostics, traversal
-from vaelab.evaluate import evaluate
-from vaelab.figures import draw_run_figures, strip_rows
 from vaelab.run import load_run
-from vaelab.training import train
+from vaelab.training.loop import train
 
 
 def direct_kl(z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray:
-    """KL(N(m, e^v) || N(0, 1)) per dimension, averaged over images, written out (not vaelab.kl)."""
+    """KL(N(m, e^v) || N(0, 1)) per dimension, averaged over images, written out (not vaelab.models.kl)."""
     m, v = z_mean.astype(np.float64), z_log_var.astype(np.float64)
     return np.mean(0.5 * (m**2 + np.exp(v) - 1 - v), axis=0)
 

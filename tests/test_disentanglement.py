@@ -1,4 +1,5 @@
-"""The disentanglement metrics (vaelab.disentanglement) on codes whose answers are known: an encoder that reads the
+"""The disentanglement metrics (vaelab.analysis.disentanglement) on codes whose answers are known: an encoder that
+reads the
 factors out exactly, one that ignores them, and one that rotates two of them, computed by hand."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from vaelab import disentanglement as dis
+from vaelab.analysis import disentanglement as dis
 from vaelab.data.dataset import Factors
 
 N = 10_000

@@ -141,7 +141,7 @@ def test_bad_factors_in_an_npz_are_one_line(tmp_path, extra, says):
 def shapes_run(tmp_path_factory):
     """An mlp trained for 1 epoch on 400 shapes from an .npz with factors."""
     from vaelab.config import make_config
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     path = tmp_path_factory.mktemp("data") / "shapes.npz"
     _shapes_npz(path)
@@ -171,8 +171,8 @@ def test_disentanglement_on_data_without_factors_is_one_line_and_exit_2(small_ru
 
 
 def test_the_report_has_a_disentanglement_section_from_metrics_json(shapes_run):
-    from vaelab.disentanglement import score_and_save
-    from vaelab.report import _disentanglement_section
+    from vaelab.analysis.disentanglement import score_and_save
+    from vaelab.report.exercise import _disentanglement_section
 
     data = load_dataset(shapes_run.config.dataset)
     scores = score_and_save(shapes_run, data)
@@ -183,8 +183,8 @@ def test_the_report_has_a_disentanglement_section_from_metrics_json(shapes_run):
 
 def test_the_sweep_page_compares_mig_and_dci_per_beta_where_the_points_have_them(tmp_path):
     from vaelab.config import make_config
+    from vaelab.report.sweep_page import compared, write_comparison
     from vaelab.sweep import Point
-    from vaelab.sweep_report import compared, write_comparison
 
     axes = {"model": ["vae", "betatc"], "beta": [1.0, 4.0]}
     points = []

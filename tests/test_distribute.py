@@ -15,9 +15,9 @@ import pytest
 
 from tests.conftest import TEST_SUBSET, TRAIN_SUBSET, run_cli
 from vaelab._lock import LOCK_FILE
-from vaelab.distribute import Layout, ProcessLost
 from vaelab.errors import VaelabError
 from vaelab.run import CHECKPOINT, RUN_FILES, SNAPSHOTS, read_history
+from vaelab.training.distribute import Layout, ProcessLost
 
 TOLERANCE = 1e-3  # nats: the issue's bound; the same sums in another order differ by ~1e-5
 KEYS = ("loss", "reconstruction_loss", "kl_loss", "val_loss", "val_kl_loss")
@@ -68,7 +68,7 @@ def finish(procs: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
 TWO_DEVICE_SCRIPT = """
 import json, sys
 from vaelab.config import make_config
-from vaelab.training import resume, train
+from vaelab.training.loop import resume, train
 config = make_config("mlp", epochs=1, train_subset=int(sys.argv[2]), test_subset=int(sys.argv[3]))
 train(config, sys.argv[1], devices=2, verbose=0)
 print(json.dumps(resume(sys.argv[1], epochs=2, devices="all", verbose=0).history))
@@ -163,7 +163,7 @@ def test_every_batch_must_split_evenly_over_the_devices():
 
 
 LAYOUT_SCRIPT = """
-from vaelab.distribute import initialize, layout, use_cpu_devices
+from vaelab.training.distribute import initialize, layout, use_cpu_devices
 from vaelab.errors import VaelabError
 use_cpu_devices(2)
 for ask in (lambda: layout(2), lambda: layout(4), lambda: initialize("127.0.0.1:1", 2, 0)):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_SUBSET, TRAIN_SUBSET, run_cli
+from vaelab.analysis.evaluate import evaluate
 from vaelab.config import make_config
-from vaelab.evaluate import evaluate
-from vaelab.training import train
+from vaelab.training.loop import train
 
 
 def test_iwae_bound_is_above_the_elbo_and_rises_with_k(small_run, mnist):

@@ -249,7 +249,7 @@ def test_page_in_chromium_decodes_draws_and_interpolates(server, browser, artifa
 
 def test_higher_latent_dims_get_the_principal_plane(tmp_path, mnist):
     from vaelab.config import make_config
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     run = train(
         make_config("mlp", latent_dim=3, epochs=1, train_subset=500, test_subset=100), tmp_path / "d3", verbose=0

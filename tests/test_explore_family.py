@@ -12,10 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import canvas_pixels, console_problems, draw_a_one, offline_page
-from vaelab import webmodel, webpage
 from vaelab.config import make_config
 from vaelab.data.batches import one_hot
-from vaelab.explore import pagedata, serve
+from vaelab.explore import pagedata, serve, webmodel, webpage
 from vaelab.explore.export import export
 from vaelab.explore.server import create_app
 from vaelab.models import build_models
@@ -25,7 +24,7 @@ TINY = {"latent_dim": 2, "epochs": 1, "train_subset": 500, "test_subset": 100, "
 
 def tiny_run(path, model: str, **options):
     """An mlp `model` of 32 hidden units trained 1 epoch on 500 MNIST images."""
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     return train(make_config("mlp", model=model, **{**TINY, **options}), path, verbose=0)
 

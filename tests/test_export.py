@@ -13,9 +13,9 @@ import pytest
 from tests.conftest import run_cli
 from vaelab.config import make_config
 from vaelab.data import scale_pixels
-from vaelab.layers import ConvMaxPool2D, UpSamplingConv2D
+from vaelab.models.layers import ConvMaxPool2D, UpSamplingConv2D
 from vaelab.run import KERAS_FILES
-from vaelab.training import train
+from vaelab.training.loop import train
 
 PRESETS = ["mlp", "mlp-fixed-var", "conv", "conv-fixed-var"]
 

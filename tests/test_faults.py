@@ -185,7 +185,7 @@ def test_kl_of_an_infinite_divergence_says_inf_without_warnings(capsys):
 
 
 def test_an_unforeseen_error_is_one_line_naming_the_traceback_file(capsys, monkeypatch):
-    from vaelab import kl
+    from vaelab.models import kl
 
     monkeypatch.setattr(kl, "gaussian_kl_sigmas", lambda *a: 1 / 0)
     code = cli.main(["kl", "0", "1", "0", "1"])

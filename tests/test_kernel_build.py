@@ -20,7 +20,7 @@ from vaelab import kernels
 from vaelab.config import make_config
 from vaelab.kernels import _build
 from vaelab.run import load_run
-from vaelab.training import train
+from vaelab.training.loop import train
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="the kernels are for the JAX backend")
 
@@ -42,7 +42,7 @@ TRAIN = """
 import json, sys
 from vaelab import kernels
 from vaelab.config import make_config
-from vaelab.training import train
+from vaelab.training.loop import train
 run = train(make_config("conv", epochs=1, train_subset=500, test_subset=100), sys.argv[1], verbose=0)
 print(json.dumps({"in_use": kernels.status().in_use, "loss": run.history[0]["loss"]}))
 """

@@ -1,6 +1,6 @@
 """The compiled kernels compute exactly what the keras.ops layers compute: values and every gradient.
 
-The keras.ops formulation (vaelab/layers.py, with VAELAB_KERNELS=0) is the reference. Tests skip
+The keras.ops formulation (vaelab/models/layers.py, with VAELAB_KERNELS=0) is the reference. Tests skip
 where no C++ compiler exists, except in CI (CI=true), where the compiled path must run.
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 from vaelab import kernels
 from vaelab.data import scale_pixels
-from vaelab.layers import ConvMaxPool2D, SameConv2D, UpSamplingConv2D
+from vaelab.models.layers import ConvMaxPool2D, SameConv2D, UpSamplingConv2D
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="the kernels are for the JAX backend")
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import integrate, stats
 
 from tests.conftest import run_cli
-from vaelab.kl import gaussian_kl, gaussian_kl_float64, gaussian_kl_sigmas, kl_by_integration
+from vaelab.models.kl import gaussian_kl, gaussian_kl_float64, gaussian_kl_sigmas, kl_by_integration
 
 
 def quad_kl(mu1: float, s1: float, mu2: float, s2: float) -> float:

@@ -1,4 +1,5 @@
-"""Trainings side by side in pinned worker processes (vaelab.lanes): when widening a training onto a free lane pays,
+"""Trainings side by side in pinned worker processes (vaelab.experiments.lanes): when widening a training onto a free
+lane pays,
 and a widened training stopped after an epoch and resumed, on real MNIST in real worker processes."""
 
 from __future__ import annotations
@@ -7,8 +8,8 @@ import os
 
 import pytest
 
-from vaelab import lanes
 from vaelab.config import make_config
+from vaelab.experiments import lanes
 from vaelab.run import load_run, read_history
 
 

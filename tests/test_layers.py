@@ -12,7 +12,8 @@ from keras import layers
 from vaelab import kernels
 from vaelab.config import PRESETS
 from vaelab.data import scale_pixels
-from vaelab.layers import (
+from vaelab.models import build_models, kl_loss, reconstruction_loss
+from vaelab.models.layers import (
     ConvMaxPool2D,
     DoublingConv2DTranspose,
     HalvingConv2D,
@@ -20,7 +21,6 @@ from vaelab.layers import (
     UpSamplingConv2D,
     _kernel_activation,
 )
-from vaelab.models import build_models, kl_loss, reconstruction_loss
 
 
 def value_and_grads(stack, x):
@@ -286,7 +286,7 @@ def test_a_compiled_kernel_takes_only_the_layers_it_can_compute(monkeypatch):
 )
 def test_fused_layers_tell_the_browser_their_stock_convolution(layer, padding):
     """The live report's JavaScript runs each fused layer as its stock pair, from the layer's own attributes."""
-    from vaelab.webmodel import describe
+    from vaelab.explore.webmodel import describe
 
     x = keras.Input((8, 8, 2))
     described = describe(keras.Model(x, layer()(x)))

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from vaelab import likelihoods
+from vaelab.analysis.evaluate import evaluate
 from vaelab.config import LIKELIHOODS, ModelConfig, RunConfig, TrainConfig
 from vaelab.data.dataset import make_dataset, scale_pixels
-from vaelab.evaluate import evaluate
-from vaelab.likelihoods import bits_per_dim, likelihood_note, log_likelihood
-from vaelab.models import build_models
+from vaelab.models import build_models, likelihoods
+from vaelab.models.likelihoods import bits_per_dim, likelihood_note, log_likelihood
 from vaelab.run import Run
 
 LEVELS = np.arange(256) / 255.0

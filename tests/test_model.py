@@ -205,7 +205,7 @@ def test_the_variables_checkpoints_record_keep_their_paths():
         models = build_models(ModelConfig(intermediate_dim=8), seed=0, binarize=True)
         assert models.vae.name == "vae"
         assert [v.path for v in models.vae.variables] == [
-            "kl_weight",  # the KL term's weight, set every epoch (vaelab.schedule); runs saved before it still load
+            "kl_weight",  # the KL term's weight, set every epoch (training.schedule); runs saved before it still load
             "binarize_seed/seed_generator_state",
             "encoder_h/kernel",
             "encoder_h/bias",
@@ -248,7 +248,7 @@ def test_compute_loss_is_the_mean_negative_elbo_scored_against_the_binarised_inp
 
 
 def test_the_kl_weight_scales_the_objective_and_nothing_else():
-    """beta and warm-up (vaelab.schedule): the loss minimised is reconstruction + w * KL, while the logged
+    """beta and warm-up (vaelab.training.schedule): the loss minimised is reconstruction + w * KL, while the logged
     `elbo_loss` stays reconstruction + KL, the negative ELBO. w starts at 1 and is a setting, never trained."""
     vae = build_models(ModelConfig(intermediate_dim=8), seed=0).vae
     assert float(vae.kl_weight.numpy()) == 1.0

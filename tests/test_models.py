@@ -16,7 +16,7 @@ from vaelab.config import ModelConfig, RunConfig, make_config
 from vaelab.data.batches import Batches, one_hot
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS, build_models, parameter_count
-from vaelab.report import build_report
+from vaelab.report.exercise import build_report
 from vaelab.run import load_run, run_dir_name
 
 SMALL = {"latent_dim": 3, "intermediate_dim": 16}

@@ -14,12 +14,12 @@ from scipy import special, stats
 from tests.conftest import run_cli
 from tests.test_models import SMALL, SUBSET, bernoulli_log_px, images, log_normal, numpy_of, one_line_error
 from vaelab import config as settings
+from vaelab.analysis.evaluate import evaluate
 from vaelab.config import ModelConfig, RunConfig, make_config
 from vaelab.data.dataset import make_dataset
 from vaelab.errors import VaelabError
-from vaelab.evaluate import evaluate
 from vaelab.models import build_models, parameter_count, priors
-from vaelab.report import build_report
+from vaelab.report.exercise import build_report
 from vaelab.run import Run, load_run, run_dir_name
 
 
@@ -104,7 +104,7 @@ def test_the_vampprior_density_stays_exact_for_components_of_tiny_variance(log_v
 
 
 def test_a_vamps_snapshots_decode_draws_from_its_vampprior_as_it_learns(tmp_path):
-    from vaelab.snapshots import PRIOR_DRAWS, SnapshotCallback, to_uint8
+    from vaelab.training.snapshots import PRIOR_DRAWS, SnapshotCallback, to_uint8
 
     models = build_models(ModelConfig(family="vamp", pseudo_inputs=4, **SMALL), seed=6)
     callback = SnapshotCallback(tmp_path, models, images(3)[..., 0], None, seed=0, first_epoch=0)

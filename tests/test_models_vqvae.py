@@ -15,17 +15,17 @@ import pytest
 
 from tests.test_models import bernoulli_log_px, images, numpy_of, one_line_error
 from vaelab import cli
+from vaelab.analysis.evaluate import evaluate
+from vaelab.analysis.evaluate_codes import code_counts, usage_perplexity
 from vaelab.config import CODE_DIM, DEFAULT_CODES, ModelConfig, RunConfig, make_config
 from vaelab.data.dataset import make_dataset, scale_pixels
 from vaelab.errors import VaelabError
-from vaelab.evaluate import evaluate
-from vaelab.evaluate_vqvae import code_counts, usage_perplexity
-from vaelab.export import stock_models
 from vaelab.models import build_models, parameter_count
 from vaelab.models.vqvae import COMMITMENT, DEAD, DECAY
-from vaelab.report import build_report, report_presets
+from vaelab.report.exercise import build_report, report_presets
 from vaelab.run import OPTIONAL_VARIABLES, Run, load_checkpoint, load_run, run_dir_name, save_checkpoint
-from vaelab.training import train
+from vaelab.training.export import stock_models
+from vaelab.training.loop import train
 
 K, L = 8, 3  # a codebook of 8 vectors, 3 codes per image
 SMALL = {"family": "vqvae", "codes": K, "latent_dim": L, "intermediate_dim": 16}

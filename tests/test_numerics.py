@@ -29,12 +29,12 @@ import pytest
 from scipy import special
 
 from vaelab import _interrupt
-from vaelab import evaluate as evaluation
 from vaelab._lock import DirectoryLock
+from vaelab.analysis import evaluate as evaluation
+from vaelab.analysis.evaluate import evaluate, evaluate_and_save
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data.dataset import binarized_test_set, make_dataset, scale_pixels
 from vaelab.errors import Interrupted, VaelabError
-from vaelab.evaluate import evaluate, evaluate_and_save
 from vaelab.models import build_models, reconstruction_loss
 from vaelab.run import Run
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import PRESETS, canvas_pixels, draw_a_one, marker_labels, offline_page, run_cli, strip_lines
-from vaelab import webmodel, webpage
 from vaelab.errors import VaelabError
+from vaelab.explore import webmodel, webpage
 from vaelab.explore.export import RUN_BUDGET_BYTES
 from vaelab.models import build_models
 
@@ -92,7 +92,7 @@ def test_data_blocks_cannot_close_their_script_element():
 @pytest.fixture(scope="module")
 def exported(preset_runs, tmp_path_factory, mnist):
     from vaelab.config import make_config
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     base = tmp_path_factory.mktemp("export")
     d3 = train(make_config("mlp", latent_dim=3, epochs=1, train_subset=500, test_subset=100), base / "d3", verbose=0)
@@ -216,7 +216,7 @@ def test_exported_explorer_of_unlabelled_data(tmp_path, mnist, browser):
     from vaelab.data import load_dataset
     from vaelab.explore import load_data
     from vaelab.explore.export import export
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     np.savez(tmp_path / "plain.npz", x_train=mnist.x_train[:500], x_test=mnist.x_test[:200])
     data = load_dataset(tmp_path / "plain.npz")
@@ -246,7 +246,7 @@ def exported_shapes(colour_run, tmp_path_factory):
     from tests.conftest import shapes_dataset
     from vaelab.config import make_config
     from vaelab.explore.export import export
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     base = tmp_path_factory.mktemp("export-shapes")
     colour, colour_data = colour_run

@@ -208,7 +208,7 @@ def test_an_early_ctrl_c_stops_the_command(tmp_path, mnist, delay, entry):
 
 
 def test_ctrl_c_stops_an_evaluation_between_batches(small_run, mnist):
-    from vaelab.evaluate import evaluate
+    from vaelab.analysis.evaluate import evaluate
 
     with _interrupt.stop_at_step_boundary():
         os.kill(os.getpid(), signal.SIGINT)  # a real signal: the handler only sets the flag
@@ -231,7 +231,7 @@ def test_a_reader_never_mixes_two_runs(tmp_path, small_run):
     import shutil
 
     from vaelab.config import make_config
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     other = train(make_config("mlp", epochs=1, train_subset=300, test_subset=100), tmp_path / "other", verbose=0)
     mixed = tmp_path / "mixed"

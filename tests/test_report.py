@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPORT_EPOCHS, TRAIN_SUBSET, marker_labels, offline_page, run_cli, strip_lines
-from vaelab.report import REPORT_PRESETS, build_report
+from vaelab.report.exercise import REPORT_PRESETS, build_report
 from vaelab.run import load_run
 
 pytestmark = pytest.mark.slow

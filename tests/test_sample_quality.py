@@ -1,4 +1,5 @@
-"""Sample quality (vaelab.sample_quality): the Fréchet distance and k-NN precision/recall against their formulas on
+"""Sample quality (vaelab.analysis.sample_quality): the Fréchet distance and k-NN precision/recall against their
+formulas on
 synthetic Gaussians and hand-placed points; the classifier trained on an MNIST subset, cached and read back; a run's
 samplers measured and drawn."""
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from vaelab import sample_quality as sq
+from vaelab.analysis import sample_quality as sq
 from vaelab.data.dataset import make_dataset
 
 
@@ -106,7 +107,7 @@ def test_the_classifier_is_trained_once_cached_and_read_back(small_mnist, classi
 
 
 def test_a_runs_samplers_are_measured_against_the_test_set(small_run, small_mnist, classifier_cache, tmp_path):
-    from vaelab import plots
+    from vaelab.analysis import plots
     from vaelab.run import load_run
 
     shutil.copytree(small_run.path, tmp_path / "run")

@@ -1,4 +1,5 @@
-"""Samplers after training (vaelab.samplers): the mixture's draws and density against their definitions, its fit,
+"""Samplers after training (vaelab.analysis.samplers): the mixture's draws and density against their definitions, its
+fit,
 its file in the run (the documented arrays, read back, fitted again only when the run changed), and
 `vaelab generate --sampler` on a trained run and a vqvae."""
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vaelab import cli, samplers
+from vaelab import cli
+from vaelab.analysis import samplers
+from vaelab.analysis.samplers import GaussianMixture, SamplerSpec, fit_gmm, parse_sampler, read_gmm, save_gmm
 from vaelab.errors import VaelabError
-from vaelab.samplers import GaussianMixture, SamplerSpec, fit_gmm, parse_sampler, read_gmm, save_gmm
 
 MIXTURE = GaussianMixture(
     weights=np.array([0.25, 0.75]),
@@ -158,7 +160,7 @@ def test_generate_and_quality_refuse_a_mixture_for_a_vqvae(tmp_path, mnist, vael
 
 @pytest.mark.slow
 def test_the_reports_sample_grid_draws_from_the_sampler_chosen(run_copy, mnist, tmp_path):
-    from vaelab.report import build_report
+    from vaelab.report.exercise import build_report
 
     build_report([run_copy], mnist, tmp_path / "report", sampler="gmm:3")
     markdown = (tmp_path / "report" / "report.md").read_text()

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_SUBSET, TRAIN_SUBSET
-from vaelab import schedule
 from vaelab.config import TrainConfig, make_config
 from vaelab.errors import VaelabError
 from vaelab.run import CHECKPOINT, CONFIG, HISTORY, load_run, read_history
-from vaelab.training import resume, train
+from vaelab.training import schedule
+from vaelab.training.loop import resume, train
 
 
 def small(**kw):

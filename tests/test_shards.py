@@ -139,7 +139,7 @@ def test_shard_batches_equal_in_memory_batches(tmp_path, mnist):
 @pytest.mark.slow
 def test_an_epoch_over_shards_equals_an_epoch_in_memory(tmp_path, small_run):
     from vaelab.config import make_config
-    from vaelab.training import train
+    from vaelab.training.loop import train
 
     convert(["mnist"], tmp_path / "shards", log=quiet)
     data = load_dataset(tmp_path / "shards")

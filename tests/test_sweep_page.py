@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from vaelab.config import make_config
+from vaelab.report.sweep_page import CONDITIONAL_MARK, write_comparison
 from vaelab.sweep import Point
-from vaelab.sweep_report import CONDITIONAL_MARK, write_comparison
 
 
 def test_a_cvaes_bound_on_log_p_x_given_y_is_marked_apart_from_log_p_x(tmp_path):

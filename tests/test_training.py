@@ -12,7 +12,7 @@ from vaelab._lock import LOCK_FILE
 from vaelab.config import make_config
 from vaelab.errors import VaelabError
 from vaelab.run import HISTORY_COLUMNS, RUN_DIRS, RUN_FILES, SNAPSHOT_DIR, SNAPSHOTS, load_run
-from vaelab.training import resume, train
+from vaelab.training.loop import resume, train
 
 
 def small(preset="mlp", **kw):
@@ -69,7 +69,7 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path, small_run):
 
 
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, small_run):
-    from vaelab.snapshots import read_snapshots
+    from vaelab.training.snapshots import read_snapshots
 
     train(small(epochs=1), tmp_path / "r", verbose=0)
     resumed = resume(tmp_path / "r", epochs=2, verbose=0)

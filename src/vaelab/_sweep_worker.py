@@ -19,9 +19,9 @@ def main(argv: list[str]) -> int:
         os.sched_setaffinity(0, spec["cores"])
     import vaelab  # noqa: F401  (chooses the Keras backend before anything imports Keras)
     from vaelab import _interrupt
-    from vaelab._malloc import tune_malloc
     from vaelab.errors import Interrupted, VaelabError
     from vaelab.sweep import run_point
+    from vaelab.training._malloc import tune_malloc
 
     _interrupt.leave_at_once_on_second_interrupt()
     tune_malloc()

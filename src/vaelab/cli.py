@@ -11,8 +11,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vaelab import _interrupt, distribute
+from vaelab import _interrupt
 from vaelab.errors import Interrupted, VaelabError
+from vaelab.training import distribute
 
 EXIT_USER_ERROR = VaelabError.exit_code
 MAX_FIGURE_IMAGES = 1000  # images in one figure: more is unreadable and slow to draw
@@ -81,8 +82,8 @@ def _int_in(low: int, high: int, what: str):
 
 
 def _sampler(text: str):
-    """An argparse type: a sampler after training, prior, gmm or gmm:K (vaelab.samplers)."""
-    from vaelab.samplers import parse_sampler
+    """An argparse type: a sampler after training, prior, gmm or gmm:K (vaelab.analysis.samplers)."""
+    from vaelab.analysis.samplers import parse_sampler
 
     try:
         return parse_sampler(text)
@@ -220,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vaelab.config import make_config
     from vaelab.data import load_dataset
     from vaelab.run import run_data, run_dir_name
-    from vaelab.training import resume, train
+    from vaelab.training.loop import resume, train
 
     started = time.perf_counter()
     if args.resume is not None:
@@ -326,8 +327,8 @@ def _wrote(*paths: Path) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """(c) Encodes the test set: the latent map and the one-image-per-class table."""
-    from vaelab import analysis
-    from vaelab.figures import draw_run_figures
+    from vaelab.analysis import latent as analysis
+    from vaelab.analysis.figures import draw_run_figures
 
     run, data, out = _load(args)
     _gaussian(run, "encode")
@@ -342,9 +343,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """(d) Decodes latent points, prior samples or the manifold grid into images."""
-    from vaelab import analysis
-    from vaelab.figures import draw_run_figures, exercise_point
-    from vaelab.samplers import gaussian_latent, sampler
+    from vaelab.analysis import latent as analysis
+    from vaelab.analysis.figures import draw_run_figures, exercise_point
+    from vaelab.analysis.samplers import gaussian_latent, sampler
 
     run, data, out = _load(args)
     model = run.config.model
@@ -389,7 +390,7 @@ def _generate_codes(run, data, args: argparse.Namespace, out: Path) -> int:
     from the run's learned prior (`vaelab train-prior`), or from the uniform prior where it has none."""
     import numpy as np
 
-    from vaelab.figures import draw_code_figures
+    from vaelab.analysis.figures import draw_code_figures
 
     model = run.config.model
     k = model.codebook_size
@@ -431,8 +432,8 @@ def _with_label(run, data, label: int | None):
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     """(e) Interpolates between two test images of different classes through the latent space."""
-    from vaelab import analysis
-    from vaelab.figures import draw_run_figures
+    from vaelab.analysis import latent as analysis
+    from vaelab.analysis.figures import draw_run_figures
 
     run, data, out = _load(args)
     _gaussian(run, "interpolate")
@@ -458,7 +459,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def _wants_disentanglement(args: argparse.Namespace, run, data) -> bool:
     """Whether `vaelab evaluate` scores disentanglement: asked for (an error without factors), or by default when the
     data has factors and the run has coordinates to score (not a vqvae)."""
-    from vaelab.disentanglement import no_factors
+    from vaelab.analysis.disentanglement import no_factors
 
     if args.disentanglement and data.factors is None:
         raise VaelabError(no_factors(data))
@@ -470,9 +471,9 @@ def _wants_disentanglement(args: argparse.Namespace, run, data) -> bool:
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
-    """Fits a prior over a vqvae's codes (vaelab.code_prior), saved as RUN/code_prior.npz, and compares the
+    """Fits a prior over a vqvae's codes (vaelab.analysis.code_prior), saved as RUN/code_prior.npz, and compares the
     test images' codes' likelihood under it with the uniform prior's."""
-    from vaelab.code_prior import train_prior, uniform_nll
+    from vaelab.analysis.code_prior import train_prior, uniform_nll
     from vaelab.config import PriorConfig
 
     run, data, _ = _load(args)
@@ -500,9 +501,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics.json; the diagnostic figures (reconstructions, KL per dimension, traversal, snapshots) drawn."""
     from tqdm import tqdm
 
-    from vaelab.evaluate import evaluate_and_save
-    from vaelab.figures import draw_run_figures
-    from vaelab.likelihoods import likelihood_note
+    from vaelab.analysis.evaluate import evaluate_and_save
+    from vaelab.analysis.figures import draw_run_figures
+    from vaelab.models.likelihoods import likelihood_note
 
     run, data, out = _load(args)
     tangle = _wants_disentanglement(args, run, data)  # before the slow part: no factors is an error at once
@@ -521,7 +522,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     if run.config.model.family == "vqvae":
-        from vaelab.evaluate_vqvae import describe
+        from vaelab.analysis.evaluate_codes import describe
 
         print("\n".join([f"{run.name}: {result.images:,} test images", *describe(result)]))
         print(f"written to {run.path / 'metrics.json'} ({result.seconds:.0f} s)")
@@ -560,7 +561,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"  KL per dimension, nats     {' '.join(f'{k:.2f}' for k in result.kl_per_dim)}")
     seconds = result.seconds
     if tangle:
-        from vaelab.disentanglement import describe, score_and_save
+        from vaelab.analysis.disentanglement import describe, score_and_save
 
         scores = score_and_save(run, data, images=args.images)
         print("\n".join(describe(scores)))
@@ -576,11 +577,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_quality(args: argparse.Namespace) -> int:
     """Ranks runs and samplers by the quality of their samples: Fréchet distance, precision and recall against the
-    test set in the features of the data set's classifier (vaelab.sample_quality)."""
-    from vaelab import plots
+    test set in the features of the data set's classifier (vaelab.analysis.sample_quality)."""
     from vaelab._files import write_json, write_text
+    from vaelab.analysis import plots
+    from vaelab.analysis.sample_quality import measure_runs, plot_sample_quality, table_markdown
     from vaelab.run import load_run
-    from vaelab.sample_quality import measure_runs, plot_sample_quality, table_markdown
 
     runs = [load_run(path) for path in args.runs]
     for run in runs:
@@ -617,8 +618,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Writes the run's encoder.keras and generator.keras (stock Keras layers, open without vaelab)."""
-    from vaelab.export import export_run
     from vaelab.run import load_run
+    from vaelab.training.export import export_run
 
     run = load_run(args.run)
     if run.epoch == 0:
@@ -632,7 +633,7 @@ def cmd_kl(args: argparse.Namespace) -> int:
     """Question 2: the KL divergence of two normal distributions, in closed form (and checked numerically)."""
     import math
 
-    from vaelab.kl import gaussian_kl_sigmas, kl_by_integration
+    from vaelab.models.kl import gaussian_kl_sigmas, kl_by_integration
 
     values = (args.mu1, args.sigma1, args.mu2, args.sigma2)
     if not all(math.isfinite(v) for v in values):
@@ -659,7 +660,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Trains (or reuses) mlp, mlp-fixed-var and conv (convnet for other images; a vqvae has no mlp-fixed-var) and
     writes the report answering the exercise."""
     from vaelab.config import TrainConfig
-    from vaelab.report import report
+    from vaelab.report.exercise import report
 
     started = time.perf_counter()
     index = report(
@@ -1163,7 +1164,7 @@ COMPUTES = ("train", "encode", "generate", "interpolate", "evaluate", "export", 
 def _start(args: argparse.Namespace) -> None:
     """Process-wide settings, made by the command line rather than the library: the processes of a
     multi-process run join, the CPU splits into devices (both before JAX starts), malloc is tuned on a CPU."""
-    from vaelab._malloc import tune_malloc
+    from vaelab.training._malloc import tune_malloc
 
     if args.command == "train":
         if distribute.wants_processes(args.coordinator, args.num_processes, args.process_id):

@@ -33,7 +33,8 @@ MNIST_TRAINING_IMAGES = 60_000  # a betatc's N when its network is built without
 TERMS = ("mutual_information", "total_correlation", "dimension_kl")
 DEFAULT_CODES = 512  # the vqvae's codebook size K (--codes): van den Oord et al.'s K for images
 CODE_DIM = 16  # D, the length of each of a vqvae's latent_dim code vectors: small, for the small networks here
-# p(x|z), the decoder's distribution of the pixels (vaelab.likelihoods): Bernoulli for grey images (the course's),
+# p(x|z), the decoder's distribution of the pixels (vaelab.models.likelihoods): Bernoulli for grey images (the
+# course's),
 # the discretised logistic for 8-bit colour (as PixelCNN++ and IAF-VAE); see default_likelihood.
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic")
 SCALES = ("global", "pixel")  # the learned sigma (gaussian) or s (logistic): one for all pixels, or one per pixel
@@ -56,7 +57,8 @@ VARIANCES = ("learned", "fixed")
 OPTIMIZERS = ("rmsprop", "adam")
 IMPLEMENTATIONS = ("fused", "keras")
 ACTIVATIONS = ("relu", "tanh")
-# Training snapshots (vaelab.snapshots) are on unless --no-snapshots: training waits about 0.2% of an MLP epoch for them
+# Training snapshots (vaelab.training.snapshots) are on unless --no-snapshots: training waits about 0.2% of an MLP
+# epoch for them
 # (benchmarks/snapshot_cost.py). Not part of a run's configuration: they record, they change no number.
 SNAPSHOTS = True
 REPORT_IWAE_SAMPLES = 100  # K of `vaelab report`'s log-likelihood bound: a tenth of `vaelab evaluate`'s 1000 decodings
@@ -328,10 +330,10 @@ class TrainConfig:
     # (Higgins et al., 2017), < 1 favours reconstruction. Reported figures always include the true ELBO.
     beta: float = 1.0
     # KL warm-up (Bowman et al., 2016; Sønderby et al., 2016): over the first N epochs the KL weight rises
-    # linearly to beta (see vaelab.schedule.kl_weight). 0, the course's choice: beta from the first step.
+    # linearly to beta (see vaelab.training.schedule.kl_weight). 0, the course's choice: beta from the first step.
     kl_warmup: int = 0
     # None: a constant learning rate. N: Burda et al.'s decay (8 stages, lr * 10^(-i/7) for 3^i epochs,
-    # 3,280 epochs in all) compressed into N epochs, by step (see vaelab.schedule.learning_rate).
+    # 3,280 epochs in all) compressed into N epochs, by step (see vaelab.training.schedule.learning_rate).
     lr_decay_epochs: int | None = None
 
     def __post_init__(self):
@@ -539,7 +541,7 @@ def _check_positive(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class PriorConfig:
-    """How a vqvae's learned prior over its codes is built and trained (vaelab.code_prior); saved with it."""
+    """How a vqvae's learned prior over its codes is built and trained (vaelab.analysis.code_prior); saved with it."""
 
     epochs: int = 30  # at most: training stops 3 epochs after the held-out codes' likelihood last improved
     hidden: int = 256  # width of its two hidden layers: a few hundred thousand weights, seconds per epoch on 2 cores

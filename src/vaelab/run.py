@@ -1,7 +1,7 @@
 """A run directory: the fixed set of files one training writes, and `load_run` to rebuild it.
 
     config.json      the resolved RunConfig, the run's id, vaelab/Keras/backend versions, the data checksum,
-                     where it trained last (platform, processes, devices per process: vaelab.distribute)
+                     where it trained last (platform, processes, devices per process: vaelab.training.distribute)
     checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id
     history.csv      one row per completed epoch: loss (the objective, reconstruction + w * KL),
                      reconstruction_loss, kl_loss, elbo_loss (reconstruction + KL, the negative ELBO),
@@ -12,16 +12,17 @@
                      before seconds)
     metrics.json     final test-set figures (the same names), the run's id; written when training
                      completes; `evaluation` (ELBO, IWAE bound, latent diagnostics) once evaluated;
-                     `disentanglement` (MIG, DCI, FactorVAE score, SAP: vaelab.disentanglement) once scored
+                     `disentanglement` (MIG, DCI, FactorVAE score, SAP: vaelab.analysis.disentanglement) once scored
                      against data with known factors
     encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
-    generator.keras  (vaelab.export); written when training completes
-    snapshots.npz    per epoch: fixed test images reconstructed, fixed prior draws decoded (vaelab.snapshots)
+    generator.keras  (vaelab.training.export); written when training completes
+    snapshots.npz    per epoch: fixed test images reconstructed, fixed prior draws decoded (vaelab.training.snapshots)
     snapshots/       epoch-0001.png, ...: the same, one small picture per epoch
     gmm.npz          after training, where asked for (`--sampler gmm`): a Gaussian mixture fitted to the training
-                     images' codes, with the run id and epoch it was fitted at (vaelab.samplers); not in RUN_FILES
+                     images' codes, with the run id and epoch it was fitted at (vaelab.analysis.samplers); not in
+                     RUN_FILES
     code_prior.npz   a vqvae's learned prior over its codes, written by `vaelab train-prior` (its contents:
-                     vaelab.code_prior); removed with the rest when the run is trained again over itself
+                     vaelab.analysis.code_prior); removed with the rest when the run is trained again over itself
     .lock            held (flock) by the one process writing the run (process 0 of several); names it
                      (vaelab._lock)
 
@@ -65,8 +66,8 @@ SNAPSHOTS = "snapshots.npz"
 SNAPSHOT_DIR = "snapshots"
 RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, *KERAS_FILES, SNAPSHOTS)
 RUN_DIRS = (SNAPSHOT_DIR,)
-GMM_FILE = "gmm.npz"  # a Gaussian-latent run's mixture over its codes (vaelab.samplers)
-CODE_PRIOR = "code_prior.npz"  # a vqvae's learned prior over its codes (vaelab.code_prior)
+GMM_FILE = "gmm.npz"  # a Gaussian-latent run's mixture over its codes (vaelab.analysis.samplers)
+CODE_PRIOR = "code_prior.npz"  # a vqvae's learned prior over its codes (vaelab.analysis.code_prior)
 LATER_FILES = (GMM_FILE, CODE_PRIOR)  # written after training by the commands that need them; --overwrite too
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
 VQ_METRICS = ("codebook_loss", "commitment_loss", "perplexity")  # a vqvae's besides LOSSES (vaelab.models.vqvae)

@@ -9,13 +9,13 @@ A sweep directory holds a fixed set of files, each written atomically:
                         error, and its figures (test ELBO, IWAE bound, KL, active units, ...)
     results.csv         the same, one row per point
     summary.csv         per setting with the seeds pooled: mean and standard deviation of each figure
-    sweep.md            the comparison page (vaelab.sweep_report), and index.html the same, self-contained
+    sweep.md            the comparison page (vaelab.report.sweep_page), and index.html the same, self-contained
     figures/metrics.png each figure against each swept setting, mean ± standard deviation over seeds
     .lock               held by the one sweep working in the directory
 
 A point is trained (or resumed, if it was interrupted, or reused, if its run is complete with the
 same configuration and data), then evaluated (ELBO, IWAE bound with K samples, latent diagnostics; on
-data with known factors, the disentanglement metrics of vaelab.disentanglement: MIG, DCI, FactorVAE, SAP).
+data with known factors, the disentanglement metrics of vaelab.analysis.disentanglement: MIG, DCI, FactorVAE, SAP).
 Points run in worker processes, `workers` at a time (each a fresh Python, as `vaelab train` is: JAX
 must not be forked), or as Ray tasks (`ray_address`). A point that fails (a bad setting, a
 diverging loss, a worker killed) is recorded with its error; the others go on. Interrupt a sweep
@@ -38,13 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaelab import _interrupt, lanes, limits
+from vaelab import _interrupt, limits
 from vaelab._files import write_json, write_text
 from vaelab._lock import DirectoryLock
 from vaelab.config import RunConfig, make_config
 from vaelab.errors import Interrupted, VaelabError
+from vaelab.experiments import lanes
+from vaelab.report.sweep_page import DISENTANGLEMENT, compared, write_comparison
 from vaelab.run import read_info, read_metrics, run_dir_name
-from vaelab.sweep_report import DISENTANGLEMENT, compared, write_comparison
 
 AXES = ("preset", "model", "latent_dim", "beta", "seed")  # the settings a sweep varies
 FIXED = ("epochs", "kl_warmup", "batch_size", "learning_rate", "train_subset", "test_subset", "binarize")
@@ -233,9 +234,9 @@ def run_point(spec: dict[str, Any], log: Log) -> dict[str, Any]:
 
     `spec`: config (a RunConfig as a dict), path (its run directory), samples, images, data_dir.
     """
+    from vaelab.analysis.evaluate import evaluate_and_save
     from vaelab.data import load_dataset
-    from vaelab.evaluate import evaluate_and_save
-    from vaelab.job import ensure_run
+    from vaelab.experiments.job import ensure_run
 
     config = RunConfig.from_dict(spec["config"])
     data = load_dataset(config.dataset, spec.get("data_dir"), image_size=config.image_size, grey=config.grey, log=log)
@@ -245,7 +246,7 @@ def run_point(spec: dict[str, Any], log: Log) -> dict[str, Any]:
         log(f"vaelab sweep: evaluating {run.path} (K = {spec['samples']}, {spec['images']} test images)")
         evaluate_and_save(run, data, samples=spec["samples"], images=spec["images"])
     if not _scored(config, data, run.metrics, spec["images"]):
-        from vaelab.disentanglement import score_and_save
+        from vaelab.analysis.disentanglement import score_and_save
 
         log(f"vaelab sweep: scoring the disentanglement of {run.path} ({spec['images']} test images)")
         score_and_save(run, data, images=spec["images"])

@@ -27,7 +27,7 @@ Arrays = dict[str, np.ndarray]
 class Factors:
     """The known factors of variation of the test images: `values` (n, K), row k those of test image k, column k
     named `names[k]`; a categorical factor's numbers are labels (shape, colour), an ordinal one's are values (size,
-    position). What the disentanglement metrics (vaelab.disentanglement) score a code against."""
+    position). What the disentanglement metrics (vaelab.analysis.disentanglement) score a code against."""
 
     values: np.ndarray
     names: tuple[str, ...]

@@ -3,7 +3,7 @@
 The page is the served explorer's own markup, styles and scripts (static/), inlined, with each run's
 latent map (a vqvae's: its code grid) and networks embedded as JSON data blocks, so it decodes,
 interpolates and encodes drawings in the browser with no server: it opens from file:// and can be put
-on any static web server. A Content-Security-Policy forbids every connection (vaelab.webpage).
+on any static web server. A Content-Security-Policy forbids every connection (vaelab.explore.webpage).
 
 A run's share of the page is kept within RUN_BUDGET_BYTES by the first of these that fits (EMBEDDINGS):
 its generator and encoder with float32 weights; both as float16 (half the size; the decoded images
@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaelab import webpage
 from vaelab._files import write_text
 from vaelab.data import Dataset
-from vaelab.explore import pagedata
+from vaelab.explore import pagedata, webpage
 from vaelab.run import Run
 
 PAGE = "index.html"

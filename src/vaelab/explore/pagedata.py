@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from vaelab import analysis, webmodel
+from vaelab.analysis import latent as analysis
+from vaelab.analysis.plots import class_colors
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
-from vaelab.plots import class_colors
+from vaelab.explore import webmodel
 from vaelab.run import METRICS, Run, damaged
 
 GRID_IMAGES = 10  # test images the code grid offers where the data have no classes (else one per class)

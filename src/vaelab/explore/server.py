@@ -32,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from vaelab import analysis
+from vaelab.analysis import latent as analysis
 from vaelab.data import Dataset
 from vaelab.data.batches import one_hot
 from vaelab.explore import guards, pagedata

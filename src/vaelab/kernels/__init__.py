@@ -1,6 +1,6 @@
 """Compiled C++ kernels for the ConvNet's layers and the dense layers, called through JAX's FFI.
 
-The layers of `vaelab.layers` (and the decoder's plain 3x3 convolution) compute, on the JAX backend
+The layers of `vaelab.models.layers` (and the decoder's plain 3x3 convolution) compute, on the JAX backend
 on a CPU, with hand-written loops instead of XLA's convolutions, which are slow for the 1-16
 channels of this network. Same layers, same variables: the kernels are another implementation of
 the `keras.ops` formulation, which stays the reference (tests/test_kernels.py) and the fallback
@@ -21,13 +21,13 @@ argmax, besides the input and kernel. A batch is split into chunks of whole imag
 XLA's CPU thread pool; weight gradients are summed per chunk and the chunks added in a fixed order,
 so training repeats exactly.
 
-With `VAELAB_DENSE_KERNELS=1` (opt-in: see `DENSE_SWITCH`), the dense layers (`vaelab.layers.Dense`,
+With `VAELAB_DENSE_KERNELS=1` (opt-in: see `DENSE_SWITCH`), the dense layers (`vaelab.models.layers.Dense`,
 every Dense of the networks unless `--implementation keras`) run y = act(x w + b), act linear, relu,
 sigmoid or tanh, any widths, as register-tiled matrix products with the activation fused
 (dense_math.h, handlers in dense_ffi.h): a forward pass, one for the kernel and bias, one for the
 input, as above. Each pass is cut into column strips that run on XLA's pool when the layer is large
 enough to pay for waking a thread; each output is summed by one tile in a fixed order, so the split
-does not change the numbers. So do Adam's and RMSprop's element-wise updates (`vaelab.optimizers`,
+does not change the numbers. So do Adam's and RMSprop's element-wise updates (`vaelab.training.optimizers`,
 optimizer_math.h): one vectorised pass per variable.
 
 `status()` says whether the kernels are in use here and, if not, why.

@@ -7,7 +7,7 @@
     MODELS["betatc"]  BetaTC  the ELBO's KL split in three, β on the total correlation (vaelab.models.betatc)
     MODELS["vqvae"]   VQVAE   codes from a learned codebook, the uniform prior over them (vaelab.models.vqvae)
 
-All of them share the networks of `vaelab.networks` (the arch's encoder body and decoder), so a checkpoint's
+All of them share the networks of `vaelab.models.networks` (the arch's encoder body and decoder), so a checkpoint's
 variables have the same names in each (a vamp's also holds its pseudo-inputs). `ModelConfig.family` picks the
 member; the registry gives its trainable model class, which knows its objective (`compute_loss`), how it draws z
 (`draw`) and its prior p(z) (`prior_outputs` in the graph, `prior` for evaluation and generation:
@@ -25,16 +25,25 @@ import keras
 from keras import layers
 
 from vaelab.config import ModelConfig
-from vaelab.likelihoods import INITIAL_LOG_SCALE, SCALED
 from vaelab.models.betatc import BetaTC
 from vaelab.models.cvae import CVAE
 from vaelab.models.iwae import IWAE
+from vaelab.models.likelihoods import INITIAL_LOG_SCALE, SCALED
+from vaelab.models.networks import (
+    DECODERS,
+    ENCODER_BODIES,
+    Binarize,
+    FixedLogVariance,
+    LogScale,
+    Sampling,
+    apply,
+    dense,
+)
+from vaelab.models.networks import kernel_initializers as _kernel_initializers
 from vaelab.models.priors import StandardNormal, VampMixture
 from vaelab.models.vae import VAE, bernoulli_log_likelihood, kl_loss, reconstruction_loss
 from vaelab.models.vamp import Vamp
 from vaelab.models.vqvae import VQVAE, VectorQuantizer, build_vqvae
-from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, FixedLogVariance, LogScale, Sampling, apply, dense
-from vaelab.networks import kernel_initializers as _kernel_initializers
 
 # The public names (once also `vaelab.model`'s, a module since folded in here).
 __all__ = [
@@ -86,7 +95,7 @@ def build_models(
     `seed` seeds the initial weights and the sampling noise: the same seed builds the same network.
     With `binarize`, the model binarises its input afresh at every training step (see `Binarize`).
     With `stock`, the encoder and generator use stock Keras layers only (the exercise's layers one by
-    one, the fixed variance as a frozen all-zero Dense), so that plain Keras can open them (`vaelab.export`).
+    one, the fixed variance as a frozen all-zero Dense), so that plain Keras can open them (`vaelab.training.export`).
     """
     config.validate()
     if stock:

@@ -18,10 +18,10 @@ import keras
 from keras import layers, ops
 
 from vaelab.config import ModelConfig
-from vaelab.likelihoods import log_likelihood
+from vaelab.models.likelihoods import log_likelihood
+from vaelab.models.networks import Sampling
 from vaelab.models.priors import log_normal
 from vaelab.models.vae import VAE, kl_loss
-from vaelab.networks import Sampling
 
 
 @keras.saving.register_keras_serializable(package="vaelab")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
-from vaelab.kl import gaussian_kl_float64
+from vaelab.models.kl import gaussian_kl_float64
 
 LOG_2PI = math.log(2 * math.pi)
 # Rows x components per slice of the mixture's float64 density: bounds its memory (~130 MB).

@@ -10,10 +10,10 @@ import keras
 from keras import ops
 
 from vaelab.config import ModelConfig
-from vaelab.kl import gaussian_kl
-from vaelab.likelihoods import log_likelihood
+from vaelab.models.kl import gaussian_kl
+from vaelab.models.likelihoods import log_likelihood
+from vaelab.models.networks import Sampling
 from vaelab.models.priors import StandardNormal
-from vaelab.networks import Sampling
 
 
 def bernoulli_log_likelihood(x, x_decoded_mean):
@@ -41,8 +41,8 @@ class VAE(keras.Model):
     for runs with dynamic binarisation: the image the reconstruction is scored against).
 
     Its loss per image, the objective minimised, is reconstruction_loss + w * kl_loss, in nats, where
-    w = `kl_weight` (1 for the ELBO; vaelab.schedule sets it per epoch for beta and warm-up) and the
-    reconstruction is scored with `likelihood` (vaelab.likelihoods; "x_log_scale" is its scale). Training
+    w = `kl_weight` (1 for the ELBO; vaelab.training.schedule sets it per epoch for beta and warm-up) and the
+    reconstruction is scored with `likelihood` (vaelab.models.likelihoods; "x_log_scale" is its scale). Training
     logs `loss`, `reconstruction_loss`, `kl_loss`, `elbo_loss` (= reconstruction + KL: the negative
     ELBO, whatever w is) and `kl_weight`, each averaged over images.
     """

@@ -14,8 +14,8 @@ term ||sg[z_e] - e||^2): it moves by moving averages, a k-means step per batch, 
 and restarts unused codes (`VectorQuantizer`), against the collapse of the codebook onto a few codes that
 gradient-trained codebooks suffer (van den Oord et al., appendix A.1; Dhariwal et al., 2020; Lancucki et al.,
 2020). The prior over the codes is uniform here (generation draws L codes uniformly); a learned one is
-`vaelab.code_prior`. q(z|x) is a point mass on the nearest codes, so the ELBO under the uniform prior is
-log p(x|z_q(x)) - L log K, and the importance-weighted bound equals it (`vaelab.evaluate_vqvae`). The model has
+`vaelab.analysis.code_prior`. q(z|x) is a point mass on the nearest codes, so the ELBO under the uniform prior is
+log p(x|z_q(x)) - L log K, and the importance-weighted bound equals it (`vaelab.analysis.evaluate_codes`). The model has
 no KL term to weight: a vqvae refuses β and KL warm-up (vaelab.config), and logs no KL.
 """
 
@@ -28,10 +28,10 @@ import numpy as np
 from keras import layers, ops
 
 from vaelab.config import CODE_DIM, ModelConfig
-from vaelab.likelihoods import INITIAL_LOG_SCALE, SCALED
+from vaelab.models.likelihoods import INITIAL_LOG_SCALE, SCALED
+from vaelab.models.networks import DECODERS, ENCODER_BODIES, Binarize, LogScale, apply, dense
+from vaelab.models.networks import kernel_initializers as _kernel_initializers
 from vaelab.models.vae import VAE, reconstruction_loss
-from vaelab.networks import DECODERS, ENCODER_BODIES, Binarize, LogScale, apply, dense
-from vaelab.networks import kernel_initializers as _kernel_initializers
 
 COMMITMENT = 0.25  # beta_c, the commitment loss's weight: van den Oord et al. found 0.1 to 2.0 alike and used 0.25
 DECAY = 0.99  # gamma, the codebook's moving averages' decay per step: van den Oord et al.'s appendix A.1

@@ -20,7 +20,7 @@ def ensure_run(
 ) -> Run:
     """The completed run of `config` in `path`: reused if it is there (the same configuration once both are resolved
     for `data`: `RunConfig.for_data`), resumed if it was interrupted."""
-    from vaelab.training import resume, train
+    from vaelab.training.loop import resume, train
 
     if not (path / "config.json").exists():
         return train(config, path, data=data, log=log, verbose=verbose)

@@ -176,7 +176,7 @@ def generate(run: Run, z) -> np.ndarray:
 
 def prior_samples(run: Run, n: int, seed: int = 0, sampler=None) -> tuple[np.ndarray, np.ndarray]:
     """Draws n points from the run's prior (N(0, I); a vamp's VampPrior: vaelab.models.priors), or from `sampler`
-    (vaelab.samplers: a mixture fitted after training), and decodes them: (z, images)."""
+    (vaelab.analysis.samplers: a mixture fitted after training), and decodes them: (z, images)."""
     if n < 1:
         raise VaelabError(f"--samples must be >= 1, got {n}")
     z = (sampler or run.models.prior()).sample(n, np.random.default_rng(seed))

@@ -12,7 +12,7 @@ q(z|x) stays a point mass on z_q(x), so with this prior
     log p(x) >= log p(x|z_q(x)) + log p(z_q(x))
 
 beside the uniform prior's log p(x|z_q(x)) - L log K: the two differ by how much better than uniform the prior
-predicts the test images' codes (`vaelab.evaluate_vqvae`).
+predicts the test images' codes (`vaelab.analysis.evaluate_codes`).
 
 The run directory holds it as one file, written atomically:
 

@@ -16,12 +16,12 @@ from typing import Any, Protocol
 
 from matplotlib.figure import Figure
 
-from vaelab import plots
 from vaelab._files import write_text
+from vaelab.analysis import plots
 from vaelab.config import RunConfig
 
 FIGURES = ("elbo", "iwae", "kl_loss", "active_units")  # compared across points, in this order
-# compared too where the data has known factors (vaelab.disentanglement), after FIGURES
+# compared too where the data has known factors (vaelab.analysis.disentanglement), after FIGURES
 DISENTANGLEMENT = ("mig", "dci_disentanglement", "dci_completeness", "factorvae_score", "sap")
 LABELS = {"elbo": "test ELBO", "iwae": "IWAE bound", "kl_loss": "KL", "active_units": "active units", "mig": "MIG",
           "dci_disentanglement": "DCI disentanglement", "dci_completeness": "DCI completeness",
@@ -132,7 +132,8 @@ def _disentanglement_note(names: Sequence[str], images: int) -> str:
         return ""
     return (
         f"\n\nThe data has known factors, so each point's codes (z_mean of the same {images:,} test images) are "
-        "scored for disentanglement (vaelab.disentanglement; 0 to 1, higher is more disentangled): MIG (Chen et al., "
+        "scored for disentanglement (vaelab.analysis.disentanglement; 0 to 1, higher is more disentangled): "
+        "MIG (Chen et al., "
         "2018), DCI disentanglement and completeness (Eastwood & Williams, 2018), the FactorVAE score (Kim & Mnih, "
         "2018; chance is 1 over the number of factors) and SAP (Kumar et al., 2018)."
     )
@@ -140,7 +141,7 @@ def _disentanglement_note(names: Sequence[str], images: int) -> str:
 
 def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[Any]], *, samples: int, images: int):
     """Writes summary.csv, figures/metrics.png, sweep.md and index.html; returns index.html's path."""
-    from vaelab.report_html import markdown_to_html
+    from vaelab.report.html import markdown_to_html
 
     summary = summary_rows(points, axes)
     shown = compared(points)

@@ -3,13 +3,13 @@
     log p(x) >= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x)
 
 The bound tightens as K grows and equals the ELBO's single-sample estimate at K = 1. Both use the run's
-likelihood (vaelab.likelihoods) and its prior p(z) (`Models.prior`: N(0, I), or a vamp's VampPrior, whose KL has
+likelihood (vaelab.models.likelihoods) and its prior p(z) (`Models.prior`: N(0, I), or a vamp's VampPrior, whose KL has
 no closed form and is estimated with the same K samples), and are also given in bits per dimension. Latent points
 are decoded in batches of a bounded size; the sum over k is taken with log-sum-exp in float64.
 The ELBO here is always the true one (KL weight 1), whatever β the run was trained with, and the IWAE
 bound the same for every model of the family. A conditional model (cvae) is evaluated on each test image
 with its label: its figures bound log p(x|y), and say so (`bound`). The latent diagnostics (active units,
-KL per dimension: vaelab.diagnostics) come with it.
+KL per dimension: vaelab.analysis.diagnostics) come with it.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from keras import layers, ops
 
 from vaelab import _interrupt, limits
 from vaelab._lock import DirectoryLock
+from vaelab.analysis.diagnostics import latent_diagnostics
 from vaelab.data import Dataset, test_images
 from vaelab.data.batches import one_hot
-from vaelab.diagnostics import latent_diagnostics
 from vaelab.errors import VaelabError
-from vaelab.likelihoods import SCALED, bits_per_dim, end_pixels, log_likelihood
+from vaelab.models.likelihoods import SCALED, bits_per_dim, end_pixels, log_likelihood
 from vaelab.run import Run, update_metrics
 
 LOG_2PI = math.log(2 * math.pi)
@@ -45,7 +45,7 @@ class Evaluation:
     images: int
     samples: int  # K, importance samples per image
     binarized: bool  # on the fixed binarised test set (a true likelihood) or on grey levels
-    likelihood: str  # p(x|z) of the bounds (vaelab.likelihoods)
+    likelihood: str  # p(x|z) of the bounds (vaelab.models.likelihoods)
     bound: str  # what the bounds bound: "log p(x)", or "log p(x|y)" for a conditional model (cvae)
     elbo: float  # E_q[log p(x|z)] - KL, the expectation estimated with the K samples
     reconstruction_loss: float  # -E_q[log p(x|z)]
@@ -54,7 +54,9 @@ class Evaluation:
     reconstruction_loss_at_mean: float
     iwae: float  # the importance-weighted lower bound on log p(x) with K samples
     nll: float  # -iwae: the negative log-likelihood estimate the literature reports
-    bits_per_dim: float | None  # nll in bits per pixel value (vaelab.likelihoods.bits_per_dim); None: meaningless
+    bits_per_dim: (
+        float | None
+    )  # nll in bits per pixel value (vaelab.models.likelihoods.bits_per_dim); None: meaningless
     elbo_bits_per_dim: float | None  # -elbo in bits per pixel value
     seconds: float
     active_units: int  # latent dimensions with activity > 0.01 (Burda et al.'s criterion)
@@ -105,11 +107,13 @@ def evaluate(
     progress=None,
 ) -> Evaluation:
     """Evaluates `run` on the first `images` test images (default: all 10,000) with K = `samples`; a vqvae's is
-    `vaelab.evaluate_vqvae.evaluate_codes`, exact with one sample."""
+    `vaelab.analysis.evaluate_codes.evaluate_codes`, exact with one sample."""
     if samples < 1:
         raise VaelabError(f"--samples must be >= 1, got {samples}")
-    if run.config.model.family == "vqvae":  # a point mass on codes: its bound needs no samples (vaelab.evaluate_vqvae)
-        from vaelab.evaluate_vqvae import evaluate_codes
+    if (
+        run.config.model.family == "vqvae"
+    ):  # a point mass on codes: its bound needs no samples (vaelab.analysis.evaluate_codes)
+        from vaelab.analysis.evaluate_codes import evaluate_codes
 
         return evaluate_codes(run, data, images=images, progress=progress)
     x_all = test_images(data, binarized=run.config.train.binarize)[:images]

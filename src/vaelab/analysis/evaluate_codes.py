@@ -10,7 +10,7 @@ The importance-weighted bound with any number of samples draws the same z_q ever
 diagnostics (active units, KL per dimension) mean nothing here; code usage replaces them: how many of the K
 vectors the test images use, and the perplexity of their frequencies.
 
-With a learned prior over the codes (`vaelab.code_prior`, code_prior.npz in the run), the bound with it
+With a learned prior over the codes (`vaelab.analysis.code_prior`, code_prior.npz in the run), the bound with it
 stands beside the uniform one: KL(q || p) = -log p(z_q(x)), so
 
     log p(x) >= log p(x|z_q(x)) + log p(z_q(x))        (`prior_elbo`)
@@ -26,9 +26,9 @@ import numpy as np
 from keras import ops
 
 from vaelab import _interrupt
-from vaelab.code_prior import load_prior
+from vaelab.analysis.code_prior import load_prior
 from vaelab.data import Dataset, test_images
-from vaelab.likelihoods import bits_per_dim, end_pixels, log_likelihood
+from vaelab.models.likelihoods import bits_per_dim, end_pixels, log_likelihood
 from vaelab.run import Run
 
 IMAGES_PER_CALL = 1000
@@ -42,7 +42,7 @@ class CodeEvaluation:
     images: int
     samples: int  # SAMPLES
     binarized: bool
-    likelihood: str  # p(x|z) of the bounds (vaelab.likelihoods)
+    likelihood: str  # p(x|z) of the bounds (vaelab.models.likelihoods)
     bound: str  # "log p(x), uniform prior over codes": what elbo and iwae bound
     elbo: float  # log p(x|z_q(x)) - L log K
     reconstruction_loss: float  # -log p(x|z_q(x))

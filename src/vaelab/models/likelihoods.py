@@ -3,7 +3,7 @@
 Pixels x are in [0, 1] (8-bit grey levels k/255, or binary after `--binarize`). The decoder gives one
 number per pixel, `mean` in (0, 1) (a sigmoid), except for the logistic, whose `mean` is its location on the
 real line (a linear output, `ModelConfig.decoder_activation`); the gaussian and the logistic also have a
-learned log-scale (`vaelab.networks.LogScale`: one number, or one per pixel, not depending on z).
+learned log-scale (`vaelab.models.networks.LogScale`: one number, or one per pixel, not depending on z).
 
 - `bernoulli`: pixels independent Bernoulli(mean), as Keras' binary cross-entropy computes it. A likelihood for binary
   pixels; for grey levels it is the continuous extension the course uses, not a normalised density.

@@ -6,7 +6,7 @@ Computer Modern, so the page needs neither a TeX installation nor a script from 
 Live latent maps: where the Markdown holds LIVE_MARKER for a run, the page gets that run's map
 decoding in the browser (the explorer's scripts, static/nn.js and latentmap.js, with its generator's
 weights embedded), shown only when scripts run; the static figures stay for print and scripts off.
-The page's Content-Security-Policy forbids every connection (vaelab.webpage).
+The page's Content-Security-Policy forbids every connection (vaelab.explore.webpage).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import markdown.extensions.tables
 import matplotlib
 from matplotlib.figure import Figure
 
-from vaelab import webpage
+from vaelab.explore import webpage
 
 DISPLAY_MATH = re.compile(r"^\$\$(.+?)\$\$\s*$", re.MULTILINE)
 INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)([^$\n]+?)\$")

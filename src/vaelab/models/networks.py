@@ -18,7 +18,14 @@ import keras
 from keras import layers, ops
 
 from vaelab.config import ModelConfig
-from vaelab.layers import ConvMaxPool2D, Dense, DoublingConv2DTranspose, HalvingConv2D, SameConv2D, UpSamplingConv2D
+from vaelab.models.layers import (
+    ConvMaxPool2D,
+    Dense,
+    DoublingConv2DTranspose,
+    HalvingConv2D,
+    SameConv2D,
+    UpSamplingConv2D,
+)
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
@@ -74,7 +81,7 @@ class FixedLogVariance(layers.Layer):
 class LogScale(layers.Layer):
     """The learned log-scale of the gaussian (log sigma) or the logistic (log s) likelihood: one number for
     every pixel ("global") or one per pixel ("pixel"), not depending on z, starting at `initial`
-    (`vaelab.likelihoods.INITIAL_LOG_SCALE`); outputs it for each image."""
+    (`vaelab.models.likelihoods.INITIAL_LOG_SCALE`); outputs it for each image."""
 
     def __init__(self, image_shape: tuple[int, int, int], scale: str = "global", initial: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -111,8 +118,9 @@ def apply(stack: list[layers.Layer], tensor):
 def dense(
     units: int, name: str, init: Initializer, activation: str | None = None, *, implementation: str = "keras"
 ) -> layers.Dense:
-    """A Dense layer: Keras' own (`implementation` "keras"), or vaelab's (`vaelab.layers.Dense`, the same layer, run
-    by the compiled kernel where it can be) for "fused"."""
+    """A Dense layer: Keras' own (`implementation` "keras"), or vaelab's (`vaelab.models.layers.Dense`, the same
+    layer, run
+        by the compiled kernel where it can be) for "fused"."""
     kind = Dense if implementation == "fused" else layers.Dense
     return kind(units, activation=activation, name=name, kernel_initializer=init())
 

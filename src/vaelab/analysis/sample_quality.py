@@ -258,8 +258,8 @@ def run_quality(
     real_radii: np.ndarray | None = None,
     log=None,
 ) -> Quality:
-    """`samples` draws from the run's sampler `spec` (vaelab.samplers) with `seed`, decoded and measured."""
-    from vaelab.samplers import parse_sampler, sampler
+    """`samples` draws from the run's sampler `spec` (vaelab.analysis.samplers) with `seed`, decoded and measured."""
+    from vaelab.analysis.samplers import parse_sampler, sampler
 
     parsed = parse_sampler(spec)
     z = sampler(run, parsed, data, log=log).sample(samples, np.random.default_rng(seed))

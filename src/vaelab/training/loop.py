@@ -4,7 +4,7 @@ Both hold the run directory's lock from start to end (a second writer gets one l
 holder), stop at a step boundary on Ctrl-C, and stop at once when the loss stops being a number.
 The data are handed in (a `Dataset`); without them the run's dataset is loaded from the cache.
 
-`devices` trains data-parallel on several devices, and a multi-process run (`vaelab.distribute`)
+`devices` trains data-parallel on several devices, and a multi-process run (`vaelab.training.distribute`)
 on the devices of every process: process 0 alone holds the lock and writes the run directory;
 every process reads it to resume, stops on a Ctrl-C in any of them, and stops on a NaN loss (the
 loss is the same number everywhere).
@@ -24,18 +24,19 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vaelab import _interrupt, kernels, limits, optimizers, schedule, snapshots
+from vaelab import _interrupt, kernels, limits
 from vaelab import run as runs
 from vaelab._files import WriteError
 from vaelab._lock import DirectoryLock
 from vaelab.config import SNAPSHOTS, RunConfig
 from vaelab.data import Dataset, load_dataset, test_images
 from vaelab.data.batches import Batches, EpochOrder
-from vaelab.distribute import ONE_DEVICE, STOP_CHECK_STEPS, Layout, layout, translated_errors
 from vaelab.errors import Interrupted, VaelabError
-from vaelab.export import export_run
-from vaelab.likelihoods import bits_per_dim, end_pixels
 from vaelab.models import Models, build_models
+from vaelab.models.likelihoods import bits_per_dim, end_pixels
+from vaelab.training import optimizers, schedule, snapshots
+from vaelab.training.distribute import ONE_DEVICE, STOP_CHECK_STEPS, Layout, layout, translated_errors
+from vaelab.training.export import export_run
 
 STEPS_PER_EXECUTION = 10  # steps per call into the compiled step, less Python overhead (torch allows only 1)
 
@@ -105,8 +106,8 @@ def train(
     """Trains `config` on `data` into the new run directory `out` and returns the trained run.
 
     `out` must not hold a run unless `overwrite`. `devices` (an integer or "all") trains on that many
-    devices of this process (`vaelab.distribute`). `callbacks` are passed to Keras' `fit` (the run
-    directory stays the record of the run); `snapshots` records vaelab.snapshots after every epoch.
+    devices of this process (`vaelab.training.distribute`). `callbacks` are passed to Keras' `fit` (the run
+    directory stays the record of the run); `snapshots` records vaelab.training.snapshots after every epoch.
     Ctrl-C stops after the current step: `Interrupted`.
     """
     config.validate()
@@ -305,7 +306,7 @@ def _fit(
             **{k: last[f"val_{k}"] for k in (*runs.LOSSES, *runs.TERMS) if f"val_{k}" in last},
             **({"kl_weight": last["kl_weight"]} if "kl_weight" in last else {}),  # (a vqvae has none)
             **{k: last[f"val_{k}"] for k in runs.VQ_METRICS if f"val_{k}" in last},  # a vqvae's
-            # -ELBO per pixel value, in bits: the figure colour-image papers quote (vaelab.likelihoods)
+            # -ELBO per pixel value, in bits: the figure colour-image papers quote (vaelab.models.likelihoods)
             "bits_per_dim": bits_per_dim(
                 last["val_elbo_loss"],
                 model.input_shape,

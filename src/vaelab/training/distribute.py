@@ -78,7 +78,7 @@ def initialize(
     if jax.distributed.is_initialized():
         return
     if xla_bridge.backends_are_initialized():
-        raise VaelabError("JAX started before the processes joined; call vaelab.distribute.initialize first")
+        raise VaelabError("JAX started before the processes joined; call vaelab.training.distribute.initialize first")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(
@@ -246,7 +246,7 @@ def layout(devices: int | str = 1) -> Layout:
     count = len(local) if devices == "all" else devices
     if count > len(local):
         names = ", ".join(f"{d.platform}:{d.id}" for d in local)
-        cpu = " (on a CPU: vaelab.distribute.use_cpu_devices before JAX starts; the command line does it)"
+        cpu = " (on a CPU: vaelab.training.distribute.use_cpu_devices before JAX starts; the command line does it)"
         raise VaelabError(
             f"asked for {count} devices, but this process has {len(local)} ({names}); "
             f"pass --devices {len(local)} or --devices all{cpu if local[0].platform == 'cpu' else ''}"

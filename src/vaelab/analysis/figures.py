@@ -37,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab import analysis, diagnostics, plots, snapshots
 from vaelab._files import write_text
+from vaelab.analysis import diagnostics, plots
+from vaelab.analysis import latent as analysis
 from vaelab.data import Dataset, test_images
 from vaelab.run import Run
+from vaelab.training import snapshots
 
 PARTS = ("encode", "generate", "interpolate", "diagnose")
 SNAPSHOT_ROWS = 8  # epochs shown in the snapshot strip, spaced geometrically, the last always included
@@ -87,7 +89,8 @@ def draw_run_figures(
 
     encode: the latent map and (with labels) the class table, `picks` replacing each class's first
     image; generate: `z` decoded (None: none), `samples` draws with `seed` (0: none) from `sampler` (None: the
-    prior; vaelab.samplers), a `manifold` x `manifold` grid (0: none); interpolate: `pair` of test images (default
+    prior; vaelab.analysis.samplers), a `manifold` x `manifold` grid (0: none); interpolate: `pair` of test images
+    (default
     `analysis.pick_pair`), `steps` points; diagnose: reconstructions, the latent diagnostics and
     traversal over the scoring test set, and the snapshot strip. A conditional model (cvae) encodes test images
     with their labels and decodes latent points as `run.label` (default: the first class); its generate part adds
@@ -170,8 +173,8 @@ def draw_code_figures(
     over the scoring test set and the snapshot strip. "interpolate" draws nothing: codes have no segment between
     them. The caller checks that `codes` are codebook indices (`vaelab generate`).
     """
-    from vaelab.code_prior import load_prior
-    from vaelab.evaluate_vqvae import code_counts, usage_perplexity
+    from vaelab.analysis.code_prior import load_prior
+    from vaelab.analysis.evaluate_codes import code_counts, usage_perplexity
     from vaelab.models.vqvae import uniform_codes
 
     result, model, title = RunFigures(), run.config.model, run.name

@@ -17,7 +17,7 @@ from matplotlib.patches import Ellipse
 from matplotlib.ticker import ScalarFormatter
 
 from vaelab._files import write_bytes
-from vaelab.analysis import ClassRow, CodeRow, Interpolation, LatentCodes, format_point
+from vaelab.analysis.latent import ClassRow, CodeRow, Interpolation, LatentCodes, format_point
 
 DIGIT_COLORS = [to_hex(c) for c in colormaps["tab10"].colors]  # one colour per class, for up to 10 classes
 DPI = 100

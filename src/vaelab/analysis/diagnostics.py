@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vaelab.kl import gaussian_kl_float64
+from vaelab.models.kl import gaussian_kl_float64
 from vaelab.run import Run
 
 ACTIVITY_THRESHOLD = 0.01  # Burda et al.'s threshold on A_j

@@ -14,8 +14,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vaelab import _interrupt, analysis, lanes, limits, plots, samplers
+from vaelab import _interrupt, limits
 from vaelab._files import write_text
+from vaelab.analysis import latent as analysis
+from vaelab.analysis import plots, samplers
+from vaelab.analysis.figures import draw_run_figures, exercise_point
 from vaelab.config import (
     CODE_DIM,
     REPORT_IWAE_SAMPLES,
@@ -27,13 +30,13 @@ from vaelab.config import (
 )
 from vaelab.data import BUILTIN, DEFAULT_DATASET, IMAGE_SHAPE, Dataset, load_dataset
 from vaelab.errors import Interrupted, VaelabError
+from vaelab.experiments import lanes
+from vaelab.experiments.job import ensure_run
 from vaelab.explore import pagedata
 from vaelab.explore.export import fitting_block
-from vaelab.figures import draw_run_figures, exercise_point
-from vaelab.job import ensure_run
-from vaelab.likelihoods import likelihood_note
 from vaelab.models import parameter_count
-from vaelab.report_html import LIVE_MARKER, markdown_to_html
+from vaelab.models.likelihoods import likelihood_note
+from vaelab.report.html import LIVE_MARKER, markdown_to_html
 from vaelab.run import Run, load_run, read_metrics, run_dir_name, run_is_complete
 
 REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")  # the exercise's networks, on 28x28 grey images
@@ -56,8 +59,8 @@ def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str]
     """Evaluates the run (ELBO, IWAE bound with `samples`) on the test images it is scored on (`scored_test_set`)
     unless its metrics.json already holds that; a vqvae's prior over codes is trained first, and its bound with that
     prior is part of the evaluation. Whether it evaluated now."""
-    from vaelab.code_prior import ensure_prior
-    from vaelab.evaluate import evaluate_and_save
+    from vaelab.analysis.code_prior import ensure_prior
+    from vaelab.analysis.evaluate import evaluate_and_save
 
     done = run.metrics.get("evaluation", {})
     images = scored_images(run.config, data)
@@ -75,9 +78,10 @@ def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str]
 
 
 def ensure_disentanglement(run: Run, data: Dataset, log: Callable[[str], None]) -> None:
-    """Scores the run's codes against the data's known factors (vaelab.disentanglement) unless the data has none, the
-    run is a vqvae, or its metrics.json already holds them for every test image."""
-    from vaelab.disentanglement import score_and_save
+    """Scores the run's codes against the data's known factors (vaelab.analysis.disentanglement) unless the data has
+    none, the
+        run is a vqvae, or its metrics.json already holds them for every test image."""
+    from vaelab.analysis.disentanglement import score_and_save
 
     if data.factors is None or run.config.model.family == "vqvae":
         return
@@ -127,9 +131,9 @@ def report(
     skips mlp-fixed-var: `report_presets`), then writes the report; returns index.html. With `test_subset` the
     runs are validated, evaluated and drawn on the first `test_subset` test images only (quick tries). A folder's
     or an .npz's images are read at `image_size`, in grey with `grey` (`vaelab.data.load_dataset`); `likelihood`
-    replaces the image's default one (`vaelab.likelihoods`); `model` (and the iwae's `k`, the vamp's
+    replaces the image's default one (`vaelab.models.likelihoods`); `model` (and the iwae's `k`, the vamp's
     `pseudo_inputs`, the vqvae's `codes`) trains that member of the family on every network (`vaelab.models`); the
-    sample grids draw from `sampler` (`vaelab.samplers`)."""
+    sample grids draw from `sampler` (`vaelab.analysis.samplers`)."""
     if sampler != "prior" and model == "vqvae":
         raise VaelabError(f"--sampler {sampler} draws Gaussian codes, and a vqvae's are codebook indices")
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
@@ -191,7 +195,7 @@ def report_presets(image_shape: tuple[int, int, int], family: str = ModelConfig.
 
 def recorded_samples(config: RunConfig, samples: int) -> int:
     """The K that the run's evaluation with `samples` records: a vqvae's bound is exact with one sample."""
-    from vaelab.evaluate_vqvae import SAMPLES
+    from vaelab.analysis.evaluate_codes import SAMPLES
 
     return SAMPLES if config.model.family == "vqvae" else samples
 
@@ -213,7 +217,7 @@ def _train_side_by_side(
     """
     import keras
 
-    from vaelab.distribute import on_cpu
+    from vaelab.training.distribute import on_cpu
 
     todo = [
         lanes.Job(
@@ -271,7 +275,7 @@ def build_report(
     In index.html, each run with latent_dim 2 also gets a live latent map that decodes in the page. `analysed`
     holds runs' sections made earlier by `_run_section` with the same `out`, by resolved run directory (the report
     makes them while other runs train). Each run is scored and drawn on its `scored_test_set` of `data`; the sample
-    grids draw from `sampler` (prior, gmm[:K]: vaelab.samplers).
+    grids draw from `sampler` (prior, gmm[:K]: vaelab.analysis.samplers).
     """
     figures = out / "figures"
     sections = [_header(runs, data, sampler)]
@@ -491,12 +495,12 @@ The path on the latent map:
 
 
 def _samples_caption(run: Run, drawn, sampler: str) -> str:
-    """What the sample grid draws from: the prior, or the sampler fitted after training (vaelab.samplers)."""
+    """What the sample grid draws from: the prior, or the sampler fitted after training (vaelab.analysis.samplers)."""
     if drawn is None:
         return f"Twenty draws from the prior {run.models.prior().name}"
     return (
         f"Twenty draws from {drawn.name} (`--sampler {sampler}`), fitted after training to the posterior means of the "
-        "training images, not the model's prior (`vaelab.samplers`)"
+        "training images, not the model's prior (`vaelab.analysis.samplers`)"
     )
 
 
@@ -546,7 +550,7 @@ One test image per {word} (top) and its reconstruction, its codes decoded (botto
 
 def _code_prior(run: Run, img: dict[str, str], k: int, length: int) -> str:
     """What a vqvae's samples are drawn from: its learned prior over codes (`vaelab train-prior`), or the uniform."""
-    from vaelab.code_prior import load_prior, uniform_nll
+    from vaelab.analysis.code_prior import load_prior, uniform_nll
 
     prior = load_prior(run)
     if prior is None:
@@ -561,7 +565,7 @@ decoder on arbitrary combinations rather than samples of the data's distribution
     best = min(prior.history, key=lambda row: row["val_nll"])
     return f"""As van den Oord et al. fit a PixelCNN over the codes after training, this run has a learned prior
 over them, p(z) = ∏ p(c_i | c_<i): an autoregressive network over the L = {length} positions
-(`vaelab.code_prior`), trained on the codes of the training images for {len(prior.history)} epochs, kept
+(`vaelab.analysis.code_prior`), trained on the codes of the training images for {len(prior.history)} epochs, kept
 at the epoch where their held-out tenth's −log p(z) was lowest ({best["val_nll"]:.2f} nats per image, against
 L log K = {length} log {k} = {uniform_nll(run):.2f} under the uniform prior). Twenty draws from it, position after
 position, decoded, each image under its codes:
@@ -743,7 +747,7 @@ def _disentanglement_section(runs: list[Run], data: Dataset) -> str:
     return f"""## Disentanglement
 
 {data.title}'s test images come with their factors of variation: {kinds}. Each run's codes (z_mean) of the
-test images are scored against them (`vaelab.disentanglement`; 0 to 1, higher is more disentangled): MIG,
+test images are scored against them (`vaelab.analysis.disentanglement`; 0 to 1, higher is more disentangled): MIG,
 the gap in mutual information between the two codes that know most about a factor, over its entropy
 (Chen et al., 2018; codes cut into 20 equal-width bins); DCI's disentanglement, completeness and
 informativeness (Eastwood & Williams, 2018; lasso importances, held-out R²); the FactorVAE score (Kim &
@@ -799,13 +803,13 @@ def _bits(evaluation: dict, spec: str, template: str) -> str:
 
 
 def _kl_section() -> str:
-    from vaelab.kl import gaussian_kl_sigmas, kl_by_integration
+    from vaelab.models.kl import gaussian_kl_sigmas, kl_by_integration
 
     text = importlib.resources.files("vaelab").joinpath("resources/kl-divergence.md").read_text(encoding="utf-8")
     body = text.split("\n", 1)[1]  # drop the document's own title
     body = body.replace("\n## ", "\n### ")
     lines = [
-        "| μ1 | σ1 | μ2 | σ2 | closed form (vaelab.kl) | numerical integration | relative difference |",
+        "| μ1 | σ1 | μ2 | σ2 | closed form (vaelab.models.kl) | numerical integration | relative difference |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mu1, s1, mu2, s2 in KL_CHECKS:

@@ -1,0 +1,1 @@
+"""What a trained run says: evaluation, the latent space, figures, samplers, disentanglement."""
