@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 import keras
-from keras import layers
+from keras import layers as keras_layers  # not `layers`: the package has a submodule of that name
 
 from vaelab.config import ModelConfig
 from vaelab.models.betatc import BetaTC
@@ -112,7 +112,9 @@ def build_models(
     if config.variance == "learned":
         z_log_var = dense(config.latent_dim, "z_log_var", init, implementation=config.implementation)(h)
     elif stock:  # 0 * h + 0 with frozen zeros: log sigma^2 = 0 from stock parts
-        z_log_var = layers.Dense(config.latent_dim, kernel_initializer="zeros", trainable=False, name="z_log_var")(h)
+        z_log_var = keras_layers.Dense(
+            config.latent_dim, kernel_initializer="zeros", trainable=False, name="z_log_var"
+        )(h)
     else:
         z_log_var = FixedLogVariance(name="z_log_var")(z_mean)
     decoded_z, drawn = family.draw(config, seed, z_mean, z_log_var)
@@ -120,7 +122,7 @@ def build_models(
     decoder_layers = DECODERS[config.arch](config, init)
     decoder_input = keras.Input(shape=(config.latent_dim,), name="decoder_input")
     if config.conditional:  # y concatenated to z, before the decoder's first layer
-        condition = layers.Concatenate(name="decoder_condition")
+        condition = keras_layers.Concatenate(name="decoder_condition")
         generator_label = keras.Input(shape=(config.classes,), name="label")
         x_decoded_mean = apply(decoder_layers, condition([decoded_z, label]))
         generated = apply(decoder_layers, condition([decoder_input, generator_label]))
