@@ -67,17 +67,22 @@ def reason(model: keras.Model, config: ModelConfig) -> str | None:
     return None if jax.default_backend() == "cpu" else "JAX does not compute on the CPU"
 
 
-def install(model: keras.Model, config: ModelConfig) -> str:
-    """Trains `model` with the fused step from now on, if it applies and `SWITCH` asks for it; returns what its
-    steps run on, in words (the training log says it)."""
+def install(model: keras.Model, config: ModelConfig) -> bool:
+    """Trains `model` (compiled) with the fused step from now on, if `SWITCH` asks for it and it applies; whether
+    it does."""
+    if not enabled() or reason(model, config) is not None:
+        return False
+    model.train_step = FusedStep(model, config)  # Keras' JAX trainer jits `self.train_step` (its jax/trainer.py)
+    return True
+
+
+def describe(model: keras.Model, config: ModelConfig) -> str:
+    """What runs `model`'s training steps, in words (the training log says it)."""
+    if isinstance(getattr(model, "train_step", None), FusedStep):
+        return "vaelab's fused step (gradient and update in one compiled call: vaelab.fused_step)"
     if not enabled():
-        return f"Keras' step (XLA); {SWITCH}=1 fuses it"
-    why = reason(model, config)
-    if why is not None:
-        return f"Keras' step (XLA): the fused step does not apply ({why})"
-    step = FusedStep(model, config)
-    model.train_step = step  # Keras' JAX trainer jits `self.train_step` (keras/src/backend/jax/trainer.py)
-    return "the fused step (one compiled call per step: vaelab.fused_step)"
+        return f"Keras' step (XLA); {SWITCH}=1 fuses it where it applies"
+    return f"Keras' step (XLA): the fused step does not apply ({reason(model, config)})"
 
 
 def _optimizer_kind(optimizer) -> str | None:
@@ -129,15 +134,15 @@ class FusedStep:
         images = x
         batch, latent = images.shape[0], self.config.latent_dim
         # the random numbers, from the model's own layers and seed generators, as the XLA step draws them
-        with keras.StatelessScope(state_mapping=list(zip(model.non_trainable_variables, non_trainable))) as scope:
+        with keras.StatelessScope(state_mapping=_pairs(model.non_trainable_variables, non_trainable)) as scope:
             target = self.binarize(images, training=True) if self.binarize is not None else images
             zeros = jnp.zeros((batch, latent), jnp.float32)
             eps = self.sampling([zeros, zeros])  # z = 0 + exp(0) * eps = eps, bit for bit
             kl_weight = ops.convert_to_tensor(model.kl_weight)
-        non_trainable = [_current(scope, v, value) for v, value in zip(model.non_trainable_variables, non_trainable)]
+        non_trainable = [_current(scope, v, value) for v, value in _pairs(model.non_trainable_variables, non_trainable)]
         # the optimizer's scalars at this step
         slots_of = self._slots(optimizer)
-        with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_values))):
+        with keras.StatelessScope(state_mapping=_pairs(optimizer.variables, optimizer_values)):
             scalars = self._scalars(optimizer)
         trainable_at = {id(v): t for t, v in enumerate(model.trainable_variables)}
         optimizer_at = {id(v): t for t, v in enumerate(optimizer.variables)}
@@ -166,10 +171,10 @@ class FusedStep:
         optimizer_values[at] = optimizer_values[at] + 1
         loss = ops.mean(objective)
         # the metrics: the model's own (as its compute_loss tracks them), then Keras' loss tracker
-        mapping = [*zip(model.non_trainable_variables, non_trainable), *zip(model.metrics_variables, metrics_values)]
+        mapping = _pairs(model.non_trainable_variables, non_trainable) + _pairs(model.metrics_variables, metrics_values)
         with keras.StatelessScope(state_mapping=mapping) as scope:
             model.track(reconstruction, kl)
-        metrics_values = [_current(scope, v, value) for v, value in zip(model.metrics_variables, metrics_values)]
+        metrics_values = [_current(scope, v, value) for v, value in _pairs(model.metrics_variables, metrics_values)]
         logs, metrics_values = model._update_metrics_variables(metrics_values, loss, x, y, None, sample_weight)
         return logs, (trainable, non_trainable, optimizer_values, metrics_values)
 
@@ -193,6 +198,10 @@ class FusedStep:
         alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         rest = ops.convert_to_tensor([1 - optimizer.beta_1, 1 - optimizer.beta_2, optimizer.epsilon], "float32")
         return ops.concatenate([ops.reshape(alpha, (1,)), rest])
+
+
+def _pairs(variables, values) -> list:
+    return list(zip(variables, values, strict=True))
 
 
 def _current(scope, variable, value):

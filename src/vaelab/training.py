@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vaelab import _interrupt, kernels, limits, optimizers, schedule, snapshots
+from vaelab import _interrupt, fused_step, kernels, limits, optimizers, schedule, snapshots
 from vaelab import run as runs
 from vaelab._files import WriteError
 from vaelab._lock import DirectoryLock
@@ -239,6 +239,7 @@ def _build(config: RunConfig, data: Dataset) -> tuple[Models, keras.optimizers.O
     optimizer = make_optimizer(config, steps_per_epoch(config, data))
     steps = 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION
     models.vae.compile(optimizer=optimizer, steps_per_execution=steps)
+    fused_step.install(models.vae, config.model)  # a dense VAE's step as one compiled call, where it applies
     return models, optimizer
 
 
@@ -277,6 +278,8 @@ def _fit(
             log(f"vaelab: training {config.preset} for epochs {epochs} into {out}{where} ({backend})")
             if config.model.arch == "conv":
                 log(f"vaelab: conv layers: {conv_layers(config, place)}")
+            if fused_step.enabled() and config.model.arch == "mlp":
+                log(f"vaelab: training step: {fused_step.describe(models.vae, config.model)}")
         try:
             with place.scope(), translated_errors(place, str(out)):
                 ours[1].check()
