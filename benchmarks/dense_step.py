@@ -108,9 +108,8 @@ def main() -> None:
         "s/epoch (best)",
     ]
     print(table(header, rows))
-    print(
-        f"load average {os.getloadavg()[0]:.1f} (1 min) at the end; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-    )
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"load average {os.getloadavg()[0]:.1f} (1 min) at the end; {when}")
 
 
 if __name__ == "__main__":

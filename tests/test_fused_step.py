@@ -124,15 +124,19 @@ def one_epoch(config, fused: bool, monkeypatch, tmp_path, mnist):
     ids=["burda", "iwae", "mlp"],
 )
 def test_an_epoch_from_the_same_seed_is_keras_epoch(options, monkeypatch, tmp_path, mnist):
-    """The same losses to float32 rounding, the same weights to half an Adam step (a weight whose gradient is near
-    zero moves by about the learning rate, whatever the gradient's size)."""
+    """The same losses to float32 rounding, the same weights to half an Adam step but for a few in 10,000 (a weight
+    whose gradient is near zero moves by about the learning rate, whatever the gradient's size, so over 20 steps a
+    last-bit difference in such a gradient, the iwae's weights of pixels that are nearly always 0, can add up to a
+    step or two)."""
     config = make_config("mlp", epochs=1, train_subset=400, test_subset=100, **options)
     got, got_weights = one_epoch(config, True, monkeypatch, tmp_path, mnist)
     want, want_weights = one_epoch(config, False, monkeypatch, tmp_path, mnist)
     for key in ("loss", "reconstruction_loss", "kl_loss", "elbo_loss", "val_loss"):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-4, err_msg=key)
+    lr = config.train.learning_rate
     for a, b in zip(got_weights, want_weights, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=0.5 * config.train.learning_rate)
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=3 * lr)
+        assert np.mean(np.abs(a - b) > 1e-3 * np.abs(b) + 0.5 * lr) < 1e-4  # (2 of 156,800 for the iwae, once)
 
 
 @pytest.mark.parametrize(
