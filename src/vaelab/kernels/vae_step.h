@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "dense_math.h"
@@ -91,6 +92,13 @@ struct StepScratch {
   std::vector<float> z, grad, grad2, dw, db, d;
 };
 
+// How a pass's work units (column strips, dot groups) are shared between threads: splitter(units, flops, work) calls
+// work(u0, u1) over pieces that cover [0, units). Every output element is summed by one tile in a fixed order, so the
+// split does not change the numbers (dense_math.h). The FFI handler shares with XLA's pool; alone, one thread.
+using Splitter = std::function<void(Index, double, const std::function<void(Index, Index)>&)>;
+
+inline void one_piece(Index units, double, const std::function<void(Index, Index)>& work) { work(0, units); }
+
 inline void update(const StepOptimizer& opt, float* p, float* s0, float* s1, const float* g, Index n) {
   if (opt.kind == kAdam) {
     const AdamScalars s{opt.scalars[0], opt.scalars[1], opt.scalars[2], opt.scalars[3]};
@@ -101,30 +109,38 @@ inline void update(const StepOptimizer& opt, float* p, float* s0, float* s1, con
   }
 }
 
-// y = act(x w + b), all rows, on this thread.
-inline void layer_forward(const StepLayer& l, int32_t act, const float* x, float* y, Index rows) {
+// y = act(x w + b), all rows.
+inline void layer_forward(const StepLayer& l, int32_t act, const float* x, float* y, Index rows, const Splitter& split) {
   with_dense_activation(act, [&](auto a) {
-    dense_forward<decltype(a)>(x, l.w, l.b, y, rows, l.in, l.out, 0, DenseWork::strips(l.out));
+    split(DenseWork::strips(l.out), 2.0 * rows * l.in * l.out, [&](Index s0, Index s1) {
+      dense_forward<decltype(a)>(x, l.w, l.b, y, rows, l.in, l.out, s0, s1);
+    });
   });
 }
 
 // Given g = dL/dy (overwritten by dL/d pre-activation), the layer's gradients, dL/dx into dx when dx is not
 // null (accumulated if `add`), then the layer's update.
 inline void layer_backward(const StepLayer& l, int32_t act, const StepOptimizer& opt, const float* x, const float* y,
-                           float* g, float* dx, bool add, Index rows, StepScratch& s) {
+                           float* g, float* dx, bool add, Index rows, StepScratch& s, const Splitter& split) {
   if (act != kLinear)
     with_dense_activation(act, [&](auto a) { pre_activation_gradient<decltype(a)>(y, g, g, rows * l.out); });
   s.dw.resize(l.in * l.out);
   s.db.resize(l.out);
-  dense_weights(x, g, s.dw.data(), s.db.data(), rows, l.in, l.out, 0, DenseWork::strips(l.out));
+  const double flops = 2.0 * rows * l.in * l.out;
+  split(DenseWork::strips(l.out), flops, [&](Index s0, Index s1) {
+    dense_weights(x, g, s.dw.data(), s.db.data(), rows, l.in, l.out, s0, s1);
+  });
   if (dx) {
+    float* into = dx;
     if (add) {
       s.d.resize(rows * l.in);
-      dense_input(g, l.w, s.d.data(), rows, l.in, l.out, 0, DenseWork::dot_groups(l.in));
-      for (Index t = 0; t < rows * l.in; ++t) dx[t] += s.d[t];
-    } else {
-      dense_input(g, l.w, dx, rows, l.in, l.out, 0, DenseWork::dot_groups(l.in));
+      into = s.d.data();
     }
+    split(DenseWork::dot_groups(l.in), flops, [&](Index g0, Index g1) {
+      dense_input(g, l.w, into, rows, l.in, l.out, g0, g1);
+    });
+    if (add)
+      for (Index t = 0; t < rows * l.in; ++t) dx[t] += s.d[t];
   }
   update(opt, l.w, l.w_slot[0], l.w_slot[1], s.dw.data(), l.in * l.out);
   update(opt, l.b, l.b_slot[0], l.b_slot[1], s.db.data(), l.out);
@@ -138,7 +154,8 @@ inline float clip_slope(float p) {
 
 // One step. x (B, D), eps (B K, L); writes reconstruction, kl and objective (B each), updates every layer.
 inline void vae_step(const StepNetwork& net, StepLayer* layers, const StepOptimizer& opt, const float* x,
-                     const float* eps, float* reconstruction, float* kl, float* objective, StepScratch& s) {
+                     const float* eps, float* reconstruction, float* kl, float* objective, StepScratch& s,
+                     const Splitter& split = one_piece) {
   const Index B = net.batch, K = net.samples, n = net.hidden, R = B * K;
   const Index count = 2 * n + 3, mu_at = n, lv_at = n + 1, out_at = 2 * n + 2;
   const Index D = layers[0].in, L = layers[mu_at].out;
@@ -153,7 +170,7 @@ inline void vae_step(const StepNetwork& net, StepLayer* layers, const StepOptimi
   };
   auto act_of = [&](Index j) { return (j < n || (j > lv_at && j < out_at)) ? net.activation : kLinear; };
   // forward: the encoder, the codes, the decoder (to the logits)
-  for (Index j = 0; j < n + 2; ++j) layer_forward(layers[j], act_of(j), input_of(j), s.acts[j].data(), B);
+  for (Index j = 0; j < n + 2; ++j) layer_forward(layers[j], act_of(j), input_of(j), s.acts[j].data(), B, split);
   const float* mu = s.acts[mu_at].data();
   const float* lv = s.acts[lv_at].data();
   s.z.resize(R * L);
@@ -162,7 +179,7 @@ inline void vae_step(const StepNetwork& net, StepLayer* layers, const StepOptimi
       const Index i = r / K;
       s.z[r * L + l] = mu[i * L + l] + std::exp(0.5f * lv[i * L + l]) * eps[r * L + l];
     }
-  for (Index j = n + 2; j < count; ++j) layer_forward(layers[j], act_of(j), input_of(j), s.acts[j].data(), R);
+  for (Index j = n + 2; j < count; ++j) layer_forward(layers[j], act_of(j), input_of(j), s.acts[j].data(), R, split);
   // the likelihood, and its gradient at the logits (per row, unscaled): d log p(x|z) / d logits
   float* logits = s.acts[out_at].data();
   s.grad.resize(R * D);
@@ -247,7 +264,7 @@ inline void vae_step(const StepNetwork& net, StepLayer* layers, const StepOptimi
     const Index rows = R;
     s.grad2.resize(rows * layers[j].in);
     layer_backward(layers[j], act_of(j), opt, input_of(j), s.acts[j].data(), s.grad.data(), s.grad2.data(), false,
-                   rows, s);
+                   rows, s, split);
     std::swap(s.grad, s.grad2);
   }
   // dL/dz -> dL/dmu, dL/dlv (the IWAE's log w also reads z, mu and lv directly)
@@ -276,12 +293,12 @@ inline void vae_step(const StepNetwork& net, StepLayer* layers, const StepOptimi
   float* dh = nullptr;
   s.grad.resize(B * layers[mu_at].in);
   dh = n > 0 ? s.grad.data() : nullptr;
-  layer_backward(layers[mu_at], kLinear, opt, input_of(mu_at), mu, dmu.data(), dh, false, B, s);
-  layer_backward(layers[lv_at], kLinear, opt, input_of(lv_at), lv, dlv.data(), dh, true, B, s);
+  layer_backward(layers[mu_at], kLinear, opt, input_of(mu_at), mu, dmu.data(), dh, false, B, s, split);
+  layer_backward(layers[lv_at], kLinear, opt, input_of(lv_at), lv, dlv.data(), dh, true, B, s, split);
   for (Index j = n - 1; j >= 0; --j) {
     s.grad2.resize(B * layers[j].in);
     layer_backward(layers[j], act_of(j), opt, input_of(j), s.acts[j].data(), s.grad.data(),
-                   j > 0 ? s.grad2.data() : nullptr, false, B, s);
+                   j > 0 ? s.grad2.data() : nullptr, false, B, s, split);
     std::swap(s.grad, s.grad2);
   }
 }

@@ -14,7 +14,7 @@
 namespace vaelab {
 namespace {
 
-ffi::Error VaeStep(ffi::RemainingArgs args, ffi::RemainingRets rets, int32_t act, int32_t hidden, int32_t samples,
+ffi::Error VaeStep(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets, int32_t act, int32_t hidden, int32_t samples,
                    int32_t objective, int32_t optimizer) {
   if (!valid_dense_activation(act) || hidden < 0 || samples < 1 || (objective != kObjectiveElbo &&
       objective != kObjectiveIwae) || (optimizer != kAdam && optimizer != kRmsprop) ||
@@ -81,8 +81,11 @@ ffi::Error VaeStep(ffi::RemainingArgs args, ffi::RemainingRets rets, int32_t act
   StepOptimizer opt{optimizer, {scalars[1], scalars[2], scalars[3], scalars[4]}};
   StepNetwork net{B, samples, n, act, objective, scalars[0]};
   thread_local StepScratch scratch;
+  const Splitter on_pool = [&pool](Index units, double flops, const std::function<void(Index, Index)>& work) {
+    split(pool, units, flops, work);  // dense_ffi.h's: large passes only, pieces on XLA's pool and this thread
+  };
   vae_step(net, layers.data(), opt, static_cast<const float*>(in[0].untyped_data()),
-           static_cast<const float*>(in[1].untyped_data()), at(0), at(1), at(2), scratch);
+           static_cast<const float*>(in[1].untyped_data()), at(0), at(1), at(2), scratch, on_pool);
   return ffi::Error::Success();
 }
 
@@ -92,6 +95,7 @@ ffi::Error VaeStep(ffi::RemainingArgs args, ffi::RemainingRets rets, int32_t act
 // vae_step: (x, eps, scalars, parameters..., slots...) -> (reconstruction, kl, objective, parameters..., slots...)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(vaelab_vae_step, vaelab::VaeStep,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<int32_t>("activation")
