@@ -41,6 +41,7 @@ def main() -> None:
     from vaelab import kernels
     from vaelab.config import make_config
     from vaelab.data import load_dataset
+    from vaelab.training.fused_step import FusedStep
     from vaelab.models import build_models
     from vaelab.training._malloc import tune_malloc
     from vaelab.training.loop import train
@@ -67,6 +68,7 @@ def main() -> None:
                 "test_loss": run.metrics["test"]["loss"],
                 "kernels": str(kernels.status()) if keras.backend.backend() == "jax" else None,
                 "dense_kernels": kernels.dense_runs() if keras.backend.backend() == "jax" else None,
+                "fused_step": isinstance(run.models.vae.train_step, FusedStep),
             }
         )
     )

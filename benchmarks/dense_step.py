@@ -1,10 +1,11 @@
-"""One compiled training step of a dense network, XLA's layers and updates against the compiled dense kernels.
+"""One compiled training step of a dense network: XLA's step, the per-layer dense kernels, the fused step.
 
     python benchmarks/dense_step.py --network burda [--batch 20] [--rounds 7]
     python benchmarks/dense_step.py --network iwae | vamp | mlp
 
-Both variants are built in one process (`VAELAB_DENSE_KERNELS` read while tracing) and their jitted Keras
-`train_step`s timed in alternation, rounds of 100 steps, so that they share the machine's momentary load. Besides
+The three variants are built in one process (`VAELAB_DENSE_KERNELS` read while tracing; the fused step is
+`vaelab.training.fused_step`, one FFI call for the gradient and the update) and their jitted Keras `train_step`s timed in
+alternation, rounds of 100 steps, so that they share the machine's momentary load. Besides
 wall time it reports the process's CPU time per step (both threads), which other jobs on a shared machine disturb
 less than the wall clock. JAX backend only.
 """
@@ -25,19 +26,26 @@ from _common import table
 
 BURDA = {"hidden": (200, 200), "latent_dim": 50, "activation": "tanh", "optimizer": "adam", "binarize": True}
 NETWORKS = {"burda": BURDA, "iwae": {**BURDA, "model": "iwae", "k": 5}, "vamp": {**BURDA, "model": "vamp"}, "mlp": {}}
+# the exercise's mlp preset (784-256-2, relu, RMSprop, batch 100) is `make_config("mlp")` itself
 
 
-def build(config, x, dense: bool):
-    """(jitted train_step, its state) with the dense kernels on or off."""
+def build(config, x, variant: str):
+    """(jitted train_step, its state) of `variant`: "XLA", "kernels" (the per-layer dense kernels) or "fused"."""
     import jax
 
+    from vaelab.training import fused_step
     from vaelab.models import build_models
     from vaelab.training.loop import make_optimizer
 
-    os.environ["VAELAB_DENSE_KERNELS"] = "1" if dense else "0"
+    os.environ["VAELAB_DENSE_KERNELS"] = "1" if variant == "kernels" else "0"
     vae = build_models(config.model, seed=0, binarize=config.train.binarize).vae
     vae.compile(optimizer=make_optimizer(config, 600))
     vae.optimizer.build(vae.trainable_variables)
+    if variant == "fused":
+        why = fused_step.reason(vae, config.model)
+        if why:
+            raise SystemExit(f"dense_step.py: the fused step does not apply: {why}")
+        vae.train_step = fused_step.FusedStep(vae, config.model)
     groups = (vae.trainable_variables, vae.non_trainable_variables, vae.optimizer.variables, vae.metrics_variables)
     state = tuple([v.value for v in group] for group in groups)
     step = jax.jit(vae.train_step, donate_argnums=0)
@@ -50,6 +58,9 @@ def main() -> None:
     parser.add_argument("--network", choices=list(NETWORKS), default="burda")
     parser.add_argument("--batch", type=int, default=None, help="default: 20 (Burda's), 100 for mlp")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--variants", nargs="+", choices=("XLA", "kernels", "fused"), default=["XLA", "kernels", "fused"]
+    )
     args = parser.parse_args()
     import jax
 
@@ -62,8 +73,8 @@ def main() -> None:
     batch = args.batch or (100 if args.network == "mlp" else 20)
     config = make_config("mlp", batch_size=batch, **NETWORKS[args.network])
     x = jax.numpy.asarray(scale_pixels(fetch_mnist(log=lambda m: None).x_train[:batch]))
-    print(kernels.status(), file=sys.stderr)
-    variants = {"XLA": build(config, x, False), "kernels": build(config, x, True)}
+    print(kernels.status(), f"load average {os.getloadavg()[0]:.1f} at the start", file=sys.stderr)
+    variants = {name: build(config, x, name) for name in args.variants}
 
     def run(name: str, steps: int) -> None:
         step, state = variants[name]
@@ -97,6 +108,8 @@ def main() -> None:
         "s/epoch (best)",
     ]
     print(table(header, rows))
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"load average {os.getloadavg()[0]:.1f} (1 min) at the end; {when}")
 
 
 if __name__ == "__main__":

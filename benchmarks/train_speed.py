@@ -17,9 +17,11 @@ evaluated after each epoch, in a fresh process:
   model on Keras 3 + TensorFlow, and peer_torch.py's ConvNet in plain PyTorch, eager and torch.compile
   (checked equal to vaelab's with copied weights: benchmarks/check_peer_torch.py).
 - `burda` (Burda et al.'s network: 784-200-200-50, tanh, Adam, dynamically binarised, batch 20) and `iwae` (the
-  same network trained on the IWAE bound with k = 5), opt-in: vaelab with XLA's dense layers and updates, and with
-  the compiled dense kernels (`VAELAB_DENSE_KERNELS=1`), beside plain PyTorch, eager; `--dense` adds the kernels'
-  row to the exercise's `mlp` and `mlp-fixed-var` too.
+  same network trained on the IWAE bound with k = 5), opt-in: vaelab with XLA's dense layers and updates, with
+  the compiled dense kernels (`VAELAB_DENSE_KERNELS=1`), and with the fused step (`VAELAB_FUSED_STEP=1`: the whole
+  step in one FFI call, vaelab.training.fused_step), beside plain PyTorch, eager; `--dense` adds the kernels' and the fused
+  step's rows to the exercise's `mlp` and `mlp-fixed-var` too (the fused step falls back to Keras' for the fixed
+  variance: the worker's JSON says whether it ran).
 s/epoch is the median of the epochs after the first (which includes compilation); GFLOP/s counts the
 exercise's layers' forward and backward FLOPs; % of peak is against a float32 matrix product on this
 machine. Every process gets the same malloc settings (vaelab sets them itself; peers get
@@ -35,6 +37,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,6 +53,10 @@ BURDA = {"hidden": [200, 200], "latent_dim": 50, "activation": "tanh", "optimize
          "batch_size": 20}  # fmt: skip
 DENSE = {"burda": BURDA, "iwae": {**BURDA, "model": "iwae", "k": 5}}  # opt-in rows: the mlp preset with these settings
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:glibc.malloc.top_pad=67108864"
+
+
+XLA_STEP = {"VAELAB_DENSE_KERNELS": "0", "VAELAB_FUSED_STEP": "0"}  # Keras' step, XLA's layers and updates
+FUSED_STEP = {"VAELAB_DENSE_KERNELS": "0", "VAELAB_FUSED_STEP": "1"}  # vaelab.training.fused_step: the step in one FFI call
 
 
 def measure(cmd: list[str], env: dict[str, str]) -> dict:
@@ -78,11 +85,17 @@ def candidates(
             ("vaelab", "Keras 3 + JAX, Keras layers", [*worker, "--implementation", "keras"], jax),
         ]
     else:
-        rows = [("vaelab", "Keras 3 + JAX, fused", fused, jax)]
+        rows = [("vaelab", "Keras 3 + JAX, fused", fused, {**jax, **XLA_STEP} if dense else jax)]
         if dense:
             rows.append(
-                ("vaelab", "Keras 3 + JAX, compiled dense kernels", fused, {**jax, "VAELAB_DENSE_KERNELS": "1"})
+                (
+                    "vaelab",
+                    "Keras 3 + JAX, compiled dense kernels",
+                    fused,
+                    {**jax, **XLA_STEP, "VAELAB_DENSE_KERNELS": "1"},
+                )
             )
+            rows.append(("vaelab", "Keras 3 + JAX, fused step (one call)", fused, {**jax, **FUSED_STEP}))
     if peers:
         for backend in ("tensorflow", "torch"):
             if importlib.util.find_spec(backend):
@@ -109,8 +122,9 @@ def dense_candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, s
     worker.append(json.dumps(settings))
     jax = {"KERAS_BACKEND": "jax"}
     rows = [
-        ("vaelab", "Keras 3 + JAX, XLA's dense layers", worker, {**jax, "VAELAB_DENSE_KERNELS": "0"}),
-        ("vaelab", "Keras 3 + JAX, compiled dense kernels", worker, {**jax, "VAELAB_DENSE_KERNELS": "1"}),
+        ("vaelab", "Keras 3 + JAX, XLA's dense layers", worker, {**jax, **XLA_STEP}),
+        ("vaelab", "Keras 3 + JAX, compiled dense kernels", worker, {**jax, **XLA_STEP, "VAELAB_DENSE_KERNELS": "1"}),
+        ("vaelab", "Keras 3 + JAX, fused step (one call)", worker, {**jax, **FUSED_STEP}),
     ]
     if peers and importlib.util.find_spec("torch"):
         torch = [str(HERE / "peer_torch.py"), "--arch", "mlp", "--epochs", str(epochs), "--hidden", "200", "200"]
@@ -188,6 +202,8 @@ def main() -> None:
         "speed vs fastest peer",
     ]
     print(table(header, rows))
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"\nload average {os.getloadavg()[0]:.1f} (1 min) at the end, {when}")
 
 
 if __name__ == "__main__":

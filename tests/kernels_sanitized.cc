@@ -41,6 +41,7 @@
 #include "conv_pool.h"
 #include "dense_math.h"
 #include "optimizer_math.h"
+#include "vae_step.h"
 
 using namespace vaelab;
 
@@ -452,6 +453,158 @@ void updates(Index count) {
   check_bitwise("rmsprop in place", pin, ps);
 }
 
+
+// ---- a dense VAE's whole step (vae_step.h) --------------------------------------------------------
+
+int step_runs = 0;
+
+// The step's mean objective in double, from the parameters p (every layer's kernel then bias, vae_step.h's order).
+double reference_objective(const std::vector<std::vector<double>>& p, const std::vector<Index>& widths, Index latent,
+                           const std::vector<float>& x, const std::vector<float>& eps, Index batch, Index samples,
+                           int32_t act, int32_t objective, double kl_weight, std::vector<double>* per_image) {
+  const Index n = Index(widths.size()) - 1, D = widths[0];
+  auto activation = [&](double v) {
+    return act == kTanh ? std::tanh(v) : act == kSigmoid ? 1 / (1 + std::exp(-v)) : act == kRelu ? std::max(v, 0.) : v;
+  };
+  auto layer = [&](Index j, const std::vector<double>& in, Index rows, Index k, Index m, bool hidden) {
+    std::vector<double> out(rows * m);
+    for (Index r = 0; r < rows; ++r)
+      for (Index o = 0; o < m; ++o) {
+        double v = p[2 * j + 1][o];
+        for (Index i = 0; i < k; ++i) v += in[r * k + i] * p[2 * j][i * m + o];
+        out[r * m + o] = hidden ? activation(v) : v;
+      }
+    return out;
+  };
+  std::vector<double> h(x.begin(), x.end());
+  for (Index j = 0; j < n; ++j) h = layer(j, h, batch, widths[j], widths[j + 1], true);
+  const auto mu = layer(n, h, batch, widths[n], latent, false), lv = layer(n + 1, h, batch, widths[n], latent, false);
+  const Index R = batch * samples;
+  std::vector<double> z(R * latent);
+  for (Index r = 0; r < R; ++r)
+    for (Index l = 0; l < latent; ++l)
+      z[r * latent + l] = mu[r / samples * latent + l] + std::exp(0.5 * lv[r / samples * latent + l]) * eps[r * latent + l];
+  std::vector<double> d = z;
+  for (Index j = 0; j < n; ++j)
+    d = layer(n + 2 + j, d, R, j ? widths[n - j + 1] : latent, widths[n - j], true);
+  const auto logits = layer(2 * n + 2, d, R, widths[1], D, false);
+  double total = 0;
+  per_image->assign(batch, 0.);
+  for (Index i = 0; i < batch; ++i) {
+    double kl = 0, most = -1e300;
+    for (Index l = 0; l < latent; ++l) {
+      const double m = mu[i * latent + l], v = lv[i * latent + l];
+      kl += 0.5 * (std::exp(v) - v + m * m - 1);
+    }
+    std::vector<double> log_w(samples);
+    for (Index k = 0; k < samples; ++k) {
+      const Index r = i * samples + k;
+      double ll = 0;
+      for (Index t = 0; t < D; ++t) {
+        const double q = std::min(std::max(1 / (1 + std::exp(-logits[r * D + t])), 1e-7), 1 - 1e-7);
+        ll += x[i * D + t] * std::log(q) + (1 - x[i * D + t]) * std::log(1 - q);
+      }
+      double log_pq = 0;
+      for (Index l = 0; l < latent; ++l) {
+        const double zv = z[r * latent + l], v = lv[i * latent + l], u = (zv - mu[i * latent + l]) * std::exp(-0.5 * v);
+        log_pq += -0.5 * zv * zv + 0.5 * (v + u * u);
+      }
+      log_w[k] = objective == kObjectiveElbo ? ll - kl_weight * kl : ll + log_pq;
+      most = std::max(most, log_w[k]);
+    }
+    double sum = 0;
+    for (double w : log_w) sum += std::exp(w - most);
+    (*per_image)[i] = -(most + std::log(sum / double(samples)));
+    total += (*per_image)[i] / double(batch);
+  }
+  return total;
+}
+
+// One step of the kernel against the reference in double: the per-image objectives, and the gradients (RMSprop with
+// learning rate 1, rho 1, epsilon 0 and velocities of one moves each parameter by exactly its gradient) against
+// central differences of the reference.
+void vae_step_check(Index batch, Index samples, int32_t act, bool binary) {
+  const std::vector<Index> widths = {19, 9, 3};  // D (two vectors and a tail), hidden widths
+  const Index latent = 2, n = 2, D = widths[0];
+  const int32_t objective = samples > 1 ? kObjectiveIwae : kObjectiveElbo;
+  std::vector<std::pair<Index, Index>> shapes;  // every layer's (in, out), vae_step.h's order
+  for (Index j = 0; j < n; ++j) shapes.push_back({widths[j], widths[j + 1]});
+  shapes.push_back({widths[n], latent});
+  shapes.push_back({widths[n], latent});
+  for (Index j = 0; j < n; ++j) shapes.push_back({j ? widths[n - j + 1] : latent, widths[n - j]});
+  shapes.push_back({widths[1], D});
+  std::vector<std::vector<float>> params, slots;
+  std::vector<std::vector<double>> exact;
+  int seed = 50;
+  for (auto [in, out] : shapes)
+    for (Index size : {in * out, out}) {
+      auto values = eighths(size_t(size), seed++);
+      for (auto& v : values) v *= 0.5f;
+      params.push_back(values);
+      exact.emplace_back(values.begin(), values.end());
+      slots.emplace_back(size_t(size), 1.f);
+    }
+  auto x = eighths(size_t(batch * D), seed++);
+  for (auto& v : x) v = binary ? float(v > 0) : std::abs(v);
+  const auto eps = eighths(size_t(batch * samples * latent), seed++);
+  std::vector<StepLayer> layers;
+  for (size_t j = 0; j < shapes.size(); ++j)
+    layers.push_back({params[2 * j].data(), params[2 * j + 1].data(), {slots[2 * j].data(), nullptr},
+                      {slots[2 * j + 1].data(), nullptr}, shapes[j].first, shapes[j].second});
+  const StepOptimizer sgd{kRmsprop, {1.f, 1.f, 0.f, 0.f}};
+  const StepNetwork net{batch, samples, n, act, objective, 0.7f};
+  std::vector<float> rec(batch, kUnwritten), kl(batch, kUnwritten), obj(batch, kUnwritten);
+  // the same step with every pass in pieces (of one unit each) on two threads: bitwise the same
+  auto params_split = params, slots_split = slots;
+  std::vector<StepLayer> layers_split = layers;
+  for (size_t j = 0; j < shapes.size(); ++j) {
+    layers_split[j].w = params_split[2 * j].data();
+    layers_split[j].b = params_split[2 * j + 1].data();
+    layers_split[j].w_slot[0] = slots_split[2 * j].data();
+    layers_split[j].b_slot[0] = slots_split[2 * j + 1].data();
+  }
+  const Splitter pieces = [](Index units, double, const std::function<void(Index, Index)>& work) {
+    two_threads(units, [&](Index u) { work(u, u + 1); });
+  };
+  std::vector<float> rec_split(batch), kl_split(batch), obj_split(batch);
+  StepScratch scratch, scratch_split;
+  vae_step(net, layers.data(), sgd, x.data(), eps.data(), rec.data(), kl.data(), obj.data(), scratch);
+  vae_step(net, layers_split.data(), sgd, x.data(), eps.data(), rec_split.data(), kl_split.data(), obj_split.data(),
+           scratch_split, pieces);
+  const std::string what = std::string(objective == kObjectiveIwae ? "iwae" : "vae") + " step, batch " +
+                           std::to_string(batch) + ", K " + std::to_string(samples) + (binary ? ", binary" : ", grey");
+  std::vector<double> want;
+  reference_objective(exact, widths, latent, x, eps, batch, samples, act, objective, 0.7, &want);
+  check(what + ": objective", obj, want);
+  check_bitwise(what + ": objective on two threads", obj_split, obj);
+  for (size_t t = 0; t < params.size(); ++t) check_bitwise(what + ": a parameter on two threads", params_split[t], params[t]);
+  std::vector<double> scratch_images;
+  for (size_t t = 0; t < params.size(); ++t) {
+    std::vector<float> got(params[t].size());
+    std::vector<double> slope(params[t].size());
+    for (size_t e = 0; e < params[t].size(); ++e) {
+      got[e] = float(double(exact[t][e]) - params[t][e]);  // p - (p - g)
+      const double h = 1e-4, keep = exact[t][e];
+      exact[t][e] = keep + h;
+      const double up = reference_objective(exact, widths, latent, x, eps, batch, samples, act, objective, 0.7,
+                                            &scratch_images);
+      exact[t][e] = keep - h;
+      const double down = reference_objective(exact, widths, latent, x, eps, batch, samples, act, objective, 0.7,
+                                              &scratch_images);
+      exact[t][e] = keep;
+      slope[e] = (up - down) / (2 * h);
+    }
+    double scale = 1e-3;
+    for (double v : slope) scale = std::max(scale, std::abs(v));
+    for (size_t e = 0; e < got.size(); ++e) {  // float32 arithmetic against double differences
+      const double tolerance = 1e-3 * std::abs(slope[e]) + 2e-4 * scale;
+      if (!(std::abs(got[e] - slope[e]) <= tolerance))
+        mismatch(what + ": gradient of parameter " + std::to_string(t), e, got[e], slope[e], tolerance);
+    }
+  }
+  ++step_runs;
+}
+
 }  // namespace
 
 int main() {
@@ -473,6 +626,11 @@ int main() {
     for (const auto& kn : shapes)
       for (int32_t a : {int32_t(kLinear), int32_t(kRelu), int32_t(kSigmoid), kTanh}) dense(n, kn[0], kn[1], a);
   for (Index count : {1, 7, 8, 1003}) updates(count);
+  for (int32_t a : {kTanh, int32_t(kSigmoid)})
+    for (bool binary : {true, false}) {
+      vae_step_check(3, 1, a, binary);
+      vae_step_check(2, 3, a, binary);
+    }
   const int per_batch = kernel_runs / int(std::size(batches));
   std::printf("kernels_sanitized: %d kernels x %d batches (1, 7, 33) on 2 threads equal the reference loops "
               "(%ld max-pooling windows with ties)\n",
@@ -480,5 +638,8 @@ int main() {
   std::printf("kernels_sanitized: %d dense passes (5 shapes x 4 activations x 3 batches x forward, weights, input) "
               "and the Adam and RMSprop updates on 2 threads equal the reference loops\n",
               dense_runs);
+  std::printf("kernels_sanitized: %d whole VAE and IWAE steps (vae_step.h) equal the reference in double, gradients "
+              "against its central differences, bitwise the same in pieces on 2 threads\n",
+              step_runs);
   return 0;
 }

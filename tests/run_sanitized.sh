@@ -30,7 +30,7 @@ cache=$(mktemp -d)
 trap "rm -rf $cache" EXIT
 export VAELAB_KERNELS_SANITIZE=1 VAELAB_KERNEL_CACHE="$cache"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-LD_PRELOAD="$runtime $cxx_runtime" "$python" -m pytest tests/test_kernels.py tests/test_dense_kernels.py -q -n 0 -p no:cacheprovider "$@"
+LD_PRELOAD="$runtime $cxx_runtime" "$python" -m pytest tests/test_kernels.py tests/test_dense_kernels.py tests/test_fused_step.py -q -n 0 -p no:cacheprovider "$@"
 # The tests above must have run on a sanitized build, not silently on the fallback.
 built=$(find "$cache" -name libvaelab_kernels.so)
 # (grep -c, not grep -q: -q closes the pipe early, and pipefail would count nm's SIGPIPE as a failure)

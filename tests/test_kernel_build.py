@@ -161,9 +161,10 @@ def test_every_kernel_equals_naive_loops_under_address_and_undefined_behaviour_s
     Every kernel of the five layers (forward, weights, input) at batches 1, 7 and 33, in conv_chunks.h's
     chunks on two threads, against naive loops, max-pooling ties included: the kernel math and the
     chunking. And the dense layers' passes (5 shapes, 4 activations) and the optimizers' updates, in pieces
-    on two threads, bitwise equal to one thread. The FFI handlers' glue (conv_ffi.cc) runs under the sanitizers only in
-    `tests/run_sanitized.sh`, by hand (minutes). Skipped where the compiler cannot link the sanitizers'
-    runtime, except in CI, where that is a failure."""
+    on two threads, bitwise equal to one thread. And a dense VAE's and IWAE's whole step (vae_step.h): objectives
+    against a reference in double, gradients against its central differences. The FFI handlers' glue (conv_ffi.cc)
+    runs under the sanitizers only in `tests/run_sanitized.sh`, by hand (minutes). Skipped where the compiler cannot
+    link the sanitizers' runtime, except in CI, where that is a failure."""
     binary = tmp_path / "kernels_sanitized"
     flags = ["-std=c++17", "-O1", *_build.loop_flags(), *_build.SANITIZE_FLAGS, f"-I{_build.SOURCE_DIR}"]
     built = subprocess.run(
@@ -187,3 +188,4 @@ def test_every_kernel_equals_naive_loops_under_address_and_undefined_behaviour_s
     passed = r"kernels_sanitized: 15 kernels x 3 batches \(1, 7, 33\) on 2 threads equal the reference loops \(\d+ max"
     assert re.match(passed, done.stdout), done.stdout
     assert "180 dense passes" in done.stdout and "Adam and RMSprop updates" in done.stdout, done.stdout
+    assert "8 whole VAE and IWAE steps (vae_step.h) equal the reference" in done.stdout, done.stdout

@@ -42,6 +42,8 @@ SOURCES = (
     "dense_math.h",
     "optimizer_math.h",
     "dense_ffi.h",
+    "vae_step.h",
+    "vae_step_ffi.h",
     "conv_ffi.cc",
 )
 MAIN_SOURCE = "conv_ffi.cc"
@@ -51,6 +53,7 @@ HANDLERS = (  # the FFI handlers the library exports (conv_ffi.cc, dense_ffi.h),
     *(f"vaelab_{kind}_{part}" for kind in KINDS for part in ("forward", "weights", "input")),
     "vaelab_adam_update",
     "vaelab_rmsprop_update",
+    "vaelab_vae_step",  # a dense VAE's whole training step (vae_step.h)
 )
 COMPILE_TIMEOUT_S = 600
 

@@ -335,3 +335,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 
 // dense: the dense layers' handlers, which use this file's parallel_for
 #include "dense_ffi.h"
+// the whole training step of a dense VAE, on dense_ffi.h's layers
+#include "vae_step_ffi.h"

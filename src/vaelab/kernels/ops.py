@@ -233,3 +233,47 @@ def _check_update(kind: str, arrays, scalars) -> None:
 def _ffi_aliased(name: str, outputs, aliases: dict[int, int], *args):
     shapes = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in outputs]
     return jax.ffi.ffi_call(name, shapes, input_output_aliases=aliases)(*args)
+
+
+# ---- a dense VAE's whole training step ----------------------------------------------------------
+
+OBJECTIVES = {"elbo": 0, "iwae": 1}  # vae_step.h's
+OPTIMIZERS = {"adam": 0, "rmsprop": 1}
+
+
+def vae_step(x, eps, scalars, parameters, slots, *, activation: str, samples: int, objective: str, optimizer: str):
+    """One training step of a dense VAE (vae_step.h): (reconstruction, kl, objective per image, parameters after,
+    slots after). x (B, D) the images scored; eps (B K, L); scalars float32 [KL weight, the optimizer's 4]; parameters
+    the 2 (2 n + 3) kernels and biases in the network's order; slots Adam's m's then v's, or RMSprop's velocities.
+    Each parameter and slot is updated in place where XLA can (its result aliases its argument)."""
+    arrays = [x, eps, scalars, *parameters, *slots]
+    if any(getattr(a, "dtype", None) != jnp.float32 for a in arrays):
+        raise ValueError("vae step kernel: every array must be float32")
+    if len(x.shape) != 2 or len(eps.shape) != 2 or tuple(scalars.shape) != (5,) or len(parameters) % 4 != 2:
+        raise ValueError("vae step kernel: x and eps must be matrices, 5 scalars, 2 (2 n + 3) parameters")
+    per = 2 if optimizer == "adam" else 1
+    if len(slots) != per * len(parameters) or any(
+        s.shape != p.shape for s, p in zip(slots, list(parameters) * per, strict=True)
+    ):
+        raise ValueError("vae step kernel: the slots must match the parameters")
+    if activation not in DENSE_ACTIVATIONS or objective not in OBJECTIVES or optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"vae step kernel: unknown activation, objective or optimizer ({activation}, {objective}, {optimizer})"
+        )
+    if not kernels.status().in_use:
+        raise ValueError(f"vae step kernel: not available here ({kernels.status()})")
+    batch = x.shape[0]
+    shapes = [jax.ShapeDtypeStruct((batch,), jnp.float32)] * 3 + [
+        jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (*parameters, *slots)
+    ]
+    aliases = {3 + t: 3 + t for t in range(len(parameters) + len(slots))}
+    results = jax.ffi.ffi_call("vaelab_vae_step", shapes, input_output_aliases=aliases)(
+        *arrays,
+        activation=np.int32(DENSE_ACTIVATIONS[activation]),
+        hidden=np.int32((len(parameters) - 6) // 4),
+        samples=np.int32(samples),
+        objective=np.int32(OBJECTIVES[objective]),
+        optimizer=np.int32(OPTIMIZERS[optimizer]),
+    )
+    count = len(parameters)
+    return results[0], results[1], results[2], list(results[3 : 3 + count]), list(results[3 + count :])

@@ -34,7 +34,7 @@ from vaelab.data.batches import Batches, EpochOrder
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.models import Models, build_models
 from vaelab.models.likelihoods import bits_per_dim, end_pixels
-from vaelab.training import optimizers, schedule, snapshots
+from vaelab.training import fused_step, optimizers, schedule, snapshots
 from vaelab.training.distribute import ONE_DEVICE, STOP_CHECK_STEPS, Layout, layout, translated_errors
 from vaelab.training.export import export_run
 
@@ -240,6 +240,7 @@ def _build(config: RunConfig, data: Dataset) -> tuple[Models, keras.optimizers.O
     optimizer = make_optimizer(config, steps_per_epoch(config, data))
     steps = 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION
     models.vae.compile(optimizer=optimizer, steps_per_execution=steps)
+    fused_step.install(models.vae, config.model)  # a dense VAE's step as one compiled call, where it applies
     return models, optimizer
 
 
@@ -278,6 +279,8 @@ def _fit(
             log(f"vaelab: training {config.preset} for epochs {epochs} into {out}{where} ({backend})")
             if config.model.arch == "conv":
                 log(f"vaelab: conv layers: {conv_layers(config, place)}")
+            if fused_step.enabled() and config.model.arch == "mlp":
+                log(f"vaelab: training step: {fused_step.describe(models.vae, config.model)}")
         try:
             with place.scope(), translated_errors(place, str(out)):
                 ours[1].check()
