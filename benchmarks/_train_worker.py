@@ -41,9 +41,9 @@ def main() -> None:
     from vaelab import kernels
     from vaelab.config import make_config
     from vaelab.data import load_dataset
-    from vaelab.training.fused_step import FusedStep
     from vaelab.models import build_models
     from vaelab.training._malloc import tune_malloc
+    from vaelab.training.fused_step import FusedStep
     from vaelab.training.loop import train
 
     tune_malloc()  # as the vaelab command does

@@ -4,7 +4,8 @@
     python benchmarks/dense_step.py --network iwae | vamp | mlp
 
 The three variants are built in one process (`VAELAB_DENSE_KERNELS` read while tracing; the fused step is
-`vaelab.training.fused_step`, one FFI call for the gradient and the update) and their jitted Keras `train_step`s timed in
+`vaelab.training.fused_step`, one FFI call for the gradient and the update) and their jitted Keras `train_step`s timed
+in
 alternation, rounds of 100 steps, so that they share the machine's momentary load. Besides
 wall time it reports the process's CPU time per step (both threads), which other jobs on a shared machine disturb
 less than the wall clock. JAX backend only.
@@ -33,8 +34,8 @@ def build(config, x, variant: str):
     """(jitted train_step, its state) of `variant`: "XLA", "kernels" (the per-layer dense kernels) or "fused"."""
     import jax
 
-    from vaelab.training import fused_step
     from vaelab.models import build_models
+    from vaelab.training import fused_step
     from vaelab.training.loop import make_optimizer
 
     os.environ["VAELAB_DENSE_KERNELS"] = "1" if variant == "kernels" else "0"

@@ -19,7 +19,8 @@ evaluated after each epoch, in a fresh process:
 - `burda` (Burda et al.'s network: 784-200-200-50, tanh, Adam, dynamically binarised, batch 20) and `iwae` (the
   same network trained on the IWAE bound with k = 5), opt-in: vaelab with XLA's dense layers and updates, with
   the compiled dense kernels (`VAELAB_DENSE_KERNELS=1`), and with the fused step (`VAELAB_FUSED_STEP=1`: the whole
-  step in one FFI call, vaelab.training.fused_step), beside plain PyTorch, eager; `--dense` adds the kernels' and the fused
+  step in one FFI call, vaelab.training.fused_step), beside plain PyTorch, eager; `--dense` adds the kernels' and the
+  fused
   step's rows to the exercise's `mlp` and `mlp-fixed-var` too (the fused step falls back to Keras' for the fixed
   variance: the worker's JSON says whether it ran).
 s/epoch is the median of the epochs after the first (which includes compilation); GFLOP/s counts the
@@ -56,7 +57,10 @@ TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:glibc
 
 
 XLA_STEP = {"VAELAB_DENSE_KERNELS": "0", "VAELAB_FUSED_STEP": "0"}  # Keras' step, XLA's layers and updates
-FUSED_STEP = {"VAELAB_DENSE_KERNELS": "0", "VAELAB_FUSED_STEP": "1"}  # vaelab.training.fused_step: the step in one FFI call
+FUSED_STEP = {
+    "VAELAB_DENSE_KERNELS": "0",
+    "VAELAB_FUSED_STEP": "1",
+}  # vaelab.training.fused_step: the step in one FFI call
 
 
 def measure(cmd: list[str], env: dict[str, str]) -> dict:

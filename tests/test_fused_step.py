@@ -1,4 +1,5 @@
-"""The fused training step (vaelab.training.fused_step, vae_step.h) computes what Keras' step computes: gradients, updates,
+"""The fused training step (vaelab.training.fused_step, vae_step.h) computes what Keras' step computes: gradients,
+updates,
 metrics, whole epochs; and it steps aside wherever it does not apply.
 
 Keras' own JAX `train_step` (jax.grad of the model's `compute_loss`, then the optimizer) is the reference.
@@ -12,8 +13,8 @@ import pytest
 
 from tests.test_kernels import compiled  # noqa: F401  (the build fixture, shared)
 from vaelab import kernels
-from vaelab.training import fused_step
 from vaelab.config import make_config
+from vaelab.training import fused_step
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="the kernels are for the JAX backend")
 

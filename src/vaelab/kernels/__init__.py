@@ -30,7 +30,8 @@ enough to pay for waking a thread; each output is summed by one tile in a fixed 
 does not change the numbers. So do Adam's and RMSprop's element-wise updates (`vaelab.training.optimizers`,
 optimizer_math.h): one vectorised pass per variable.
 
-With `VAELAB_FUSED_STEP=1` (opt-in: `vaelab.training.fused_step`), a dense VAE's or IWAE's whole training step is one call
+With `VAELAB_FUSED_STEP=1` (opt-in: `vaelab.training.fused_step`), a dense VAE's or IWAE's whole training step is one
+call
 (vae_step.h, handler vae_step_ffi.h): forward, clipped-Bernoulli loss, backward and the Adam or RMSprop update of
 every parameter in place, on the random numbers JAX drew.
 
