@@ -34,16 +34,17 @@ def main() -> None:
     n_train = int(sys.argv[4]) if len(sys.argv) > 4 else 3000
     lr = float(sys.argv[5]) if len(sys.argv) > 5 else 1e-3
 
+    import vaelab  # sets the Keras backend before keras is imported
+
+    data = vaelab.load_dataset("shapes")
     import keras
     from colour_collapse import factors_in_code
 
-    import vaelab  # sets the Keras backend before keras is used
     from vaelab import likelihoods
     from vaelab.analysis import manifold_grid
     from vaelab.data.shapes import PALETTE, shapes_factors
     from vaelab.models import build_models
 
-    data = vaelab.load_dataset("shapes")
     x_train = data.x_train[:n_train].astype("float32") / 255
     x_test = data.x_test[:1000].astype("float32") / 255
     channels = 3
