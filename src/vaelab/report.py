@@ -49,10 +49,6 @@ PARTS = {
         "a ConvNet built from the image's shape (stride-2 blocks of 16, 32 and 64 filters, mirrored)",
     ),
 }
-# A live map's share of index.html (its generator's weights and the map): float32, else float16, else int8, by the
-# exported explorer's rule (`fitting_block`). Three maps and the figures then make a page of about 5 MB on 32x32 colour
-# images, where the explorer's 2 MB per run made 7.7 MB (docs/colour.md).
-LIVE_MAP_BUDGET_BYTES = 1_100_000
 KL_CHECKS = [(0.0, 1.0, 1.0, 2.0), (2.0, 0.5, -1.0, 1.5), (0.0, 0.05, 3.0, 20.0), (-10.0, 10.0, 10.0, 0.1)]
 
 
@@ -393,7 +389,7 @@ def _on(data: Dataset) -> str:
 def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path, sampler: str = "prior") -> tuple[str, str | None]:
     """The run's section of report.md, its samples drawn from `sampler`, and (for latent_dim 2) the data block of its
     live map in index.html: the generator's weights float32, or float16, or int8, the first that keeps the run's share
-    of the page within LIVE_MAP_BUDGET_BYTES (`explore.export.fitting_block`, the exported explorer's rule)."""
+    of the page within the explorer's budget (`explore.export.fitting_block`, the exported explorer's rule)."""
     if run.config.model.family == "vqvae":
         return _code_section(run, data, fig_dir, out), None
     title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))
@@ -444,7 +440,7 @@ same ten draws z ~ N(0, I) (one per column), so that a column shows one code's s
     live = None
     if run.config.model.latent_dim == 2 and not run.config.model.conditional:  # the page's network reads z alone
         page_map = pagedata.latent_map(run.name, run, codes, rows, data)
-        live, _, _ = fitting_block(f"live-{run.name}", page_map, run, encoder=False, budget=LIVE_MAP_BUDGET_BYTES)
+        live, _, _ = fitting_block(f"live-{run.name}", page_map, run, encoder=False)
     section = f"""## {title}
 
 Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {_epochs(run.epoch)}

@@ -16,8 +16,7 @@ generator and 618,820 encoder numbers, and its share with 10,000 test images mea
 float32, 3.53 MB as float16 and 1.88 MB as a float16 generator alone (a 0.20 MB latent map). Its
 decoding, interpolation, map and class table need the generator only; a sketch on white paper is
 far from colour photographs anyway. A run that fits none of them is exported in the last form with a
-warning. The report's live maps follow the same rule (`fitting_block`) with the generator alone, within
-a budget of their own (`vaelab.report.LIVE_MAP_BUDGET_BYTES`: a page holds three).
+warning. The report's live maps follow the same rule (`fitting_block`) with the generator alone.
 """
 
 from __future__ import annotations
@@ -71,10 +70,10 @@ def run_block(run_id: str, run: Run, data: Dataset) -> tuple[str, str, bool]:
 
 
 def fitting_block(
-    element_id: str, page_map: dict[str, Any], run: Run, *, encoder: bool = True, budget: int = RUN_BUDGET_BYTES
+    element_id: str, page_map: dict[str, Any], run: Run, *, encoder: bool = True
 ) -> tuple[str, str, bool]:
     """The data block `element_id` holding {"map": page_map, "models": the run's networks} in the first of
-    EMBEDDINGS whose block fits `budget` bytes, else the last; the weights' dtype; whether the encoder is in it.
+    EMBEDDINGS whose block fits RUN_BUDGET_BYTES, else the last; the weights' dtype; whether the encoder is in it.
 
     The one rule of both pages: the exported explorer, and the report's live maps, which embed the generator alone
     (`encoder=False`: float32 where it fits, else float16, else int8).
@@ -83,7 +82,7 @@ def fitting_block(
     for dtype, with_encoder in choices:
         models = pagedata.models(run, dtype=dtype, encoder=with_encoder)
         block = webpage.json_block(element_id, {"map": page_map, "models": models})
-        if len(block.encode()) <= budget:
+        if len(block.encode()) <= RUN_BUDGET_BYTES:
             break
     return block, dtype, "encoder" in models
 
