@@ -1,6 +1,6 @@
 """Does a 2-D code keep the shapes' colour when black has its own mass? (issue 27, docs/colour.md)
 
-    python benchmarks/colour_black_mass.py {black-mass,plain} [PRESET] [EPOCHS] [TRAIN_SUBSET] [LEARNING_RATE]
+    python benchmarks/colour_black_mass.py {black-mass,plain} [PRESET] [EPOCHS] [TRAIN_SUBSET] [LEARNING_RATE] [PNG]
 
 A prototype, not yet a vaelab likelihood: each pixel is black, (0, 0, 0) exactly, with probability 1 - pi, else its
 three channels are discretised logistics (vaelab.likelihoods' "logistic", the location mu and the learned scale s),
@@ -12,7 +12,8 @@ the first TRAIN_SUBSET images of `shapes`), scored on the first 1,000 test image
 bits/dim of the ELBO, which factors the code holds (benchmarks/colour_collapse.factors_in_code), the share of images
 whose reconstructed colour (mu on the image's shape pixels, averaged) is nearest the palette colour it was drawn in, and
 how many palette colours the 10x10 latent grid decodes (pixels shown where pi > 0.5, or above 0.25 for "plain").
-Prints one JSON line.
+Prints one JSON line; with PNG, also writes there the first 10 test images over their reconstructions, beside the
+10x10 grid, each pixel as the mean of its distribution's location (pi * mu with the black mass, mu otherwise), clipped.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     n_train = int(sys.argv[4]) if len(sys.argv) > 4 else 3000
     lr = float(sys.argv[5]) if len(sys.argv) > 5 else 1e-3
+    png = sys.argv[6] if len(sys.argv) > 6 else None
 
     import vaelab  # sets the Keras backend before keras is imported
 
@@ -87,6 +89,30 @@ def main() -> None:
         "grid_colours": len(set(nearest(grid_colours.reshape(-1, 3)).tolist())),
         "in_code": factors_in_code(z_mean),
     }))  # fmt: skip
+    if png:
+        reconstructed = models.generator.predict(z_mean[:10], verbose=0)
+        _figure(png, x_test[:10, ..., :3], reconstructed, models.generator.predict(z, verbose=0))
+
+
+def _figure(path: str, originals: np.ndarray, decoded: np.ndarray, grid: np.ndarray) -> None:
+    """Originals over reconstructions (2 x 10), beside the 10 x 10 grid, each image the mean location, 4x enlarged."""
+    from PIL import Image
+
+    def mean(d: np.ndarray) -> np.ndarray:
+        mu = np.clip(d[..., :3], 0, 1)
+        return mu / (1 + np.exp(-d[..., 3:4])) if d.shape[-1] == 4 else mu
+
+    def tile(images: np.ndarray, rows: int) -> np.ndarray:
+        n, h, w, c = images.shape
+        return images.reshape(rows, n // rows, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, n // rows * w, c)
+
+    pair = tile(np.concatenate([originals, mean(decoded)]), 2)
+    square = tile(mean(grid), 10)
+    canvas = np.ones((square.shape[0], pair.shape[1] + 8 + square.shape[1], 3), np.float32)
+    canvas[: pair.shape[0], : pair.shape[1]] = pair
+    canvas[:, pair.shape[1] + 8 :] = square
+    image = Image.fromarray((canvas * 255).round().astype(np.uint8))
+    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path, optimize=True)
 
 
 def _fourth_channel(x: np.ndarray) -> np.ndarray:
