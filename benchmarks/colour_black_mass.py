@@ -12,7 +12,7 @@ the first TRAIN_SUBSET images of `shapes`), scored on the first 1,000 test image
 bits/dim of the ELBO, which factors the code holds (benchmarks/colour_collapse.factors_in_code), the share of images
 whose reconstructed colour (mu on the image's shape pixels, averaged) is nearest the palette colour it was drawn in, and
 how many palette colours the 10x10 latent grid decodes (pixels shown where pi > 0.5, or above 0.25 for "plain").
-Prints one JSON line; with PNG, also writes there the first 10 test images over their reconstructions, beside the
+Prints one JSON line; with PNG, also writes there the first 10 test images over their reconstructions, above the
 10x10 grid, each pixel as the mean of its distribution's location (pi * mu with the black mass, mu otherwise), clipped.
 """
 
@@ -95,7 +95,7 @@ def main() -> None:
 
 
 def _figure(path: str, originals: np.ndarray, decoded: np.ndarray, grid: np.ndarray) -> None:
-    """Originals over reconstructions (2 x 10), beside the 10 x 10 grid, each image the mean location, 4x enlarged."""
+    """Originals over reconstructions (2 x 10), above the 10 x 10 grid, each image the mean location, 2x enlarged."""
     from PIL import Image
 
     def mean(d: np.ndarray) -> np.ndarray:
@@ -108,9 +108,8 @@ def _figure(path: str, originals: np.ndarray, decoded: np.ndarray, grid: np.ndar
 
     pair = tile(np.concatenate([originals, mean(decoded)]), 2)
     square = tile(mean(grid), 10)
-    canvas = np.ones((square.shape[0], pair.shape[1] + 8 + square.shape[1], 3), np.float32)
-    canvas[: pair.shape[0], : pair.shape[1]] = pair
-    canvas[:, pair.shape[1] + 8 :] = square
+    gap = np.ones((8, pair.shape[1], 3), np.float32)
+    canvas = np.concatenate([pair, gap, square])
     image = Image.fromarray((canvas * 255).round().astype(np.uint8))
     image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path, optimize=True)
 
