@@ -1,25 +1,67 @@
-"""The default colour run keeps its code (issue 27): the convnet on the generated `shapes`, trained briefly with the
-defaults for colour (the discretised logistic, its location from a linear decoder output), ends with a KL well above
-0 and both latent units active, and its reconstructions light the shapes. Through a sigmoid the same run collapsed to
-KL 0.02 nats and black images (docs/colour.md)."""
+"""The default colour run keeps its code (issue 27): on the generated `shapes`, trained briefly with the defaults for
+colour (the discretised logistic, its location from a linear decoder output), a network ends with a KL well above 0
+and its latent units active, and its reconstructions light the shapes. Through a sigmoid the convnet collapsed to
+KL 0.02 nats and black images (docs/colour.md). What a 2-D code does not yet hold is the shapes' colour: the decoded
+latent grid comes back in one colour (an expected failure, until the likelihood gives black its own mass)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from vaelab.analysis.diagnostics import latent_diagnostics
+from vaelab.analysis.latent import manifold
 from vaelab.config import make_config
 from vaelab.data import load_dataset
+from vaelab.data.shapes import PALETTE
 from vaelab.training.loop import train
 
-pytestmark = pytest.mark.slow
-
-# 12.5 nats measured for this run on 2026-12-06 (docs/colour.md); the collapsed sigmoid's was 0.02.
+# 12.5 nats measured for the convnet run on 2026-12-06 (docs/colour.md); the collapsed sigmoid's was 0.02.
 KL_FLOOR = 4.0
+# The mlp on the first 1,000 images for 2 epochs (20 steps): 30.7 nats on the first 1,000 test images (2026-12-06,
+# benchmarks/colour_collapse.py); a third of it as the floor.
+SHORT_KL_FLOOR = 10.0
 
 
-def test_a_short_colour_training_keeps_its_code(tmp_path):
-    data = load_dataset("shapes")
+@pytest.fixture(scope="module")
+def shapes():
+    return load_dataset("shapes")
+
+
+@pytest.fixture(scope="module")
+def short_colour_run(shapes, tmp_path_factory):
+    """The mlp, the report's first network, trained on the first 1,000 images of `shapes` for 2 epochs (seconds)."""
+    config = make_config("mlp", dataset="shapes", epochs=2, train_subset=1000, test_subset=200)
+    path = tmp_path_factory.mktemp("colour") / "mlp"
+    return train(config, path, data=shapes, snapshots=False, verbose=0, log=lambda message: None)
+
+
+def test_a_short_colour_training_on_a_subset_keeps_its_code(short_colour_run, shapes):
+    run = short_colour_run
+    assert run.config.model.pixel_likelihood == "logistic" and run.config.model.latent_dim == 2
+    diagnostics = latent_diagnostics(*run.encode(shapes.x_test[:200]))
+    assert diagnostics.kl_per_dim.sum() > SHORT_KL_FLOOR
+    assert diagnostics.active_units == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 27: a 2-D code under the per-pixel logistic holds where the shape is, not its colour "
+    "(docs/colour.md); the grid decodes one dim colour",
+)
+def test_the_decoded_latent_grid_shows_more_than_one_colour(short_colour_run):
+    _, grid = manifold(short_colour_run, n=10)
+    grid = grid.reshape(100, -1, 3)
+    lit = grid.max(axis=-1) > 0.25
+    shown = [image[mask].mean(axis=0) for image, mask in zip(grid, lit, strict=True) if mask.sum() >= 4]
+    palette = PALETTE.astype(np.float32) / 255
+    nearest = {int(np.argmin(((palette - colour) ** 2).sum(axis=-1))) for colour in shown}
+    assert len(shown) >= 10 and len(nearest) >= 3
+
+
+@pytest.mark.slow
+def test_a_short_colour_training_keeps_its_code(tmp_path, shapes):
+    data = shapes
     config = make_config("convnet", dataset="shapes", epochs=3, train_subset=3000, test_subset=500)
     run = train(config, tmp_path / "run", data=data, snapshots=False, verbose=0, log=lambda message: None)
     assert run.config.model.pixel_likelihood == "logistic" and run.config.model.output_activation == "linear"

@@ -85,14 +85,14 @@ def check_report_and_export(dataset: str, run_dir, tmp_path, extra: list[str]) -
     html = (report / "index.html").read_text()
     blocks = re.findall(r'<script type="application/json" id="live-[^"]+">(.*?)</script>', html, re.S)
     assert len(blocks) == 3
-    for block in blocks:  # float32 where the run's share fits the explorer's budget, else float16
+    for block in blocks:  # the first of float32, float16 and int8 that fits the explorer's budget, else int8
         dtype = json.loads(block)["models"]["generator"]["weights"]["dtype"]
-        assert dtype == "float16" or len(block.encode()) <= RUN_BUDGET_BYTES
-    if dataset == "shapes":  # the mlp's 3072 outputs: float32 would not fit
+        assert dtype == "int8" or len(block.encode()) <= RUN_BUDGET_BYTES
+    if dataset == "shapes":  # the mlp's 3072 outputs: float32 and float16 would not fit
         assert "- Test images: the first 200 of the 10,000" in text
         evaluations = [run["evaluation"] for run in json_runs(tmp_path / "runs")]
         assert [(e["images"], e["samples"]) for e in evaluations] == [(200, 2)] * 3  # the subset only
-        assert json.loads(blocks[0])["models"]["generator"]["weights"]["dtype"] == "float16"
+        assert json.loads(blocks[0])["models"]["generator"]["weights"]["dtype"] == "int8"
 
     done = run_cli("explore", str(run_dir), "--export", str(tmp_path / "page"))
     assert done.returncode == 0, done.stderr[-3000:]

@@ -38,6 +38,35 @@ def test_weights_take_half_the_room_as_float16(preset_runs):
     assert len(half) == pytest.approx(len(full) / 2, abs=4)
 
 
+def test_int8_weights_take_a_quarter_of_the_room_each_within_half_its_step(preset_runs):
+    run = preset_runs["mlp"]
+    full = webmodel.describe(run.generator, dtype="float32")
+    small = webmodel.describe(run.generator, dtype="int8")
+    assert len(small["weights"]["data"]) == pytest.approx(
+        len(full["weights"]["data"]) / 4, abs=4 * len(run.generator.weights)
+    )
+    for exact, stored, scale in zip(
+        webmodel.page_weights(full), webmodel.page_weights(small), small["weights"]["scales"], strict=True
+    ):
+        assert np.abs(stored - exact).max() <= scale / 2 * (1 + 1e-6)
+        assert np.abs(stored).max() == pytest.approx(np.abs(exact).max(), rel=1e-6)  # the largest is exact
+
+
+def test_the_page_runs_int8_weights_as_the_description_holds_them(nn_page):
+    x = keras.Input((3,))
+    h = keras.layers.Dense(16, activation="relu", bias_initializer="random_normal")(x)
+    model = keras.Model(x, keras.layers.Dense(5, bias_initializer="random_normal")(h))
+    model.layers[-1].set_weights([np.zeros((16, 5), np.float32), np.zeros(5, np.float32)])  # an array of zeros: scale 1
+    description = webmodel.describe(model, dtype="int8")
+    points = np.random.default_rng(3).normal(size=(6, 3)).astype(np.float32)
+    got = nn_page.evaluate(
+        "([spec, x]) => { const m = vaelab.nn.load(spec); return x.map((e) => Array.from(m.predict(e)[0])); }",
+        [description, points.tolist()],
+    )
+    model.set_weights(webmodel.page_weights(description))
+    np.testing.assert_allclose(np.array(got), model.predict(points, verbose=0), atol=1e-5)
+
+
 def test_a_layer_the_page_cannot_run_is_a_one_line_error():
     x = keras.Input((8, 8, 1))
     model = keras.Model(x, keras.layers.Conv2D(2, 3, dilation_rate=2, name="dilated")(x), name="generator")

@@ -7,8 +7,10 @@ on any static web server. A Content-Security-Policy forbids every connection (va
 
 A run's share of the page is kept within RUN_BUDGET_BYTES by the first of these that fits (EMBEDDINGS):
 its generator and encoder with float32 weights; both as float16 (half the size; the decoded images
-differ from float32 weights by the figure quoted in README.md); the generator alone as float16. The
-last drops only the drawing pad, the one feature that needs the encoder (the page says so, and the
+differ from float32 weights by the figure quoted in README.md); the generator alone as float16; the
+generator alone as int8 with a scale per array (a quarter of float32: `webmodel`; the mlp's generator on
+32x32x3 shapes decodes within 0.66 of a level of 255 of its float32 images, docs/colour.md). The
+last two drop only the drawing pad, the one feature that needs the encoder (the page says so, and the
 served explorer keeps it), rather than the budget: the convnet on 32x32 colour images holds 629,475
 generator and 618,820 encoder numbers, and its share with 10,000 test images measured 6.86 MB as
 float32, 3.53 MB as float16 and 1.88 MB as a float16 generator alone (a 0.20 MB latent map). Its
@@ -32,7 +34,8 @@ from vaelab.run import Run
 
 PAGE = "index.html"
 RUN_BUDGET_BYTES = 2_000_000  # a run's share of the page: a course page that loads in a second or two
-EMBEDDINGS = (("float32", True), ("float16", True), ("float16", False))  # (weights' dtype, encoder?), by preference
+# (weights' dtype, encoder?), by preference
+EMBEDDINGS = (("float32", True), ("float16", True), ("float16", False), ("int8", False))
 SCRIPT_TAG = re.compile(r'<script src="static/([\w.-]+\.js)"></script>\n?')
 STYLE_TAG = re.compile(r'<link rel="stylesheet" href="static/([\w.-]+\.css)">\n?')
 
@@ -72,7 +75,7 @@ def fitting_block(
     EMBEDDINGS whose block fits RUN_BUDGET_BYTES, else the last; the weights' dtype; whether the encoder is in it.
 
     The one rule of both pages: the exported explorer, and the report's live maps, which embed the generator alone
-    (`encoder=False`: float32 where it fits, else float16).
+    (`encoder=False`: float32 where it fits, else float16, else int8).
     """
     choices = list(dict.fromkeys((dtype, with_encoder and encoder) for dtype, with_encoder in EMBEDDINGS))
     for dtype, with_encoder in choices:
@@ -98,7 +101,7 @@ def export(
         if exported[-1].bytes > RUN_BUDGET_BYTES:
             log(
                 f"vaelab explore: warning: {run.name} adds {exported[-1].bytes / 1e6:.1f} MB to the page even "
-                "with its generator alone in float16; it will be slow to load"
+                "with its generator alone in int8; it will be slow to load"
             )
     path = Path(out) / PAGE
     write_text(path, explorer_page(blocks))  # a refusal of the file system is one line naming the file

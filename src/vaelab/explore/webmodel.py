@@ -17,6 +17,9 @@ convolution): the same mathematics with the same weights (layers.py). The descri
 
 Tensors are named `layer:node:index` as in the Keras configuration; "kernel"/"bias" index the
 weight list; "data" holds every weight array, row-major (C order), little-endian, one after the other.
+As "int8", each array k is stored as round(w / scale_k), scale_k = max |w| / 127 (1 for an array of zeros), with
+"scales": [scale_0, ...] beside "data": a quarter of float32's bytes, each weight within scale_k / 2 of its
+value (`page_weights` gives the arrays the page computes with).
 Shapes leave out the batch axis; images are (height, width, channels).
 
 A conditional model (a cvae: a second input, the one-hot label, concatenated to the features that Dense
@@ -38,7 +41,7 @@ import numpy as np
 from vaelab.errors import VaelabError
 
 FORMAT = 1
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "int8")  # the weights' storage in the page, largest first
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softplus")  # those nn.js implements
 IDENTITY_LAYERS = ("InputLayer", "Binarize", "Dropout", "GaussianNoise")  # the identity at inference
 SUPPORTED = (
@@ -82,7 +85,14 @@ def describe(model, *, dtype: str = "float32") -> dict[str, Any]:
                 ops.append(_conditioned_dense(layer, layer_config["config"], sources[0], out, weights, model, classes))
             else:
                 ops += _ops(layer, layer_config["config"], sources[0], out, weights, model, node.get("kwargs", {}))
-    data = b"".join(np.ascontiguousarray(w, dtype="<" + np.dtype(dtype).str[1:]).tobytes() for w in weights)
+    scales = [_int8_scale(w) for w in weights] if dtype == "int8" else None
+    if scales is None:
+        data = b"".join(np.ascontiguousarray(w, dtype="<" + np.dtype(dtype).str[1:]).tobytes() for w in weights)
+    else:
+        data = b"".join(_quantised(w, scale).tobytes() for w, scale in zip(weights, scales, strict=True))
+    stored = {"dtype": dtype, "shapes": [list(w.shape) for w in weights]}
+    if scales is not None:
+        stored["scales"] = scales
     return {
         "format": FORMAT,
         "name": model.name,
@@ -92,12 +102,35 @@ def describe(model, *, dtype: str = "float32") -> dict[str, Any]:
         "outputs": [_history_name(h) for h in _as_list(config["output_layers"])],
         "output_shapes": [list(t.shape[1:]) for t in model.outputs],
         "ops": ops,
-        "weights": {
-            "dtype": dtype,
-            "shapes": [list(w.shape) for w in weights],
-            "data": base64.b64encode(data).decode("ascii"),
-        },
+        "weights": {**stored, "data": base64.b64encode(data).decode("ascii")},
     }
+
+
+def page_weights(description: dict[str, Any]) -> list[np.ndarray]:
+    """The weight arrays of a description as the page's network computes with them (nn.js `decodeWeights`): float32,
+    from the stored float32, float16 or int8 (each int8 times its array's scale, rounded to float32)."""
+    stored = description["weights"]
+    raw = base64.b64decode(stored["data"])
+    flat = np.frombuffer(raw, dtype="<" + np.dtype(stored["dtype"]).str[1:])
+    arrays, offset = [], 0
+    for k, shape in enumerate(stored["shapes"]):
+        size = int(np.prod(shape))
+        values = flat[offset : offset + size].astype(np.float64)
+        if stored["dtype"] == "int8":
+            values = values * stored["scales"][k]
+        arrays.append(values.astype(np.float32).reshape(shape))
+        offset += size
+    return arrays
+
+
+def _int8_scale(w: np.ndarray) -> float:
+    """The step of array `w` stored as int8: its largest magnitude over 127 (1 for zeros), a float32 number."""
+    largest = float(np.max(np.abs(w))) if w.size else 0.0
+    return float(np.float32(largest / 127.0)) if largest > 0 else 1.0
+
+
+def _quantised(w: np.ndarray, scale: float) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(w, np.float64) / scale), -127, 127).astype(np.int8)
 
 
 def _condition(layer, sources: list[str], label: str, out: str, model) -> dict[str, Any]:

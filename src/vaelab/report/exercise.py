@@ -392,8 +392,8 @@ def _on(data: Dataset) -> str:
 
 def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path, sampler: str = "prior") -> tuple[str, str | None]:
     """The run's section of report.md, its samples drawn from `sampler`, and (for latent_dim 2) the data block of its
-    live map in index.html: the generator's weights float32, or float16 where that keeps the run's share of the page
-    within the explorer's budget (`explore.export.fitting_block`, the exported explorer's rule)."""
+    live map in index.html: the generator's weights float32, or float16, or int8, the first that keeps the run's share
+    of the page within the explorer's budget (`explore.export.fitting_block`, the exported explorer's rule)."""
     if run.config.model.family == "vqvae":
         return _code_section(run, data, fig_dir, out), None
     title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))

@@ -1,5 +1,5 @@
 // vaelab's networks in the page: runs a model described by vaelab/webmodel.py (layers, weights in base64).
-// No dependencies, no network; activations are computed in float64 from float32 (or float16) weights.
+// No dependencies, no network; activations are computed in float64 from float32 (or float16, or int8) weights.
 "use strict";
 
 (function (vaelab) {
@@ -23,10 +23,12 @@
   }
 
   // The weight arrays of a description, each a Float32Array (the data is little-endian, as every browser is).
-  function decodeWeights({ dtype, shapes, data }) {
+  // As int8, each array's numbers times its scale (webmodel.page_weights computes the same).
+  function decodeWeights({ dtype, shapes, data, scales }) {
     const bytes = base64Bytes(data);
     const sizes = shapes.map((shape) => shape.reduce((a, b) => a * b, 1));
     const total = sizes.reduce((a, b) => a + b, 0);
+    const width = { float32: 4, float16: 2, int8: 1 }[dtype];
     let all;
     if (dtype === "float32") {
       all = new Float32Array(bytes.buffer, 0, total);
@@ -34,10 +36,15 @@
       const half = new Uint16Array(bytes.buffer, 0, total);
       all = new Float32Array(total);
       for (let i = 0; i < total; i++) all[i] = halfToFloat(half[i]);
+    } else if (dtype === "int8") {
+      const small = new Int8Array(bytes.buffer, 0, total);
+      all = new Float32Array(total);
+      let i = 0;
+      sizes.forEach((size, k) => { for (const end = i + size; i < end; i++) all[i] = small[i] * scales[k]; });
     } else {
       throw new Error(`unknown weight dtype ${dtype}`);
     }
-    if (bytes.length !== total * (dtype === "float32" ? 4 : 2)) throw new Error("weight data of the wrong length");
+    if (bytes.length !== total * width) throw new Error("weight data of the wrong length");
     let offset = 0;
     return sizes.map((size) => { const w = all.subarray(offset, offset + size); offset += size; return w; });
   }
