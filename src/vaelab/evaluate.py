@@ -108,7 +108,7 @@ def evaluate(
     `vaelab.evaluate_vqvae.evaluate_codes`, exact with one sample."""
     if samples < 1:
         raise VaelabError(f"--samples must be >= 1, got {samples}")
-    if run.config.model.family == "vqvae":  # a point mass on codes: its bound needs no samples (vaelab.evaluate_vqvae)
+    if not run.config.model.member.gaussian_latent:  # a vqvae: a point mass on codes, its bound needs no samples
         from vaelab.evaluate_vqvae import evaluate_codes
 
         return evaluate_codes(run, data, images=images, progress=progress)
