@@ -1081,18 +1081,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_options(p: argparse.ArgumentParser, which: str = "", *, several: bool = False) -> None:
     """--model, the member of the VAE family (`several`: one or more, a sweep's axis), --k, the iwae's importance
     samples, --pseudo-inputs, the vamp's, and --codes, the vqvae's codebook size (vaelab.models)."""
-    from vaelab.config import DEFAULT_CODES, DEFAULT_K, DEFAULT_PSEUDO_INPUTS
+    from vaelab.config import DEFAULT_CODES, DEFAULT_K, DEFAULT_PSEUDO_INPUTS, ModelConfig
     from vaelab.family import FAMILIES
 
+    described = [f"{name} ({family.summary})" for name, family in FAMILIES.items()]
+    members = f"{', '.join(described[:-1])} or {described[-1]}"
     p.add_argument(
         "--model",
         choices=tuple(FAMILIES),  # the built-in members and any registered since (vaelab.models.register)
         nargs="+" if several else None,
         help=f"the model{'s (several: compared side by side)' if several else ''} {which + ': ' if which else ''}"
-        "vae (the ELBO, with beta), iwae (the importance-weighted "
-        "bound), cvae (conditioned on the label; labelled data), vamp (the VampPrior, learned pseudo-inputs), "
-        "betatc (the beta-TCVAE: beta weights the total correlation) or vqvae (codes from a learned codebook) "
-        "(default: vae)",
+        f"{members} (default: {ModelConfig.family})",
     )
     p.add_argument(
         "--k", type=_positive_int, metavar="K", help=f"the iwae's importance samples per image (default: {DEFAULT_K})"
