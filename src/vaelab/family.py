@@ -286,7 +286,7 @@ FAMILIES: dict[str, Family] = {
 def member(name: str) -> Family:
     """The registered member called `name` (a one-line error naming the members where there is none)."""
     if name not in FAMILIES:
-        raise VaelabError(f"model must be one of {', '.join(FAMILIES)}, got {name!r}")
+        raise VaelabError(f"unknown model {name!r}; choose one of: {', '.join(FAMILIES)}")  # as ModelConfig.validate
     return FAMILIES[name]
 
 
