@@ -63,6 +63,11 @@ def free_bits():
     del FAMILIES["freebits"], MODELS["freebits"]
 
 
+def test_every_member_has_both_halves():
+    assert list(MODELS) == list(FAMILIES) == ["vae", "iwae", "cvae", "vamp", "betatc", "vqvae"]
+    assert all(issubclass(model, VAE) for model in MODELS.values())
+
+
 def test_each_member_answers_for_itself():
     answers = {
         name: (f.conditional, f.gaussian_latent, f.bound_of(ModelConfig(family=name)), f.terms)
