@@ -278,26 +278,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _test_losses(test: dict, model) -> str:
-    """The test figures after training: the loss, and with a KL weight other than 1 (or for the iwae, whose objective
-    is its bound) the objective and the ELBO."""
-    if model.family == "vqvae":
-        from vaelab.models.vqvae import objective_line
-
-        return objective_line(test)
-    recon, kl, w = test["reconstruction_loss"], test["kl_loss"], test.get("kl_weight", 1.0)
-    if model.family == "iwae":
-        return f"objective {test['loss']:.2f} nats (-IWAE bound, K = {model.samples}); -ELBO {recon + kl:.2f}"
-    if model.family == "betatc":
-        return (
-            f"objective {test['loss']:.2f} nats = reconstruction {recon:.2f} + MI {test['mutual_information']:.2f} "
-            f"+ {w:g} x TC {test['total_correlation']:.2f} + dimension-wise KL {test['dimension_kl']:.2f}; "
-            f"-ELBO {recon + kl:.2f}"
-        )
-    if w == 1.0:
-        return f"loss {test['loss']:.2f} nats = reconstruction {recon:.2f} + KL {kl:.2f}"
-    return (
-        f"objective {test['loss']:.2f} nats = reconstruction {recon:.2f} + {w:g} x KL {kl:.2f}; -ELBO {recon + kl:.2f}"
-    )
+    """The test figures after training, each loss term named: the member's `test_line` (vaelab.family)."""
+    return model.member.test_line(model, test)
 
 
 def _load(args: argparse.Namespace):
@@ -313,9 +295,10 @@ def _load(args: argparse.Namespace):
 
 def _gaussian(run, command: str) -> None:
     """Refuses a vqvae in a command that draws or walks a Gaussian latent space."""
-    if run.config.model.family == "vqvae":
+    if not run.config.model.member.gaussian_latent:
         raise VaelabError(
-            f"vaelab {command} maps a Gaussian latent space, and a vqvae's codes are codebook indices; use "
+            f"vaelab {command} maps a Gaussian latent space, and a {run.config.model.family}'s codes are codebook "
+            "indices; use "
             f"`vaelab evaluate {run.path}` (code usage) or `vaelab generate {run.path} --samples N`"
         )
 
@@ -349,7 +332,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     run, data, out = _load(args)
     model = run.config.model
-    if model.family == "vqvae":
+    if not model.member.gaussian_latent:
         if args.sampler is not None and args.sampler.kind != "prior":
             gaussian_latent(run, str(args.sampler))
         return _generate_codes(run, data, args, out)
@@ -463,10 +446,13 @@ def _wants_disentanglement(args: argparse.Namespace, run, data) -> bool:
 
     if args.disentanglement and data.factors is None:
         raise VaelabError(no_factors(data))
-    if args.disentanglement and run.config.model.family == "vqvae":
-        raise VaelabError(f"{run.name} is a vqvae: its codes are codebook indices, not coordinates to score")
+    gaussian = run.config.model.member.gaussian_latent
+    if args.disentanglement and not gaussian:
+        raise VaelabError(
+            f"{run.name} is a {run.config.model.family}: its codes are codebook indices, not coordinates to score"
+        )
     if args.disentanglement is None:
-        return data.factors is not None and run.config.model.family != "vqvae"
+        return data.factors is not None and gaussian
     return args.disentanglement
 
 
@@ -477,7 +463,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     from vaelab.config import PriorConfig
 
     run, data, _ = _load(args)
-    if run.config.model.family != "vqvae":
+    if not run.config.model.member.code_prior:
         raise VaelabError(
             f"{args.run} is a {run.config.model.family}, whose prior is fixed; train-prior fits a prior over a "
             "vqvae's codes: give a run trained with --model vqvae"
@@ -521,12 +507,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-    if run.config.model.family == "vqvae":
+    if not run.config.model.member.gaussian_latent:
         from vaelab.analysis.evaluate_codes import describe
 
         print("\n".join([f"{run.name}: {result.images:,} test images", *describe(result)]))
         print(f"written to {run.path / 'metrics.json'} ({result.seconds:.0f} s)")
-        print("no diagnostic figures for a vqvae yet", file=sys.stderr)
+        print(f"no diagnostic figures for a {run.config.model.family} yet", file=sys.stderr)
         return 0
     kind = "binarised" if result.binarized else "8-bit"
     shape = "x".join(str(d) for d in run.config.model.input_shape)
@@ -537,7 +523,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     train = run.config.train
     if train.beta != 1 or train.kl_warmup:
         test = run.metrics["test"]
-        weighted = "MI + {:g} x TC + dimension-wise KL" if run.config.model.family == "betatc" else "{:g} x KL"
+        weighted = run.config.model.member.weighted_kl
         print(
             f"  trained with beta {train.beta:g}, KL warm-up {train.kl_warmup} epochs: its final objective was "
             f"{test['loss']:.2f} nats = reconstruction + {weighted.format(test.get('kl_weight', 1))}; the figures "
@@ -545,7 +531,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     print(
         f"  ELBO                       {result.elbo:9.2f} nats = -(reconstruction {result.reconstruction_loss:.2f} "
-        f"+ KL {result.kl_loss:.2f}{' estimated at the K samples' if run.config.model.family == 'vamp' else ''})"
+        f"+ KL {result.kl_loss:.2f}{' estimated at the K samples' if run.config.model.member.kl_estimated else ''})"
     )
     print(
         f"  ELBO with z = z_mean       {result.elbo_at_mean:9.2f} nats (reconstruction "
@@ -585,10 +571,10 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
     runs = [load_run(path) for path in args.runs]
     for run in runs:
-        if run.config.model.family == "vqvae":  # refused before the classifier's training, not after
+        if not run.config.model.member.gaussian_latent:  # refused before the classifier's training, not after
             raise VaelabError(
-                f"vaelab quality draws Gaussian codes from a prior or a mixture; {run.path} is a vqvae, whose codes "
-                "are codebook indices: leave it out"
+                f"vaelab quality draws Gaussian codes from a prior or a mixture; {run.path} is a "
+                f"{run.config.model.family}, whose codes are codebook indices: leave it out"
             )
         if run.epoch == 0:
             raise VaelabError(
@@ -1096,17 +1082,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_options(p: argparse.ArgumentParser, which: str = "", *, several: bool = False) -> None:
     """--model, the member of the VAE family (`several`: one or more, a sweep's axis), --k, the iwae's importance
     samples, --pseudo-inputs, the vamp's, and --codes, the vqvae's codebook size (vaelab.models)."""
-    from vaelab.config import DEFAULT_CODES, DEFAULT_K, DEFAULT_PSEUDO_INPUTS, MODELS
+    from vaelab.config import DEFAULT_CODES, DEFAULT_K, DEFAULT_PSEUDO_INPUTS, ModelConfig
+    from vaelab.family import FAMILIES
 
+    described = [f"{name} ({family.summary})" for name, family in FAMILIES.items()]
+    members = f"{', '.join(described[:-1])} or {described[-1]}"
     p.add_argument(
         "--model",
-        choices=MODELS,
+        choices=tuple(FAMILIES),  # the built-in members and any registered since (vaelab.models.register)
         nargs="+" if several else None,
         help=f"the model{'s (several: compared side by side)' if several else ''} {which + ': ' if which else ''}"
-        "vae (the ELBO, with beta), iwae (the importance-weighted "
-        "bound), cvae (conditioned on the label; labelled data), vamp (the VampPrior, learned pseudo-inputs), "
-        "betatc (the beta-TCVAE: beta weights the total correlation) or vqvae (codes from a learned codebook) "
-        "(default: vae)",
+        f"{members} (default: {ModelConfig.family})",
     )
     p.add_argument(
         "--k", type=_positive_int, metavar="K", help=f"the iwae's importance samples per image (default: {DEFAULT_K})"

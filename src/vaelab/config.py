@@ -14,25 +14,24 @@ from typing import Any
 
 from vaelab.data.dataset import IMAGE_SHAPE
 from vaelab.errors import VaelabError
+from vaelab.family import (  # noqa: F401 (the family's defaults and terms, once defined here: still vaelab.config's)
+    CODE_DIM,
+    DEFAULT_CODES,
+    DEFAULT_K,
+    DEFAULT_PSEUDO_INPUTS,
+    FAMILIES,
+    MNIST_TRAINING_IMAGES,
+    TERMS,
+    Family,
+    member,
+)
 
 MAX_STEPS = 2**31 - 1  # a run's steps: the optimizer's int32 step counter (vaelab.limits checks a run's total)
 
 ARCHS = ("mlp", "conv", "convnet")
-# The members of the VAE family (vaelab.models.MODELS, --model): the VAE with β, the importance-weighted bound of
-# Burda et al. (2015), the VAE conditioned on the label of Sohn et al. (2015), the VAE with the VampPrior of Tomczak &
-# Welling (2018), the β-TCVAE of Chen et al. (2018), the VQ-VAE of van den Oord et al. (2017).
-MODELS = ("vae", "iwae", "cvae", "vamp", "betatc", "vqvae")
-CONDITIONAL = ("cvae",)  # the models whose encoder and generator also read the image's label: labelled data only
-DEFAULT_K = 5  # the iwae's codes per image: Burda et al.'s middle setting (1, 5, 50), 5x a VAE's decoder work
-# The vamp's pseudo-inputs: Tomczak & Welling's for MNIST. Each step encodes them all: 500 images, 5x a batch of 100.
-DEFAULT_PSEUDO_INPUTS = 500
-# The models whose loss estimates log q(z|x) at codes drawn from q(z|x) itself (so epsilon_std must stay 1).
-AT_THE_DRAW = ("iwae", "vamp", "betatc")
-MNIST_TRAINING_IMAGES = 60_000  # a betatc's N when its network is built without data (the exercise's MNIST)
-# A betatc's KL split in three (vaelab.models.betatc logs them; run.py gives them columns in history.csv).
-TERMS = ("mutual_information", "total_correlation", "dimension_kl")
-DEFAULT_CODES = 512  # the vqvae's codebook size K (--codes): van den Oord et al.'s K for images
-CODE_DIM = 16  # D, the length of each of a vqvae's latent_dim code vectors: small, for the small networks here
+# The members of the VAE family (--model): each one's settings, checks and answers are its `Family` (vaelab.family),
+# its network and objective its class in vaelab.models.MODELS. Their option defaults live with them.
+MODELS = tuple(FAMILIES)  # the built-in members; a member registered later is in FAMILIES (vaelab.models.register)
 # p(x|z), the decoder's distribution of the pixels (vaelab.models.likelihoods): Bernoulli for grey images (the
 # course's),
 # the discretised logistic for 8-bit colour (as PixelCNN++ and IAF-VAE); see default_likelihood.
@@ -124,14 +123,19 @@ class ModelConfig:
         return default_decoder_activation(self.pixel_likelihood)
 
     @property
+    def member(self) -> Family:
+        """The member of the family this network is (`family`): what it owns and how the package treats it."""
+        return member(self.family)
+
+    @property
     def conditional(self) -> bool:
         """Whether the encoder and the generator also read the image's one-hot label (the cvae)."""
-        return self.family in CONDITIONAL
+        return self.member.conditional
 
     @property
     def samples(self) -> int:
         """The codes drawn per image in training: `k` (DEFAULT_K) for the iwae, one for the others."""
-        return (self.k or DEFAULT_K) if self.family == "iwae" else 1
+        return self.member.samples(self)
 
     @property
     def codebook_size(self) -> int:
@@ -141,7 +145,7 @@ class ModelConfig:
     @property
     def pseudo_input_count(self) -> int:
         """The vamp's pseudo-inputs: `pseudo_inputs`, or DEFAULT_PSEUDO_INPUTS; none for the other models."""
-        return (self.pseudo_inputs or DEFAULT_PSEUDO_INPUTS) if self.family == "vamp" else 0
+        return self.member.value(self, "pseudo_inputs") or 0
 
     @property
     def training_images(self) -> int:
@@ -152,9 +156,7 @@ class ModelConfig:
     def bound(self) -> str:
         """What the model's ELBO and importance-weighted bound bound: log p(x|y) for a conditional model, and
         log p(x) under the uniform prior over the codes for the vqvae (whose prior is not learned)."""
-        if self.family == "vqvae":
-            return "log p(x), uniform prior over codes"
-        return "log p(x|y)" if self.conditional else "log p(x)"
+        return self.member.bound_of(self)
 
     @property
     def conv_filters(self) -> tuple[int, ...]:
@@ -184,7 +186,7 @@ class ModelConfig:
             likelihood=likelihood,
             decoder_activation=self.decoder_activation or default_decoder_activation(likelihood),
             classes=classes if self.conditional else None,
-            dataset_size=training_images if self.family == "betatc" and training_images else self.dataset_size,
+            **self.member.for_data(self, training_images),
         )
         resolved.validate()
         return resolved
@@ -196,36 +198,15 @@ class ModelConfig:
 
     def validate(self) -> None:
         _check_choice("arch", self.arch, ARCHS)
-        _check_choice("model", self.family, MODELS)
-        if self.k is not None and self.family != "iwae":
-            raise VaelabError(
-                f"--k is the iwae's number of importance samples; leave it out with --model {self.family}"
-            )
-        if self.k is not None:
-            _check_positive("k", self.k)
-        if self.codes is not None and self.family != "vqvae":
-            raise VaelabError(f"--codes is the vqvae's codebook size; leave it out with --model {self.family}")
-        if self.codes is not None and (
-            not isinstance(self.codes, int) or isinstance(self.codes, bool) or self.codes < 2
-        ):
-            raise VaelabError(f"--codes, the vqvae's codebook size, must be an integer >= 2, got {self.codes!r}")
-        if self.family == "vqvae" and self.variance != "learned":
-            raise VaelabError("the vqvae's codes are nearest codebook vectors, with no variance to fix; use --preset "
-                              "mlp, conv or convnet with --model vqvae")  # fmt: skip
-        if self.family == "vqvae" and self.epsilon_std != 1.0:
-            raise VaelabError("the vqvae draws no noise; leave epsilon_std at 1")
-        if self.pseudo_inputs is not None and self.family != "vamp":
-            raise VaelabError(
-                f"--pseudo-inputs is the vamp's number of pseudo-inputs; leave it out with --model {self.family}"
-            )
-        if self.pseudo_inputs is not None:
-            _check_positive("pseudo_inputs", self.pseudo_inputs)
-        if self.dataset_size is not None and self.family != "betatc":
-            raise VaelabError(f"dataset_size is the betatc's number of training images, not --model {self.family}'s")
-        if self.dataset_size is not None:
-            _check_positive("dataset_size", self.dataset_size)
-        if self.family in AT_THE_DRAW and self.epsilon_std != 1.0:
-            raise VaelabError(f"the {self.family} weighs codes drawn from q(z|x) itself; leave epsilon_std at 1")
+        _check_choice("model", self.family, tuple(FAMILIES))
+        for other in FAMILIES.values():  # a member's options, given to another member, are a mistake
+            for option in other.options:
+                value = getattr(self, option.field)
+                if value is not None and other.name != self.family:
+                    raise VaelabError(option.foreign.format(family=self.family))
+                if value is not None:
+                    option.check(value)
+        self.member.validate(self)
         if self.classes is not None and not self.conditional:
             raise VaelabError(f"classes are read by a conditional model (cvae), not by --model {self.family}")
         if self.classes is not None and (
@@ -283,20 +264,17 @@ class ModelConfig:
 
     def parameters(self) -> int:
         """The number of weights the network will have (computed before building it, to refuse absurd sizes)."""
-        vq = self.family == "vqvae"  # one head of latent_dim x CODE_DIM numbers, the decoder reading all of them
-        z = self.latent_dim * (CODE_DIM if vq else 1)
-        heads = 2 if self.variance == "learned" and not vq else 1  # z_mean (and z_log_var); the vqvae's z_e
-        codebook = self.codebook_size * CODE_DIM if vq else 0
+        z, heads = self.member.decoder_width(self), self.member.heads(self)  # the code's width; z_mean (z_log_var)
         height, width, channels = self.input_shape
         pixels = height * width * channels
         scale = {"global": 1, "pixel": pixels}[self.scale] if self.pixel_likelihood in ("gaussian", "logistic") else 0
-        pseudo = self.pseudo_input_count * pixels  # the vamp's pseudo-inputs, learned beside the networks
+        extra = self.member.extra_parameters(self, pixels)  # learned beside the networks: pseudo-inputs, codebook
         c = (self.classes or 0) if self.conditional else 0  # the one-hot label, into the first dense layers
         if self.arch == "mlp":
             widths = self.hidden_widths
             encoder = sum((a + 1) * b for a, b in zip((pixels + c, *widths), widths, strict=False))
             decoder = sum((a + 1) * b for a, b in zip((z + c, *widths[::-1]), (*widths[::-1], pixels), strict=True))
-            return encoder + (widths[-1] + 1) * z * heads + decoder + scale + codebook + pseudo
+            return encoder + (widths[-1] + 1) * z * heads + decoder + scale + extra
         h = self.intermediate_dim
         if self.arch == "convnet":
             filters = self.conv_filters
@@ -308,10 +286,10 @@ class ModelConfig:
                 sum((9 * a + 1) * b for a, b in zip(filters[::-1], ups, strict=True)) + (9 * ups[-1] + 1) * channels
             )
             dense = (flat + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * flat
-            return encoder + dense + decoder + scale + codebook + pseudo
+            return encoder + dense + decoder + scale + extra
         convs = (9 * 1 + 1) * 16 + (9 * 16 + 1) * 8 + (9 * 8 + 1) * 8 + (9 * 8 + 1) * 16 + (9 * 16 + 1)
         dense = (392 + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * 512
-        return convs + dense + codebook + pseudo
+        return convs + dense + extra
 
 
 @dataclass(frozen=True)
@@ -399,16 +377,9 @@ class RunConfig:
                 "the discretised logistic models 8-bit pixels, and --binarize makes them binary; "
                 "with --binarize use --likelihood bernoulli"
             )
-        if self.model.family == "iwae" and (self.train.beta != 1.0 or self.train.kl_warmup):
-            raise VaelabError(
-                "--beta and --kl-warmup weight the ELBO's KL term, which the iwae's bound has not; "
-                "leave them out with --model iwae"
-            )
-        if self.model.family == "vqvae" and (self.train.beta != 1.0 or self.train.kl_warmup):
-            raise VaelabError(
-                "--beta and --kl-warmup weight the ELBO's KL term; the vqvae has none to weight (its commitment "
-                "weight is the paper's 0.25): leave them out with --model vqvae"
-            )
+        refusal = self.model.member.beta_refusal
+        if refusal and (self.train.beta != 1.0 or self.train.kl_warmup):
+            raise VaelabError(refusal)
         check_image_size(self.image_size)
         if not isinstance(self.grey, bool):
             raise VaelabError(f"grey must be true or false, got {self.grey!r}")

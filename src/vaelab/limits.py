@@ -61,10 +61,7 @@ def step_bytes(model: ModelConfig, batch: int) -> int:
     encoder, decoder = _image_floats(model)
     codes = model.samples  # the iwae's K; 1 for the others
     floats = batch * (encoder + codes * decoder + 4 * codes * model.latent_dim)
-    if model.family == "vamp":  # the pseudo-inputs through the encoder, and each code's density under each component
-        floats += model.pseudo_input_count * encoder + batch * model.pseudo_input_count * model.latent_dim
-    if model.family == "vqvae":  # each of the L code vectors' distance to each of the K codebook vectors
-        floats += 2 * batch * model.latent_dim * model.codebook_size
+    floats += model.member.working_floats(model, batch, encoder)  # a vamp's pseudo-inputs, a vqvae's distances
     return FLOAT_BYTES * floats
 
 
@@ -79,7 +76,7 @@ def check_training(config: RunConfig, steps_per_epoch: int) -> None:
     needed, limit = step_bytes(config.model, config.train.batch_size), memory_limit()
     if needed > limit:
         model = config.model
-        lower = {"iwae": "--k", "vamp": "--pseudo-inputs", "vqvae": "--codes"}.get(model.family, "the network's widths")
+        lower = model.member.smaller()
         raise VaelabError(
             f"a training step of this {model.family} would need about {needed / 1e9:,.1f} GB, over the "
             f"{limit / 1e9:.1f} GB allowed ({MEMORY_SHARE:.0%} of this machine's memory); lower {lower} or --batch-size"

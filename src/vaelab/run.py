@@ -51,8 +51,9 @@ import numpy as np
 
 from vaelab._files import atomic_path, write_json, write_text
 from vaelab._lock import is_locked
-from vaelab.config import PRESETS, TERMS, RunConfig, TrainConfig, default_likelihood
+from vaelab.config import PRESETS, TERMS, ModelConfig, RunConfig, TrainConfig, default_likelihood  # noqa: F401
 from vaelab.errors import VaelabError
+from vaelab.family import VQ_METRICS, all_terms  # noqa: F401 (TERMS, VQ_METRICS: still vaelab.run's names)
 
 if TYPE_CHECKING:
     from vaelab.data import Dataset
@@ -70,18 +71,24 @@ GMM_FILE = "gmm.npz"  # a Gaussian-latent run's mixture over its codes (vaelab.a
 CODE_PRIOR = "code_prior.npz"  # a vqvae's learned prior over its codes (vaelab.analysis.code_prior)
 LATER_FILES = (GMM_FILE, CODE_PRIOR)  # written after training by the commands that need them; --overwrite too
 LOSSES = ("loss", "reconstruction_loss", "kl_loss", "elbo_loss")  # logged for training and (val_) the test set
-VQ_METRICS = ("codebook_loss", "commitment_loss", "perplexity")  # a vqvae's besides LOSSES (vaelab.models.vqvae)
 HISTORY_COLUMNS = ("epoch", *LOSSES, "kl_weight", *(f"val_{k}" for k in LOSSES), "seconds")
 KL_COLUMNS = ("kl_loss", "kl_weight", "val_kl_loss")  # of HISTORY_COLUMNS, those a model without a KL term lacks
-# The columns history.csv has where the model logs them: the betatc's TERMS, the vqvae's VQ_METRICS, and their val_.
-OPTIONAL_COLUMNS = tuple(k for m in (*TERMS, *VQ_METRICS) for k in (m, f"val_{m}"))
+
+
+def optional_columns() -> tuple[str, ...]:
+    """The columns history.csv has where the model logs them: every member's terms (`Family.terms`: the betatc's
+    TERMS, the vqvae's VQ_METRICS, a registered member's) and their val_."""
+    return tuple(k for m in all_terms() for k in (m, f"val_{m}"))
+
+
+OPTIONAL_COLUMNS = optional_columns()  # the built-in members'
 
 
 def history_columns(row: dict[str, float]) -> tuple[str, ...]:
     """history.csv's columns for rows like `row`: HISTORY_COLUMNS (less the KL_COLUMNS a vqvae's row lacks), with
     the OPTIONAL_COLUMNS it has before seconds."""
     kept = (k for k in HISTORY_COLUMNS[:-1] if k in row or k not in KL_COLUMNS)
-    return (*kept, *(k for k in OPTIONAL_COLUMNS if k in row), HISTORY_COLUMNS[-1])
+    return (*kept, *(k for k in optional_columns() if k in row), HISTORY_COLUMNS[-1])
 
 
 @dataclass
@@ -120,7 +127,7 @@ class Run:
     def reconstruct(self, x: np.ndarray, batch_size: int = 1000, labels: np.ndarray | None = None) -> np.ndarray:
         """Images -> their reconstructions, as `decode` gives them: the decoded z_mean, the encoder's best guess of
         the code (a conditional model's with each image's label, `labels`, on both sides; a vqvae's: its codes)."""
-        if self.config.model.family == "vqvae":
+        if not self.config.model.member.gaussian_latent:
             return self.decode(self.codes(x, batch_size), batch_size)
         z_mean, _ = self.encode(x, batch_size, labels=labels)
         return self.decode(z_mean, batch_size, labels=labels)
@@ -135,8 +142,11 @@ class Run:
         """Images (n, H, W[, C]) as uint8 or floats in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim).
 
         A conditional model (cvae) encodes each image with its integer label, `labels` (n,)."""
-        if self.config.model.family == "vqvae":
-            raise VaelabError(f"{self.name} is a vqvae: its codes are codebook indices, not a Gaussian; use Run.codes")
+        if not self.config.model.member.gaussian_latent:
+            raise VaelabError(
+                f"{self.name} is a {self.config.model.family}: its codes are codebook indices, not a Gaussian; "
+                "use Run.codes"
+            )
         z_mean, z_log_var = self.encoder.predict(
             self._conditioned(self._images(x), labels), batch_size=batch_size, verbose=0
         )
@@ -217,7 +227,7 @@ def run_dir_name(config: RunConfig) -> str:
     if config.grey:
         parts.append("grey")
     parts.append(config.preset)
-    if config.model.family != "vae":  # the model of the family, and the iwae's K or vamp's pseudo-inputs where given
+    if config.model.family != ModelConfig.family:  # the member, and the iwae's K or vamp's pseudo-inputs where given
         parts.append(config.model.family + (f"-k{config.model.k}" if config.model.k is not None else ""))
         if config.model.pseudo_inputs is not None:
             parts.append(f"pseudo-inputs{config.model.pseudo_inputs}")
@@ -455,7 +465,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
         raise damaged(file, "not UTF-8 text") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    if not header or "epoch" not in header or not set(header) <= {*HISTORY_COLUMNS, *OPTIONAL_COLUMNS}:
+    if not header or "epoch" not in header or not set(header) <= {*HISTORY_COLUMNS, *optional_columns()}:
         raise damaged(file, f"unexpected columns {header}")
     rows = []
     for line, values in enumerate(reader, 2):

@@ -204,7 +204,7 @@ def _finished(point: Point, out: Path, data, samples: int, images: int) -> bool:
 def _scored(config: RunConfig, data, metrics: dict[str, Any], images: int) -> bool:
     """Whether the run's disentanglement metrics are there on `images` test images, or not called for (data without
     factors, a vqvae)."""
-    if data.factors is None or config.model.family == "vqvae":
+    if data.factors is None or not config.model.member.gaussian_latent:
         return True
     return metrics.get("disentanglement", {}).get("images") == images
 

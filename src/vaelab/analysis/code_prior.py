@@ -123,7 +123,7 @@ def train_prior(run: Run, data: Dataset, config: PriorConfig | None = None, *, v
     config = config or PriorConfig()
     config.validate()
     model = run.config.model
-    if model.family != "vqvae":
+    if not model.member.code_prior:
         raise VaelabError(
             f"{run.name} is a {model.family}: its prior is fixed; train-prior fits a prior over a vqvae's codes "
             "(train one with --model vqvae)"
@@ -176,7 +176,7 @@ def ensure_prior(run: Run, data: Dataset, log=None) -> bool:
 def load_prior(run: Run) -> CodePrior | None:
     """The prior over codes saved in the vqvae `run`'s directory, or None where there is none."""
     file = run.path / PRIOR_FILE
-    if run.config.model.family != "vqvae" or not file.exists():
+    if not run.config.model.member.code_prior or not file.exists():
         return None
     todo = f"train it again with `vaelab train-prior {run.path}`"
     try:

@@ -380,8 +380,10 @@ def score_run(run, data, *, images: int | None = None) -> Disentanglement:
 
     if data.factors is None:
         raise VaelabError(no_factors(data))
-    if run.config.model.family == "vqvae":
-        raise VaelabError(f"{run.name} is a vqvae: its codes are codebook indices, not coordinates to score")
+    if not run.config.model.member.gaussian_latent:
+        raise VaelabError(
+            f"{run.name} is a {run.config.model.family}: its codes are codebook indices, not coordinates to score"
+        )
     x = test_images(data, binarized=run.config.train.binarize)[:images]
     labels = data.y_test[: len(x)] if run.config.model.conditional else None
     z_mean, _ = run.encode(x, labels=labels)

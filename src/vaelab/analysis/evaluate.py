@@ -110,9 +110,7 @@ def evaluate(
     `vaelab.analysis.evaluate_codes.evaluate_codes`, exact with one sample."""
     if samples < 1:
         raise VaelabError(f"--samples must be >= 1, got {samples}")
-    if (
-        run.config.model.family == "vqvae"
-    ):  # a point mass on codes: its bound needs no samples (vaelab.analysis.evaluate_codes)
+    if not run.config.model.member.gaussian_latent:  # a vqvae: a point mass on codes, its bound needs no samples
         from vaelab.analysis.evaluate_codes import evaluate_codes
 
         return evaluate_codes(run, data, images=images, progress=progress)

@@ -96,7 +96,7 @@ def draw_run_figures(
     with their labels and decodes latent points as `run.label` (default: the first class); its generate part adds
     the class grid. A vqvae's set is `draw_code_figures`', `z` its codes (`manifold`, `pair`, `steps` unused).
     """
-    if run.config.model.family == "vqvae":
+    if not run.config.model.member.gaussian_latent:
         return draw_code_figures(run, data, out, parts=parts, picks=picks, codes=z, samples=samples, seed=seed)
     if run.config.model.conditional and run.label is None:
         run = dataclasses.replace(run, label=0)

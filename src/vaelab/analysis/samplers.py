@@ -206,8 +206,9 @@ def sampler(run: Run, spec: str | SamplerSpec = "prior", data: Dataset | None = 
 
 def gaussian_latent(run: Run, what: str) -> None:
     """A one-line error where `run`'s codes are not points of a Gaussian latent space (a vqvae's indices)."""
-    if run.config.model.family == "vqvae":
+    if not run.config.model.member.gaussian_latent:
         todo = "leave out --sampler (its prior is uniform over codes)" if what == "prior" else "use --sampler prior"
         raise VaelabError(
-            f"--sampler {what} draws Gaussian codes; {run.name} is a vqvae, whose codes are codebook indices: {todo}"
+            f"--sampler {what} draws Gaussian codes; {run.name} is a {run.config.model.family}, whose codes are "
+            f"codebook indices: {todo}"
         )

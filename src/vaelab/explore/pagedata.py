@@ -35,7 +35,7 @@ def image_shape(run: Run) -> list[int]:
 
 def is_vqvae(run: Run) -> bool:
     """Whether the run's codes are codebook indices (a code grid on the page) rather than points of a plane."""
-    return run.config.model.family == "vqvae"
+    return not run.config.model.member.gaussian_latent
 
 
 def check_run(run: Run) -> None:

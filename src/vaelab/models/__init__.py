@@ -12,7 +12,9 @@ variables have the same names in each (a vamp's also holds its pseudo-inputs). `
 member; the registry gives its trainable model class, which knows its objective (`compute_loss`), how it draws z
 (`draw`) and its prior p(z) (`prior_outputs` in the graph, `prior` for evaluation and generation:
 vaelab.models.priors). The vqvae's codes are not Gaussian: its encoder gives code indices and its generator reads
-them (`build_vqvae`).
+them (`build_vqvae`). What the rest of the package asks about a member (its options, bound, logged terms, whether
+its latent is Gaussian) is its `vaelab.family.Family`; `register` adds a member, both halves at once
+(docs/adding-a-model.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import keras
 from keras import layers as keras_layers  # not `layers`: the package has a submodule of that name
 
 from vaelab.config import ModelConfig
+from vaelab.family import FAMILIES, Family
 from vaelab.models.betatc import BetaTC
 from vaelab.models.cvae import CVAE
 from vaelab.models.iwae import IWAE
@@ -59,11 +62,22 @@ __all__ = [
     "kl_loss",
     "parameter_count",
     "reconstruction_loss",
+    "register",
 ]
 
 MODELS: dict[str, type[VAE]] = {
     "vae": VAE, "iwae": IWAE, "cvae": CVAE, "vamp": Vamp, "betatc": BetaTC, "vqvae": VQVAE
 }  # fmt: skip
+
+
+def register(family: Family, model: type[VAE]) -> None:
+    """Adds a member to the family: `family` says what the package asks about it (vaelab.family), `model`, a
+    subclass of `VAE` (its objective `compute_loss`, its `draw`, its prior), is the network `build_models` trains.
+    From then on `--model`'s checks, training, evaluation and the report take `family.name` like a built-in."""
+    if not isinstance(family, Family) or not (isinstance(model, type) and issubclass(model, VAE)):
+        raise TypeError("register(family, model) takes a vaelab.family.Family and a subclass of vaelab.models.VAE")
+    FAMILIES[family.name] = family
+    MODELS[family.name] = model
 
 
 def parameter_count(model: keras.Model) -> int:

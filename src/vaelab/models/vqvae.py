@@ -28,12 +28,12 @@ import numpy as np
 from keras import layers, ops
 
 from vaelab.config import CODE_DIM, ModelConfig
+from vaelab.family import COMMITMENT  # beta_c, the commitment loss's weight (the paper's 0.25)
 from vaelab.models.likelihoods import INITIAL_LOG_SCALE, SCALED
 from vaelab.models.networks import DECODERS, ENCODER_BODIES, Binarize, LogScale, apply, dense
 from vaelab.models.networks import kernel_initializers as _kernel_initializers
 from vaelab.models.vae import VAE, reconstruction_loss
 
-COMMITMENT = 0.25  # beta_c, the commitment loss's weight: van den Oord et al. found 0.1 to 2.0 alike and used 0.25
 DECAY = 0.99  # gamma, the codebook's moving averages' decay per step: van den Oord et al.'s appendix A.1
 DEAD = 0.5  # a code whose usage (an EMA count) falls under half its uniform share is dead: it restarts
 
@@ -115,16 +115,6 @@ class StraightThrough(layers.Layer):
     def call(self, inputs):
         z_e, z_q = inputs
         return z_e + ops.stop_gradient(z_q - z_e)
-
-
-def objective_line(test: dict) -> str:
-    """A vqvae's final test figures in one line, each term in its own unit: the objective, a sum of nats and a
-    squared distance, then the negative ELBO in nats (`vaelab train` prints it)."""
-    recon, commitment, bound = test["reconstruction_loss"], test["commitment_loss"], test.get("bound", "log p(x)")
-    return (
-        f"objective {test['loss']:.2f} = reconstruction {recon:.2f} nats + {COMMITMENT:g} x commitment "
-        f"{commitment:.2f} (a squared distance); -ELBO ({bound}) {test['elbo_loss']:.2f} nats"
-    )
 
 
 def uniform_codes(count: int, config: ModelConfig, seed: int = 0) -> np.ndarray:

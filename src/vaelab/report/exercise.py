@@ -34,6 +34,7 @@ from vaelab.experiments import lanes
 from vaelab.experiments.job import ensure_run
 from vaelab.explore import pagedata
 from vaelab.explore.export import fitting_block
+from vaelab.family import FAMILIES, member
 from vaelab.models import parameter_count
 from vaelab.models.likelihoods import likelihood_note
 from vaelab.report.html import LIVE_MARKER, markdown_to_html
@@ -64,12 +65,13 @@ def ensure_evaluation(run: Run, data: Dataset, samples: int, log: Callable[[str]
 
     done = run.metrics.get("evaluation", {})
     images = scored_images(run.config, data)
-    fresh_prior = run.config.model.family == "vqvae" and ensure_prior(run, data, log)
+    code_prior = run.config.model.member.code_prior  # a vqvae's learned prior over its codes, compared in metrics
+    fresh_prior = code_prior and ensure_prior(run, data, log)
     if (
         done.get("samples") == recorded_samples(run.config, samples)
         and done.get("images") == images
         and not fresh_prior
-        and (run.config.model.family != "vqvae" or "prior_elbo" in done)
+        and (not code_prior or "prior_elbo" in done)
     ):
         return False
     log(f"vaelab report: evaluating {run.path} on {images:,} test images (importance-weighted bound, K = {samples})")
@@ -83,7 +85,7 @@ def ensure_disentanglement(run: Run, data: Dataset, log: Callable[[str], None]) 
         run is a vqvae, or its metrics.json already holds them for every test image."""
     from vaelab.analysis.disentanglement import score_and_save
 
-    if data.factors is None or run.config.model.family == "vqvae":
+    if data.factors is None or not run.config.model.member.gaussian_latent:
         return
     if run.metrics.get("disentanglement", {}).get("images") == len(data.x_test):
         return
@@ -134,8 +136,8 @@ def report(
     replaces the image's default one (`vaelab.models.likelihoods`); `model` (and the iwae's `k`, the vamp's
     `pseudo_inputs`, the vqvae's `codes`) trains that member of the family on every network (`vaelab.models`); the
     sample grids draw from `sampler` (`vaelab.analysis.samplers`)."""
-    if sampler != "prior" and model == "vqvae":
-        raise VaelabError(f"--sampler {sampler} draws Gaussian codes, and a vqvae's are codebook indices")
+    if sampler != "prior" and model in FAMILIES and not FAMILIES[model].gaussian_latent:
+        raise VaelabError(f"--sampler {sampler} draws Gaussian codes, and a {model}'s are codebook indices")
     data = load_dataset(dataset, data_dir, image_size=image_size, grey=grey, log=log)
     limits.check_evaluation(len(data.x_test), iwae_samples)  # before any training, not after it
     presets = report_presets(data.image_shape, model or ModelConfig.family)
@@ -188,7 +190,7 @@ def report_presets(image_shape: tuple[int, int, int], family: str = ModelConfig.
     """The networks the report trains for images of `image_shape` with the model `family`: a vqvae's codes have no
     variance to fix, so it has no part (f)."""
     presets = REPORT_PRESETS if tuple(image_shape) == IMAGE_SHAPE else OTHER_SHAPE_PRESETS
-    if family == "vqvae":
+    if not member(family).fixed_variance:
         return tuple(preset for preset in presets if preset not in FIXED_VARIANCE_PRESETS)
     return presets
 
@@ -197,7 +199,7 @@ def recorded_samples(config: RunConfig, samples: int) -> int:
     """The K that the run's evaluation with `samples` records: a vqvae's bound is exact with one sample."""
     from vaelab.analysis.evaluate_codes import SAMPLES
 
-    return SAMPLES if config.model.family == "vqvae" else samples
+    return samples if config.model.member.gaussian_latent else SAMPLES
 
 
 def _train_side_by_side(
@@ -317,7 +319,7 @@ def _header(runs: list[Run], data: Dataset, sampler: str = "prior") -> str:
         command += f" --test-subset {runs[0].config.train.test_subset}"
     model = runs[0].config.model
     samples = _samples(runs)
-    if model.family != "vqvae" and samples and samples != [REPORT_IWAE_SAMPLES]:  # a vqvae's bound: one sample, any K
+    if model.member.gaussian_latent and samples and samples != [REPORT_IWAE_SAMPLES]:  # a vqvae: one sample, any K
         command += f" --iwae-samples {', '.join(str(k) for k in samples)}"
     if model.pixel_likelihood != default_likelihood(model.input_shape):
         command += f" --likelihood {model.pixel_likelihood}"
@@ -373,7 +375,7 @@ def _samples_note(runs: list[Run]) -> str:
     samples = _samples(runs)
     if not samples:
         return "The log-likelihood bound: not computed, as the runs have not been evaluated (`vaelab evaluate RUN`)."
-    if runs[0].config.model.family == "vqvae":
+    if not runs[0].config.model.member.gaussian_latent:
         return "The log-likelihood bound: exact with one sample, as q(z|x) is one point (the nearest codes)."
     return (
         f"The log-likelihood bound: K = {', '.join(str(k) for k in samples)} importance samples per test image "
@@ -394,7 +396,7 @@ def _run_section(run: Run, data: Dataset, fig_dir: Path, out: Path, sampler: str
     """The run's section of report.md, its samples drawn from `sampler`, and (for latent_dim 2) the data block of its
     live map in index.html: the generator's weights float32, or float16, or int8, the first that keeps the run's share
     of the page within the explorer's budget (`explore.export.fitting_block`, the exported explorer's rule)."""
-    if run.config.model.family == "vqvae":
+    if not run.config.model.member.gaussian_latent:
         return _code_section(run, data, fig_dir, out), None
     title, what = PARTS.get(run.config.preset, (run.config.preset, run.config.preset))
     drawn = None if sampler == "prior" else samplers.sampler(run, sampler, data)
@@ -621,10 +623,9 @@ the uniform prior's {evaluation["elbo"]:.2f}.
 def _test_sentence(run: Run) -> str:
     """The run's final test figures: the loss, and for β or warm-up the objective beside the true ELBO."""
     test, train = run.metrics["test"], run.config.train
-    if run.config.model.family == "vqvae":
-        from vaelab.models.vqvae import objective_line
-
-        return f"Test figures per image: {objective_line(test)} (= reconstruction + L log K)."
+    if not run.config.model.member.gaussian_latent:
+        line = run.config.model.member.test_line(run.config.model, test)
+        return f"Test figures per image: {line} (= reconstruction + L log K)."
     recon, kl = test["reconstruction_loss"], test["kl_loss"]
     if train.beta == 1 and not train.kl_warmup:
         return f"Test loss {test['loss']:.2f} nats per image = reconstruction {recon:.2f} + KL {kl:.2f}."
@@ -687,7 +688,7 @@ def _snapshots(figures, img: dict[str, str]) -> str:
 
 
 def _comparison(runs: list[Run], data: Dataset, figures: Path, out: Path) -> str:
-    codes = runs[0].config.model.family == "vqvae"  # the report trains one family on every network
+    codes = not runs[0].config.model.member.gaussian_latent  # the report trains one family on every network
     lines = [
         f"| preset | test {'objective | reconstruction | commitment' if codes else 'loss | reconstruction | KL'} "
         "| ELBO | IWAE bound | bits/dim "
@@ -764,7 +765,7 @@ def _epochs(count: int) -> str:
 def _usage(run: Run) -> str:
     """How much of its latent space the run uses: active units of latent_dim, or a vqvae's codebook vectors used."""
     evaluation, model = run.metrics.get("evaluation", {}), run.config.model
-    if model.family == "vqvae":
+    if not model.member.gaussian_latent:
         perplexity = f" (perplexity {evaluation['perplexity']:.1f})" if "perplexity" in evaluation else ""
         return f"{evaluation.get('codes_used', '–')} of {model.codebook_size}{perplexity}"
     return f"{evaluation.get('active_units', '–')} of {model.latent_dim}"

@@ -20,6 +20,7 @@ from vaelab._files import write_text
 from vaelab.analysis import plots
 from vaelab.config import RunConfig
 
+BOUND = "iwae"  # the importance-weighted bound's figure (metrics.json's evaluation["iwae"]), a cell that may be marked
 FIGURES = ("elbo", "iwae", "kl_loss", "active_units")  # compared across points, in this order
 # compared too where the data has known factors (vaelab.analysis.disentanglement), after FIGURES
 DISENTANGLEMENT = ("mig", "dci_disentanglement", "dci_completeness", "factorvae_score", "sap")
@@ -158,7 +159,7 @@ def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[An
     for row, members in zip(summary, groups(points, axes).values(), strict=True):
         cells = [str(row[k]) for k in keys] + [f"{row['seeds_done']} of {row['seeds']}"]
         cells += [_cell(row[f"{n}_mean"], row[f"{n}_sd"], DIGITS[n], row["seeds_done"])
-                  + (_bound_mark(members) if n == "iwae" else "") for n in shown]  # fmt: skip
+                  + (_bound_mark(members) if n == BOUND else "") for n in shown]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
 
     settings = list(points[0].settings)
@@ -169,7 +170,7 @@ def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[An
         figs = p.figures
         cells = [f"`{p.name}`", *(str(p.settings[a]) for a in settings), p.status + (" (reused)" if p.reused else "")]
         cells += [(f"{figs[n]:.{DIGITS[n] if n != 'active_units' else 0}f}" if figs.get(n) is not None else "–")
-                  + (_bound_mark([p]) if n == "iwae" else "") for n in shown]  # fmt: skip
+                  + (_bound_mark([p]) if n == BOUND else "") for n in shown]  # fmt: skip
         cells += [f"{figs['train_seconds']:.0f}" if "train_seconds" in figs else "–", (p.error or "").replace("|", "/")]
         point_lines.append("| " + " | ".join(cells) + " |")
 

@@ -62,7 +62,7 @@ def export_run(run: Run, out: str | os.PathLike[str] | None = None) -> list[Path
         with atomic_path(out / name, suffix=".keras") as tmp:
             keras.saving.save_model(model, tmp)
         written.append(out / name)
-    if run.config.model.family == "vamp":
+    if run.config.model.pseudo_input_count:  # a vamp's prior reads them
         with atomic_path(out / PSEUDO_INPUTS, suffix=".npy") as tmp:
             np.save(tmp, np.asarray(run.models.vae.get_layer("pseudo_inputs").images(), np.float32))
         written.append(out / PSEUDO_INPUTS)

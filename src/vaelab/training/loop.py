@@ -308,7 +308,7 @@ def _fit(
         "test": {
             **{k: last[f"val_{k}"] for k in (*runs.LOSSES, *runs.TERMS) if f"val_{k}" in last},
             **({"kl_weight": last["kl_weight"]} if "kl_weight" in last else {}),  # (a vqvae has none)
-            **{k: last[f"val_{k}"] for k in runs.VQ_METRICS if f"val_{k}" in last},  # a vqvae's
+            **{k: last[f"val_{k}"] for k in model.member.terms if f"val_{k}" in last},  # its own: a vqvae's
             # -ELBO per pixel value, in bits: the figure colour-image papers quote (vaelab.models.likelihoods)
             "bits_per_dim": bits_per_dim(
                 last["val_elbo_loss"],
