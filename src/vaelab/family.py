@@ -78,6 +78,14 @@ class Family:
     epsilon_refusal: ClassVar[str | None] = None
     weighted_kl: ClassVar[str] = "{:g} x KL"  # what a KL weight other than 1 multiplies (`vaelab diagnose`)
     kl_estimated: ClassVar[bool] = False  # whether its KL has no closed form and is estimated at the drawn codes
+    # The textbook objective its loss is exactly, if any: "elbo" (the beta-weighted ELBO under N(0, I)) or "iwae" (the
+    # importance-weighted bound); the compiled whole step (vaelab.training.fused_step) computes only these. Not
+    # inherited: a member that does not state it is None, so that a new loss never passes for the VAE's.
+    objective: ClassVar[str | None] = "elbo"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.objective = cls.__dict__.get("objective")
 
     def value(self, config: Any, field: str) -> int | None:
         """The member's setting `field` in `config` (its default where None), or None where it owns no such."""
@@ -141,6 +149,7 @@ class IWAEFamily(Family):
 
     name = "iwae"
     summary = "the importance-weighted bound"
+    objective = "iwae"
     options = (
         Option("k", DEFAULT_K, "--k is the iwae's number of importance samples; leave it out with --model {family}",
                flag="--k"),

@@ -44,7 +44,7 @@ def reason(model: keras.Model, config: ModelConfig) -> str | None:
         (keras.backend.backend() == "jax", "the Keras backend is not JAX"),
         (keras.distribution.distribution() is None, "a Keras distribution is set"),
         (config.arch == "mlp", f"the {config.arch} arch is not dense"),
-        (config.family in ("vae", "iwae"), f"the {config.family} family"),
+        (config.member.objective is not None, f"the {config.family} family's objective"),
         (config.pixel_likelihood == "bernoulli" and config.output_activation == "sigmoid", "not a Bernoulli decoder"),
         (config.variance == "learned" and not config.conditional, "a fixed variance or a conditional model"),
         (config.implementation == "fused", "--implementation keras"),
@@ -158,7 +158,7 @@ class FusedStep:
             slots,
             activation=self.config.activation,
             samples=self.config.samples,
-            objective="iwae" if self.config.family == "iwae" else "elbo",
+            objective=self.config.member.objective,
             optimizer=self.optimizer_kind,
         )
         trainable = list(trainable)
