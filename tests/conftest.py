@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TypeVar
 
 import numpy as np
@@ -120,6 +121,26 @@ def made_once(tmp_path_factory, name: str, make: Callable[[Path], T], load: Call
         made = make(folder)
         done.touch()
         return made
+
+
+@pytest.fixture(name="vaelab")
+def in_process_vaelab(capsys):
+    """`vaelab ARGS...` run in this process (`vaelab.cli.main`, as the console script runs it): its exit status,
+    stdout and stderr. For tests of what a command does, not of the process (its signals, its start-up): they do
+    not pay for starting JAX and Keras again at every command."""
+
+    from vaelab import cli
+
+    def run(*argv) -> SimpleNamespace:
+        capsys.readouterr()
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as usage:  # argparse's one line about a bad argument
+            code = usage.code
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
 @pytest.fixture(scope="session")
