@@ -8,7 +8,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -64,6 +67,7 @@ NO_JAX_CACHE = {"JAX_ENABLE_COMPILATION_CACHE": "false"}
 import vaelab  # noqa: E402, F401  (chooses the Keras backend before any test imports Keras)
 from vaelab.data import TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS  # noqa: E402
 
+T = TypeVar("T")
 TRAIN_SUBSET = 2000
 TEST_SUBSET = 500
 
@@ -99,6 +103,46 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     )
 
 
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], T], load: Callable[[Path], T]) -> T:
+    """`make(folder)`, made once per test session in `folder` (named `name`) and loaded from it (`load(folder)`) by
+    every other pytest-xdist worker that asks: the workers of one session share the parent of their temporary
+    folders, and a file lock lets one of them make it while the others wait (pytest-xdist's recipe). Under
+    `-n 0`, in this process's temporary folder."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    folder, done = root / "made-once" / name, root / "made-once" / f"{name}.done"
+    folder.parent.mkdir(exist_ok=True)
+    with FileLock(root / "made-once" / f"{name}.lock"):
+        if done.exists():
+            return load(folder)
+        shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed half-way left
+        made = make(folder)
+        done.touch()
+        return made
+
+
+@pytest.fixture(name="vaelab")
+def in_process_vaelab(capsys):
+    """`vaelab ARGS...` run in this process (`vaelab.cli.main`, as the console script runs it): its exit status,
+    stdout and stderr. For tests of what a command does, not of the process (its signals, its start-up): they do
+    not pay for starting JAX and Keras again at every command."""
+
+    from vaelab import cli
+
+    def run(*argv) -> SimpleNamespace:
+        capsys.readouterr()
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as usage:  # argparse's one line about a bad argument
+            code = usage.code
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, mnist):
     """An mlp run trained for 2 epochs on a subset of real MNIST."""
@@ -117,18 +161,22 @@ REPORT_EPOCHS = 1
 def preset_runs(tmp_path_factory, mnist) -> dict:
     """Every preset trained for 1 epoch on 2000 real MNIST images, in one runs directory.
 
-    Their configurations are those of `vaelab report --epochs 1 --train-subset 2000`, which reuses them.
+    Their configurations are those of `vaelab report --epochs 1 --train-subset 2000`, which reuses them. Trained
+    once per session (`made_once`).
     """
     from vaelab.config import make_config
-    from vaelab.run import run_dir_name
+    from vaelab.run import load_run, run_dir_name
     from vaelab.training.loop import train
 
-    runs_dir = tmp_path_factory.mktemp("preset-runs")
-    runs = {}
-    for preset in PRESETS:
-        config = make_config(preset, epochs=REPORT_EPOCHS, train_subset=TRAIN_SUBSET)
-        runs[preset] = train(config, runs_dir / run_dir_name(config), verbose=0)
-    return runs
+    configs = {preset: make_config(preset, epochs=REPORT_EPOCHS, train_subset=TRAIN_SUBSET) for preset in PRESETS}
+
+    def make(runs_dir: Path) -> dict:
+        return {preset: train(c, runs_dir / run_dir_name(c), verbose=0) for preset, c in configs.items()}
+
+    def load(runs_dir: Path) -> dict:
+        return {preset: load_run(runs_dir / run_dir_name(c)) for preset, c in configs.items()}
+
+    return made_once(tmp_path_factory, "preset-runs", make, load)
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -285,10 +333,17 @@ def shapes_dataset(name: str, n_train: int = 300, n_test: int = 100, shape: tupl
 def colour_run(tmp_path_factory):
     """A convnet of 32, 64 and 128 filters (1.25 million weights: too many for the exported page in float16, so its
     export falls back to the generator alone) trained for 1 epoch on 300 32x32 colour images of shapes, and its
-    dataset."""
+    dataset. Trained once per session (`made_once`)."""
     from vaelab.config import make_config
+    from vaelab.run import load_run
     from vaelab.training.loop import train
 
     data = shapes_dataset("shapes")
     config = make_config("convnet", dataset="shapes", epochs=1, latent_dim=2, filters=(32, 64, 128))
-    return train(config, tmp_path_factory.mktemp("colour") / "convnet", data=data, verbose=0), data
+    run = made_once(
+        tmp_path_factory,
+        "colour",
+        lambda folder: train(config, folder / "convnet", data=data, verbose=0),
+        lambda folder: load_run(folder / "convnet"),
+    )
+    return run, data

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tests.conftest import run_cli
 from vaelab.analysis import latent as analysis
 from vaelab.config import ModelConfig, RunConfig
 from vaelab.errors import VaelabError
@@ -115,8 +114,8 @@ def test_interpolation_refuses_one_digit_twice_and_bad_indices(mnist):
         analysis.pick_pair(mnist, from_class="ten")
 
 
-def test_encode_command_prints_the_table_and_writes_its_files(small_run, mnist, tmp_path):
-    result = run_cli("encode", str(small_run.path), "--out", str(tmp_path))
+def test_encode_command_prints_the_table_and_writes_its_files(small_run, mnist, tmp_path, vaelab):
+    result = vaelab("encode", str(small_run.path), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == analysis.table_markdown(analysis.class_table(small_run, mnist))
     for name in ("latent_map.png", "class_table.png", "class_table.md", "class_table.csv"):
@@ -124,8 +123,8 @@ def test_encode_command_prints_the_table_and_writes_its_files(small_run, mnist, 
     assert (tmp_path / "latent_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_generate_and_interpolate_commands(small_run, tmp_path):
-    result = run_cli(
+def test_generate_and_interpolate_commands(small_run, tmp_path, vaelab):
+    result = vaelab(
         "generate",
         str(small_run.path),
         "--z",
@@ -141,7 +140,7 @@ def test_generate_and_interpolate_commands(small_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "z = (0.500, 0.200)" in result.stdout
     assert {p.name for p in tmp_path.iterdir()} == {"generated.png", "samples.png", "manifold.png"}
-    result = run_cli("interpolate", str(small_run.path), "--from-digit", "1", "--to-digit", "7", "--out", str(tmp_path))
+    result = vaelab("interpolate", str(small_run.path), "--from-digit", "1", "--to-digit", "7", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n| ") == 11  # the table's header and its 10 points
     assert (tmp_path / "interpolation.png").exists() and (tmp_path / "interpolation_path.png").exists()
@@ -157,8 +156,8 @@ def test_generate_and_interpolate_commands(small_run, tmp_path):
         (["encode", "/nonexistent/run"], "no run at /nonexistent/run"),
     ],
 )
-def test_analysis_commands_refuse_bad_input_in_one_line(small_run, args, message):
-    result = run_cli(*[a.format(run=small_run.path) for a in args])
+def test_analysis_commands_refuse_bad_input_in_one_line(small_run, vaelab, args, message):
+    result = vaelab(*[a.format(run=small_run.path) for a in args])
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from tests.test_models import one_line_error
-from tests.test_models_vqvae import vaelab  # noqa: F401  (the in-process CLI fixture)
 from vaelab.analysis.code_prior import CodePrior, build_prior_network, load_prior, train_prior
 from vaelab.config import ModelConfig, PriorConfig, RunConfig
 from vaelab.data.dataset import make_dataset
@@ -83,6 +82,6 @@ def test_a_trained_prior_is_saved_and_loads_back_the_same(tmp_path):
         load_prior(run)
 
 
-def test_a_prior_for_a_run_that_is_not_a_vqvae_is_one_line(small_run, vaelab):  # noqa: F811
+def test_a_prior_for_a_run_that_is_not_a_vqvae_is_one_line(small_run, vaelab):
     one_line_error(vaelab("train-prior", small_run.path), "train-prior fits a prior over a vqvae's codes")
     assert not (small_run.path / CODE_PRIOR).exists()

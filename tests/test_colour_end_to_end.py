@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SHAPE_CLASSES, run_cli, shapes_arrays
+from tests.conftest import SHAPE_CLASSES, shapes_arrays
 from tests.test_export import PLAIN_KERAS
+from vaelab.config import make_config
 from vaelab.explore.export import RUN_BUDGET_BYTES
 from vaelab.models.likelihoods import bits_per_dim
+from vaelab.run import run_dir_name
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +45,7 @@ def photos(tmp_path_factory):
     return root
 
 
-def check_run(run_dir, shape: tuple[int, int, int], likelihood: str, tmp_path) -> None:
+def check_run(vaelab, run_dir, shape: tuple[int, int, int], likelihood: str, tmp_path) -> None:
     """The run's metrics give bits/dim; its .keras files open in plain Keras with the image's shape."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     test = metrics["test"]
@@ -52,7 +54,7 @@ def check_run(run_dir, shape: tuple[int, int, int], likelihood: str, tmp_path) -
     config = json.loads((run_dir / "config.json").read_text())["config"]
     assert tuple(config["model"]["image_shape"]) == shape and config["model"]["likelihood"] == likelihood
 
-    done = run_cli("evaluate", str(run_dir), "--samples", "3", "--images", "100")
+    done = vaelab("evaluate", str(run_dir), "--samples", "3", "--images", "100")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bits per dimension" in done.stdout and f"{likelihood} likelihood" in done.stdout
     evaluation = json.loads((run_dir / "metrics.json").read_text())["evaluation"]
@@ -70,11 +72,11 @@ def check_run(run_dir, shape: tuple[int, int, int], likelihood: str, tmp_path) -
     assert np.load(tmp_path / "out.npz")["x"].shape == (4, *shape)
 
 
-def check_report_and_export(dataset: str, run_dir, tmp_path, extra: list[str]) -> None:
+def check_report_and_export(vaelab, dataset: str, run_dir, tmp_path, extra: list[str]) -> None:
     """The report, as a quick try: on the first 200 test images (`--test-subset`); its live maps' weights as the
     exported explorer's rule has them."""
     report = tmp_path / "report"
-    done = run_cli(
+    done = vaelab(
         "report", "--dataset", dataset, *extra, "--epochs", "1", "--train-subset", "400", "--test-subset", "200",
         "--iwae-samples", "2", "--out", str(report), "--runs-dir", str(tmp_path / "runs"),
     )  # fmt: skip
@@ -94,7 +96,7 @@ def check_report_and_export(dataset: str, run_dir, tmp_path, extra: list[str]) -
         assert [(e["images"], e["samples"]) for e in evaluations] == [(200, 2)] * 3  # the subset only
         assert json.loads(blocks[0])["models"]["generator"]["weights"]["dtype"] == "int8"
 
-    done = run_cli("explore", str(run_dir), "--export", str(tmp_path / "page"))
+    done = vaelab("explore", str(run_dir), "--export", str(tmp_path / "page"))
     assert done.returncode == 0, done.stderr[-3000:]
     page = (tmp_path / "page" / "index.html").read_text()
     assert len(page.encode()) < 4_000_000 and "<canvas" in page
@@ -105,19 +107,21 @@ def json_runs(runs_dir) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(runs_dir.glob("*/metrics.json"))]
 
 
-def test_the_generated_colour_shapes_end_to_end(tmp_path):
-    run_dir = tmp_path / "shapes-convnet"
-    done = run_cli("train", "--dataset", "shapes", "--preset", "convnet", *QUICK, "--out", str(run_dir))
+def test_the_generated_colour_shapes_end_to_end(tmp_path, vaelab):
+    # Trained where the report looks for its convnet, which it then reuses (and evaluates on its own terms).
+    config = make_config("convnet", dataset="shapes", epochs=1, train_subset=400, test_subset=200)
+    run_dir = tmp_path / "runs" / run_dir_name(config)
+    done = vaelab("train", "--dataset", "shapes", "--preset", "convnet", *QUICK, "--out", str(run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bits" not in done.stderr  # the training log is unchanged; the figure is in metrics.json
-    check_run(run_dir, (32, 32, 3), "logistic", tmp_path)
-    check_report_and_export("shapes", run_dir, tmp_path, [])
+    check_run(vaelab, run_dir, (32, 32, 3), "logistic", tmp_path)
+    check_report_and_export(vaelab, "shapes", run_dir, tmp_path, [])
 
 
-def test_a_colour_sweep_trains_and_evaluates_its_point(tmp_path):
+def test_a_colour_sweep_trains_and_evaluates_its_point(tmp_path, vaelab):
     """A separate test (xdist runs it beside the one above); one point: the grid's expansion is test_sweep's."""
     sweep = tmp_path / "sweep"
-    done = run_cli(
+    done = vaelab(
         "sweep", "--dataset", "shapes", "--preset", "convnet", "--latent-dim", "3", "--epochs", "1",
         "--train-subset", "300", "--test-subset", "100", "--iwae-samples", "2", "--images", "100", "--out", str(sweep),
     )  # fmt: skip
@@ -126,17 +130,17 @@ def test_a_colour_sweep_trains_and_evaluates_its_point(tmp_path):
     assert [(p["status"], p["latent_dim"], p["preset"]) for p in points] == [("done", 3, "convnet")]
 
 
-def test_a_folder_of_colour_pictures_of_another_size_end_to_end(photos, tmp_path):
+def test_a_folder_of_colour_pictures_of_another_size_end_to_end(photos, tmp_path, vaelab):
     run_dir = tmp_path / "photos-run"
     args = ["train", "--dataset", str(photos), "--preset", "convnet", "--likelihood", "gaussian", *QUICK]
-    done = run_cli(*args, "--out", str(run_dir))
+    done = vaelab(*args, "--out", str(run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
-    check_run(run_dir, (24, 20, 3), "gaussian", tmp_path)
-    check_report_and_export(str(photos), run_dir, tmp_path, [])
+    check_run(vaelab, run_dir, (24, 20, 3), "gaussian", tmp_path)
+    check_report_and_export(vaelab, str(photos), run_dir, tmp_path, [])
 
     # Resumed on data of another shape: one line, exit 2, the run untouched.
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
-    done = run_cli("train", "--resume", str(run_dir), "--epochs", "2", "--dataset", "shapes")
+    done = vaelab("train", "--resume", str(run_dir), "--epochs", "2", "--dataset", "shapes")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
@@ -150,8 +154,8 @@ def test_a_folder_of_colour_pictures_of_another_size_end_to_end(photos, tmp_path
         (["--dataset", "shapes", "--preset", "mlp", "--filters", "8"], "choose --preset convnet"),
     ],
 )
-def test_settings_that_do_not_fit_the_images_are_refused_in_one_line(tmp_path, args, message):
-    done = run_cli("train", *args, "--out", str(tmp_path / "run"))
+def test_settings_that_do_not_fit_the_images_are_refused_in_one_line(tmp_path, vaelab, args, message):
+    done = vaelab("train", *args, "--out", str(tmp_path / "run"))
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import TEST_SUBSET, TRAIN_SUBSET, run_cli
+from tests.conftest import TEST_SUBSET, TRAIN_SUBSET
 from vaelab.analysis.evaluate import evaluate
 from vaelab.config import make_config
 from vaelab.training.loop import train
@@ -34,9 +34,9 @@ def test_batching_keeps_results_and_memory_bounded(small_run, mnist):
     assert np.isfinite([a.iwae, a.elbo, a.elbo_at_mean]).all()
 
 
-def test_evaluate_command_writes_metrics(small_run, tmp_path):
+def test_evaluate_command_writes_metrics(small_run, tmp_path, vaelab):
     run_dir = shutil.copytree(small_run.path, tmp_path / "run")
-    result = run_cli("evaluate", str(run_dir), "--samples", "20", "--images", "100")
+    result = vaelab("evaluate", str(run_dir), "--samples", "20", "--images", "100")
     assert result.returncode == 0, result.stderr
     assert "IWAE bound" in result.stdout and "ELBO" in result.stdout
     # a Bernoulli on grey levels bounds no normalised density: the command says so beside its bound
@@ -44,7 +44,7 @@ def test_evaluate_command_writes_metrics(small_run, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["evaluation"]["samples"] == 20 and metrics["evaluation"]["images"] == 100
     assert metrics["test"]  # training's figures are kept
-    bad = run_cli("evaluate", str(run_dir), "--samples", "0")
+    bad = vaelab("evaluate", str(run_dir), "--samples", "0")
     assert bad.returncode == 2 and "expected an integer >= 1" in bad.stderr
 
 

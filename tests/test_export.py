@@ -10,7 +10,6 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
 from vaelab.config import make_config
 from vaelab.data import scale_pixels
 from vaelab.models.layers import ConvMaxPool2D, UpSamplingConv2D
@@ -80,9 +79,9 @@ def test_fused_layers_round_trip_their_config():
         assert again.get_config() == layer.get_config()
 
 
-def test_export_command_writes_the_files_for_an_older_run(runs, tmp_path):
-    result = run_cli("export", str(runs["mlp"].path), "--out", str(tmp_path / "exported"))
+def test_export_command_writes_the_files_for_an_older_run(runs, tmp_path, vaelab):
+    result = vaelab("export", str(runs["mlp"].path), "--out", str(tmp_path / "exported"))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == sorted(KERAS_FILES)
-    missing = run_cli("export", str(tmp_path / "no-run"))
+    missing = vaelab("export", str(tmp_path / "no-run"))
     assert missing.returncode == 2 and "no run at" in missing.stderr

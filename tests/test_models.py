@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from scipy import special
 
-from tests.conftest import run_cli
 from vaelab import config as settings
 from vaelab.config import ModelConfig, RunConfig, make_config
 from vaelab.data.batches import Batches, one_hot
@@ -195,9 +194,9 @@ def one_line_error(result, *words: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model,options", [("iwae", ["--k", "3"]), ("cvae", [])])
-def test_every_model_trains_evaluates_generates_exports_and_resumes(tmp_path, mnist, model, options):
+def test_every_model_trains_evaluates_generates_exports_and_resumes(tmp_path, mnist, vaelab, model, options):
     run = tmp_path / model
-    trained = run_cli("train", "--model", model, *options, *SUBSET, "--out", str(run))
+    trained = vaelab("train", "--model", model, *options, *SUBSET, "--out", str(run))
     assert trained.returncode == 0, trained.stderr
     config = json.loads((run / "config.json").read_text())["config"]["model"]
     assert config["family"] == model
@@ -205,18 +204,18 @@ def test_every_model_trains_evaluates_generates_exports_and_resumes(tmp_path, mn
     bound = "log p(x|y)" if model == "cvae" else "log p(x)"
     assert metrics["test"]["bound"] == bound
 
-    evaluated = run_cli("evaluate", str(run), "--samples", "10", "--images", "100")
+    evaluated = vaelab("evaluate", str(run), "--samples", "10", "--images", "100")
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"{bound} >= IWAE bound" in evaluated.stdout
     evaluation = json.loads((run / "metrics.json").read_text())["evaluation"]
     assert evaluation["bound"] == bound and evaluation["iwae"] >= evaluation["elbo"] - 1.0
 
     generate = ["--label", "3"] if model == "cvae" else ["--samples", "4"]
-    generated = run_cli("generate", str(run), *generate, "--out", str(tmp_path / "figures"))
+    generated = vaelab("generate", str(run), *generate, "--out", str(tmp_path / "figures"))
     assert generated.returncode == 0, generated.stderr
     assert (tmp_path / "figures" / "samples.png").exists()
 
-    exported = run_cli("export", str(run), "--out", str(tmp_path / "keras"))
+    exported = vaelab("export", str(run), "--out", str(tmp_path / "keras"))
     assert exported.returncode == 0, exported.stderr
     generator = keras.saving.load_model(tmp_path / "keras" / "generator.keras")
     if model == "cvae":  # two inputs: z and the one-hot label
@@ -225,8 +224,8 @@ def test_every_model_trains_evaluates_generates_exports_and_resumes(tmp_path, mn
         decoded = generator.predict(np.zeros((2, 2), np.float32), verbose=0)
     assert decoded.shape == (2, 28, 28, 1)
 
-    explored = run_cli("explore", str(run), "--export", str(tmp_path / "page"))
-    encoded = run_cli("encode", str(run), "--out", str(tmp_path / "encode"))
+    explored = vaelab("explore", str(run), "--export", str(tmp_path / "page"))
+    encoded = vaelab("encode", str(run), "--out", str(tmp_path / "encode"))
     assert encoded.returncode == 0, encoded.stderr  # a cvae encodes each test image with its label
     assert (tmp_path / "encode" / "latent_map.png").exists() and (tmp_path / "encode" / "class_table.md").exists()
     assert explored.returncode == 0, explored.stderr  # a cvae's page has a class selector (test_explore_family.py)
@@ -241,29 +240,29 @@ def test_every_model_trains_evaluates_generates_exports_and_resumes(tmp_path, mn
     else:
         assert "class_grid" not in section and "decoded:" in section
 
-    resumed = run_cli("train", "--resume", str(run), "--epochs", "2")
+    resumed = vaelab("train", "--resume", str(run), "--epochs", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
 
 
 @pytest.mark.slow
-def test_every_bad_model_input_is_one_line_and_exit_2(tmp_path, mnist):
-    one_line_error(run_cli("train", "--model", "vae", "--k", "3", *SUBSET, "--out", str(tmp_path / "a")), "--k")
-    one_line_error(run_cli("train", "--model", "iwae", "--beta", "2", *SUBSET, "--out", str(tmp_path / "b")), "--beta")
+def test_every_bad_model_input_is_one_line_and_exit_2(tmp_path, mnist, vaelab):
+    one_line_error(vaelab("train", "--model", "vae", "--k", "3", *SUBSET, "--out", str(tmp_path / "a")), "--k")
+    one_line_error(vaelab("train", "--model", "iwae", "--beta", "2", *SUBSET, "--out", str(tmp_path / "b")), "--beta")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
     npz = tmp_path / "unlabelled.npz"
     np.savez(npz, x_train=mnist.x_train[:200], x_test=mnist.x_test[:100])
-    cvae = run_cli("train", "--model", "cvae", "--dataset", str(npz), *SUBSET, "--out", str(tmp_path / "c"))
+    cvae = vaelab("train", "--model", "cvae", "--dataset", str(npz), *SUBSET, "--out", str(tmp_path / "c"))
     one_line_error(cvae, "a cvae is conditioned on the labels", "has none")
     assert not (tmp_path / "c" / "config.json").exists()  # nothing written
 
     run = tmp_path / "vae"
-    assert run_cli("train", "--epochs", "1", "--train-subset", "200", "--test-subset", "100", "--out", str(run),
+    assert vaelab("train", "--epochs", "1", "--train-subset", "200", "--test-subset", "100", "--out", str(run),
                    "--no-snapshots").returncode == 0  # fmt: skip
-    one_line_error(run_cli("generate", str(run), "--label", "7"), "--label picks the class a cvae generates")
-    one_line_error(run_cli("train", "--resume", str(run), "--model", "iwae"), "keeps the model")
-    one_line_error(run_cli("train", "--resume", str(run), "--k", "5"), "keeps the model")
+    one_line_error(vaelab("generate", str(run), "--label", "7"), "--label picks the class a cvae generates")
+    one_line_error(vaelab("train", "--resume", str(run), "--model", "iwae"), "keeps the model")
+    one_line_error(vaelab("train", "--resume", str(run), "--k", "5"), "keeps the model")
 
 
 def test_a_sweep_trains_every_point_as_the_model_it_is_given():

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from tests.conftest import run_cli
 from tests.test_models import SMALL, SUBSET, bernoulli_log_px, images, log_normal, numpy_of, one_line_error
 from vaelab import config as settings
 from vaelab.analysis.evaluate import evaluate
@@ -191,7 +190,7 @@ def test_the_weights_foreseen_are_the_weights_built(family, extra, arch):
     assert parameter_count(build_models(config, seed=0).vae) == config.parameters()
 
 
-def test_the_vamp_and_betatc_settings_are_checked_in_one_line(mnist):
+def test_the_vamp_and_betatc_settings_are_checked_in_one_line(mnist, vaelab):
     cases = [
         (dict(model="vae", pseudo_inputs=3), "--pseudo-inputs is the vamp's number of pseudo-inputs; leave it out"),
         (dict(model="betatc", pseudo_inputs=3), "leave it out with --model betatc"),
@@ -214,7 +213,7 @@ def test_the_vamp_and_betatc_settings_are_checked_in_one_line(mnist):
     assert make_config("mlp", model="betatc").for_data(mnist).model.dataset_size == 60_000
     assert make_config("mlp", model="vamp").for_data(mnist).model.dataset_size is None
     # The report passes --pseudo-inputs on to its networks' settings (it once dropped it without a word).
-    one_line_error(run_cli("report", "--pseudo-inputs", "3", "--epochs", "1"), "--pseudo-inputs is the vamp's")
+    one_line_error(vaelab("report", "--pseudo-inputs", "3", "--epochs", "1"), "--pseudo-inputs is the vamp's")
 
 
 def test_the_models_settings_are_saved_with_the_run_and_name_it():
@@ -242,10 +241,10 @@ def test_a_sweep_trains_vamp_points_with_their_pseudo_inputs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model,options", [("vamp", ["--pseudo-inputs", "10"]), ("betatc", ["--beta", "4"])])
-def test_vamp_and_betatc_train_evaluate_generate_export_and_resume(tmp_path, mnist, model, options):
+def test_vamp_and_betatc_train_evaluate_generate_export_and_resume(tmp_path, mnist, vaelab, model, options):
     run = tmp_path / model
     tiny = ["--latent-dim", "2", "--no-snapshots"]
-    trained = run_cli("train", "--model", model, *options, *SUBSET, *tiny, "--out", str(run))
+    trained = vaelab("train", "--model", model, *options, *SUBSET, *tiny, "--out", str(run))
     assert trained.returncode == 0, trained.stderr
     history = (run / "history.csv").read_text().splitlines()[0].split(",")
     assert ("total_correlation" in history and "val_mutual_information" in history) == (model == "betatc")
@@ -255,17 +254,17 @@ def test_vamp_and_betatc_train_evaluate_generate_export_and_resume(tmp_path, mni
         assert test["kl_loss"] == pytest.approx(terms, abs=1e-3)
         assert test["loss"] == pytest.approx(test["elbo_loss"] + 3 * test["total_correlation"], abs=1e-2)
 
-    evaluated = run_cli("evaluate", str(run), "--samples", "10", "--images", "100")
+    evaluated = vaelab("evaluate", str(run), "--samples", "10", "--images", "100")
     assert evaluated.returncode == 0, evaluated.stderr
     assert "log p(x) >= IWAE bound" in evaluated.stdout
     assert ("estimated at the K samples" in evaluated.stdout) == (model == "vamp")
     evaluation = json.loads((run / "metrics.json").read_text())["evaluation"]
     assert evaluation["iwae"] >= evaluation["elbo"] - 1.0
 
-    generated = run_cli("generate", str(run), "--samples", "4", "--out", str(tmp_path / "figures"))
+    generated = vaelab("generate", str(run), "--samples", "4", "--out", str(tmp_path / "figures"))
     assert generated.returncode == 0, generated.stderr
     assert (tmp_path / "figures" / "samples.png").exists()
-    exported = run_cli("export", str(run), "--out", str(tmp_path / "keras"))
+    exported = vaelab("export", str(run), "--out", str(tmp_path / "keras"))
     assert exported.returncode == 0, exported.stderr
     generator = keras.saving.load_model(tmp_path / "keras" / "generator.keras")
     assert generator.predict(np.zeros((2, 2), np.float32), verbose=0).shape == (2, 28, 28, 1)
@@ -283,8 +282,8 @@ def test_vamp_and_betatc_train_evaluate_generate_export_and_resume(tmp_path, mni
     assert (tmp_path / "report" / "figures" / run.name / "samples.png").exists()
 
     refused = ["--model", "vae"] if model == "vamp" else ["--pseudo-inputs", "5"]  # one each, to keep it short
-    one_line_error(run_cli("train", "--resume", str(run), *refused), "keeps the model")
-    resumed = run_cli("train", "--resume", str(run), "--epochs", "2", "--no-snapshots")
+    one_line_error(vaelab("train", "--resume", str(run), *refused), "keeps the model")
+    resumed = vaelab("train", "--resume", str(run), "--epochs", "2", "--no-snapshots")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
     if model == "vamp":  # the pseudo-inputs are the checkpoint's: the reloaded prior is the one trained
@@ -294,6 +293,6 @@ def test_vamp_and_betatc_train_evaluate_generate_export_and_resume(tmp_path, mni
         reloaded = load_run(run).vae.get_layer("pseudo_inputs").images()
         np.testing.assert_allclose(reloaded, 1 / (1 + np.exp(-logits)), atol=1e-6)
     if model == "betatc":
-        refused = run_cli("train", "--model", model, "--pseudo-inputs", "5", *SUBSET, "--out", str(tmp_path / "a"))
+        refused = vaelab("train", "--model", model, "--pseudo-inputs", "5", *SUBSET, "--out", str(tmp_path / "a"))
         one_line_error(refused, "--pseudo-inputs is the vamp's")
         assert not (tmp_path / "a").exists()

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 
 from tests.test_models import bernoulli_log_px, images, numpy_of, one_line_error
-from vaelab import cli
 from vaelab.analysis.evaluate import evaluate
 from vaelab.analysis.evaluate_codes import code_counts, usage_perplexity
 from vaelab.config import CODE_DIM, DEFAULT_CODES, ModelConfig, RunConfig, make_config
@@ -254,20 +252,6 @@ def test_a_sweep_point_is_a_vqvae_with_its_codebook_size():
 
 TINY = ["--model", "vqvae", "--codes", "16", "--latent-dim", "4", "--hidden", "32", "--epochs", "1",
         "--train-subset", "300", "--test-subset", "100"]  # fmt: skip
-
-
-@pytest.fixture
-def vaelab(capsys):
-    """`vaelab ARGS...` run in this process (`vaelab.cli.main`, as the console script runs it): its exit status,
-    stdout and stderr (in-process, so that the tests do not pay for starting JAX again at every command)."""
-
-    def run(*argv: str) -> SimpleNamespace:
-        capsys.readouterr()
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,7 +13,15 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPORT_EPOCHS, TRAIN_SUBSET, marker_labels, offline_page, run_cli, strip_lines
+from tests.conftest import (
+    REPORT_EPOCHS,
+    TRAIN_SUBSET,
+    made_once,
+    marker_labels,
+    offline_page,
+    run_cli,
+    strip_lines,
+)
 from vaelab.report.exercise import REPORT_PRESETS, build_report
 from vaelab.run import load_run
 
@@ -20,9 +29,15 @@ pytestmark = pytest.mark.slow
 REPORT_BUDGET_BYTES = 10_000_000
 
 
-@pytest.fixture(scope="session")  # not "module": pytest-xdist may run this module's tests apart; one report
+@pytest.fixture(scope="session")
 def report_dirs(tmp_path_factory, preset_runs):
-    base = tmp_path_factory.mktemp("report")
+    """One report of the preset runs, written once per session (pytest-xdist may run this module's tests apart):
+    its folder, the command's arguments, and how the command ended."""
+    return made_once(tmp_path_factory, "report", lambda base: write_report(base, preset_runs), read_report)
+
+
+def write_report(base, preset_runs) -> tuple:
+    base.mkdir()
     args = [
         "report",
         "--epochs",
@@ -38,7 +53,14 @@ def report_dirs(tmp_path_factory, preset_runs):
     ]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
+    (base / "command.json").write_text(json.dumps({"args": args, "stdout": first.stdout, "stderr": first.stderr}))
     return base, args, first
+
+
+def read_report(base) -> tuple:
+    """What `write_report` returned, from the files it left."""
+    done = json.loads((base / "command.json").read_text())
+    return base, done["args"], subprocess.CompletedProcess(["vaelab", *done["args"]], 0, done["stdout"], done["stderr"])
 
 
 def test_report_answers_every_part_for_every_network(report_dirs):

@@ -6,13 +6,11 @@ its file in the run (the documented arrays, read back, fitted again only when th
 from __future__ import annotations
 
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from vaelab import cli
 from vaelab.analysis import samplers
 from vaelab.analysis.samplers import GaussianMixture, SamplerSpec, fit_gmm, parse_sampler, read_gmm, save_gmm
 from vaelab.errors import VaelabError
@@ -114,22 +112,6 @@ def test_the_runs_mixture_is_fitted_once_saved_and_fitted_again_for_new_weights(
     samplers.sampler(dataclasses.replace(run_copy, epoch=run_copy.epoch + 1), "gmm:3", mnist)  # newer weights
     assert fits == [3, 3]
     assert samplers.sampler(run_copy, "prior").name == "N(0, I)"
-
-
-@pytest.fixture
-def vaelab(capsys):
-    """`vaelab ARGS...` in this process: its exit status, stdout and stderr."""
-
-    def run(*argv) -> SimpleNamespace:
-        capsys.readouterr()
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as usage:  # argparse's one line about a bad argument
-            code = usage.code
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-
-    return run
 
 
 def test_generate_draws_from_the_mixture(run_copy, vaelab, tmp_path):
