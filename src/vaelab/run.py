@@ -335,10 +335,13 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     for attempt in range(READ_ATTEMPTS):
         info = read_info(path)
         config = RunConfig.from_dict(info["config"])
-        models = build_models(config.model, seed=config.train.seed, binarize=config.train.binarize)
+        saved = (path / CHECKPOINT).exists()  # its weights replace the initial ones: no need to compute those
+        models = build_models(
+            config.model, seed=config.train.seed, binarize=config.train.binarize, initialize=not saved
+        )
         try:
             run_id = info.get("run_id")
-            epoch = load_checkpoint(path, models.vae, run_id=run_id) if (path / CHECKPOINT).exists() else 0
+            epoch = load_checkpoint(path, models.vae, run_id=run_id) if saved else 0
             history = read_history(path)
             metrics = read_metrics(path)
             if len(history) < epoch:
