@@ -42,7 +42,9 @@ def test_a_loaded_run_equals_one_built_with_random_weights_then_loaded(small_run
     np.testing.assert_array_equal(new.generator.predict(z, verbose=0), old.generator.predict(z, verbose=0))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=pytest.mark.slow) if f == "convnet" else f for f in FAMILIES]
+)  # the convnet's random initial weights take 20 s to compile: what loading now skips
 def test_a_checkpoint_loads_the_same_into_an_unset_network(family, tmp_path):
     config = FAMILIES[family]
     trained = build_models(config, seed=5)
@@ -91,3 +93,28 @@ def test_unset_gives_numpy_zeros_and_keeps_the_config_of_what_it_stands_for():
     value = unset((3, 4), dtype="float32")
     assert isinstance(value, np.ndarray) and value.dtype == np.float32 and not value.any()
     assert unset.get_config() == real.get_config()
+
+
+def test_encode_and_decode_pad_to_one_batch_length_whatever_the_call_asks(small_run, monkeypatch):
+    from vaelab import run as run_module
+
+    lengths = []
+    predict_on_batch = type(small_run.encoder).predict_on_batch
+    monkeypatch.setattr(
+        type(small_run.encoder),
+        "predict_on_batch",
+        lambda model, x: lengths.append(len(x[0] if isinstance(x, list) else x)) or predict_on_batch(model, x),
+    )
+    x = (np.random.default_rng(2).uniform(size=(300, *small_run.config.model.input_shape)) < 0.3).astype(np.float32)
+    z_mean, z_log_var = small_run.encode(x)
+    assert set(lengths) == {run_module.PREDICT_ROWS}  # 300 rows: 256, and 44 padded to 256
+    for i in (0, 257, 299):  # a row's code does not depend on the rows beside it
+        alone = small_run.encode(x[i : i + 1])
+        np.testing.assert_array_equal(alone[0][0], z_mean[i])
+        np.testing.assert_array_equal(alone[1][0], z_log_var[i])
+    expected = small_run.encoder.predict(x, verbose=0)  # Keras' own, a batch length of its own: float32 rounding
+    np.testing.assert_allclose(z_mean, expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(z_log_var, expected[1], rtol=1e-5, atol=1e-6)
+    images = small_run.decode(z_mean[:3])
+    assert images.shape[0] == 3 and lengths[-1] == run_module.PREDICT_ROWS
+    np.testing.assert_array_equal(images[1], small_run.decode(z_mean[1:2])[0])
