@@ -147,15 +147,13 @@ class Run:
                 f"{self.name} is a {self.config.model.family}: its codes are codebook indices, not a Gaussian; "
                 "use Run.codes"
             )
-        z_mean, z_log_var = self.encoder.predict(
-            self._conditioned(self._images(x), labels), batch_size=batch_size, verbose=0
-        )
-        return np.asarray(z_mean), np.asarray(z_log_var)
+        z_mean, z_log_var = predict_padded(self.encoder, self._conditioned(self._images(x), labels), batch_size)
+        return z_mean, z_log_var
 
     def codes(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """A vqvae's images -> their codes (n, L) int32: at each of the L positions the index of the nearest
         codebook vector. `decode` takes them back to images."""
-        return np.asarray(self.encoder.predict(self._images(x), batch_size=batch_size, verbose=0))
+        return predict_padded(self.encoder, self._images(x), batch_size)
 
     def _images(self, x: np.ndarray) -> np.ndarray:
         """Images (n, H, W[, C]) as uint8 or floats in [0, 1] -> floats (n, H, W, C), as the encoder reads them."""
@@ -176,8 +174,8 @@ class Run:
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.config.model.latent_dim)
         if labels is None and self.label is not None:
             labels = np.full(len(z), self.label)
-        decoded = self.generator.predict(self._conditioned(z, labels), batch_size=batch_size, verbose=0)
-        return as_stored(np.clip(np.asarray(decoded), 0.0, 1.0))
+        decoded = predict_padded(self.generator, self._conditioned(z, labels), batch_size)
+        return as_stored(np.clip(decoded, 0.0, 1.0))
 
     def _conditioned(self, inputs: np.ndarray, labels: np.ndarray | None):
         """A network's input: `inputs`, and for a conditional model their one-hot `labels` (a one-line error
@@ -337,6 +335,30 @@ def damaged(file: Path, what: str) -> VaelabError:
     return VaelabError(f"{file} is damaged ({what}); {todo}")
 
 
+# Rows per compiled predict call: a call of any length goes through in batches of this many, the last one padded
+PREDICT_ROWS = 256  # a 15 x 15 latent grid in one batch; the padding of a few points costs less than a compilation
+
+
+def predict_padded(model, inputs, batch_size: int = 1000):
+    """`model.predict(inputs)` as NumPy arrays, in batches of `PREDICT_ROWS` (or `batch_size`, if fewer) rows, the
+    last padded with zeros to that length and its padding's outputs dropped: Keras compiles the network anew for
+    every batch length it meets, and figures ask for many lengths; now one compilation serves them all. Rows do
+    not mix, so each row's output is the same in a call of any length."""
+    arrays = inputs if isinstance(inputs, list) else [inputs]
+    n, size = len(arrays[0]), min(batch_size, PREDICT_ROWS)
+    if n == 0:
+        return model.predict(inputs, batch_size=batch_size, verbose=0)
+    parts = []
+    for start in range(0, n, size):
+        batch = [np.asarray(a[start : start + size]) for a in arrays]
+        rows = len(batch[0])
+        padded = [np.concatenate([b, np.zeros((size - rows, *b.shape[1:]), b.dtype)]) for b in batch]
+        out = model.predict_on_batch(padded if isinstance(inputs, list) else padded[0])
+        parts.append([np.asarray(o)[:rows] for o in (out if isinstance(out, list | tuple) else [out])])
+    outputs = [np.concatenate(column) for column in zip(*parts, strict=True)]
+    return outputs if len(outputs) > 1 else outputs[0]
+
+
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Rebuilds the encoder, generator and VAE of the run in `path`, with its saved weights."""
     from vaelab.models import build_models
@@ -345,10 +367,13 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     for attempt in range(READ_ATTEMPTS):
         info = read_info(path)
         config = RunConfig.from_dict(info["config"])
-        models = build_models(config.model, seed=config.train.seed, binarize=config.train.binarize)
+        saved = (path / CHECKPOINT).exists()  # its weights replace the initial ones: no need to compute those
+        models = build_models(
+            config.model, seed=config.train.seed, binarize=config.train.binarize, initialize=not saved
+        )
         try:
             run_id = info.get("run_id")
-            epoch = load_checkpoint(path, models.vae, run_id=run_id) if (path / CHECKPOINT).exists() else 0
+            epoch = load_checkpoint(path, models.vae, run_id=run_id) if saved else 0
             history = read_history(path)
             metrics = read_metrics(path)
             if len(history) < epoch:

@@ -41,6 +41,7 @@ from vaelab.models.networks import (
     Sampling,
     apply,
     dense,
+    unset_weights,
 )
 from vaelab.models.networks import kernel_initializers as _kernel_initializers
 from vaelab.models.priors import StandardNormal, VampMixture
@@ -102,7 +103,12 @@ class Models:
 
 
 def build_models(
-    config: ModelConfig, seed: int | None = None, *, binarize: bool = False, stock: bool = False
+    config: ModelConfig,
+    seed: int | None = None,
+    *,
+    binarize: bool = False,
+    stock: bool = False,
+    initialize: bool = True,
 ) -> Models:
     """Builds the encoder, the generator and the trainable model of `config.family` (`MODELS`) for `config`.
 
@@ -110,7 +116,12 @@ def build_models(
     With `binarize`, the model binarises its input afresh at every training step (see `Binarize`).
     With `stock`, the encoder and generator use stock Keras layers only (the exercise's layers one by
     one, the fixed variance as a frozen all-zero Dense), so that plain Keras can open them (`vaelab.training.export`).
+    Without `initialize`, the seeded random initial weights are zeros (`Unset`), computed in no time: for a network
+    whose saved weights are loaded next (`vaelab.run.load_run`), which then equals one built with them.
     """
+    if not initialize:
+        with unset_weights():
+            return build_models(config, seed, binarize=binarize, stock=stock)
     config.validate()
     if stock:
         config = dataclasses.replace(config, implementation="keras")

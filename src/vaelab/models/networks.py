@@ -10,11 +10,14 @@ decoder a label concatenated to z (`vaelab.models.build_models`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from vaelab.config import ModelConfig
@@ -101,11 +104,43 @@ class LogScale(layers.Layer):
 
 Initializer = Callable[[], keras.initializers.Initializer]
 
+_UNSET = contextvars.ContextVar("vaelab_unset_weights", default=False)
+
+
+class Unset(keras.initializers.Initializer):
+    """Stands for `initializer` in a network whose saved weights are about to replace its initial ones: zeros made
+    by NumPy, so that nothing is computed (on JAX each random initializer is compiled once per weight shape:
+    seconds for a network). Its config is `initializer`'s, seed included."""
+
+    def __init__(self, initializer: keras.initializers.Initializer):
+        self.initializer = initializer
+
+    def __call__(self, shape, dtype=None):
+        return np.zeros(shape, keras.backend.standardize_dtype(dtype))
+
+    def get_config(self):
+        return self.initializer.get_config()
+
+
+@contextlib.contextmanager
+def unset_weights() -> Iterator[None]:
+    """Within it, the networks' seeded random initial weights are `Unset`: for a network about to load its weights."""
+    token = _UNSET.set(True)
+    try:
+        yield
+    finally:
+        _UNSET.reset(token)
+
+
+def initial(initializer: keras.initializers.Initializer) -> keras.initializers.Initializer:
+    """`initializer`, or its `Unset` stand-in within `unset_weights`."""
+    return Unset(initializer) if _UNSET.get() else initializer
+
 
 def kernel_initializers(seed: int | None) -> Initializer:
     """Gives each layer Keras' default kernel initializer (Glorot uniform) with its own seed from `seed`."""
     count = itertools.count()
-    return lambda: keras.initializers.GlorotUniform(seed=None if seed is None else 1000 * seed + next(count))
+    return lambda: initial(keras.initializers.GlorotUniform(seed=None if seed is None else 1000 * seed + next(count)))
 
 
 def apply(stack: list[layers.Layer], tensor):

@@ -25,6 +25,7 @@ import numpy as np
 from keras import layers, ops
 
 from vaelab.config import ModelConfig
+from vaelab.models.networks import initial
 from vaelab.models.priors import VampMixture, log_mixture_density, log_normal
 from vaelab.models.vae import VAE
 
@@ -47,7 +48,7 @@ class PseudoInputs(layers.Layer):
     def build(self, input_shape):
         self.logits = self.add_weight(
             shape=(self.count, *self.shape),
-            initializer=keras.initializers.RandomNormal(INITIAL_LOGIT, INITIAL_SPREAD, seed=self.seed),
+            initializer=initial(keras.initializers.RandomNormal(INITIAL_LOGIT, INITIAL_SPREAD, seed=self.seed)),
             name="logits",
         )
 

@@ -30,7 +30,7 @@ from keras import layers, ops
 from vaelab.config import CODE_DIM, ModelConfig
 from vaelab.family import COMMITMENT  # beta_c, the commitment loss's weight (the paper's 0.25)
 from vaelab.models.likelihoods import INITIAL_LOG_SCALE, SCALED
-from vaelab.models.networks import DECODERS, ENCODER_BODIES, Binarize, LogScale, apply, dense
+from vaelab.models.networks import DECODERS, ENCODER_BODIES, Binarize, LogScale, apply, dense, initial
 from vaelab.models.networks import kernel_initializers as _kernel_initializers
 from vaelab.models.vae import VAE, reconstruction_loss
 
@@ -59,7 +59,7 @@ class VectorQuantizer(layers.Layer):
         super().__init__(**kwargs)
         self.codes, self.code_dim, self.seed = codes, code_dim, seed
         # U(-1/K, 1/K), the usual choice of VQ-VAE implementations; replaced at the first training step
-        init = keras.initializers.RandomUniform(-1.0 / codes, 1.0 / codes, seed=seed)
+        init = initial(keras.initializers.RandomUniform(-1.0 / codes, 1.0 / codes, seed=seed))
         self.codebook = self.add_weight(shape=(codes, code_dim), initializer=init, trainable=False, name="codebook")
         self.usage = self.add_weight(shape=(codes,), initializer="zeros", trainable=False, name="usage")
         self.sums = self.add_weight(shape=(codes, code_dim), initializer="zeros", trainable=False, name="sums")
