@@ -32,6 +32,7 @@ from vaelab.errors import Interrupted
 _requested = threading.Event()
 _depth = 0  # guards nest (the report trains inside its own guard); only the outermost installs the handler
 _hard_exit = False  # set by the command line: a second Ctrl-C ends the process
+_line = "vaelab: interrupted"  # what `leave` prints; the command line names its command once it knows it
 
 
 def leave_on_interrupt() -> None:
@@ -40,8 +41,10 @@ def leave_on_interrupt() -> None:
     signal.signal(signal.SIGINT, lambda signum, frame: leave())
 
 
-def leave(line: str = "vaelab: interrupted") -> NoReturn:
-    """Ends the process now with Ctrl-C's status 130, after `line` on stderr (the command line's exit)."""
+def leave(line: str | None = None) -> NoReturn:
+    """Ends the process now with Ctrl-C's status 130, after `line` on stderr (by default "vaelab COMMAND:
+    interrupted", or "vaelab: interrupted" before the command is known; "" for none)."""
+    line = _line if line is None else line
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -51,10 +54,13 @@ def leave(line: str = "vaelab: interrupted") -> NoReturn:
     os._exit(Interrupted.exit_code)
 
 
-def leave_at_once_on_second_interrupt() -> None:
-    """For the command line: a second Ctrl-C exits with status 130 instead of raising somewhere in XLA."""
-    global _hard_exit
+def leave_at_once_on_second_interrupt(command: str | None = None) -> None:
+    """For the command line: a second Ctrl-C exits with status 130 instead of raising somewhere in XLA; from
+    here on `leave` names `command` in its line."""
+    global _hard_exit, _line
     _hard_exit = True
+    if command:
+        _line = f"vaelab {command}: interrupted"
 
 
 def requested() -> bool:

@@ -1137,7 +1137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaelab: interrupted", file=sys.stderr)
         return Interrupted.exit_code
-    _interrupt.leave_at_once_on_second_interrupt()
+    _interrupt.leave_at_once_on_second_interrupt(args.command)
     code = distribute.finish(_run(args, argv))
     if argv is None and code == Interrupted.exit_code:  # its line is printed; XLA may still run the step in flight,
         _interrupt.leave(line="")  # and the interpreter's teardown around it has crashed: leave without one

@@ -126,12 +126,13 @@ def serve(
         while not server.started and thread.is_alive():
             thread.join(0.02)
         return Server(url, server, thread)
-    print(f"vaelab explore: serving {', '.join(r.name for r in loaded)} at {url} (Ctrl-C stops)", flush=True)
-    _run_until_ctrl_c(server, sock)
+    _run_until_ctrl_c(
+        server, sock, f"vaelab explore: serving {', '.join(r.name for r in loaded)} at {url} (Ctrl-C stops)"
+    )
     return None
 
 
-def _run_until_ctrl_c(server, sock: socket.socket) -> None:
+def _run_until_ctrl_c(server, sock: socket.socket, line: str) -> None:
     """Runs uvicorn in the foreground; Ctrl-C stops it and then raises KeyboardInterrupt.
 
     uvicorn installs its own Ctrl-C handler only once its event loop runs. Python's default handler
@@ -145,6 +146,7 @@ def _run_until_ctrl_c(server, sock: socket.socket) -> None:
         server.should_exit = True
 
     previous = signal.signal(signal.SIGINT, stop)
+    print(line, flush=True)  # once Ctrl-C stops the server, as it says
     try:
         server.run(sockets=[sock])  # uvicorn passes a Ctrl-C it caught on to this handler as it returns
     finally:
