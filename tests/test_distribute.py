@@ -17,7 +17,7 @@ from tests.conftest import TEST_SUBSET, TRAIN_SUBSET, run_cli
 from vaelab._lock import LOCK_FILE
 from vaelab.errors import VaelabError
 from vaelab.run import CHECKPOINT, RUN_FILES, SNAPSHOTS, read_history
-from vaelab.training.distribute import Layout, ProcessLost
+from vaelab.training.distribute import Layout, ProcessLost, translated_errors
 
 TOLERANCE = 1e-3  # nats: the issue's bound; the same sums in another order differ by ~1e-5
 KEYS = ("loss", "reconstruction_loss", "kl_loss", "val_loss", "val_kl_loss")
@@ -173,6 +173,16 @@ for ask in (lambda: layout(2), lambda: layout(4), lambda: initialize("127.0.0.1:
     except VaelabError as err:
         print(err)
 """
+
+
+def test_a_lost_peer_inside_a_collective_names_the_run_to_resume():
+    """The stop check's collective does not know the run; the training loop around it does, and says it."""
+    place = Layout(devices=("cpu:0", "cpu:1"), local=1, processes=2, process_id=0)
+    with pytest.raises(ProcessLost) as caught:
+        with translated_errors(place, "/runs/a"), translated_errors(place):
+            raise RuntimeError("Gloo AllGather failed: [gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:1: reset")
+    assert "`vaelab train --resume /runs/a`" in str(caught.value)
+    assert "Gloo AllGather failed: Read error" in str(caught.value)
 
 
 @pytest.mark.parametrize("backend", ["jax", "numpy"])

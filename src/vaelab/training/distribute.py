@@ -51,6 +51,13 @@ class ProcessLost(VaelabError):
 
     exit_code = 4
 
+    def __init__(self, detail: str, run: str = "RUN"):
+        self.detail = detail
+        super().__init__(
+            f"lost contact with another process of this run ({detail}); every process stops: read the other "
+            f"processes' output, then start them all again with `vaelab train --resume {run}`"
+        )
+
 
 def initialize(
     coordinator: str | None = None,
@@ -320,10 +327,7 @@ def lost(err: BaseException, run: str = "RUN") -> ProcessLost | None:
         return None
     if "Gloo" in text:  # "Error dispatching computation: ... Gloo all-reduce failed: [file:line] Read error ..."
         text = re.sub(r"\[[^\]]*\.cc:\d+\] ", "", text[text.index("Gloo") :])
-    return ProcessLost(
-        f"lost contact with another process of this run ({text[:160]}); every process stops: read the other "
-        f"processes' output, then start them all again with `vaelab train --resume {run}`"
-    )
+    return ProcessLost(text[:160], run)
 
 
 @contextlib.contextmanager
@@ -331,6 +335,10 @@ def translated_errors(layout: Layout, run: str = "RUN") -> Iterator[None]:
     """Turns the errors of a collective whose peer went away into `ProcessLost` (multi-process runs only)."""
     try:
         yield
+    except ProcessLost as err:
+        if run == "RUN":
+            raise
+        raise ProcessLost(err.detail, run) from None  # an inner collective's, which did not know the run's name
     except VaelabError:
         raise
     except Exception as err:
