@@ -178,9 +178,9 @@ for ask in (lambda: layout(2), lambda: layout(4), lambda: initialize("127.0.0.1:
 def test_a_lost_peer_inside_a_collective_names_the_run_to_resume():
     """The stop check's collective does not know the run; the training loop around it does, and says it."""
     place = Layout(devices=("cpu:0", "cpu:1"), local=1, processes=2, process_id=0)
-    with pytest.raises(ProcessLost) as caught:
-        with translated_errors(place, "/runs/a"), translated_errors(place):
-            raise RuntimeError("Gloo AllGather failed: [gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:1: reset")
+    gloo = "Gloo AllGather failed: [gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:1: reset"
+    with pytest.raises(ProcessLost) as caught, translated_errors(place, "/runs/a"), translated_errors(place):
+        raise RuntimeError(gloo)
     assert "`vaelab train --resume /runs/a`" in str(caught.value)
     assert "Gloo AllGather failed: Read error" in str(caught.value)
 
