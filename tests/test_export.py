@@ -13,7 +13,7 @@ import pytest
 from vaelab.config import make_config
 from vaelab.data import scale_pixels
 from vaelab.models.layers import ConvMaxPool2D, UpSamplingConv2D
-from vaelab.run import KERAS_FILES
+from vaelab.run import KERAS_FILES, load_run
 from vaelab.training.loop import train
 
 PRESETS = ["mlp", "mlp-fixed-var", "conv", "conv-fixed-var"]
@@ -71,6 +71,30 @@ def test_the_vae_saves_and_loads_where_vaelab_is_installed(runs, mnist, tmp_path
     before, after = run.vae.predict(x, verbose=0), loaded.predict(x, verbose=0)
     for key in ("z_mean", "z_log_var"):
         np.testing.assert_allclose(after[key], before[key], atol=1e-6)
+
+
+# A fresh Python: importing vaelab.models registers vaelab's layers with Keras.
+VAELAB_KERAS = """
+import sys
+import numpy as np, keras
+import vaelab.models
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], keras.saving.load_model(sys.argv[1]).predict(x, verbose=0)["z_mean"])
+"""
+
+
+def test_a_loaded_runs_vae_saves_and_opens_in_a_fresh_python(runs, mnist, tmp_path):
+    """A loaded run's layers are built without random initial weights; what it saves names the real initializers."""
+    run = load_run(runs["mlp"].path)
+    run.vae.save(tmp_path / "vae.keras")
+    x = scale_pixels(mnist.x_test[:20])
+    np.save(tmp_path / "x.npy", x)
+    done = subprocess.run(
+        [sys.executable, "-c", VAELAB_KERAS, str(tmp_path / "vae.keras"), str(tmp_path / "x.npy"),
+         str(tmp_path / "z.npy")], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "z.npy"), run.vae.predict(x, verbose=0)["z_mean"], atol=1e-6)
 
 
 def test_fused_layers_round_trip_their_config():

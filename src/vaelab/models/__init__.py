@@ -41,6 +41,7 @@ from vaelab.models.networks import (
     Sampling,
     apply,
     dense,
+    restore_initializers,
     unset_weights,
 )
 from vaelab.models.networks import kernel_initializers as _kernel_initializers
@@ -121,7 +122,11 @@ def build_models(
     """
     if not initialize:
         with unset_weights():
-            return build_models(config, seed, binarize=binarize, stock=stock)
+            built = build_models(config, seed, binarize=binarize, stock=stock)
+        for model in (built.encoder, built.generator, built.vae):
+            if model is not None:
+                restore_initializers(model)
+        return built
     config.validate()
     if stock:
         config = dataclasses.replace(config, implementation="keras")

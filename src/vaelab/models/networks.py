@@ -132,6 +132,15 @@ def unset_weights() -> Iterator[None]:
         _UNSET.reset(token)
 
 
+def restore_initializers(model: keras.Model) -> None:
+    """Gives `model`'s layers back the initializers that `Unset` stood for, so that the model saves (its
+    config) as one built with them: a `.keras` file of a loaded run opens in Keras like any other."""
+    for layer in model._flatten_layers(include_self=False):
+        for name, value in list(vars(layer).items()):
+            if isinstance(value, Unset):
+                setattr(layer, name, value.initializer)
+
+
 def initial(initializer: keras.initializers.Initializer) -> keras.initializers.Initializer:
     """`initializer`, or its `Unset` stand-in within `unset_weights`."""
     return Unset(initializer) if _UNSET.get() else initializer
