@@ -151,6 +151,7 @@ def check_vqvae_page(page, vqvae) -> None:
     cells = page.locator("#code-grid input")
     assert cells.count() == 4
     info = page.locator("#run-info").text_content()  # 1 epoch, and its -ELBO in nats (its objective is not in nats)
+    assert info.startswith(f"{vqvae.config.preset} (vqvae): ")
     assert ", 1 epoch, test loss " in info and f"{vqvae.metrics['test']['elbo_loss']:.2f} nats" in info
     codes = [int(v) for v in cells.evaluate_all("cs => cs.map((c) => c.value)")]
     before = decoded_pixels(page)

@@ -63,6 +63,9 @@ SNAPSHOTS = True
 REPORT_IWAE_SAMPLES = 100  # K of `vaelab report`'s log-likelihood bound: a tenth of `vaelab evaluate`'s 1000 decodings
 
 
+DEFAULT_FAMILY = "vae"  # the exercise's model; pages name the others beside a run's preset
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network: which encoder/decoder, whether the variance is learned, its sizes, the images it takes and
@@ -91,7 +94,7 @@ class ModelConfig:
     # saved before it existed had the sigmoid (`RunConfig.from_dict`).
     decoder_activation: str | None = None
     filters: tuple[int, ...] | None = None  # the convnet's blocks, encoder side; None: DEFAULT_FILTERS
-    family: str = "vae"  # which model of the family (MODELS, --model); runs made before the family existed: vae
+    family: str = DEFAULT_FAMILY  # which model of the family (MODELS, --model); runs made before it existed: vae
     k: int | None = None  # the iwae's importance samples per image (--k); None: DEFAULT_K. Only the iwae takes it
     codes: int | None = None  # the vqvae's codebook size K (--codes); None: DEFAULT_CODES. Only the vqvae takes it
     # A conditional model's number of classes (the one-hot label's length); None: the data's (set by `for_data`).

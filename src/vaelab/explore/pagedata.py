@@ -19,6 +19,7 @@ import numpy as np
 
 from vaelab.analysis import latent as analysis
 from vaelab.analysis.plots import class_colors
+from vaelab.config import DEFAULT_FAMILY
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.explore import webmodel
@@ -64,6 +65,7 @@ def run_info(run_id: str, run: Run) -> dict[str, Any]:
         "name": run.name,
         "preset": config.preset,
         "family": config.model.family,
+        "family_note": "" if config.model.family == DEFAULT_FAMILY else f" ({config.model.family})",
         "arch": config.model.arch,
         "variance": config.model.variance,
         "latent_dim": config.model.latent_dim,

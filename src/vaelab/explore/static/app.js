@@ -220,12 +220,11 @@
 
   function showRunInfo() {
     const { run } = state.map;
-    const family = run.family === "vae" ? "" : ` (${run.family})`;
     const codes = state.map.kind === "codes"
       ? `${state.map.code_length} codes of ${state.map.codebook_size}`
       : `variance ${run.variance}, latent_dim ${run.latent_dim}`;
     const epochs = `${run.epochs} epoch${run.epochs === 1 ? "" : "s"}`;
-    $("run-info").textContent = `${run.preset}${family}: ${run.arch}, ${codes}, ${epochs}` +
+    $("run-info").textContent = `${run.preset}${run.family_note}: ${run.arch}, ${codes}, ${epochs}` +
       (run.test_loss === null ? "" : `, test loss ${run.test_loss.toFixed(2)} nats`);
   }
 
