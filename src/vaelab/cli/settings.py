@@ -108,7 +108,7 @@ def settings() -> tuple[Setting, ...]:
         Setting("scale", "--scale",
                 {"choices": SCALES, "help": "the gaussian's sigma or the logistic's s: one learned number, or one per "
                  "pixel (default: global)"}, sweep={}),
-        *_model_settings(),
+        *model_settings(),
         Setting("beta", "--beta",
                 {"type": float,
                  "help": f"weight of the KL term in the objective (default: {TrainConfig.beta:g}, the ELBO)"},
@@ -123,7 +123,7 @@ def settings() -> tuple[Setting, ...]:
     )  # fmt: skip
 
 
-def _model_settings() -> tuple[Setting, ...]:
+def model_settings() -> tuple[Setting, ...]:
     """--model, the member of the VAE family, and the options members own (the iwae's --k, the vamp's
     --pseudo-inputs, the vqvae's --codes: each `Option` with a flag in vaelab.family), with their defaults."""
     from vaelab.config import ModelConfig

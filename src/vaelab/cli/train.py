@@ -7,12 +7,9 @@ import time
 from pathlib import Path
 
 from vaelab.cli._args import add_data_options, devices, nonempty, path, positive_int
-from vaelab.cli.settings import add_settings, given
+from vaelab.cli.settings import add_settings, given, model_settings
 from vaelab.errors import VaelabError
 from vaelab.training import distribute
-
-# what a resumed run keeps from its config.json: the member of the family and its own options
-MODEL_FLAGS = ("model", "k", "pseudo_inputs", "codes")
 
 
 def register(sub) -> None:
@@ -84,10 +81,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.image_size is not None or args.grey:
             raise VaelabError("a resumed run reads its data as it was trained; leave out --image-size and --grey")
-        if any(getattr(args, name) is not None for name in MODEL_FLAGS):
+        model = model_settings()  # the member of the family and its options: config.json's
+        if any(getattr(args, setting.name) is not None for setting in model):
+            *flags, last = (setting.flag for setting in model)
             raise VaelabError(
-                "a resumed run keeps the model its config.json names; leave out --model, --k, --pseudo-inputs and "
-                "--codes"
+                f"a resumed run keeps the model its config.json names; leave out {', '.join(flags)} and {last}"
             )
         data = run_data(args.resume, args.dataset, args.data_dir)
         run = resume(args.resume, epochs=args.epochs, data=data, snapshots=args.snapshots, devices=args.devices)
