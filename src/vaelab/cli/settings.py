@@ -54,10 +54,12 @@ def settings() -> tuple[Setting, ...]:
         SCALES,
         ModelConfig,
         TrainConfig,
+        default_likelihood,
     )
 
     epochs = TrainConfig.epochs
-    likelihood_default = "(default: bernoulli for grey images, logistic for colour)"
+    grey, colour = default_likelihood((1, 1, 1)), default_likelihood((1, 1, 3))
+    likelihood_default = f"(default: {grey} for grey images, {colour} for colour)"
     return (
         Setting("preset", "--preset", {"default": "mlp", "choices": list(PRESETS), "help": "network (default: mlp)"},
                 sweep={"default": None, "nargs": "+", "help": "networks (default: mlp)"}),
