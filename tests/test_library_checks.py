@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vaelab.analysis.latent import check_codes
+from vaelab.analysis.sample_quality import check_runs
 from vaelab.config import ModelConfig, RunConfig
 from vaelab.data.dataset import class_range
 from vaelab.errors import VaelabError
@@ -17,9 +18,11 @@ from vaelab.models.kl import check_normals
 from vaelab.run import Run
 
 
-def a_run(epoch: int = 1, **model) -> Run:
-    """A Run as load_run returns it, without networks: the checks read only its path, configuration and epoch."""
-    return Run(path=Path("runs/x"), config=RunConfig(model=ModelConfig(**model)), info={}, models=None, epoch=epoch)
+def a_run(epoch: int = 1, path: str = "runs/x", data: str = "abc", **model) -> Run:
+    """A Run as load_run returns it, without networks: the checks read only its path, configuration, data checksum
+    and epoch."""
+    config = RunConfig(model=ModelConfig(**model))
+    return Run(path=Path(path), config=config, info={"data_sha256": data}, models=None, epoch=epoch)
 
 
 def test_a_run_with_no_completed_epoch_is_refused_saying_how_to_train_it():
@@ -82,3 +85,13 @@ def test_the_kl_takes_two_normal_distributions_float64_computes_with(values, mes
 
 def test_the_kl_takes_finite_means_and_positive_sigmas():
     check_normals(-1e300, sys.float_info.min, 1e300, 1.0)
+
+
+def test_quality_compares_trained_runs_with_gaussian_codes_on_one_data_set():
+    check_runs([a_run(), a_run(path="runs/y")])
+    with pytest.raises(VaelabError, match=r"^vaelab quality draws Gaussian codes .* runs/y is a vqvae, whose codes"):
+        check_runs([a_run(), a_run(path="runs/y", family="vqvae")])
+    with pytest.raises(VaelabError, match=r"^runs/y has no completed epoch yet"):
+        check_runs([a_run(), a_run(path="runs/y", epoch=0)])
+    with pytest.raises(VaelabError, match=r"^runs/y was trained on other data than runs/x; compare runs of one data"):
+        check_runs([a_run(), a_run(path="runs/y", data="def")])

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from vaelab.cli._args import SEED, add_data_options, log, path, positive_int, sampler_spec, wrote
-from vaelab.errors import VaelabError
 
 
 def register(sub) -> None:
@@ -39,19 +38,11 @@ def cmd_quality(args: argparse.Namespace) -> int:
     test set in the features of the data set's classifier (vaelab.analysis.sample_quality)."""
     from vaelab._files import write_json, write_text
     from vaelab.analysis import plots
-    from vaelab.analysis.sample_quality import measure_runs, plot_sample_quality, table_markdown
+    from vaelab.analysis.sample_quality import check_runs, measure_runs, plot_sample_quality, table_markdown
     from vaelab.run import load_run
 
     runs = [load_run(path) for path in args.runs]
-    for run in runs:
-        if not run.config.model.member.gaussian_latent:  # refused before the classifier's training, not after
-            raise VaelabError(
-                f"vaelab quality draws Gaussian codes from a prior or a mixture; {run.path} is a "
-                f"{run.config.model.family}, whose codes are codebook indices: leave it out"
-            )
-        run.require_trained()
-        if run.info["data_sha256"] != runs[0].info["data_sha256"]:
-            raise VaelabError(f"{run.path} was trained on other data than {runs[0].path}; compare runs of one data set")
+    check_runs(runs)  # before their data is read and verified
     data = runs[0].load_data(args.dataset, args.data_dir)
     samplers = [str(s) for s in dict.fromkeys(args.sampler)]
     rows, record = measure_runs(
