@@ -95,3 +95,17 @@ def test_quality_compares_trained_runs_with_gaussian_codes_on_one_data_set():
         check_runs([a_run(), a_run(path="runs/y", epoch=0)])
     with pytest.raises(VaelabError, match=r"^runs/y was trained on other data than runs/x; compare runs of one data"):
         check_runs([a_run(), a_run(path="runs/y", data="def")])
+
+
+def test_a_sweep_fixes_any_run_setting_and_a_setting_is_swept_or_fixed(tmp_path):
+    from vaelab.config import run_settings
+    from vaelab.sweep import grid, sweep
+
+    assert {"codes", "k", "pseudo_inputs", "filters", "lr_decay_epochs"} <= set(run_settings())
+    (point,) = grid({"seed": [0]}, {"model": "vqvae", "codes": 8, "epochs": 1}, "mnist")
+    assert point.error is None and point.config.model.codes == 8
+    with pytest.raises(VaelabError, match=r"^beta: swept or fixed, not both: give each once$"):
+        sweep({"beta": [1.0, 4.0]}, tmp_path, fixed={"beta": 2.0})
+    with pytest.raises(VaelabError, match=r"^unknown fixed settings for a sweep: dataset, widths$"):
+        sweep({"seed": [0]}, tmp_path, fixed={"widths": 2, "dataset": "mnist"})
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
