@@ -6,6 +6,7 @@ Defaults follow the course's `variational_autoencoder.py`; each says why beside 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -470,6 +471,20 @@ def make_config(
     return RunConfig(
         preset=preset, model=network, train=TrainConfig(**train), dataset=dataset or "mnist", image_size=size, grey=grey
     ).validate()
+
+
+DATA_SETTINGS = ("dataset", "image_size", "grey", "image_shape")  # make_config's keywords that the data set
+
+
+def run_settings() -> tuple[str, ...]:
+    """The settings of a run that `make_config` takes by keyword besides the preset and the data's: the network's
+    (its own keywords) and training's (`TrainConfig`'s fields), in that order."""
+    network = [
+        name
+        for name, parameter in inspect.signature(make_config).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY and name not in DATA_SETTINGS
+    ]
+    return (*network, *(f.name for f in dataclasses.fields(TrainConfig)))
 
 
 def default_likelihood(shape: tuple[int, int, int]) -> str:

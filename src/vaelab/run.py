@@ -34,6 +34,7 @@ same id, enough history for the checkpoint's epochs) and reads again if a writer
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -119,6 +120,32 @@ class Run:
     @property
     def complete(self) -> bool:
         return self.epoch >= self.config.train.epochs and bool(self.metrics)
+
+    def require_trained(self) -> Run:
+        """This run, if it has completed an epoch (weights to analyse, export or draw from); else a one-line error
+        saying how to train it."""
+        if self.epoch == 0:
+            raise VaelabError(
+                f"{self.path} has no completed epoch yet; train it with `vaelab train --resume {self.path}`"
+            )
+        return self
+
+    def with_label(self, label: int | None, class_names: tuple[str, ...] = ()) -> Run:
+        """This run, set to generate class `label` (`decode` draws it where given no labels); a one-line error for
+        a run that reads no labels, or a label it cannot take (`class_names`, the data's, name the choices)."""
+        from vaelab.data.dataset import class_range
+
+        model = self.config.model
+        if not model.conditional:
+            raise VaelabError(
+                f"--label picks the class a cvae generates; {self.name} (--model {model.family}) has no labels"
+            )
+        if label is None:
+            names = f" ({class_range(class_names)})" if class_names else ""
+            raise VaelabError(f"{self.name} is a {model.family}: say which class to generate with --label C{names}")
+        if isinstance(label, bool) or not isinstance(label, int | np.integer) or not 0 <= label < model.classes:
+            raise VaelabError(f"--label must be a class from 0 to {model.classes - 1}, got {label}")
+        return dataclasses.replace(self, label=int(label))
 
     def load_data(self, dataset: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
         """The data this run was trained on (or `dataset`, which must hold the same arrays), verified."""

@@ -41,14 +41,13 @@ from typing import Any
 from vaelab import _interrupt, limits
 from vaelab._files import write_json, write_text
 from vaelab._lock import DirectoryLock
-from vaelab.config import RunConfig, make_config
+from vaelab.config import RunConfig, make_config, run_settings
 from vaelab.errors import Interrupted, VaelabError
 from vaelab.experiments import lanes
 from vaelab.report.sweep_page import DISENTANGLEMENT, compared, write_comparison
 from vaelab.run import read_info, read_metrics, run_dir_name
 
-AXES = ("preset", "model", "latent_dim", "beta", "seed")  # the settings a sweep varies
-FIXED = ("epochs", "kl_warmup", "batch_size", "learning_rate", "train_subset", "test_subset", "binarize")
+AXES = ("preset", "model", "latent_dim", "beta", "seed")  # the settings a sweep varies; any run setting is fixed
 IWAE_SAMPLES = 100  # K for each point's IWAE bound: vaelab report's choice, seconds per point for an MLP
 
 Log = Callable[[str], None]
@@ -117,7 +116,8 @@ def sweep(
 ) -> list[Point]:
     """Trains, evaluates and compares the grid `axes` (e.g. {"beta": [1, 4], "seed": [0, 1]}) in `out`.
 
-    `fixed` holds the settings every point shares (epochs, kl_warmup, train_subset, ...); each point is
+    `fixed` holds the settings every point shares (epochs, kl_warmup, train_subset, ...: any of
+    `vaelab.config.run_settings()`); each point is
     evaluated on the first `images` test images (default all) with K = `samples`. Runs `workers`
     processes at once (default `default_workers()`), or Ray tasks on the cluster at `ray_address`
     ("auto": the running one). Returns the points with their status and figures; writes the page.
@@ -127,13 +127,10 @@ def sweep(
 
     out = Path(out).resolve()
     fixed = dict(fixed or {})
-    others = {
-        *("hidden", "activation", "lr_decay_epochs", "optimizer", "likelihood", "scale"),
-        *("model", "k", "pseudo_inputs"),  # the model of the family and its own settings
-    }
-    bad = set(fixed) - set(FIXED) - others
-    if "model" in axes and "model" in fixed:
-        raise VaelabError("the model is swept or fixed, not both: give it once")
+    bad = set(fixed) - set(run_settings())
+    both = set(axes) & set(fixed)
+    if both:
+        raise VaelabError(f"{', '.join(sorted(both))}: swept or fixed, not both: give each once")
     if bad:
         raise VaelabError(f"unknown fixed settings for a sweep: {', '.join(sorted(bad))}")
     if samples < 1:

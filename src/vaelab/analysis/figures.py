@@ -171,13 +171,15 @@ def draw_code_figures(
     none) and `samples` draws with `seed` (0: none) from the run's learned prior over codes (code_prior.npz), or
     from the uniform prior where it has none; diagnose: reconstructions, code usage
     over the scoring test set and the snapshot strip. "interpolate" draws nothing: codes have no segment between
-    them. The caller checks that `codes` are codebook indices (`vaelab generate`).
+    them. `codes` that are not codebook indices are a one-line error, before anything is drawn.
     """
     from vaelab.analysis.code_prior import load_prior
     from vaelab.analysis.evaluate_codes import code_counts, usage_perplexity
     from vaelab.models.vqvae import uniform_codes
 
     result, model, title = RunFigures(), run.config.model, run.name
+    if codes is not None:
+        codes = analysis.check_codes(codes, model.latent_dim, model.codebook_size)
     save = _saver(result, out)
     if "encode" in parts and data.labelled:
         word = data.class_word
@@ -189,7 +191,7 @@ def draw_code_figures(
         result.files["code_table_md"] = out / "code_table.md"
         result.files["code_table_csv"] = out / "code_table.csv"
     if "generate" in parts and codes is not None:
-        result.z = np.asarray(codes, np.int32)
+        result.z = codes
         save("generated", _decoded_codes(run, result.z, f"{title}: generator(codes)"))
     if "generate" in parts and samples:
         prior = load_prior(run)

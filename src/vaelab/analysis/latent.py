@@ -169,6 +169,16 @@ def check_points(z: np.ndarray, latent_dim: int) -> np.ndarray:
     return z.astype(np.float32)
 
 
+def check_codes(codes, latent_dim: int, k: int) -> np.ndarray:
+    """A vqvae's codes as an (n, latent_dim) int32 array of indices into its `k` codebook vectors, or a one-line
+    error: each row is `latent_dim` integers from 0 to k - 1."""
+    rows = [row for row in codes if np.ndim(row) == 1 and len(row) == latent_dim]
+    values = np.asarray(rows, np.float64).reshape(len(rows), latent_dim)
+    if len(rows) != len(codes) or np.any((values % 1 != 0) | (values < 0) | (values >= k)):
+        raise VaelabError(f"a vqvae's --z is {latent_dim} codebook indices, integers from 0 to {k - 1}")
+    return values.astype(np.int32)
+
+
 def generate(run: Run, z) -> np.ndarray:
     """Part (d): decodes latent points (n, latent_dim) into images (n, H, W[, C]) in one batch."""
     return run.decode(check_points(z, run.config.model.latent_dim))

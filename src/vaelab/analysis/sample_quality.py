@@ -290,6 +290,20 @@ def table_markdown(rows: list[Quality]) -> str:
     return "\n".join(lines)
 
 
+def check_runs(runs: list[Run]) -> None:
+    """A one-line error unless every run can be compared here: trained for an epoch at least, with Gaussian codes
+    to draw (not a vqvae's codebook indices), and all on one data set."""
+    for run in runs:
+        if not run.config.model.member.gaussian_latent:
+            raise VaelabError(
+                f"vaelab quality draws Gaussian codes from a prior or a mixture; {run.path} is a "
+                f"{run.config.model.family}, whose codes are codebook indices: leave it out"
+            )
+        run.require_trained()
+        if run.info["data_sha256"] != runs[0].info["data_sha256"]:
+            raise VaelabError(f"{run.path} was trained on other data than {runs[0].path}; compare runs of one data set")
+
+
 def measure_runs(
     runs: list[Run],
     data: Dataset,
@@ -303,8 +317,10 @@ def measure_runs(
     """Every run's samples from every sampler, measured against `data`'s test set with its cached classifier.
 
     The first row is a reference, as many of the training images as samples: what a model that drew the data's own
-    distribution would score (not 0: two finite sets differ). Returns the rows and the classifier's record.
+    distribution would score (not 0: two finite sets differ). Returns the rows and the classifier's record. Runs
+    that cannot be compared (`check_runs`) are refused before the classifier is trained.
     """
+    check_runs(runs)
     model, record = cached_classifier(data, data_dir, log=log)
     samples = samples or default_samples(data)
     real = features(model, data.x_test)

@@ -119,6 +119,11 @@ def make_dataset(
     )
 
 
+def class_range(names: tuple[str, ...]) -> str:
+    """The class names in a few words: "0-9" where they are the numbers in order, else "in the order above"."""
+    return f"{names[0]}-{names[-1]}" if names == tuple(str(k) for k in range(len(names))) else "in the order above"
+
+
 def image_shape(images: np.ndarray) -> tuple[int, int, int]:
     """(H, W, C) of images stored (n, H, W) (grey: C = 1) or (n, H, W, C)."""
     shape = tuple(int(d) for d in images.shape[1:])

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 
 import keras
 import numpy as np
 from keras import ops
+
+from vaelab.errors import VaelabError
 
 
 def gaussian_kl(mu1, log_var1, mu2=0.0, log_var2=0.0):
@@ -42,6 +45,17 @@ def gaussian_kl_sigmas(mu1, sigma1, mu2, sigma2) -> np.ndarray:
     """
     log_var1, log_var2 = (2 * np.log(np.asarray(s, np.float64)) for s in (sigma1, sigma2))
     return gaussian_kl_float64(mu1, log_var1, mu2, log_var2)
+
+
+def check_normals(mu1: float, sigma1: float, mu2: float, sigma2: float) -> None:
+    """A one-line error unless N(mu1, sigma1^2) and N(mu2, sigma2^2) are normal distributions float64 computes
+    with: finite means, and standard deviations no smaller than the smallest normal float64."""
+    if not all(math.isfinite(v) for v in (mu1, sigma1, mu2, sigma2)):
+        raise VaelabError("MU1 SIGMA1 MU2 SIGMA2 must be finite numbers")
+    if sigma1 <= 0 or sigma2 <= 0:
+        raise VaelabError("SIGMA1 and SIGMA2 are standard deviations and must be > 0")
+    if min(sigma1, sigma2) < sys.float_info.min:
+        raise VaelabError(f"SIGMA1 and SIGMA2 must be at least {sys.float_info.min:.3g}, the smallest normal float64")
 
 
 def kl_by_integration(mu1: float, sigma1: float, mu2: float, sigma2: float, points: int = 20001) -> float:
