@@ -279,6 +279,11 @@ def run_dir_name(config: RunConfig) -> str:
     return "-".join(parts)
 
 
+def epochs_in_words(count: int) -> str:
+    """`count` epochs in words: "1 epoch", "3 epochs"."""
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
 def new_run_info(config: RunConfig, data: Dataset) -> dict[str, Any]:
     """What config.json holds for a new run: its id, the configuration, what else determines its numbers."""
     import keras

@@ -60,6 +60,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     test images' codes' likelihood under it with the uniform prior's."""
     from vaelab.analysis.code_prior import train_prior, uniform_nll
     from vaelab.config import PriorConfig
+    from vaelab.run import epochs_in_words
 
     run, data, _ = load(args)
     if not run.config.model.member.code_prior:
@@ -73,7 +74,7 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     test_codes = run.codes(data.x_test[: run.config.train.test_subset])
     nll = float(-prior.log_prob(test_codes).mean())
     print(
-        f"{run.name}: prior over {run.config.model.latent_dim} codes trained {len(prior.history)} epochs in "
+        f"{run.name}: prior over {run.config.model.latent_dim} codes trained {epochs_in_words(len(prior.history))} in "
         f"{time.perf_counter() - started:.1f} s; the test codes' -log p(z) {nll:.2f} nats per image "
         f"(uniform prior: L log K = {uniform_nll(run):.2f}); saved {run.path / 'code_prior.npz'}"
     )

@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Trains a preset into a run directory (or resumes one)."""
     from vaelab.config import make_config
     from vaelab.data import load_dataset
-    from vaelab.run import run_data, run_dir_name
+    from vaelab.run import epochs_in_words, run_data, run_dir_name
     from vaelab.training.loop import resume, train
 
     started = time.perf_counter()
@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     saved = f"run saved in {run.path}" if index == 0 else f"process {index} of {count}; process 0 saved the run"
     losses = run.config.model.member.test_line(run.config.model, test)  # each loss term named (vaelab.family)
     print(
-        f"{run.config.preset}: {run.epoch} epochs in {time.perf_counter() - started:.1f} s wall "
+        f"{run.config.preset}: {epochs_in_words(run.epoch)} in {time.perf_counter() - started:.1f} s wall "
         f"(training {run.metrics['train_seconds']:.1f} s); test {losses}; {saved}"
     )
     return 0

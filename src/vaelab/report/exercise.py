@@ -38,7 +38,7 @@ from vaelab.family import FAMILIES, member
 from vaelab.models import parameter_count
 from vaelab.models.likelihoods import likelihood_note
 from vaelab.report.html import LIVE_MARKER, markdown_to_html
-from vaelab.run import Run, load_run, read_metrics, run_dir_name, run_is_complete
+from vaelab.run import Run, epochs_in_words, load_run, read_metrics, run_dir_name, run_is_complete
 
 REPORT_PRESETS = ("mlp", "mlp-fixed-var", "conv")  # the exercise's networks, on 28x28 grey images
 # On images of another shape part (g)'s ConvNet, made for 28x28x1, gives way to the one built from the shape.
@@ -449,7 +449,7 @@ same ten draws z ~ N(0, I) (one per column), so that a column shows one code's s
         live, _, _ = fitting_block(f"live-{run.name}", page_map, run, encoder=False)
     section = f"""## {title}
 
-Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {_epochs(run.epoch)}
+Preset `{run.config.preset}`: {what}; latent_dim {run.config.model.latent_dim}, trained {epochs_in_words(run.epoch)}
 (run `{run.path}`). {_test_sentence(run)}
 
 ### (c) The encoder: the test set in the latent space
@@ -527,8 +527,8 @@ def _code_section(run: Run, data: Dataset, fig_dir: Path, out: Path) -> str:
     )
     return f"""## {title}
 
-Preset `{run.config.preset}`: {what}, as a vqvae; trained {_epochs(run.epoch)} (run `{run.path}`). The encoder ends
-in L = {length} code vectors of {CODE_DIM} numbers, each replaced by the nearest of the K = {k} codebook vectors;
+Preset `{run.config.preset}`: {what}, as a vqvae; trained {epochs_in_words(run.epoch)} (run `{run.path}`). The encoder
+ends in L = {length} code vectors of {CODE_DIM} numbers, each replaced by the nearest of the K = {k} codebook vectors;
 the decoder reads those. {_test_sentence(run)}
 
 ### (c) The encoder: each image's codes
@@ -630,7 +630,8 @@ def _test_sentence(run: Run) -> str:
     if train.beta == 1 and not train.kl_warmup:
         return f"Test loss {test['loss']:.2f} nats per image = reconstruction {recon:.2f} + KL {kl:.2f}."
     return (
-        f"Trained with β = {train.beta:g} and a KL warm-up of {_epochs(train.kl_warmup)}: the final test objective is "
+        f"Trained with β = {train.beta:g} and a KL warm-up of {epochs_in_words(train.kl_warmup)}: the final test "
+        f"objective is "
         f"{test['loss']:.2f} nats per image = reconstruction {recon:.2f} + {test.get('kl_weight', 1):g} × KL {kl:.2f};"
         f" the true negative ELBO (KL weight 1) is {recon + kl:.2f}."
     )
@@ -755,11 +756,6 @@ informativeness (Eastwood & Williams, 2018; lasso importances, held-out R²); th
 Mnih, 2018; chance is {1 / len(names):.2f}); and SAP (Kumar et al., 2018).
 
 {chr(10).join(lines)}"""
-
-
-def _epochs(count: int) -> str:
-    """`count` epochs in words: "1 epoch", "3 epochs"."""
-    return f"{count} epoch{'' if count == 1 else 's'}"
 
 
 def _usage(run: Run) -> str:
