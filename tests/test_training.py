@@ -12,7 +12,7 @@ from vaelab._lock import LOCK_FILE
 from vaelab.config import make_config
 from vaelab.errors import VaelabError
 from vaelab.run import HISTORY_COLUMNS, RUN_DIRS, RUN_FILES, SNAPSHOT_DIR, SNAPSHOTS, load_run
-from vaelab.training.loop import resume, train
+from vaelab.training.loop import resume, steps_per_execution, train
 
 
 def small(preset="mlp", **kw):
@@ -109,3 +109,8 @@ def test_missing_run_is_a_clear_error(tmp_path):
         load_run(tmp_path / "nothing")
     with pytest.raises(VaelabError, match="no run at"):
         resume(tmp_path / "nothing")
+
+
+def test_each_call_into_the_compiled_step_ends_inside_one_epoch():
+    """Up to ten steps per call, a divisor of the epoch's steps: no call runs past an epoch's end ("30/25")."""
+    assert [steps_per_execution(n) for n in (600, 3000, 25, 2, 23, 1)] == [10, 10, 5, 2, 1, 1]

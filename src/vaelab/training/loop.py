@@ -237,11 +237,22 @@ def _data_for(config: RunConfig, data: Dataset | None, log: Log) -> Dataset:
 
 def _build(config: RunConfig, data: Dataset) -> tuple[Models, keras.optimizers.Optimizer]:
     models = build_models(config.model, seed=config.train.seed, binarize=config.train.binarize)
-    optimizer = make_optimizer(config, steps_per_epoch(config, data))
-    steps = 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION
-    models.vae.compile(optimizer=optimizer, steps_per_execution=steps)
+    per_epoch = steps_per_epoch(config, data)
+    optimizer = make_optimizer(config, per_epoch)
+    models.vae.compile(optimizer=optimizer, steps_per_execution=steps_per_execution(per_epoch))
     fused_step.install(models.vae, config.model)  # a dense VAE's step as one compiled call, where it applies
     return models, optimizer
+
+
+def steps_per_execution(per_epoch: int) -> int:
+    """Steps per call into the compiled step: the most, up to `STEPS_PER_EXECUTION`, that divide the epoch's steps.
+
+    An epoch that ends inside a call costs Keras a second compiled function for the remainder, and its progress bar
+    then counts past the epoch's end ("30/25"). Torch allows only 1.
+    """
+    if keras.backend.backend() == "torch":
+        return 1
+    return max(d for d in range(1, STEPS_PER_EXECUTION + 1) if per_epoch % d == 0)
 
 
 def _fit(
