@@ -181,7 +181,8 @@ def test_networks_train_side_by_side_stop_together_on_ctrl_c_and_carry_on(tmp_pa
     stops them all at a step boundary, and the same command carries on from the epochs they kept."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one core: the report trains its networks one after the other")
-    args = ["report", "--epochs", "1", "--train-subset", "1000", "--iwae-samples", "2"]
+    # On 500 test images: what this test checks does not depend on the test set's size (the full one is report_dirs').
+    args = ["report", "--epochs", "1", "--train-subset", "1000", "--test-subset", "500", "--iwae-samples", "2"]
     args += ["--out", str(tmp_path / "report"), "--runs-dir", str(tmp_path / "runs")]
     proc = subprocess.Popen(
         [sys.executable, "-m", "vaelab", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -208,7 +209,8 @@ def test_networks_train_side_by_side_stop_together_on_ctrl_c_and_carry_on(tmp_pa
     assert (tmp_path / "report" / "index.html").exists()
     # Pinning the workers must not fork this JAX process (Python warns of a deadlock when it does).
     assert "Warning" not in err + again.stderr, err + again.stderr
-    runs = [load_run(tmp_path / "runs" / f"{preset}-epochs1-train-subset1000") for preset in REPORT_PRESETS]
+    names = [f"{preset}-epochs1-train-subset1000-test-subset500" for preset in REPORT_PRESETS]
+    runs = [load_run(tmp_path / "runs" / name) for name in names]
     for run in runs:
         assert run.complete and run.metrics["evaluation"]["samples"] == 2
     # Runs analysed while others trained give the report that their files give afterwards.
