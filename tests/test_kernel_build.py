@@ -166,7 +166,8 @@ def test_every_kernel_equals_naive_loops_under_address_and_undefined_behaviour_s
     runs under the sanitizers only in `tests/run_sanitized.sh`, by hand (minutes). Skipped where the compiler cannot
     link the sanitizers' runtime, except in CI, where that is a failure."""
     binary = tmp_path / "kernels_sanitized"
-    flags = ["-std=c++17", "-O1", *_build.loop_flags(), *_build.SANITIZE_FLAGS, f"-I{_build.SOURCE_DIR}"]
+    # -O0: a third of -O1's compile time (11 s against 31 s here), the same checks, 3 s against 1 s to run them.
+    flags = ["-std=c++17", "-O0", *_build.loop_flags(), *_build.SANITIZE_FLAGS, f"-I{_build.SOURCE_DIR}"]
     built = subprocess.run(
         [*compiler, *flags, str(SANITIZED_CHECK), "-o", str(binary)], capture_output=True, text=True, timeout=600
     )
