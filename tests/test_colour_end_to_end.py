@@ -83,7 +83,7 @@ def check_report_and_export(vaelab, dataset: str, run_dir, tmp_path, extra: list
     assert done.returncode == 0, done.stderr[-3000:]
     text = (report / "report.md").read_text()
     assert "Preset `convnet`" in text and "| bits/dim |" in text and "Preset `conv`" not in text
-    assert "scored with the logistic likelihood" in text
+    assert "scored with the logistic-black likelihood" in text
     html = (report / "index.html").read_text()
     blocks = re.findall(r'<script type="application/json" id="live-[^"]+">(.*?)</script>', html, re.S)
     assert len(blocks) == 3
@@ -114,7 +114,7 @@ def test_the_generated_colour_shapes_end_to_end(tmp_path, vaelab):
     done = vaelab("train", "--dataset", "shapes", "--preset", "convnet", *QUICK, "--out", str(run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bits" not in done.stderr  # the training log is unchanged; the figure is in metrics.json
-    check_run(vaelab, run_dir, (32, 32, 3), "logistic", tmp_path)
+    check_run(vaelab, run_dir, (32, 32, 3), "logistic-black", tmp_path)
     check_report_and_export(vaelab, "shapes", run_dir, tmp_path, [])
 
 
