@@ -69,7 +69,9 @@ def check_run(vaelab, run_dir, shape: tuple[int, int, int], likelihood: str, tmp
     args = [str(run_dir), str(tmp_path / "x.npy"), str(tmp_path / "z.npy"), str(tmp_path / "out.npz")]
     plain = subprocess.run([sys.executable, "-c", PLAIN_KERAS, *args], capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0, plain.stderr[-3000:]
-    assert np.load(tmp_path / "out.npz")["x"].shape == (4, *shape)
+    # generator.keras gives the decoder's parameters: logistic-black's C locations and pi's logit (training/export.py)
+    channels = shape[-1] + (likelihood == "logistic-black")
+    assert np.load(tmp_path / "out.npz")["x"].shape == (4, *shape[:2], channels)
 
 
 def check_report_and_export(vaelab, dataset: str, run_dir, tmp_path, extra: list[str]) -> None:
