@@ -116,9 +116,9 @@ class ModelConfig:
     @property
     def output_shape(self) -> tuple[int, int, int]:
         """The shape of the decoder's output: the image's, with `logistic-black`'s pi as one channel more
-        (`vaelab.models.likelihoods.parameter_channels`)."""
+        (`parameter_channels`)."""
         height, width, channels = self.input_shape
-        return (height, width, channels + 1 if self.pixel_likelihood == "logistic-black" else channels)
+        return (height, width, parameter_channels(self.pixel_likelihood, channels))
 
     @property
     def pixel_likelihood(self) -> str:
@@ -488,6 +488,12 @@ def default_likelihood(shape: tuple[int, int, int]) -> str:
     course's); for colour the discretised logistic of the colour VAE papers (8-bit pixels) with black's own point
     mass, "logistic-black", with which a 2-D code holds the colour of `shapes` (docs/colour.md)."""
     return "bernoulli" if shape[-1] == 1 else "logistic-black"
+
+
+def parameter_channels(likelihood: str, channels: int) -> int:
+    """How many numbers per pixel the decoder gives for images of `channels` channels: one per channel (the mean or
+    the location), and for `logistic-black` one more, the logit of pi, after them (vaelab.models.likelihoods)."""
+    return channels + 1 if likelihood == "logistic-black" else channels
 
 
 def default_decoder_activation(likelihood: str) -> str:

@@ -41,12 +41,13 @@ import math
 import numpy as np
 from keras import ops
 
+from vaelab.config import LOCATED, parameter_channels  # noqa: F401 (the likelihoods' own facts, kept with the settings)
+
 LEVELS = 255  # 8-bit pixels are k / LEVELS
 HALF_BIN = 0.5 / LEVELS
 MIN_LOG_SCALE = -math.log(256.0)  # the gaussian's sigma stays >= 1/256, the logistic's s as well
 DENSITIES = ("continuous-bernoulli", "gaussian")  # densities on [0, 1] or R; the others are probabilities
-SCALED = ("gaussian", "logistic", "logistic-black")  # the likelihoods with a learned log-scale
-LOCATED = ("logistic", "logistic-black")  # whose decoder output is a location on the real line (a linear output)
+SCALED = ("gaussian", *LOCATED)  # the likelihoods with a learned log-scale
 # Where the learned log-scale starts. The logistic's s = e^-2 = 0.14 of the pixel range, not 1, its whole width: one
 # number that RMSprop moves by about the learning rate per step (log s 0 -> -0.07 in 90 steps on `shapes`), while the
 # location's end bin keeps a wide logistic's black pixels likely only far below 0, where the shapes go dark too
@@ -61,12 +62,6 @@ def log_likelihood(likelihood: str, x, mean, log_scale=None, *, batch_dims: int 
     mean (b, K, H, W, C) of each image without K copies of it (the iwae's loss, the evaluation's bound)."""
     per_pixel = _PER_PIXEL[likelihood](x, mean, log_scale)
     return ops.sum(per_pixel, axis=tuple(range(batch_dims, len(per_pixel.shape))))
-
-
-def parameter_channels(likelihood: str, channels: int) -> int:
-    """How many numbers per pixel the decoder gives for images of `channels` channels: one per channel (the mean or
-    the location), and for `logistic-black` one more, the logit of pi, after them."""
-    return channels + 1 if likelihood == "logistic-black" else channels
 
 
 def image(likelihood: str, decoded: np.ndarray) -> np.ndarray:
