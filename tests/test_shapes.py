@@ -123,3 +123,23 @@ def test_settings_that_do_not_fit_the_images_are_one_line_errors(make, message):
     with pytest.raises(VaelabError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
         make()
     assert "\n" not in str(err.value)
+
+
+def test_a_run_saved_with_the_plain_logistic_loads_and_decodes_as_it_was_trained(tmp_path):
+    """Colour's default was `logistic` until `logistic-black`: a run's config.json names its likelihood, so such a run
+    keeps its C-channel decoder and its image (the location clipped), whatever the default is now."""
+    from tests.conftest import shapes_dataset
+    from vaelab.analysis.evaluate import evaluate
+    from vaelab.models.likelihoods import image
+    from vaelab.run import load_run
+    from vaelab.training.loop import train
+
+    data = shapes_dataset("shapes", n_train=100, n_test=20)
+    config = make_config("mlp", dataset="shapes", epochs=1, likelihood="logistic", hidden=[32])
+    train(config, tmp_path / "run", data=data, snapshots=False, verbose=0, log=lambda message: None)
+    run = load_run(tmp_path / "run")
+    assert run.config.model.pixel_likelihood == "logistic" and run.generator.output_shape == (None, 32, 32, 3)
+    z = np.array([[0.5, -1.0], [2.0, 0.3]], np.float32)
+    np.testing.assert_allclose(run.decode(z), image("logistic", run.generator.predict(z, verbose=0)), atol=1e-6)
+    result = evaluate(run, data, samples=2)
+    assert result.likelihood == "logistic" and np.isfinite(result.bits_per_dim)
