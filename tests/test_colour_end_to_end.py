@@ -69,7 +69,9 @@ def check_run(vaelab, run_dir, shape: tuple[int, int, int], likelihood: str, tmp
     args = [str(run_dir), str(tmp_path / "x.npy"), str(tmp_path / "z.npy"), str(tmp_path / "out.npz")]
     plain = subprocess.run([sys.executable, "-c", PLAIN_KERAS, *args], capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0, plain.stderr[-3000:]
-    assert np.load(tmp_path / "out.npz")["x"].shape == (4, *shape)
+    # generator.keras gives the decoder's parameters: logistic-black's C locations and pi's logit (training/export.py)
+    channels = shape[-1] + (likelihood == "logistic-black")
+    assert np.load(tmp_path / "out.npz")["x"].shape == (4, *shape[:2], channels)
 
 
 def check_report_and_export(vaelab, dataset: str, run_dir, tmp_path, extra: list[str]) -> None:
@@ -83,7 +85,7 @@ def check_report_and_export(vaelab, dataset: str, run_dir, tmp_path, extra: list
     assert done.returncode == 0, done.stderr[-3000:]
     text = (report / "report.md").read_text()
     assert "Preset `convnet`" in text and "| bits/dim |" in text and "Preset `conv`" not in text
-    assert "scored with the logistic likelihood" in text
+    assert "scored with the logistic-black likelihood" in text
     html = (report / "index.html").read_text()
     blocks = re.findall(r'<script type="application/json" id="live-[^"]+">(.*?)</script>', html, re.S)
     assert len(blocks) == 3
@@ -114,7 +116,7 @@ def test_the_generated_colour_shapes_end_to_end(tmp_path, vaelab):
     done = vaelab("train", "--dataset", "shapes", "--preset", "convnet", *QUICK, "--out", str(run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bits" not in done.stderr  # the training log is unchanged; the figure is in metrics.json
-    check_run(vaelab, run_dir, (32, 32, 3), "logistic", tmp_path)
+    check_run(vaelab, run_dir, (32, 32, 3), "logistic-black", tmp_path)
     check_report_and_export(vaelab, "shapes", run_dir, tmp_path, [])
 
 

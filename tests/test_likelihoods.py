@@ -45,6 +45,32 @@ def test_the_discretised_logistic_is_a_distribution_over_the_256_levels(mean, lo
     assert p[255] == pytest.approx(stats.logistic.sf(1 - 0.5 / 255, mean, s), rel=2e-3)
 
 
+@pytest.mark.parametrize(
+    ("location", "log_scale", "logit"), [((0.3, -0.2), -2.0, 0.5), ((1.2, 0.01), -4.0, -3.0), ((-1.0, 0.5), 0.0, 4.0)]
+)
+def test_black_with_its_own_mass_is_a_distribution_over_the_256_levels_of_every_channel(location, log_scale, logit):
+    """logistic-black on 2-channel pixels: its probabilities of all 256^2 pixel values sum to 1; a black pixel's is
+    1 - pi plus pi times the logistics' own mass at level 0, any other pixel's pi times theirs."""
+    x = np.stack(np.meshgrid(LEVELS, LEVELS, indexing="ij"), axis=-1).reshape(-1, 1, 2).astype(np.float32)
+    mean = np.broadcast_to(np.array([*location, logit], np.float32), (len(x), 1, 3))
+    scale = np.full((len(x), 1, 2), log_scale, np.float32)
+    p = np.exp(keras.ops.convert_to_numpy(log_likelihood("logistic-black", x, mean, scale)).astype(np.float64))
+    assert p.sum() == pytest.approx(1.0, abs=1e-5)
+    pi = 1 / (1 + math.exp(-logit))
+    channels = [np.exp(per_pixel("logistic", LEVELS, m, log_scale)) for m in location]
+    assert p[0] == pytest.approx(1 - pi + pi * channels[0][0] * channels[1][0], rel=1e-4)
+    assert p[77 * 256 + 200] == pytest.approx(pi * channels[0][77] * channels[1][200], rel=1e-3, abs=1e-12)
+
+
+def test_the_image_shown_for_black_with_its_own_mass_is_pi_times_the_clipped_locations():
+    decoded = np.array([[[[-0.5, 0.4, 1.7, 0.0], [0.2, 0.2, 0.2, -50.0]]]], np.float32)  # (1, 1, 2, 3 + 1)
+    shown = likelihoods.image("logistic-black", decoded)
+    np.testing.assert_allclose(shown, [[[[0.0, 0.2, 0.5], [0.0, 0.0, 0.0]]]], atol=1e-6)
+    assert (
+        likelihoods.parameter_channels("logistic-black", 3) == 4 and likelihoods.parameter_channels("logistic", 3) == 3
+    )
+
+
 def test_a_location_past_the_end_bins_makes_black_and_white_certain_where_a_sigmoids_mean_cannot():
     # Why the logistic's decoder output is linear: at the smallest scale s = 1/256 a mean in (0, 1) gives a black
     # pixel at most sigmoid(256 / 510) = 0.62 (0.47 nats per background pixel, every image), a location below 0 all.
@@ -103,7 +129,7 @@ def test_an_image_sums_its_pixels_in_any_shape():
     x = rng.integers(0, 256, (3, 4, 5, 3)).astype(np.float32) / 255
     mean = rng.uniform(0.05, 0.95, x.shape).astype(np.float32)
     scale = rng.uniform(-4, -1, x.shape).astype(np.float32)
-    for name in LIKELIHOODS:
+    for name in set(LIKELIHOODS) - {"logistic-black"}:  # one parameter per pixel value (logistic-black's below)
         image = keras.ops.convert_to_numpy(log_likelihood(name, x, mean, scale))
         pixels = per_pixel(name, x.ravel(), mean.ravel(), scale.ravel()).reshape(3, -1)
         np.testing.assert_allclose(image, pixels.sum(axis=1), rtol=1e-5, err_msg=name)
@@ -162,6 +188,9 @@ def test_the_bound_is_exact_with_every_likelihood_when_q_is_the_prior(tmp_path, 
     if model.output_activation == "linear":  # the logistic's location: the same means, the bias itself
         bias = p
         p = p.astype(np.float32).astype(np.float64)
+    logit = rng.normal(0.0, 2.0, 30).astype(np.float32)  # logistic-black's pi per pixel, after its 3 locations
+    if likelihood == "logistic-black":
+        bias = np.concatenate([bias.reshape(30, 3), logit[:, None].astype(np.float64)], axis=1).ravel()
     decoder.bias.assign(bias.astype(np.float32))
     for name in ("z_mean", "z_log_var"):
         head = models.encoder.get_layer(name)
@@ -177,16 +206,21 @@ def test_the_bound_is_exact_with_every_likelihood_when_q_is_the_prior(tmp_path, 
     x = scale_pixels(x_uint8).reshape(10, -1).astype(np.float64)
     s = math.exp(log_scale)
     half = 0.5 / 255
+    logistic = np.log(
+        np.where(x > 1 - half, 1.0, stats.logistic.cdf(x + half, p, s))  # the last bin reaches +inf
+        - np.where(x < half, 0.0, stats.logistic.cdf(x - half, p, s))  # the first bin reaches -inf
+    )
+    pi = 1 / (1 + np.exp(-logit.astype(np.float64)))
+    lit = np.log(pi) + logistic.reshape(10, 30, 3).sum(axis=-1)  # not black: pi times the channels' logistics
+    black = (x.reshape(10, 30, 3) == 0).all(axis=-1)
     exact = {
+        "logistic-black": np.where(black, np.logaddexp(np.log1p(-pi), lit), lit),
+        "logistic": logistic,
         "bernoulli": x * np.log(p) + (1 - x) * np.log1p(-p),
         "continuous-bernoulli": x * np.log(p)
         + (1 - x) * np.log1p(-p)
         + np.log(2 * np.arctanh(1 - 2 * p) / (1 - 2 * p)),
         "gaussian": stats.norm.logpdf(x, p, s),
-        "logistic": np.log(
-            np.where(x > 1 - half, 1.0, stats.logistic.cdf(x + half, p, s))  # the last bin reaches +inf
-            - np.where(x < half, 0.0, stats.logistic.cdf(x - half, p, s))  # the first bin reaches -inf
-        ),
     }[likelihood].sum(axis=1)
     result = evaluate(run, data, samples=5)
     assert result.likelihood == likelihood

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import PRESETS, canvas_pixels, draw_a_one, marker_labels, offline_page, run_cli, strip_lines
+from vaelab.config import make_config
 from vaelab.errors import VaelabError
 from vaelab.explore import webmodel, webpage
 from vaelab.explore.export import RUN_BUDGET_BYTES
-from vaelab.models import build_models
+from vaelab.models import build_models, likelihoods
 
 POINTS = 100  # latent points per preset
 IMAGES = 20  # test images per preset
@@ -65,6 +66,29 @@ def test_the_page_runs_int8_weights_as_the_description_holds_them(nn_page):
     )
     model.set_weights(webmodel.page_weights(description))
     np.testing.assert_allclose(np.array(got), model.predict(points, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["mlp", "convnet"])
+def test_the_page_shows_black_with_its_own_mass_as_python_does(nn_page, preset):
+    """logistic-black's generator gives each pixel its channels' locations and pi's logit; the page, as `Run.decode`,
+    shows pi times the locations clipped to [0, 1] (webmodel's last op, "black_mass_mean")."""
+    config = make_config(preset, hidden=[16]) if preset == "mlp" else make_config(preset, filters=[4, 8])
+    model = config.model.for_data((8, 6, 3))
+    assert model.pixel_likelihood == "logistic-black"
+    generator = build_models(model, seed=1).generator
+    last = generator.get_layer("decoder_mean")
+    last.set_weights([w * 12 for w in last.get_weights()])  # locations past both ends, pi far from 1/2 too
+    description = webmodel.describe(generator, likelihood="logistic-black")
+    assert description["output_shapes"] == [[8, 6, 3]] and description["ops"][-1]["op"] == "black_mass_mean"
+    z = np.random.default_rng(4).normal(scale=2.0, size=(8, 2)).astype(np.float32)
+    got = np.array(nn_page.evaluate(
+        "([spec, x]) => { const m = vaelab.nn.load(spec); return x.map((e) => Array.from(m.predict(e)[0])); }",
+        [description, z.tolist()],
+    ))  # fmt: skip
+    decoded = generator.predict(z, verbose=0)
+    assert decoded.min() < 0 and decoded.max() > 1  # the clipping is tested
+    expected = likelihoods.image("logistic-black", decoded).reshape(len(z), -1)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
 def test_a_layer_the_page_cannot_run_is_a_one_line_error():
@@ -318,7 +342,8 @@ def test_exported_convnet_decoder_equals_the_keras_generator(shapes_pages, expor
         "z => z.map((p) => Array.from(vaelabExplorer.models.generator.predict(p)[0]))", z.tolist()
     ))  # fmt: skip
     generator, encoder, _ = page_models_as_keras(page, 0, run)
-    np.testing.assert_allclose(got, np.asarray(generator.predict(z, verbose=0)).reshape(30, -1), rtol=0, atol=1e-4)
+    shown = likelihoods.image(run.config.model.pixel_likelihood, generator.predict(z, verbose=0))  # as Run.decode
+    np.testing.assert_allclose(got, shown.reshape(30, -1), rtol=0, atol=1e-4)
     if name == "grey":  # the colour page leaves its encoder out
         x = exported_shapes[name][3].x_test[:10].astype(np.float32) / 255
         got = page.evaluate(

@@ -32,11 +32,11 @@ def test_every_network_maps_images_of_its_shape_to_codes_and_back(preset, shape)
     z_mean, z_log_var = models.encoder.predict(x, verbose=0)
     assert z_mean.shape == z_log_var.shape == (3, config.latent_dim)
     decoded = models.generator.predict(z_mean, verbose=0)
-    assert decoded.shape == (3, *shape)
     if config.output_activation == "sigmoid":  # the mean of each pixel
-        assert ((decoded > 0) & (decoded < 1)).all()
-    else:  # the discretised logistic's location, anywhere on the line
-        assert config.likelihood == "logistic" and np.isfinite(decoded).all()
+        assert decoded.shape == (3, *shape) and ((decoded > 0) & (decoded < 1)).all()
+    else:  # colour: logistic-black's locations, anywhere on the line, then the logit of pi, the chance of not black
+        assert config.likelihood == "logistic-black" and decoded.shape == (3, *shape[:2], shape[2] + 1)
+        assert np.isfinite(decoded).all()
     assert parameter_count(models.vae) == config.parameters()  # the size refused before building is the real one
 
 
@@ -57,16 +57,18 @@ def test_filters_set_the_convnets_blocks():
     assert models.encoder.get_layer("flatten").output.shape[-1] == 4 * 4 * 16
 
 
-def test_the_likelihood_defaults_to_bernoulli_for_grey_and_logistic_for_colour():
+def test_the_likelihood_defaults_to_bernoulli_for_grey_and_black_with_its_own_mass_for_colour():
     assert default_likelihood((28, 28, 1)) == "bernoulli"
-    assert default_likelihood((32, 32, 3)) == "logistic"
+    assert default_likelihood((32, 32, 3)) == "logistic-black"
     assert PRESETS["mlp"].pixel_likelihood == "bernoulli"  # no data yet: the exercise's MNIST
-    assert PRESETS["mlp"].for_data((32, 32, 3)).likelihood == "logistic"
+    assert PRESETS["mlp"].for_data((32, 32, 3)).likelihood == "logistic-black"
+    assert PRESETS["mlp"].for_data((32, 32, 3)).output_shape == (32, 32, 4)  # pi's logit, one channel more
     assert make_config("mlp", likelihood="gaussian").model.for_data((32, 32, 3)).likelihood == "gaussian"
 
 
 def test_the_logistics_location_is_a_linear_output_and_older_runs_keep_their_sigmoid():
     assert PRESETS["convnet"].for_data((32, 32, 3)).decoder_activation == "linear"
+    assert make_config("convnet", likelihood="logistic").model.for_data((32, 32, 3)).decoder_activation == "linear"
     assert make_config("convnet", likelihood="gaussian").model.for_data((32, 32, 3)).decoder_activation == "sigmoid"
     sigmoid = dataclasses.replace(PRESETS["mlp"], likelihood="logistic", decoder_activation="sigmoid")
     assert sigmoid.for_data((32, 32, 3)).output_activation == "sigmoid"  # chosen: kept
@@ -91,7 +93,7 @@ def test_a_run_config_resolves_for_its_data():
         source="made in the test",
     )
     config = make_config("mlp", dataset="tiny").for_data(data)
-    assert (config.model.image_shape, config.model.likelihood) == ((8, 6, 3), "logistic")
+    assert (config.model.image_shape, config.model.likelihood) == ((8, 6, 3), "logistic-black")
     assert config.for_data(data) == config  # resolving twice changes nothing
 
 
@@ -121,3 +123,23 @@ def test_settings_that_do_not_fit_the_images_are_one_line_errors(make, message):
     with pytest.raises(VaelabError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
         make()
     assert "\n" not in str(err.value)
+
+
+def test_a_run_saved_with_the_plain_logistic_loads_and_decodes_as_it_was_trained(tmp_path):
+    """Colour's default was `logistic` until `logistic-black`: a run's config.json names its likelihood, so such a run
+    keeps its C-channel decoder and its image (the location clipped), whatever the default is now."""
+    from tests.conftest import shapes_dataset
+    from vaelab.analysis.evaluate import evaluate
+    from vaelab.models.likelihoods import image
+    from vaelab.run import load_run
+    from vaelab.training.loop import train
+
+    data = shapes_dataset("shapes", n_train=100, n_test=20)
+    config = make_config("mlp", dataset="shapes", epochs=1, likelihood="logistic", hidden=[32])
+    train(config, tmp_path / "run", data=data, snapshots=False, verbose=0, log=lambda message: None)
+    run = load_run(tmp_path / "run")
+    assert run.config.model.pixel_likelihood == "logistic" and run.generator.output_shape == (None, 32, 32, 3)
+    z = np.array([[0.5, -1.0], [2.0, 0.3]], np.float32)
+    np.testing.assert_allclose(run.decode(z), image("logistic", run.generator.predict(z, verbose=0)), atol=1e-6)
+    result = evaluate(run, data, samples=2)
+    assert result.likelihood == "logistic" and np.isfinite(result.bits_per_dim)

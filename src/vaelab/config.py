@@ -34,10 +34,13 @@ ARCHS = ("mlp", "conv", "convnet")
 # its network and objective its class in vaelab.models.MODELS. Their option defaults live with them.
 MODELS = tuple(FAMILIES)  # the built-in members; a member registered later is in FAMILIES (vaelab.models.register)
 # p(x|z), the decoder's distribution of the pixels (vaelab.models.likelihoods): Bernoulli for grey images (the
-# course's),
-# the discretised logistic for 8-bit colour (as PixelCNN++ and IAF-VAE); see default_likelihood.
-LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic")
-SCALES = ("global", "pixel")  # the learned sigma (gaussian) or s (logistic): one for all pixels, or one per pixel
+# course's); for 8-bit colour the discretised logistic (as PixelCNN++ and IAF-VAE) with black's own point mass
+# ("logistic-black": under the plain logistic a 2-D code holds where a shape is, not its colour); see
+# default_likelihood.
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic", "logistic-black")
+# The likelihoods whose decoder output is a location on the real line (a linear last layer): the discretised logistics.
+LOCATED = ("logistic", "logistic-black")
+SCALES = ("global", "pixel")  # the learned sigma (gaussian) or s (logistics): one for all pixels, or one per pixel
 # The decoder's last activation: "sigmoid", a mean in (0, 1); "linear", the discretised logistic's location on the real
 # line (PixelCNN++'s). Through a sigmoid the logistic's location cannot pass the end bins' edges, so on a black
 # background every mean is pushed into the sigmoid's flat tail and the code collapses (docs/colour.md).
@@ -113,6 +116,13 @@ class ModelConfig:
     def input_shape(self) -> tuple[int, int, int]:
         """The shape of the images the network takes: `image_shape`, or the exercise's 28x28x1."""
         return self.image_shape if self.image_shape is not None else IMAGE_SHAPE
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """The shape of the decoder's output: the image's, with `logistic-black`'s pi as one channel more
+        (`parameter_channels`)."""
+        height, width, channels = self.input_shape
+        return (height, width, parameter_channels(self.pixel_likelihood, channels))
 
     @property
     def pixel_likelihood(self) -> str:
@@ -231,7 +241,7 @@ class ModelConfig:
         _check_choice("likelihood", self.pixel_likelihood, LIKELIHOODS)
         _check_choice("scale", self.scale, SCALES)
         _check_choice("decoder activation", self.output_activation, DECODER_ACTIVATIONS)
-        if self.output_activation == "linear" and self.pixel_likelihood != "logistic":
+        if self.output_activation == "linear" and self.pixel_likelihood not in LOCATED:
             raise VaelabError(
                 f"a linear decoder output is the discretised logistic's location; the {self.pixel_likelihood} "
                 "likelihood needs a mean in (0, 1): leave decoder_activation out"
@@ -271,13 +281,15 @@ class ModelConfig:
         z, heads = self.member.decoder_width(self), self.member.heads(self)  # the code's width; z_mean (z_log_var)
         height, width, channels = self.input_shape
         pixels = height * width * channels
-        scale = {"global": 1, "pixel": pixels}[self.scale] if self.pixel_likelihood in ("gaussian", "logistic") else 0
+        scaled = ("gaussian", *LOCATED)
+        scale = {"global": 1, "pixel": pixels}[self.scale] if self.pixel_likelihood in scaled else 0
+        out = height * width * self.output_shape[-1]  # the decoder's numbers: the pixels' (and logistic-black's pi)
         extra = self.member.extra_parameters(self, pixels)  # learned beside the networks: pseudo-inputs, codebook
         c = (self.classes or 0) if self.conditional else 0  # the one-hot label, into the first dense layers
         if self.arch == "mlp":
             widths = self.hidden_widths
             encoder = sum((a + 1) * b for a, b in zip((pixels + c, *widths), widths, strict=False))
-            decoder = sum((a + 1) * b for a, b in zip((z + c, *widths[::-1]), (*widths[::-1], pixels), strict=True))
+            decoder = sum((a + 1) * b for a, b in zip((z + c, *widths[::-1]), (*widths[::-1], out), strict=True))
             return encoder + (widths[-1] + 1) * z * heads + decoder + scale + extra
         h = self.intermediate_dim
         if self.arch == "convnet":
@@ -287,11 +299,13 @@ class ModelConfig:
             encoder = sum((9 * a + 1) * b for a, b in zip((channels, *filters), filters, strict=False))
             ups = (*filters[::-1][1:], filters[0])
             decoder = (
-                sum((9 * a + 1) * b for a, b in zip(filters[::-1], ups, strict=True)) + (9 * ups[-1] + 1) * channels
+                sum((9 * a + 1) * b for a, b in zip(filters[::-1], ups, strict=True))
+                + (9 * ups[-1] + 1) * self.output_shape[-1]
             )
             dense = (flat + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * flat
             return encoder + dense + decoder + scale + extra
-        convs = (9 * 1 + 1) * 16 + (9 * 16 + 1) * 8 + (9 * 8 + 1) * 8 + (9 * 8 + 1) * 16 + (9 * 16 + 1)
+        last = (9 * 16 + 1) * self.output_shape[-1]
+        convs = (9 * 1 + 1) * 16 + (9 * 16 + 1) * 8 + (9 * 8 + 1) * 8 + (9 * 8 + 1) * 16 + last
         dense = (392 + c + 1) * h + (h + 1) * z * heads + (z + c + 1) * h + (h + 1) * 512
         return convs + dense + extra
 
@@ -376,9 +390,9 @@ class RunConfig:
         self.train.validate()
         if not isinstance(self.dataset, str) or not self.dataset:
             raise VaelabError(f"dataset must be a name or a path, got {self.dataset!r}")
-        if self.train.binarize and self.model.pixel_likelihood == "logistic":
+        if self.train.binarize and self.model.pixel_likelihood in LOCATED:
             raise VaelabError(
-                "the discretised logistic models 8-bit pixels, and --binarize makes them binary; "
+                f"the {self.model.pixel_likelihood} likelihood models 8-bit pixels, and --binarize makes them binary; "
                 "with --binarize use --likelihood bernoulli"
             )
         refusal = self.model.member.beta_refusal
@@ -489,14 +503,21 @@ def run_settings() -> tuple[str, ...]:
 
 def default_likelihood(shape: tuple[int, int, int]) -> str:
     """The likelihood a run on images of `shape` gets unless it names one: Bernoulli for grey images (the
-    course's), the discretised logistic for colour (8-bit pixels, as in the colour VAE papers)."""
-    return "bernoulli" if shape[-1] == 1 else "logistic"
+    course's); for colour the discretised logistic of the colour VAE papers (8-bit pixels) with black's own point
+    mass, "logistic-black", with which a 2-D code holds the colour of `shapes` (docs/colour.md)."""
+    return "bernoulli" if shape[-1] == 1 else "logistic-black"
+
+
+def parameter_channels(likelihood: str, channels: int) -> int:
+    """How many numbers per pixel the decoder gives for images of `channels` channels: one per channel (the mean or
+    the location), and for `logistic-black` one more, the logit of pi, after them (vaelab.models.likelihoods)."""
+    return channels + 1 if likelihood == "logistic-black" else channels
 
 
 def default_decoder_activation(likelihood: str) -> str:
     """The decoder's last activation for `likelihood`: the discretised logistic's location is unbounded ("linear",
     as PixelCNN++'s), every other likelihood's parameter is a mean in (0, 1) ("sigmoid")."""
-    return "linear" if likelihood == "logistic" else "sigmoid"
+    return "linear" if likelihood in LOCATED else "sigmoid"
 
 
 def _shape_words(shape: tuple[int, ...]) -> str:

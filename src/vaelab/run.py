@@ -193,16 +193,18 @@ class Run:
     def decode(self, z: np.ndarray, batch_size: int = 1000, labels: np.ndarray | None = None) -> np.ndarray:
         """Latent points (n, latent_dim) -> decoded images, floats in [0, 1]: (n, H, W) grey, (n, H, W, C) colour.
         A vqvae's points are its codes (n, L), codebook indices (`codes`). Each pixel is the decoder's mean, or for
-        the discretised logistic its location clipped to [0, 1]: the level its distribution is centred on.
+        the discretised logistic its location clipped to [0, 1]: the level its distribution is centred on; with black's
+        own mass (logistic-black) that times pi (`vaelab.models.likelihoods.image`).
 
         A conditional model (cvae) decodes point i as class `labels[i]` (default: every point as `label`)."""
         from vaelab.data.dataset import as_stored
+        from vaelab.models.likelihoods import image
 
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.config.model.latent_dim)
         if labels is None and self.label is not None:
             labels = np.full(len(z), self.label)
         decoded = predict_padded(self.generator, self._conditioned(z, labels), batch_size)
-        return as_stored(np.clip(decoded, 0.0, 1.0))
+        return as_stored(image(self.config.model.pixel_likelihood, decoded))
 
     def _conditioned(self, inputs: np.ndarray, labels: np.ndarray | None):
         """A network's input: `inputs`, and for a conditional model their one-hot `labels` (a one-line error

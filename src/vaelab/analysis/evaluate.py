@@ -77,12 +77,15 @@ class _LogLikelihood(layers.Layer):
 
     def call(self, x, z, label=None):
         k, dim = z.shape[1], z.shape[2]
-        pixels = math.prod(x.shape[1:])
+        pixels, channels = math.prod(x.shape[1:-1]), x.shape[-1]
         codes = ops.reshape(z, (-1, dim))
         decoded = self.generator(codes if label is None else [codes, ops.repeat(label, k, axis=0)])
-        x_hat = ops.reshape(decoded, (-1, k, pixels))  # image i's K decodings, scored against it broadcast
-        log_scale = None if self.log_scale is None else ops.reshape(self.log_scale(decoded), (-1, k, pixels))
-        return log_likelihood(self.likelihood, ops.reshape(x, (-1, 1, pixels)), x_hat, log_scale, batch_dims=2)
+        # image i's K decodings, scored against it broadcast; each pixel's parameters (logistic-black's pi after its
+        # channels' locations) kept together on the last axis
+        x_hat = ops.reshape(decoded, (-1, k, pixels, decoded.shape[-1]))
+        log_scale = None if self.log_scale is None else ops.reshape(self.log_scale(decoded), (-1, k, pixels, channels))
+        x = ops.reshape(x, (-1, 1, pixels, channels))
+        return log_likelihood(self.likelihood, x, x_hat, log_scale, batch_dims=2)
 
 
 def _log_likelihood_model(run: Run, k: int) -> keras.Model:

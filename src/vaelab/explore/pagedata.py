@@ -164,7 +164,8 @@ def page_map(run_id: str, run: Run, data: Dataset) -> dict[str, Any]:
 def models(run: Run, *, dtype: str = "float32", encoder: bool = True) -> dict[str, Any]:
     """The run's generator (and encoder) described for the page's JavaScript network (webmodel); a vqvae's
     generator alone (its page edits codes and draws nothing)."""
-    described = {"generator": webmodel.describe(run.generator, dtype=dtype)}
+    likelihood = run.config.model.pixel_likelihood  # the generator's image, as `Run.decode` shows it
+    described = {"generator": webmodel.describe(run.generator, dtype=dtype, likelihood=likelihood)}
     if encoder and not is_vqvae(run):
         described["encoder"] = webmodel.describe(run.encoder, dtype=dtype)
     return described

@@ -37,6 +37,7 @@ from vaelab.data import Dataset
 from vaelab.data.batches import one_hot
 from vaelab.explore import guards, pagedata
 from vaelab.explore.guards import AllowedHosts, BodySizeLimit, HostCheck, RequestLimit, SecurityHeaders
+from vaelab.models import likelihoods
 from vaelab.run import Run
 
 MAX_POINTS = 256  # latent points per decode request
@@ -189,8 +190,9 @@ class Explorer:
         padded = np.zeros((size, z.shape[1]), "int32" if self.grid is not None else np.float32)
         padded[:n] = z
         with self.lock:
-            images = self.run.generator.predict_on_batch(self._inputs(padded, label))
-        return np.asarray(images)[:n].reshape(n, *self.image_shape)
+            decoded = self.run.generator.predict_on_batch(self._inputs(padded, label))
+        images = likelihoods.image(self.run.config.model.pixel_likelihood, np.asarray(decoded)[:n])
+        return images.reshape(n, *self.image_shape)
 
     def encode(self, image: np.ndarray, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One image (1, H, W, C) (a cvae: of class `label`) -> its z_mean and z_log_var."""

@@ -28,6 +28,11 @@ gets the kernel's feature rows as "kernel" and a (C, units) "class_bias" table, 
 label rows (one-hot times kernel picks a row), of which the page adds row c for class c. A vqvae's
 generator reads code indices: its codebook lookup is an "embedding" op ("table": the (K, D) codebook).
 Unconditional models have "classes": null.
+
+A generator whose output is more than the image's pixels, `logistic-black`'s (the channels' locations, then pi's
+logit: `vaelab.models.likelihoods.image`), is described with `likelihood="logistic-black"`: a last op
+{"op": "black_mass_mean", "input": <the decoder's output>, "output": "image"} turns each pixel into the image shown,
+sigmoid(logit) times the locations clipped to [0, 1], and "outputs"/"output_shapes" name that image.
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ def weight_count(model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights))
 
 
-def describe(model, *, dtype: str = "float32") -> dict[str, Any]:
-    """The JSON-ready description of a functional Keras `model`, weights stored as `dtype`."""
+def describe(model, *, dtype: str = "float32", likelihood: str | None = None) -> dict[str, Any]:
+    """The JSON-ready description of a functional Keras `model`, weights stored as `dtype`; a generator trained with
+    `likelihood` "logistic-black" ends with the op that shows its image (the module's docstring)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     config = model.get_config()
@@ -93,14 +99,19 @@ def describe(model, *, dtype: str = "float32") -> dict[str, Any]:
     stored = {"dtype": dtype, "shapes": [list(w.shape) for w in weights]}
     if scales is not None:
         stored["scales"] = scales
+    outputs = [_history_name(h) for h in _as_list(config["output_layers"])]
+    output_shapes = [list(t.shape[1:]) for t in model.outputs]
+    if likelihood == "logistic-black":
+        ops.append({"op": "black_mass_mean", "input": outputs[0], "output": "image"})
+        outputs, output_shapes = ["image"], [[*output_shapes[0][:-1], output_shapes[0][-1] - 1]]
     return {
         "format": FORMAT,
         "name": model.name,
         "inputs": inputs[:1],
         "input_shapes": [list(model.inputs[0].shape[1:])],
         "classes": classes,
-        "outputs": [_history_name(h) for h in _as_list(config["output_layers"])],
-        "output_shapes": [list(t.shape[1:]) for t in model.outputs],
+        "outputs": outputs,
+        "output_shapes": output_shapes,
         "ops": ops,
         "weights": {**stored, "data": base64.b64encode(data).decode("ascii")},
     }

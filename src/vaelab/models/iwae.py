@@ -81,10 +81,11 @@ class IWAE(VAE):
         # the image broadcast over them: a copy of the batch K times made the K = 50 step twice as slow.
         unfold = (-1, k, *image.shape[1:])
         log_scale = y_pred.get("x_log_scale")
+        decoded = y_pred["x_decoded_mean"]  # (b*K, H, W, parameter channels): the image's, and logistic-black's pi
         log_px = log_likelihood(
             self.likelihood,
             image[:, None],
-            ops.reshape(y_pred["x_decoded_mean"], unfold),
+            ops.reshape(decoded, (-1, k, *decoded.shape[1:])),
             None if log_scale is None else ops.reshape(log_scale, unfold),
             batch_dims=2,
         )

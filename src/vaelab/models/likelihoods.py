@@ -16,6 +16,12 @@ learned log-scale (`vaelab.models.networks.LogScale`: one number, or one per pix
   A probability of the 256 levels, whatever the location and the scale: exact nats of 8-bit images. The location
   must reach past the end bins' edges (below 1/510, above 1 - 1/510) for a black or a white pixel to be likely,
   which a sigmoid's (0, 1) cannot at s >= 1/256: hence the linear output.
+- `logistic-black`: black with a mass of its own. Each pixel is black, every channel at level 0, with probability
+  1 - pi, else its channels are the discretised logistics above (which may give level 0 too); pi = sigmoid(l), l from
+  one more decoder output channel beside the C locations (`parameter_channels`). A mixture of a point mass and a
+  probability over the 256^C levels of a pixel, so it sums to 1: exact nats again. On `shapes` (coloured shapes on
+  black) a pixel at a shape's edge then costs at most ln 2 nats when the shape's place is unsure, where the logistic,
+  with one mode per channel, charges |difference| / s; so a 2-D code can hold the colour (docs/colour.md).
 
 Bits per dimension are nats / (D ln 2) for the discrete likelihoods; a density's nats become those of
 8-bit pixels by its bins' width (the usual reading, without dequantisation noise), so every likelihood reports
@@ -35,16 +41,18 @@ import math
 import numpy as np
 from keras import ops
 
+from vaelab.config import LOCATED, parameter_channels  # noqa: F401 (the likelihoods' own facts, kept with the settings)
+
 LEVELS = 255  # 8-bit pixels are k / LEVELS
 HALF_BIN = 0.5 / LEVELS
 MIN_LOG_SCALE = -math.log(256.0)  # the gaussian's sigma stays >= 1/256, the logistic's s as well
 DENSITIES = ("continuous-bernoulli", "gaussian")  # densities on [0, 1] or R; the others are probabilities
-SCALED = ("gaussian", "logistic")  # the likelihoods with a learned log-scale
+SCALED = ("gaussian", *LOCATED)  # the likelihoods with a learned log-scale
 # Where the learned log-scale starts. The logistic's s = e^-2 = 0.14 of the pixel range, not 1, its whole width: one
 # number that RMSprop moves by about the learning rate per step (log s 0 -> -0.07 in 90 steps on `shapes`), while the
 # location's end bin keeps a wide logistic's black pixels likely only far below 0, where the shapes go dark too
 # (docs/colour.md).
-INITIAL_LOG_SCALE = {"gaussian": 0.0, "logistic": -2.0}
+INITIAL_LOG_SCALE = {"gaussian": 0.0, "logistic": -2.0, "logistic-black": -2.0}
 _CLIP = 1e-7  # Keras' clipping of probabilities in binary cross-entropy
 
 
@@ -54,6 +62,18 @@ def log_likelihood(likelihood: str, x, mean, log_scale=None, *, batch_dims: int 
     mean (b, K, H, W, C) of each image without K copies of it (the iwae's loss, the evaluation's bound)."""
     per_pixel = _PER_PIXEL[likelihood](x, mean, log_scale)
     return ops.sum(per_pixel, axis=tuple(range(batch_dims, len(per_pixel.shape))))
+
+
+def image(likelihood: str, decoded: np.ndarray) -> np.ndarray:
+    """The decoder's output (n, H, W, parameter channels) -> the image shown for it, (n, H, W, C) in [0, 1]: each
+    pixel's mean, or for the logistics the location clipped to [0, 1], the level the distribution is centred on; for
+    `logistic-black` that times pi, the mean of the black mass and the clipped location mixed. The pages' network
+    computes the same (`vaelab.explore.webmodel.describe`'s "black_mass_mean", static/nn.js)."""
+    decoded = np.asarray(decoded)
+    if likelihood != "logistic-black":
+        return np.clip(decoded, 0.0, 1.0)
+    lit = 1.0 / (1.0 + np.exp(-decoded[..., -1:].astype(np.float64)))
+    return (lit * np.clip(decoded[..., :-1], 0.0, 1.0)).astype(decoded.dtype)
 
 
 def bits_per_dim(
@@ -86,7 +106,7 @@ def likelihood_note(likelihood: str, binarized: bool) -> str:
             "On grey-level pixels the Bernoulli likelihood is not a normalised density, so these bounds compare "
             "networks with one another, not with published binarised-MNIST results."
         )
-    if likelihood in ("bernoulli", "logistic"):
+    if likelihood in ("bernoulli", "logistic", "logistic-black"):
         return (
             f"The {likelihood} likelihood gives the probability of each pixel's value, so these are the figures "
             "published results on the same images report."
@@ -144,9 +164,20 @@ def _logistic(x, mean, log_scale):
     return ops.where(x < HALF_BIN, log_cdf_upper, ops.where(x > 1.0 - HALF_BIN, log_survival_lower, inner))
 
 
+def _logistic_black(x, mean, log_scale):
+    """log p of each pixel (the channels' axis summed away): the black point mass, weight 1 - pi, mixed with the
+    channels' discretised logistics, weight pi; `mean` holds the C locations, then pi's logit."""
+    channels = x.shape[-1]
+    logit = mean[..., channels]
+    lit = ops.sum(_logistic(x, mean[..., :channels], log_scale), axis=-1) - ops.softplus(-logit)  # log pi + log p
+    black = ops.all(x < HALF_BIN, axis=-1)
+    return ops.where(black, ops.logaddexp(-ops.softplus(logit), lit), lit)
+
+
 _PER_PIXEL = {
     "bernoulli": _bernoulli,
     "continuous-bernoulli": _continuous_bernoulli,
     "gaussian": _gaussian,
     "logistic": _logistic,
+    "logistic-black": _logistic_black,
 }

@@ -96,7 +96,9 @@ class LogScale(layers.Layer):
         self.log_scale = self.add_weight(shape=shape, initializer=start, name="log_scale")
 
     def call(self, x_decoded_mean):
-        return ops.zeros_like(x_decoded_mean) + ops.cast(self.log_scale, x_decoded_mean.dtype)
+        # The image's channels: a decoder output with more (logistic-black's pi) has no scale for them.
+        locations = x_decoded_mean[..., : self.image_shape[-1]]
+        return ops.zeros_like(locations) + ops.cast(self.log_scale, x_decoded_mean.dtype)
 
     def get_config(self):
         return {**super().get_config(), "image_shape": self.image_shape, "scale": self.scale, "initial": self.initial}
@@ -206,13 +208,13 @@ def _mlp_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
     return [
         *hidden,
         dense(
-            math.prod(config.input_shape),
+            math.prod(config.output_shape),
             "decoder_mean",
             init,
             config.output_activation,
             implementation=config.implementation,
         ),
-        layers.Reshape(config.input_shape, name="decoder_image"),
+        layers.Reshape(config.output_shape, name="decoder_image"),
     ]
 
 
@@ -241,7 +243,11 @@ def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
             SameConv2D(8, activation="relu", name="decoder_conv1", kernel_initializer=init()),  # 8x8x8
             UpSamplingConv2D(16, "valid", activation="relu", name="decoder_conv2", kernel_initializer=init()),
             UpSamplingConv2D(
-                1, "same", activation=config.output_activation, name="decoder_mean", kernel_initializer=init()
+                config.output_shape[-1],
+                "same",
+                activation=config.output_activation,
+                name="decoder_mean",
+                kernel_initializer=init(),
             ),
         ]  # up 16x16x8, conv 14x14x16; up 28x28x16, conv 28x28x1
     return [
@@ -250,7 +256,7 @@ def _conv_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
         layers.UpSampling2D((2, 2), name="decoder_up1"),  # 16x16x8
         _conv(16, "decoder_conv2", init, padding="valid"),  # 14x14x16
         layers.UpSampling2D((2, 2), name="decoder_up2"),  # 28x28x16
-        _conv(1, "decoder_mean", init, activation=config.output_activation),  # 28x28x1
+        _conv(config.output_shape[-1], "decoder_mean", init, activation=config.output_activation),  # 28x28x1
     ]
 
 
@@ -270,7 +276,8 @@ def _convnet_encoder(x, config: ModelConfig, init: Initializer, label=None):
 
 def _convnet_decoder(config: ModelConfig, init: Initializer) -> list[layers.Layer]:
     """The encoder mirrored: stride-2 transposed convolutions back up, then the image cropped to its shape."""
-    height, width, channels = config.input_shape
+    height, width, _ = config.input_shape
+    channels = config.output_shape[-1]  # the image's, and logistic-black's pi
     filters = config.conv_filters
     blocks = len(filters)
     side = (-(-height // 2**blocks), -(-width // 2**blocks))  # the encoder's last map
@@ -301,5 +308,6 @@ def _conv_transpose(filters: int, name: str, init: Initializer, implementation: 
 
 # The encoder body of each arch: (x, config, init, label=None) -> h, the features the z_mean and z_log_var heads read.
 ENCODER_BODIES = {"mlp": _mlp_encoder, "conv": _conv_encoder, "convnet": _convnet_encoder}
-# The decoder of each arch: (config, init) -> its layers, from a latent point (z, or [z, label]) to the pixel means.
+# The decoder of each arch: (config, init) -> its layers, from a latent point (z, or [z, label]) to the pixels'
+# parameters (`ModelConfig.output_shape`: the means, or locations, and logistic-black's pi).
 DECODERS = {"mlp": _mlp_decoder, "conv": _conv_decoder, "convnet": _convnet_decoder}

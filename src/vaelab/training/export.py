@@ -3,7 +3,9 @@
     encoder.keras    x (n, H, W, C) in [0, 1] -> [z_mean, z_log_var], each (n, latent_dim)
     generator.keras  z (n, latent_dim) -> x_decoded_mean (n, H, W, C): the mean of each pixel, or for the
                      discretised logistic its location, unbounded: clip it to [0, 1] to show it (for the gaussian
-                     and the logistic likelihoods their learned scale stays in the run's checkpoint)
+                     and the logistics their learned scale stays in the run's checkpoint); for logistic-black
+                     (colour's default) (n, H, W, C + 1): the C locations, then the logit l of pi, the chance the
+                     pixel is not black: sigmoid(l) * clip(location, 0, 1) shows it (`vaelab.models.likelihoods.image`)
 
 (H, W, C) is the run's image shape: (28, 28, 1) for MNIST. A vamp's prior needs its pseudo-inputs too:
 

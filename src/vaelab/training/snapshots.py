@@ -36,6 +36,7 @@ from vaelab._files import WriteError, atomic_path, write_bytes
 from vaelab.data.batches import one_hot
 from vaelab.data.dataset import as_stored
 from vaelab.errors import VaelabError
+from vaelab.models import likelihoods
 from vaelab.run import SNAPSHOT_DIR, SNAPSHOTS
 
 IMAGES = 10  # test images reconstructed (one per class for MNIST's ten digits)
@@ -148,7 +149,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         draws = self.z if self.pick is None else self.models.prior().at(self.z, self.pick)
         codes = np.concatenate([np.asarray(z_mean), draws])
         decoded = self.models.generator.predict_on_batch(self._with_labels(codes))
-        decoded = to_uint8(decoded)
+        decoded = to_uint8(likelihoods.image(self.models.vae.likelihood, decoded))
         self.epochs.append(epoch + 1)
         self.reconstructions.append(decoded[: len(self.inputs)])
         self.samples.append(decoded[len(self.inputs) :])

@@ -235,6 +235,19 @@
     return { data: y, shape: [x.data.length, d] };
   }
 
+  // logistic-black's image (likelihoods.image in Python): each pixel's channels are the logistics' locations, then
+  // the logit of pi, the chance it is not black; shown as pi times each location clipped to [0, 1].
+  function blackMassMean(x) {
+    const c = x.shape[x.shape.length - 1];
+    const pixels = x.data.length / c;
+    const data = new Float64Array(pixels * (c - 1));
+    for (let p = 0; p < pixels; p++) {
+      const lit = 1 / (1 + Math.exp(-x.data[p * c + c - 1]));
+      for (let k = 0; k < c - 1; k++) data[p * (c - 1) + k] = lit * Math.min(1, Math.max(0, x.data[p * c + k]));
+    }
+    return { data, shape: [...x.shape.slice(0, -1), c - 1] };
+  }
+
   // A Dense layer's bias: its own, or for a conditional model's layer that reads the label, the row of its
   // class_bias table (bias + the label's kernel rows) for class `label`.
   function denseBias(op, weights, label) {
@@ -269,6 +282,7 @@
       case "crop2d": return crop2d(x, op.cropping);
       case "maxpool2d": return maxpool2d(x, op.pool, op.strides, op.padding);
       case "upsample2d": return upsample2d(x, op.size);
+      case "black_mass_mean": return blackMassMean(x);
       default: throw new Error(`unknown operation ${op.op}`);
     }
   }
