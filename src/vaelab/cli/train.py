@@ -54,7 +54,7 @@ def register(sub) -> None:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     """Lists the presets and what each sets."""
-    from vaelab.config import PRESETS
+    from vaelab.config import PRESETS, default_likelihood
 
     for name, model in PRESETS.items():
         filters = f" filters={'x'.join(map(str, model.conv_filters))}" if model.arch == "convnet" else ""
@@ -65,7 +65,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     from vaelab import kernels
 
     print("\nmlp and convnet take images of any size and colour; conv and conv-fixed-var are the exercise's ConvNet")
-    print("for 28x28 grey images. The likelihood is bernoulli for grey images and logistic for colour (--likelihood).")
+    grey, colour = default_likelihood((1, 1, 1)), default_likelihood((1, 1, 3))
+    print(f"for 28x28 grey images. The likelihood is {grey} for grey images and {colour} for colour (--likelihood).")
     print(f"The conv presets' layers, on this machine: {kernels.status()}")
     return 0
 
