@@ -43,7 +43,8 @@ def value_and_grads(stack, x):
             k += n
         return jnp.sum(out * r)
 
-    grads = jax.grad(f, argnums=(0, 1))([v.value for v in variables], jnp.asarray(x))
+    # Compiled once as a whole: taken op by op, each of its small operations would be compiled on its own.
+    grads = jax.jit(jax.grad(f, argnums=(0, 1)))([v.value for v in variables], jnp.asarray(x))
     return np.asarray(y0), [np.asarray(g) for g in grads[0]], np.asarray(grads[1])
 
 
@@ -132,7 +133,7 @@ def test_fused_and_stock_conv_networks_agree_on_real_digits(mnist):
             y, _ = models.vae.stateless_call(tv, ntv, jnp.asarray(x), training=True)
             return jnp.mean(reconstruction_loss(x, y["x_decoded_mean"]) + kl_loss(y["z_mean"], y["z_log_var"]))
 
-        return jax.grad(loss)([v.value for v in models.vae.trainable_variables])
+        return jax.jit(jax.grad(loss))([v.value for v in models.vae.trainable_variables])
 
     for p, q in zip(grads(fused), grads(stock), strict=True):
         np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-4, atol=1e-5 * float(jnp.abs(q).max()))
