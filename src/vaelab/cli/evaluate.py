@@ -90,6 +90,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vaelab.analysis.evaluate import evaluate_and_save
     from vaelab.analysis.figures import draw_run_figures
     from vaelab.models.likelihoods import likelihood_note
+    from vaelab.run import epochs_in_words
 
     run, data, out = load(args)
     tangle = _wants_disentanglement(args, run, data)  # before the slow part: no factors is an error at once
@@ -125,8 +126,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         test = run.metrics["test"]
         weighted = run.config.model.member.weighted_kl
         print(
-            f"  trained with beta {train.beta:g}, KL warm-up {train.kl_warmup} epochs: its final objective was "
-            f"{test['loss']:.2f} nats = reconstruction + {weighted.format(test.get('kl_weight', 1))}; the figures "
+            f"  trained with beta {train.beta:g}, KL warm-up {epochs_in_words(train.kl_warmup)}: its final objective "
+            f"was {test['loss']:.2f} nats = reconstruction + {weighted.format(test.get('kl_weight', 1))}; the figures "
             "below are the true ELBO (KL weight 1)"
         )
     print(

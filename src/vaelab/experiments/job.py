@@ -12,7 +12,7 @@ from pathlib import Path
 from vaelab.config import RunConfig
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
-from vaelab.run import Run, load_run, read_info, run_is_complete
+from vaelab.run import Run, epochs_in_words, load_run, read_info, run_is_complete
 
 
 def ensure_run(
@@ -34,5 +34,5 @@ def ensure_run(
         )
     if not run_is_complete(path):
         return resume(path, data=data, log=log, verbose=verbose)
-    log(f"vaelab: reusing {path} ({config.train.epochs} epochs, same configuration and data)")
+    log(f"vaelab: reusing {path} ({epochs_in_words(config.train.epochs)}, same configuration and data)")
     return load_run(path)

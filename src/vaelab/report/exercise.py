@@ -567,10 +567,10 @@ decoder on arbitrary combinations rather than samples of the data's distribution
     best = min(prior.history, key=lambda row: row["val_nll"])
     return f"""As van den Oord et al. fit a PixelCNN over the codes after training, this run has a learned prior
 over them, p(z) = ∏ p(c_i | c_<i): an autoregressive network over the L = {length} positions
-(`vaelab.analysis.code_prior`), trained on the codes of the training images for {len(prior.history)} epochs, kept
-at the epoch where their held-out tenth's −log p(z) was lowest ({best["val_nll"]:.2f} nats per image, against
-L log K = {length} log {k} = {uniform_nll(run):.2f} under the uniform prior). Twenty draws from it, position after
-position, decoded, each image under its codes:
+(`vaelab.analysis.code_prior`), trained on the codes of the training images for
+{epochs_in_words(len(prior.history))}, kept at the epoch where their held-out tenth's −log p(z) was lowest
+({best["val_nll"]:.2f} nats per image, against L log K = {length} log {k} = {uniform_nll(run):.2f} under the uniform
+prior). Twenty draws from it, position after position, decoded, each image under its codes:
 
 ![prior samples]({img["samples"]})"""
 

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from vaelab._files import write_text
 from vaelab.analysis import plots
 from vaelab.config import RunConfig
+from vaelab.run import epochs_in_words
 
 BOUND = "iwae"  # the importance-weighted bound's figure (metrics.json's evaluation["iwae"]), a cell that may be marked
 FIGURES = ("elbo", "iwae", "kl_loss", "active_units")  # compared across points, in this order
@@ -178,7 +179,7 @@ def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[An
     config = next((p.config for p in points if p.config is not None), None)
     fixed = (
         f"{config.train.epochs} epoch{'s' if config.train.epochs > 1 else ''} per point, dataset {config.dataset}"
-        + (f", KL warm-up {config.train.kl_warmup} epochs" if config.train.kl_warmup else "")
+        + (f", KL warm-up {epochs_in_words(config.train.kl_warmup)}" if config.train.kl_warmup else "")
         + (f", the first {config.train.train_subset:,} training images" if config.train.train_subset else "")
         if config
         else "no valid configuration"

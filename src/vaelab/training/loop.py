@@ -187,7 +187,9 @@ def resume(
         info = {**info, "distribution": place.record()}
         if epochs is not None and epochs != config.train.epochs:
             if epochs < initial_epoch:
-                raise VaelabError(f"{out} has completed {initial_epoch} epochs already; ask for more than that")
+                raise VaelabError(
+                    f"{out} has completed {runs.epochs_in_words(initial_epoch)} already; ask for more than that"
+                )
             config = config.replace(epochs=epochs)
             info = {**info, "config": config.to_dict()}
             changed = True
