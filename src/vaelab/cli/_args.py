@@ -133,6 +133,12 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grey", action="store_true", help="convert colour images to grey (ITU-R 601-2 luma)")
 
 
+def image_keywords(args: argparse.Namespace) -> dict:
+    """What `add_data_options` parsed about reading the images, as the library's keywords (data_dir, image_size,
+    grey)."""
+    return {"data_dir": args.data_dir, "image_size": args.image_size, "grey": args.grey}
+
+
 def add_run_parser(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     """A command that analyses one run: RUN, --out (default RUN/analysis) and the run's data options."""
     p = sub.add_parser(name, help=help)

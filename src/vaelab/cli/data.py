@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vaelab.cli._args import Parser, add_data_options, add_image_options, path, positive_int
+from vaelab.cli._args import Parser, add_data_options, add_image_options, image_keywords, path, positive_int
 from vaelab.errors import VaelabError
 
 
@@ -80,9 +80,7 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     manifest = convert(
         sources,
         out,
-        data_dir=args.data_dir,
-        image_size=args.image_size,
-        grey=args.grey,
+        **image_keywords(args),
         shard_rows=args.shard_size,
         overwrite=args.overwrite,
         log=lambda msg: print(msg, file=sys.stderr),

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vaelab.cli._args import add_data_options, path, positive_int, sampler_spec
+from vaelab.cli._args import add_data_options, image_keywords, path, positive_int, sampler_spec
 from vaelab.cli.settings import add_settings, given
 
 
@@ -49,9 +49,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         out=args.out,
         runs_dir=args.runs_dir,
         iwae_samples=args.iwae_samples,
-        data_dir=args.data_dir,
-        image_size=args.image_size,
-        grey=args.grey,
+        **image_keywords(args),
         sampler=str(args.sampler),
         **settings,  # None keeps report's default (make_config's)
     )

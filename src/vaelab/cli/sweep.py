@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from vaelab.cli._args import add_data_options, path, positive_int
+from vaelab.cli._args import add_data_options, image_keywords, path, positive_int
 from vaelab.cli.settings import add_settings, given, several
 
 # a setting given once where several values make an axis: one --model is a fixed setting (run names as before);
@@ -60,9 +60,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.out,
         fixed=fixed,
         dataset=args.dataset or "mnist",
-        data_dir=args.data_dir,
-        image_size=args.image_size,
-        grey=args.grey,
+        **image_keywords(args),
         samples=args.iwae_samples,
         images=args.images,
         workers=args.workers,
