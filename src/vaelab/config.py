@@ -40,6 +40,7 @@ MODELS = tuple(FAMILIES)  # the built-in members; a member registered later is i
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "logistic", "logistic-black")
 # The likelihoods whose decoder output is a location on the real line (a linear last layer): the discretised logistics.
 LOCATED = ("logistic", "logistic-black")
+SCALED = ("gaussian", *LOCATED)  # the likelihoods with a learned log-scale (vaelab.models.networks.LogScale)
 SCALES = ("global", "pixel")  # the learned sigma (gaussian) or s (logistics): one for all pixels, or one per pixel
 # The decoder's last activation: "sigmoid", a mean in (0, 1); "linear", the discretised logistic's location on the real
 # line (PixelCNN++'s). Through a sigmoid the logistic's location cannot pass the end bins' edges, so on a black
@@ -281,8 +282,7 @@ class ModelConfig:
         z, heads = self.member.decoder_width(self), self.member.heads(self)  # the code's width; z_mean (z_log_var)
         height, width, channels = self.input_shape
         pixels = height * width * channels
-        scaled = ("gaussian", *LOCATED)
-        scale = {"global": 1, "pixel": pixels}[self.scale] if self.pixel_likelihood in scaled else 0
+        scale = {"global": 1, "pixel": pixels}[self.scale] if self.pixel_likelihood in SCALED else 0
         out = height * width * self.output_shape[-1]  # the decoder's numbers: the pixels' (and logistic-black's pi)
         extra = self.member.extra_parameters(self, pixels)  # learned beside the networks: pseudo-inputs, codebook
         c = (self.classes or 0) if self.conditional else 0  # the one-hot label, into the first dense layers

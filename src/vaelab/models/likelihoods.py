@@ -41,13 +41,13 @@ import math
 import numpy as np
 from keras import ops
 
-from vaelab.config import LOCATED, parameter_channels  # noqa: F401 (the likelihoods' own facts, kept with the settings)
+# The likelihoods' own facts, kept with the settings that choose them; named here too for the models' code.
+from vaelab.config import LOCATED, SCALED, parameter_channels  # noqa: F401
 
 LEVELS = 255  # 8-bit pixels are k / LEVELS
 HALF_BIN = 0.5 / LEVELS
 MIN_LOG_SCALE = -math.log(256.0)  # the gaussian's sigma stays >= 1/256, the logistic's s as well
 DENSITIES = ("continuous-bernoulli", "gaussian")  # densities on [0, 1] or R; the others are probabilities
-SCALED = ("gaussian", *LOCATED)  # the likelihoods with a learned log-scale
 # Where the learned log-scale starts. The logistic's s = e^-2 = 0.14 of the pixel range, not 1, its whole width: one
 # number that RMSprop moves by about the learning rate per step (log s 0 -> -0.07 in 90 steps on `shapes`), while the
 # location's end bin keeps a wide logistic's black pixels likely only far below 0, where the shapes go dark too
