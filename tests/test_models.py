@@ -234,6 +234,7 @@ def test_every_model_trains_evaluates_generates_exports_and_resumes(tmp_path, mn
     build_report([load_run(run)], mnist, tmp_path / "report")  # the report's section of this model
     section = (tmp_path / "report" / "report.md").read_text()
     assert f"the importance-weighted lower bound on {bound} with the same K samples" in section
+    assert f"--model {model}{''.join(' ' + o for o in options)}" in section  # the command, the member's own flags
     if model == "cvae":  # every class from the same draws, and the figures' class named
         assert f"figures/{run.name}/class_grid.png" in section and "decoded, as the digit 0:" in section
         assert (tmp_path / "report" / "figures" / run.name / "class_grid.png").exists()
