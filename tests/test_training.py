@@ -114,3 +114,22 @@ def test_missing_run_is_a_clear_error(tmp_path):
 def test_each_call_into_the_compiled_step_ends_inside_one_epoch():
     """Up to ten steps per call, a divisor of the epoch's steps: no call runs past an epoch's end ("30/25")."""
     assert [steps_per_execution(n) for n in (600, 3000, 25, 2, 23, 1)] == [10, 10, 5, 2, 1, 1]
+
+
+def test_snapshots_are_recorded_for_every_early_epoch_then_ever_more_sparsely():
+    from vaelab.training.snapshots import recorded
+
+    assert all(recorded(epoch) for epoch in range(1, 101))
+    assert [e for e in range(101, 1001) if recorded(e)] == list(range(110, 1001, 10))
+    assert [e for e in range(1001, 3281) if recorded(e)] == list(range(1100, 3201, 100))
+    assert recorded(3280, last=3280) and recorded(1137, last=1137) and not recorded(1137, last=3280)
+    assert sum(recorded(e, last=3280) for e in range(1, 3281)) == 213  # Burda et al.'s schedule: 213, not 3,280
+
+
+def test_a_training_records_the_snapshots_of_its_recorded_epochs_and_its_last(tmp_path, monkeypatch):
+    from vaelab.training import snapshots
+
+    monkeypatch.setattr(snapshots, "recorded", lambda epoch, last=None: epoch in (1, last))  # a sparse rule
+    train(small(epochs=3), tmp_path / "s", verbose=0)
+    assert list(snapshots.read_snapshots(tmp_path / "s").epoch) == [1, 3]
+    assert sorted(p.name for p in (tmp_path / "s" / "snapshots").iterdir()) == ["epoch-0001.png", "epoch-0003.png"]

@@ -16,8 +16,9 @@
                      against data with known factors
     encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
     generator.keras  (vaelab.training.export); written when training completes
-    snapshots.npz    per epoch: fixed test images reconstructed, fixed prior draws decoded (vaelab.training.snapshots)
-    snapshots/       epoch-0001.png, ...: the same, one small picture per epoch
+    snapshots.npz    per recorded epoch (every one of the first 100, then fewer): fixed test images reconstructed,
+                     fixed prior draws decoded (vaelab.training.snapshots)
+    snapshots/       epoch-0001.png, ...: the same, one small picture per recorded epoch
     gmm.npz          after training, where asked for (`--sampler gmm`): a Gaussian mixture fitted to the training
                      images' codes, with the run id and epoch it was fitted at (vaelab.analysis.samplers); not in
                      RUN_FILES

@@ -107,7 +107,7 @@ def train(
 
     `out` must not hold a run unless `overwrite`. `devices` (an integer or "all") trains on that many
     devices of this process (`vaelab.training.distribute`). `callbacks` are passed to Keras' `fit` (the run
-    directory stays the record of the run); `snapshots` records vaelab.training.snapshots after every epoch.
+    directory stays the record of the run); `snapshots` records vaelab.training.snapshots after each recorded epoch.
     Ctrl-C stops after the current step: `Interrupted`.
     """
     config.validate()

@@ -1,6 +1,10 @@
-"""Training snapshots: after every epoch, fixed test images reconstructed and fixed prior draws decoded.
+"""Training snapshots: after each recorded epoch, fixed test images reconstructed and fixed prior draws decoded.
 
-Two records in the run directory, written atomically after each epoch (the .npz in the background,
+The recorded epochs (`recorded`) are every one of the first 100, then every 10th up to 1,000, every 100th up to
+10,000, and so on, and the last epoch of each training: a paper's schedule of 3,280 epochs keeps 213 snapshots, not
+3,280 (its .npz would otherwise grow to about 50 MB, rewritten after every epoch).
+
+Two records in the run directory, written atomically after each recorded epoch (the .npz in the background,
 while the next epoch trains; a run killed outright may miss its last epoch there, never in the PNGs):
 
     snapshots.npz             epoch (E,) the epochs recorded; index (n,) the test images' positions;
@@ -8,7 +12,7 @@ while the next epoch trains; a run killed outright may miss its last epoch there
                               standard-normal noise, taken through the epoch's VampPrior);
                               reconstructions (E, n, H, W[, C]) and samples (E, m, H, W[, C]): decoded
                               pixels; every image stored as uint8 (level x 255, rounded; C for colour)
-    snapshots/epoch-0001.png  one per epoch, 3 rows: the inputs, their reconstructions, the prior draws decoded
+    snapshots/epoch-0001.png  one per recorded epoch, 3 rows: the inputs, their reconstructions, the prior draws decoded
 
 The test images are the first of each class (the first ten images without labels), as the scoring
 test set gives them (binarised for --binarize runs); the prior draws are seeded by the run's seed.
@@ -40,8 +44,16 @@ from vaelab.models import likelihoods
 from vaelab.run import SNAPSHOT_DIR, SNAPSHOTS
 
 IMAGES = 10  # test images reconstructed (one per class for MNIST's ten digits)
-PRIOR_DRAWS = 10  # latent points drawn from the prior once, decoded after every epoch
+PRIOR_DRAWS = 10  # latent points drawn from the prior once, decoded after every recorded epoch
 SEED_OFFSET = 7919  # the prior draws' seed is the run's seed plus this, apart from the weights' seeds
+EVERY_EPOCH_UP_TO = 100  # the epochs all recorded; beyond, every 10th, then every 100th from 1,000, ...
+
+
+def recorded(epoch: int, last: int | None = None) -> bool:
+    """Whether epoch `epoch` (1-based) gets a snapshot, in a training whose last epoch is `last`."""
+    if epoch <= EVERY_EPOCH_UP_TO or epoch == last:
+        return True
+    return epoch % 10 ** max(0, len(str(epoch)) - 2) == 0
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,8 @@ def snapshot_png(inputs: np.ndarray, reconstructions: np.ndarray, samples: np.nd
 
 
 class SnapshotCallback(keras.callbacks.Callback):
-    """Records the snapshots after every epoch; `seconds` keeps what each one cost (for the benchmark)."""
+    """Records the snapshots after each recorded epoch (`recorded`); `seconds` keeps what each one cost (for the
+    benchmark)."""
 
     def __init__(
         self,
@@ -143,6 +156,8 @@ class SnapshotCallback(keras.callbacks.Callback):
             self.samples = list(earlier.samples[keep])
 
     def on_epoch_end(self, epoch, logs=None):
+        if not recorded(epoch + 1, (self.params or {}).get("epochs")):
+            return
         started = time.perf_counter()
         encoded = self.models.encoder.predict_on_batch(self._with_labels(self.inputs))
         z_mean = encoded[0] if isinstance(encoded, list | tuple) else encoded  # a vqvae's encoder gives its codes
