@@ -112,8 +112,8 @@ def test_cache_key_changes_with_the_sources_and_the_flags(tmp_path, monkeypatch,
 
 
 @pytest.mark.slow
-def test_two_trainings_at_once_both_compile_and_finish(tmp_path, mnist, compiler):
-    cache = tmp_path / "cache"  # empty: both processes compile at the same time
+def test_two_trainings_at_once_compile_the_kernels_once_and_finish(tmp_path, mnist, compiler):
+    cache = tmp_path / "cache"  # empty: both processes need the library at about the same time
     procs = [python(TRAIN, str(tmp_path / f"run{i}"), env={"VAELAB_KERNEL_CACHE": str(cache)}) for i in range(2)]
     finished = [finish(p) for p in procs]
     results = [result for result, _ in finished]
@@ -121,10 +121,35 @@ def test_two_trainings_at_once_both_compile_and_finish(tmp_path, mnist, compiler
     for _, log in finished:  # the training log says the backend and what computes the conv layers
         assert any(line.startswith("vaelab: training conv ") and line.endswith(" on jax)") for line in log), log
         assert any(line.startswith("vaelab: conv layers: vaelab's compiled C++ kernels (") for line in log), log
+    said = [line for _, log in finished for line in log if "the kernels into" in line]
+    assert sum(line.startswith("vaelab: compiling the kernels") for line in said) == 1, said
+    assert all(line.startswith(("vaelab: compiling", "vaelab: waiting for another process")) for line in said), said
     assert results[0]["loss"] == results[1]["loss"] and 0 < results[0]["loss"] < 600  # same seed, same losses
     assert [sorted(p.name for p in d.iterdir()) for d in cache.iterdir()] == [[_build.LIBRARY]]  # no leftovers
     for i in range(2):
         assert load_run(tmp_path / f"run{i}").complete
+
+
+def test_a_process_that_needs_the_library_waits_for_the_one_compiling_it(tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    monkeypatch.setenv("VAELAB_KERNEL_CACHE", str(tmp_path))
+    build = _build.Build(["/nonexistent-compiler"], [], "none", "somekey")  # compiling it would fail
+    path = _build.library_path(build)
+    path.parent.mkdir(parents=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    fcntl.flock(folder, fcntl.LOCK_EX)  # this test is the process compiling it
+    said, outcome = [], []
+    waiter = threading.Thread(target=lambda: outcome.append(_build.ensure_built(build, announce=said.append)))
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive()
+    assert said == [f"vaelab: waiting for another process compiling the kernels into {path.parent}"]
+    path.write_bytes(b"the library")  # renamed into place, then the lock released
+    os.close(folder)
+    waiter.join(timeout=10)
+    assert outcome == [(path, False)] and len(said) == 1  # loaded what the other wrote, compiled nothing
 
 
 @pytest.mark.slow

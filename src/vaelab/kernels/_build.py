@@ -9,9 +9,9 @@ FFI headers that jaxlib ships, with the host's instruction set (`-march=native` 
 where <cache> is `$VAELAB_KERNEL_CACHE`, else `$XDG_CACHE_HOME/vaelab/kernels` (by default
 `~/.cache/vaelab/kernels`, beside the MNIST download), and <key> is a hash of the
 sources, the flags, the compiler's version, jaxlib's version and the machine (its architecture and
-CPU model and features, since the binary is specific to them). The compiler writes a temporary
-file that is then renamed into place, so processes that compile at once each end up loading a
-whole library.
+CPU model and features, since the binary is specific to them). One process compiles while the others
+that need the same library wait for it (a lock on <key>'s folder), and the compiler writes a temporary file
+that is then renamed into place, so a process killed while compiling leaves no half-written library.
 
 `VAELAB_KERNELS_SANITIZE=1` builds with AddressSanitizer and UndefinedBehaviorSanitizer instead
 (a separate cache entry; the process must preload libasan, see tests/run_sanitized.sh). The same
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import os
 import platform
@@ -164,12 +165,36 @@ def library_path(build: Build) -> Path:
 
 
 def ensure_built(build: Build, announce=None) -> tuple[Path, bool]:
-    """The library's path, compiling it first if the cache lacks it; and whether it was compiled now."""
+    """The library's path, compiling it first if the cache lacks it; and whether it was compiled now.
+
+    Processes that start at once (a sweep's points, two trainings) compile it once: the first holds the lock
+    on the library's folder, the others wait for it and load what it wrote."""
     path = library_path(build)
     if path.exists():
         return path, False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError as err:
+        raise BuildError(f"cannot write the kernel cache {path.parent} ({err}); set VAELAB_KERNEL_CACHE") from None
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if announce:
+                announce(f"vaelab: waiting for another process compiling the kernels into {path.parent}")
+            fcntl.flock(folder, fcntl.LOCK_EX)  # released by the holder, or by the kernel when it dies
+        if path.exists():  # compiled by the process that held the lock
+            return path, False
+        _compile(build, path, announce)
+        return path, True
+    finally:
+        os.close(folder)  # and with it the lock
+
+
+def _compile(build: Build, path: Path, announce) -> None:
+    """Compiles the library into `path`: under a temporary name, renamed into place when whole."""
+    try:
         fd, tmp = tempfile.mkstemp(prefix=f".{LIBRARY}.", suffix=".partial", dir=path.parent)
         os.close(fd)
     except OSError as err:
@@ -188,7 +213,6 @@ def ensure_built(build: Build, announce=None) -> tuple[Path, bool]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    return path, True
 
 
 def load(path: Path) -> ctypes.CDLL:
