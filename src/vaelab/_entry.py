@@ -6,12 +6,13 @@ the command with status 130 and one line (vaelab._interrupt) instead of a traceb
 
 from __future__ import annotations
 
-from vaelab import _interrupt
+from vaelab import _interrupt, _lean_imports
 
 
 def main() -> int:
     """The `vaelab` command: installs the Ctrl-C handler, then imports and runs the command line."""
     _interrupt.leave_on_interrupt()
+    _lean_imports.skip_keras_sklearn_wrappers()
     from vaelab.cli import main as run_command_line
 
     return run_command_line()

@@ -18,7 +18,9 @@ def main(argv: list[str]) -> int:
     if spec.get("cores"):  # before JAX loads: XLA sizes its thread pool from the cores it may use
         os.sched_setaffinity(0, spec["cores"])
     import vaelab  # noqa: F401  (chooses the Keras backend before anything imports Keras)
-    from vaelab import _interrupt
+    from vaelab import _interrupt, _lean_imports
+
+    _lean_imports.skip_keras_sklearn_wrappers()
     from vaelab.errors import Interrupted, VaelabError
     from vaelab.sweep import run_point
     from vaelab.training._malloc import tune_malloc
