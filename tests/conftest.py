@@ -65,13 +65,20 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
     atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
 
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+_QUICK_TO_COMPILE = {
     # The tests' trainings are tiny: XLA's compilation, not their steps, is most of their time, and LLVM's first
     # optimisation level compiles in about half the time of the default. A conv training of 500 images took 9.9 s
     # of CPU against 19 s (a weight initialiser's random numbers alone compiled for 3.3 s), while Burda et al.'s
     # dense step ran about as fast (2026-12-06, Zen 3; docs/performance.md "The test suite"). Level 0 compiles
-    # faster still but runs that dense step 5 times slower. The commands the tests start inherit it.
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip()
+    # faster still but runs that dense step 5 times slower.
+    "xla_backend_optimization_level": "1",
+    # XLA's older loop emitters compile these programs faster than its MLIR fusion emitters: seven of the heaviest
+    # test files took 250 s of CPU against 286 s, and level 0 on top of it saved nothing more (2026-12-06, Zen 3).
+    "xla_cpu_use_fusion_emitters": "false",
+}
+for _flag, _value in _QUICK_TO_COMPILE.items():  # the commands the tests start inherit them; a flag set outside wins
+    if _flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_flag}={_value}".strip()
 
 # For a subprocess's environment: compile from scratch, as a first run does.
 NO_JAX_CACHE = {"JAX_ENABLE_COMPILATION_CACHE": "false"}
