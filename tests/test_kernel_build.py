@@ -215,3 +215,17 @@ def test_every_kernel_equals_naive_loops_under_address_and_undefined_behaviour_s
     assert re.match(passed, done.stdout), done.stdout
     assert "180 dense passes" in done.stdout and "Adam and RMSprop updates" in done.stdout, done.stdout
     assert "8 whole VAE and IWAE steps (vae_step.h) equal the reference" in done.stdout, done.stdout
+
+
+def test_a_file_system_without_locks_still_gets_a_whole_library(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setenv("VAELAB_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(_build.fcntl, "flock", no_locks)
+    writes_its_output = [sys.executable, "-c", "import sys; open(sys.argv[-1], 'w').write('the library')"]
+    build = _build.Build(writes_its_output, [], "python", "nolocks")
+    said = []
+    path, compiled = _build.ensure_built(build, announce=said.append)
+    assert compiled and path.read_text() == "the library" and len(said) == 1 and "compiling the kernels" in said[0]
+    assert sorted(p.name for p in path.parent.iterdir()) == [_build.LIBRARY]  # renamed into place, nothing left

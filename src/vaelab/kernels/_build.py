@@ -184,6 +184,8 @@ def ensure_built(build: Build, announce=None) -> tuple[Path, bool]:
             if announce:
                 announce(f"vaelab: waiting for another process compiling the kernels into {path.parent}")
             fcntl.flock(folder, fcntl.LOCK_EX)  # released by the holder, or by the kernel when it dies
+        except OSError:  # a file system without locks: each process compiles, the rename keeps the library whole
+            pass
         if path.exists():  # compiled by the process that held the lock
             return path, False
         _compile(build, path, announce)
