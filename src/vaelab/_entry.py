@@ -12,7 +12,7 @@ from vaelab import _interrupt, _lean_imports
 def main() -> int:
     """The `vaelab` command: installs the Ctrl-C handler, then imports and runs the command line."""
     _interrupt.leave_on_interrupt()
-    _lean_imports.skip_keras_sklearn_wrappers()
+    _lean_imports.skip_keras_extras()
     from vaelab.cli import main as run_command_line
 
     return run_command_line()

@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
     import vaelab  # noqa: F401  (chooses the Keras backend before anything imports Keras)
     from vaelab import _interrupt, _lean_imports
 
-    _lean_imports.skip_keras_sklearn_wrappers()
+    _lean_imports.skip_keras_extras()
     from vaelab.errors import Interrupted, VaelabError
     from vaelab.sweep import run_point
     from vaelab.training._malloc import tune_malloc
