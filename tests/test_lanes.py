@@ -29,7 +29,10 @@ def test_widening_pays_when_much_training_is_left_and_not_at_the_end():
 def test_a_widened_training_stops_after_an_epoch_and_resumes_on_both_lanes(tmp_path, mnist, monkeypatch):
     monkeypatch.setattr(lanes, "widening_gain", lambda remaining, *_: 1.0 if remaining > 0 else -1.0)
     cores = sorted(os.sched_getaffinity(0))[:2]
-    long = make_config("mlp", epochs=30, train_subset=20000, test_subset=200)
+    # The short one's whole run (start, compile, 1 epoch) lasts about 3 of the long one's ~1 s epochs: 10 leave a
+    # wide margin for it to end first, and little to train after the move.
+    epochs = 10
+    long = make_config("mlp", epochs=epochs, train_subset=20000, test_subset=200)
     short = make_config("mlp-fixed-var", epochs=1, train_subset=500, test_subset=200)
     jobs = [lanes.Job(long, tmp_path / "long", 2, 100), lanes.Job(short, tmp_path / "short", 2, 100)]
     said: list[str] = []
@@ -41,7 +44,7 @@ def test_a_widened_training_stops_after_an_epoch_and_resumes_on_both_lanes(tmp_p
     lanes.run_in_lanes(jobs, [{cores[0]}, {cores[1]}], data_dir=None, log=said.append, on_done=on_done)
 
     assert [name for name, _ in ended] == ["short"]  # the long one ended last: nothing trained beside it then
-    assert ended[0][1] < 30  # the short one's end reached this process while the long one still trained
+    assert ended[0][1] < epochs  # the short one's end reached this process while the long one still trained
 
     both = ",".join(map(str, cores))
     moved = [line for line in said if "moves to cores" in line]
@@ -49,7 +52,7 @@ def test_a_widened_training_stops_after_an_epoch_and_resumes_on_both_lanes(tmp_p
     assert f"vaelab: mlp resumes on cores {both}" in said, said
     run = load_run(tmp_path / "long")
     assert run.complete and run.metrics["evaluation"]["samples"] == 2
-    assert [int(row["epoch"]) for row in read_history(tmp_path / "long")] == list(range(1, 31))
+    assert [int(row["epoch"]) for row in read_history(tmp_path / "long")] == list(range(1, epochs + 1))
     log = jobs[0].log.read_text()
     assert log.count("training mlp for epochs") == 2, log[-2000:]  # the first start and the resumed one
     assert load_run(tmp_path / "short").complete
