@@ -19,7 +19,8 @@ evaluated after each epoch, in a fresh process:
 - `burda` (Burda et al.'s network: 784-200-200-50, tanh, Adam, dynamically binarised, batch 20) and `iwae` (the
   same network trained on the IWAE bound with k = 5), opt-in: vaelab with XLA's dense layers and updates, with
   the compiled dense kernels (`VAELAB_DENSE_KERNELS=1`), and with the fused step (`VAELAB_FUSED_STEP=1`: the whole
-  step in one FFI call, vaelab.training.fused_step), beside plain PyTorch, eager; `--dense` adds the kernels' and the
+  step in one FFI call, vaelab.training.fused_step), beside the same model on Keras 3 + TensorFlow and plain
+  PyTorch, eager; `--dense` adds the kernels' and the
   fused
   step's rows to the exercise's `mlp` and `mlp-fixed-var` too (the fused step falls back to Keras' for the fixed
   variance: the worker's JSON says whether it ran).
@@ -120,7 +121,8 @@ def candidates(
 
 def dense_candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, str, list[str], dict]]:
     """The rows of Burda's network (`DENSE`): vaelab with XLA's dense layers and updates, with the compiled dense
-    kernels, and plain PyTorch (eager) with the same network, batch, optimizer and bound."""
+    kernels and with the fused step; the same model on Keras 3 + TensorFlow, and plain PyTorch (eager) with the same
+    network, batch, optimizer and bound."""
     settings = DENSE[preset]
     worker = [str(HERE / "_train_worker.py"), "--preset", "mlp", "--epochs", str(epochs), "--settings"]
     worker.append(json.dumps(settings))
@@ -130,6 +132,8 @@ def dense_candidates(preset: str, epochs: int, peers: bool) -> list[tuple[str, s
         ("vaelab", "Keras 3 + JAX, compiled dense kernels", worker, {**jax, **XLA_STEP, "VAELAB_DENSE_KERNELS": "1"}),
         ("vaelab", "Keras 3 + JAX, fused step (one call)", worker, {**jax, **FUSED_STEP}),
     ]
+    if peers and importlib.util.find_spec("tensorflow"):
+        rows.append(("peer", "Keras 3 + tensorflow", worker, {"KERAS_BACKEND": "tensorflow"}))
     if peers and importlib.util.find_spec("torch"):
         torch = [str(HERE / "peer_torch.py"), "--arch", "mlp", "--epochs", str(epochs), "--hidden", "200", "200"]
         torch += ["--latent-dim", "50", "--activation", "tanh", "--optimizer", "adam", "--batch-size", "20"]
