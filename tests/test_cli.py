@@ -38,6 +38,14 @@ def test_bad_input_is_one_line_and_exit_2(args, expected):
     assert expected in one_line_error(result)
 
 
+def test_an_argument_left_over_is_refused_by_its_command(vaelab):
+    # `--manifold` takes an optional value: "-inf" looks like an option to argparse, and is left over
+    result = vaelab("generate", "some-run", "--manifold", "-inf")
+    assert result.returncode == 2
+    expected = "vaelab generate: error: unrecognized arguments: -inf (see `vaelab generate --help`)\n"
+    assert result.stderr == expected, result.stderr
+
+
 def test_unreadable_data_dir(tmp_path, monkeypatch, capsys):
     from vaelab import cli, data
 

@@ -19,6 +19,21 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, but arguments left over (`--manifold -inf`: an optional value that looks like an option) are
+        refused by the command they were given to, whose help says what it takes, rather than by `vaelab` itself."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._command_parser(namespace).error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+    def _command_parser(self, namespace: argparse.Namespace) -> argparse.ArgumentParser:
+        for action in self._actions:
+            command = getattr(namespace, action.dest, None)
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command]
+        return self
+
 
 def positive_int(text: str) -> int:
     try:
