@@ -65,6 +65,19 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
     atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
 
+
+def _no_cache_eviction_in_this_process() -> None:
+    """With a size limit, JAX's cache scans every entry before each write (a stat and a read of each entry's
+    access-time file) to see whether to evict. The test processes write thousands of programs into a cache that
+    never nears its 8 GiB: the scans took 141 s of the suite's CPU (a profile of the whole suite, 2026-12-07, Zen 3).
+    Here nothing is evicted; the file lock, which is what the limit is for, stays. The commands the tests start
+    write a few programs each, and keep JAX's own."""
+    from jax._src import lru_cache
+
+    if hasattr(lru_cache.LRUCache, "_evict_if_needed"):
+        lru_cache.LRUCache._evict_if_needed = lambda self, *, additional_size=0: None
+
+
 _QUICK_TO_COMPILE = {
     # The tests' trainings are tiny: XLA's compilation, not their steps, is most of their time, and LLVM's first
     # optimisation level compiles in about half the time of the default. A conv training of 500 images took 9.9 s
@@ -83,8 +96,23 @@ for _flag, _value in _QUICK_TO_COMPILE.items():  # the commands the tests start 
 # For a subprocess's environment: compile from scratch, as a first run does.
 NO_JAX_CACHE = {"JAX_ENABLE_COMPILATION_CACHE": "false"}
 
-import vaelab  # noqa: E402, F401  (chooses the Keras backend before any test imports Keras)
+import vaelab  # noqa: E402  (chooses the Keras backend before any test imports Keras)
 from vaelab.data import TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS  # noqa: E402
+
+_no_cache_eviction_in_this_process()
+
+
+def _vaelab_compiled_to_bytecode() -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set (as on the machines this suite is timed on), an editable install's
+    modules are compiled from source in every process that imports them: about 0.25 s of CPU in each of the
+    hundred-odd commands the tests start (2026-12-07, Zen 3). Compiled once here, they are read as the installed
+    libraries' are; the files go where Python would put them (`__pycache__`, ignored by git)."""
+    import compileall
+
+    compileall.compile_dir(Path(vaelab.__file__).parent, quiet=2)
+
+
+_vaelab_compiled_to_bytecode()
 
 T = TypeVar("T")
 TRAIN_SUBSET = 2000
@@ -120,6 +148,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         cwd=cwd,
         timeout=600,
     )
+
+
+# The first line of a test's Python script that trains as vaelab's commands do: Keras without the extras that vaelab's
+# processes skip (vaelab._lean_imports; about a second of CPU at each start).
+LEAN_KERAS = "from vaelab._lean_imports import skip_keras_extras; skip_keras_extras()\n"
 
 
 def made_once(tmp_path_factory, name: str, make: Callable[[Path], T], load: Callable[[Path], T]) -> T:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_SUBSET, TRAIN_SUBSET, run_cli
+from tests.conftest import LEAN_KERAS, TEST_SUBSET, TRAIN_SUBSET, run_cli
 from vaelab._lock import LOCK_FILE
 from vaelab.errors import VaelabError
 from vaelab.run import CHECKPOINT, RUN_FILES, SNAPSHOTS, read_history
@@ -80,7 +80,7 @@ def test_two_devices_in_one_process_train_and_resume_as_one_device(tmp_path, sma
     """One epoch on 2 devices, a checkpoint, a resumed second epoch: the losses of the 1-device run."""
     run = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-c", TWO_DEVICE_SCRIPT, str(run), str(TRAIN_SUBSET), str(TEST_SUBSET)],
+        [sys.executable, "-c", LEAN_KERAS + TWO_DEVICE_SCRIPT, str(run), str(TRAIN_SUBSET), str(TEST_SUBSET)],
         capture_output=True,
         text=True,
         env={**os.environ, **TWO_DEVICES},

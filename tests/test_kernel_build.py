@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import TEST_SUBSET, TRAIN_SUBSET
+from tests.conftest import LEAN_KERAS, TEST_SUBSET, TRAIN_SUBSET
 from vaelab import kernels
 from vaelab.config import make_config
 from vaelab.kernels import _build
@@ -49,9 +49,10 @@ print(json.dumps({"in_use": kernels.status().in_use, "loss": run.history[0]["los
 
 
 def python(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
-    """`code` in a fresh Python, with the kernels switched on unless `env` says otherwise."""
+    """`code` in a fresh Python, as vaelab's commands start (`LEAN_KERAS`), with the kernels switched on unless `env`
+    says otherwise."""
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, "-c", LEAN_KERAS + code, *args],
         env={**os.environ, kernels.SWITCH: "1", **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
