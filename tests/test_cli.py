@@ -80,15 +80,15 @@ def test_presets_lists_the_networks_and_says_whether_the_kernels_run_them():
     )
 
 
-def test_train_writes_a_run_and_refuses_to_overwrite_it(tmp_path, mnist):
+def test_train_writes_a_run_and_refuses_to_overwrite_it(tmp_path, mnist, vaelab):
     out = tmp_path / "run"
     args = ["train", "--epochs", "1", "--train-subset", "500", "--test-subset", "200", "--out", str(out)]
-    result = run_cli(*args)
+    result = vaelab(*args)
     assert result.returncode == 0, result.stderr
     assert "1 epoch in" in result.stdout and "s wall" in result.stdout and "test loss" in result.stdout
-    again = run_cli(*args)
+    again = vaelab(*args)
     assert again.returncode == 2 and "already holds a run" in one_line_error(again)
-    assert run_cli(*args, "--overwrite").returncode == 0
+    assert vaelab(*args, "--overwrite").returncode == 0
 
 
 @pytest.mark.slow

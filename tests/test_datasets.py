@@ -175,15 +175,15 @@ def test_data_command_describes_a_dataset(digit_folder):
 
 
 @pytest.mark.slow
-def test_a_run_on_your_own_images_keeps_its_dataset(tmp_path, digit_folder):
+def test_a_run_on_your_own_images_keeps_its_dataset(tmp_path, digit_folder, vaelab):
     out = tmp_path / "run"
     args = ["--dataset", str(digit_folder), "--image-size", "28", "28", "--grey", "--epochs", "2", "--out", str(out)]
-    result = run_cli("train", *args)
+    result = vaelab("train", *args)
     assert result.returncode == 0, result.stderr[-2000:]
-    encoded = run_cli("encode", str(out))  # the run's own dataset, read as it was (28x28 grey), by default
+    encoded = vaelab("encode", str(out))  # the run's own dataset, read as it was (28x28 grey), by default
     assert encoded.returncode == 0, encoded.stderr[-2000:]
     assert encoded.stdout.splitlines()[0].startswith("| class | test index") and "| seven |" in encoded.stdout
-    other = run_cli("encode", str(out), "--dataset", "mnist")
+    other = vaelab("encode", str(out), "--dataset", "mnist")
     assert other.returncode == 2 and "was trained on other data than MNIST" in other.stderr
 
 

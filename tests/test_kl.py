@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from tests.conftest import run_cli
 from vaelab.models.kl import gaussian_kl, gaussian_kl_float64, gaussian_kl_sigmas, kl_by_integration
 
 
@@ -100,10 +99,10 @@ def test_integration_beyond_float64_says_so_without_warnings(params):
     assert not math.isfinite(value)
 
 
-def test_kl_command_prints_the_closed_form_and_the_check():
-    result = run_cli("kl", "0", "1", "1", "2", "--check")
+def test_kl_command_prints_the_closed_form_and_the_check(vaelab):
+    result = vaelab("kl", "0", "1", "1", "2", "--check")
     assert result.returncode == 0, result.stderr
     assert "0.44314718055994" in result.stdout  # log 2 + (1 + 1) / 8 - 1/2
     assert "numerical integration" in result.stdout
-    bad = run_cli("kl", "0", "0", "1", "2")
+    bad = vaelab("kl", "0", "0", "1", "2")
     assert bad.returncode == 2 and "must be > 0" in bad.stderr and "Traceback" not in bad.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import NO_JAX_CACHE, run_cli
+from tests.conftest import NO_JAX_CACHE
 from vaelab import _interrupt
 from vaelab._lock import DirectoryLock
 from vaelab.errors import Interrupted, VaelabError
@@ -70,25 +70,26 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_writer_is_refused_while_a_run_trains(tmp_path, mnist):
+def test_a_second_writer_is_refused_while_a_run_trains(tmp_path, mnist, vaelab):
+    # The second writers run in this process (`vaelab`): another process than the first, which is what the lock sees.
     out = tmp_path / "run"
     first = start_cli(*TRAIN, "--epochs", "1000", "--out", str(out))  # minutes: it is killed below
     try:
         wait_for(lambda: (out / ".lock").exists() and (out / ".lock").stat().st_size > 0, first)
         # before config.json exists (the old race), and with --overwrite, and as --resume: all refused
         for args in ([*TRAIN, "--epochs", "1", "--out", str(out)], [*TRAIN, "--out", str(out), "--overwrite"]):
-            second = run_cli(*args)
+            second = vaelab(*args)
             assert second.returncode == 2
             assert f"is in use by process {first.pid} (training since" in one_line(second.stderr)
         wait_for(lambda: (out / CONFIG).exists(), first)
-        second = run_cli("train", "--resume", str(out))
+        second = vaelab("train", "--resume", str(out))
         assert second.returncode == 2 and f"in use by process {first.pid}" in one_line(second.stderr)
     finally:
         first.kill()
         first.communicate()
     # The killed writer left no stale lock: its run can be resumed at once.
     done = load_run(out).epoch
-    resumed = run_cli("train", "--resume", str(out), "--epochs", str(done + 1))
+    resumed = vaelab("train", "--resume", str(out), "--epochs", str(done + 1))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_run(out).epoch == done + 1
 
@@ -110,7 +111,7 @@ def test_two_writers_started_together_leave_one_whole_run(tmp_path, mnist):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 1.0])
-def test_ctrl_c_during_the_first_compilation_exits_cleanly(tmp_path, mnist, delay):
+def test_ctrl_c_during_the_first_compilation_exits_cleanly(tmp_path, mnist, delay, vaelab):
     out = tmp_path / "run"
     proc = start_cli(*TRAIN, "--epochs", "3", "--preset", "conv", "--out", str(out), env=NO_JAX_CACHE)
     wait_for(lambda: (out / CONFIG).exists(), proc)  # config.json is written just before the first step compiles
@@ -123,7 +124,7 @@ def test_ctrl_c_during_the_first_compilation_exits_cleanly(tmp_path, mnist, dela
     assert "Fatal Python error" not in stderr
     if not (out / CHECKPOINT).exists():
         assert "before the first epoch ended" in last
-    resumed = run_cli("train", "--resume", str(out), "--epochs", "1")
+    resumed = vaelab("train", "--resume", str(out), "--epochs", "1")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
 
@@ -217,8 +218,8 @@ def test_ctrl_c_stops_an_evaluation_between_batches(small_run, mnist):
     assert not _interrupt.requested()
 
 
-def test_a_diverging_loss_stops_the_run_and_keeps_json_strict(tmp_path, mnist):
-    result = run_cli(*TRAIN, "--epochs", "2", "--learning-rate", "1e12", "--out", str(tmp_path / "run"))
+def test_a_diverging_loss_stops_the_run_and_keeps_json_strict(tmp_path, mnist, vaelab):
+    result = vaelab(*TRAIN, "--epochs", "2", "--learning-rate", "1e12", "--out", str(tmp_path / "run"))
     assert result.returncode == 2
     assert "training diverged" in one_line(result.stderr)
     assert not (tmp_path / "run" / "metrics.json").exists()

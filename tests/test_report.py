@@ -94,20 +94,20 @@ def test_report_html_is_self_contained(report_dirs):
     assert "live latent map" not in (base / "report" / "report.md").read_text().replace("<!-- live latent map", "")
 
 
-def test_report_is_a_pure_function_of_the_runs(report_dirs):
+def test_report_is_a_pure_function_of_the_runs(report_dirs, vaelab):
     base, args, _ = report_dirs
     before = {p.name: p.read_bytes() for p in (base / "report").glob("*.*")}
-    again = run_cli(*args)
+    again = vaelab(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("reusing") == 3  # nothing retrained
     after = {p.name: p.read_bytes() for p in (base / "report").glob("*.*")}
     assert before == after
 
 
-def test_report_table_matches_what_encode_prints(report_dirs, preset_runs):
+def test_report_table_matches_what_encode_prints(report_dirs, preset_runs, vaelab):
     base, _, _ = report_dirs
     run_dir = preset_runs["mlp"].path
-    result = run_cli("encode", str(run_dir), "--out", str(base / "encode"))
+    result = vaelab("encode", str(run_dir), "--out", str(base / "encode"))
     assert result.returncode == 0, result.stderr
     md = (base / "report" / "report.md").read_text()
     mlp_section = md.split("## Part (f)")[0]

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from tests.conftest import run_cli
 from vaelab.run import CHECKPOINT, load_run
 from vaelab.sweep import grid, read_results, sweep
 
@@ -38,9 +37,9 @@ def test_the_grid_names_every_point_and_flags_bad_settings():
     assert points[2].name == "mlp-epochs3-latent-dim10" and points[2].config.model.latent_dim == 10
 
 
-def test_a_local_2x2_sweep_then_a_rerun_that_retrains_nothing_and_reports_failures(tmp_path, mnist):
+def test_a_local_2x2_sweep_then_a_rerun_that_retrains_nothing_and_reports_failures(tmp_path, mnist, vaelab):
     out = tmp_path / "sweep"
-    first = run_cli("sweep", "--latent-dim", "2", "3", "--beta", "1", "4", *QUICK, "--workers", "2", "--out", str(out))
+    first = vaelab("sweep", "--latent-dim", "2", "3", "--beta", "1", "4", *QUICK, "--workers", "2", "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
     assert {p.name for p in out.iterdir()} == SWEEP_FILES | {"figures", ".lock"}
     results = read_results(out)
@@ -57,7 +56,7 @@ def test_a_local_2x2_sweep_then_a_rerun_that_retrains_nothing_and_reports_failur
 
     # Again, with a bad setting and a β so large that the loss overflows: the four runs are reused
     # as they are, the two new points fail with their reasons, the command says so and exits 1.
-    again = run_cli("sweep", "--latent-dim", "2", "3", "--beta", "1", "4", "-1", "1e38", *QUICK, "--out", str(out))
+    again = vaelab("sweep", "--latent-dim", "2", "3", "--beta", "1", "4", "-1", "1e38", *QUICK, "--out", str(out))
     assert again.returncode == 1, again.stderr[-3000:]
     assert "6 of 8 points failed" not in again.stderr and "4 of 8 points failed" in again.stderr
     assert checkpoints(out) == before  # nothing retrained
@@ -99,7 +98,7 @@ def test_a_2x2_sweep_on_ray_then_a_rerun_that_retrains_nothing(tmp_path, mnist, 
     assert [p.figures["elbo"] for p in again] == [p.figures["elbo"] for p in points]
 
 
-def test_a_killed_worker_is_reported_and_an_interrupted_sweep_carries_on(tmp_path, mnist):
+def test_a_killed_worker_is_reported_and_an_interrupted_sweep_carries_on(tmp_path, mnist, vaelab):
     """Three points, one worker: the first point's worker is killed (SIGKILL), the second is interrupted with
     Ctrl-C (SIGINT to the process group, as a terminal sends it); the same command then finishes all three."""
     out = tmp_path / "sweep"
@@ -140,7 +139,7 @@ def test_a_killed_worker_is_reported_and_an_interrupted_sweep_carries_on(tmp_pat
     assert status[names[0]] == ("failed", "worker killed by SIGKILL")
     assert status[names[1]][0] == "interrupted" and status[names[2]][0] == "pending"
 
-    again = run_cli(*args)
+    again = vaelab(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [r["status"] for r in read_results(out)] == ["done"] * 3
     assert all(load_run(out / "runs" / name).epoch == 3 for name in names)
