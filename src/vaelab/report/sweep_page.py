@@ -12,14 +12,14 @@ import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vaelab._files import write_text
-from vaelab.analysis import plots
 from vaelab.config import RunConfig
 from vaelab.run import epochs_in_words
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BOUND = "iwae"  # the importance-weighted bound's figure (metrics.json's evaluation["iwae"]), a cell that may be marked
 FIGURES = ("elbo", "iwae", "kl_loss", "active_units")  # compared across points, in this order
@@ -98,6 +98,10 @@ def _cell(mean: float, sd: float, digits: int, n: int) -> str:
 def plot_sweep(points: list[Point], axes: dict[str, Sequence[Any]], names: Sequence[str] | None = None) -> Figure:
     """Each figure (rows; default `compared(points)`) against each swept setting (columns): mean over seeds, error
     bars one standard deviation; one line per combination of the other swept settings."""
+    from matplotlib.figure import Figure  # here, not above: a sweep's workers import this module and never draw
+
+    from vaelab.analysis import plots
+
     shown = tuple(names or compared(points))
     swept = [a for a in axes if a != "seed" and len(axes[a]) > 1] or [a for a in axes if a != "seed"] or ["seed"]
     fig = Figure(figsize=(4.2 * len(swept) + 1.5, 2.6 * len(shown)))
@@ -143,6 +147,7 @@ def _disentanglement_note(names: Sequence[str], images: int) -> str:
 
 def write_comparison(out: Path, points: list[Point], axes: dict[str, Sequence[Any]], *, samples: int, images: int):
     """Writes summary.csv, figures/metrics.png, sweep.md and index.html; returns index.html's path."""
+    from vaelab.analysis import plots
     from vaelab.report.html import markdown_to_html
 
     summary = summary_rows(points, axes)
