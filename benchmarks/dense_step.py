@@ -2,11 +2,14 @@
 
     python benchmarks/dense_step.py --network burda [--batch 20] [--rounds 7]
     python benchmarks/dense_step.py --network iwae | vamp | mlp
+    python benchmarks/dense_step.py --network tomczak --variants XLA mixture-ops
 
 The three variants are built in one process (`VAELAB_DENSE_KERNELS` read while tracing; the fused step is
 `vaelab.training.fused_step`, one FFI call for the gradient and the update) and their jitted Keras `train_step`s timed
 in
-alternation, rounds of 100 steps, so that they share the machine's momentary load. Besides
+alternation, rounds of 100 steps, so that they share the machine's momentary load. `mixture-ops` is XLA's step with
+the VampPrior's density in plain keras.ops, differentiated by JAX (`vaelab.models.priors._log_mixture_density_ops`),
+where the vamp's step otherwise takes it a few components at a time with its gradient written out. Besides
 wall time it reports the process's CPU time per step (both threads), which other jobs on a shared machine disturb
 less than the wall clock. JAX backend only.
 """
@@ -26,15 +29,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import table
 
 BURDA = {"hidden": (200, 200), "latent_dim": 50, "activation": "tanh", "optimizer": "adam", "binarize": True}
-NETWORKS = {"burda": BURDA, "iwae": {**BURDA, "model": "iwae", "k": 5}, "vamp": {**BURDA, "model": "vamp"}, "mlp": {}}
+TOMCZAK = {"hidden": (300, 300), "latent_dim": 40, "activation": "tanh", "optimizer": "adam", "binarize": True}
+NETWORKS = {
+    "burda": BURDA,
+    "iwae": {**BURDA, "model": "iwae", "k": 5},
+    "vamp": {**BURDA, "model": "vamp"},
+    "tomczak": {**TOMCZAK, "model": "vamp", "pseudo_inputs": 500},  # benchmarks/reproduce.py's vamp row
+    "mlp": {},
+}
 # the exercise's mlp preset (784-256-2, relu, RMSprop, batch 100) is `make_config("mlp")` itself
 
 
 def build(config, x, variant: str):
-    """(jitted train_step, its state) of `variant`: "XLA", "kernels" (the per-layer dense kernels) or "fused"."""
+    """(jitted train_step, its state) of `variant`: "XLA", "kernels" (the per-layer dense kernels), "fused" or
+    "mixture-ops" (XLA's, with the VampPrior's density in keras.ops)."""
     import jax
 
-    from vaelab.models import build_models
+    from vaelab.models import build_models, priors, vamp
     from vaelab.training import fused_step
     from vaelab.training.loop import make_optimizer
 
@@ -50,17 +61,23 @@ def build(config, x, variant: str):
     groups = (vae.trainable_variables, vae.non_trainable_variables, vae.optimizer.variables, vae.metrics_variables)
     state = tuple([v.value for v in group] for group in groups)
     step = jax.jit(vae.train_step, donate_argnums=0)
-    _, state = step(state, (x,))
+    density = vamp.log_mixture_density
+    if variant == "mixture-ops":
+        vamp.log_mixture_density = priors._log_mixture_density_ops
+    try:
+        _, state = step(state, (x,))  # traced now
+    finally:
+        vamp.log_mixture_density = density
     return [step, state]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", choices=list(NETWORKS), default="burda")
-    parser.add_argument("--batch", type=int, default=None, help="default: 20 (Burda's), 100 for mlp")
+    parser.add_argument("--batch", type=int, default=None, help="default: 20 (Burda's), 100 for mlp and tomczak")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
-        "--variants", nargs="+", choices=("XLA", "kernels", "fused"), default=["XLA", "kernels", "fused"]
+        "--variants", nargs="+", choices=("XLA", "kernels", "fused", "mixture-ops"), default=["XLA", "kernels", "fused"]
     )
     args = parser.parse_args()
     import jax
@@ -71,7 +88,7 @@ def main() -> None:
     from vaelab.training._malloc import tune_malloc
 
     tune_malloc()
-    batch = args.batch or (100 if args.network == "mlp" else 20)
+    batch = args.batch or (100 if args.network in ("mlp", "tomczak") else 20)
     config = make_config("mlp", batch_size=batch, **NETWORKS[args.network])
     x = jax.numpy.asarray(scale_pixels(fetch_mnist(log=lambda m: None).x_train[:batch]))
     print(kernels.status(), f"load average {os.getloadavg()[0]:.1f} at the start", file=sys.stderr)

@@ -102,6 +102,30 @@ def test_the_vampprior_density_stays_exact_for_components_of_tiny_variance(log_v
     np.testing.assert_allclose(priors.VampMixture(means, log_vars).log_density(z), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the written-out gradient is the JAX backend's")
+@pytest.mark.parametrize(("codes", "components", "log_var"), [(100, 500, 0.0), (7, 3, 0.0), (20, 41, -30.0)])
+def test_the_training_density_and_its_gradient_are_the_references(codes, components, log_var):
+    """`log_mixture_density` on JAX (its components a few at a time, its gradient written out) against the keras.ops
+    reference differentiated by JAX: a number of components that does not fill its last step, and a sharp one."""
+    import jax
+
+    rng = np.random.default_rng(3)
+    dims = 40 if components == 500 else 5
+    means = rng.normal(size=(components, dims)).astype(np.float32)
+    log_vars = (rng.normal(size=(components, dims)) - 1).astype(np.float32)
+    log_vars[1] = log_var
+    z = np.concatenate([rng.normal(size=(codes - 1, dims)), means[1:2] + np.exp(0.5 * log_var) * 0.3])
+    z = z.astype(np.float32)
+    g = rng.normal(size=codes).astype(np.float32)
+    value, pullback = jax.vjp(priors.log_mixture_density, z, means, log_vars)
+    reference, reference_pullback = jax.vjp(priors._log_mixture_density_ops, z, means, log_vars)
+    np.testing.assert_allclose(value, reference, rtol=1e-6, atol=1e-4)
+    for grad, expected in zip(pullback(g), reference_pullback(g), strict=True):
+        np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    in_three = priors.log_mixture_density(z.reshape(codes, 1, dims), means, log_vars)  # (..., d) as well
+    np.testing.assert_allclose(np.asarray(in_three)[:, 0], value, rtol=1e-6)
+
+
 def test_a_vamps_snapshots_decode_draws_from_its_vampprior_as_it_learns(tmp_path):
     from vaelab.training.snapshots import PRIOR_DRAWS, SnapshotCallback, to_uint8
 

@@ -12,9 +12,11 @@ mixture's with its squared distances expanded into matrix products; tested again
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -26,6 +28,8 @@ MIXTURE_ELEMENTS = 1 << 24
 # A VampPrior component with log sigma^2 below this in some dimension has its density computed from differences, not
 # from the expanded square (`VampMixture.log_density`): the expansion's rounding error grows as 1/sigma^2.
 SHARP_LOG_VAR = -12.0
+# Components per step of the training density on JAX (`_mixture_jax`): a vamp's step took as long with 5 to 50.
+COMPONENTS_PER_STEP = 20
 
 
 def log_normal(z, mean=0.0, log_var=0.0):
@@ -36,10 +40,75 @@ def log_normal(z, mean=0.0, log_var=0.0):
 def log_mixture_density(z, means, log_vars):
     """log (1/N) sum_n N(z; means[n], diag(exp(log_vars[n]))) in nats: z (..., d), means and log_vars (N, d) -> (...).
 
-    The sum over the N components is a log-sum-exp; its memory is z's size times N.
+    The sum over the N components is a log-sum-exp of each component's density, from the differences z - mean
+    (never the expanded squares: see `VampMixture.log_density`). On the JAX backend it runs as `_mixture_jax`, the
+    same sums a few components at a time with the gradient written out: a vamp's whole training step (batch 100,
+    500 components, 40 dimensions) took 18 ms of CPU instead of 32 (Intel Xeon, one core). Elsewhere, and as the
+    reference it is tested against, `_log_mixture_density_ops`.
     """
+    if keras.backend.backend() == "jax":
+        flat = ops.reshape(z, (-1, z.shape[-1]))
+        return ops.reshape(_mixture_jax()(flat, means, log_vars), ops.shape(z)[:-1])
+    return _log_mixture_density_ops(z, means, log_vars)
+
+
+def _log_mixture_density_ops(z, means, log_vars):
+    """`log_mixture_density` in keras.ops, differentiated by the backend: its memory is z's size times N."""
     components = log_normal(z[..., None, :], means, log_vars)  # (..., N)
     return ops.logsumexp(components, axis=-1) - math.log(means.shape[0])
+
+
+@functools.cache
+def _mixture_jax():
+    """`log_mixture_density` of z (B, d) as a `jax.custom_vjp` that visits the components COMPONENTS_PER_STEP at a
+    time (`lax.map` and `lax.scan`), so that no (B, N, d) array is made: XLA compiled the broadcasts over all N at
+    once into slow loops, forward and (autodiff's sums over the codes) backward.
+
+    Its gradient, with g the incoming gradient (B,), r (B, N) each code's responsibilities (the components'
+    posterior weights), s = g r and p = exp(-log_vars):
+        d/dz        = -sum_n s (z - mu) p
+        d/dmeans    =  p sum_b s (z - mu)
+        d/dlog_vars = (p sum_b s (z - mu)^2 - sum_b s) / 2
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def in_steps(a):  # (N, ...) -> (steps, COMPONENTS_PER_STEP, ...), padded with zeros (components of weight 0)
+        pad = -a.shape[0] % COMPONENTS_PER_STEP
+        a = jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a
+        return a.reshape(-1, COMPONENTS_PER_STEP, *a.shape[1:])
+
+    def forward(z, means, log_vars):
+        def densities(step):  # (C, B): log N(z; mu_n, sigma_n^2) of these C components
+            mean, log_var = step
+            scaled = (z - mean[:, None]) * jnp.exp(-0.5 * log_var)[:, None]  # (C, B, d)
+            return -0.5 * (jnp.sum(LOG_2PI + log_var, -1)[:, None] + jnp.sum(jnp.square(scaled), -1))
+
+        n = means.shape[0]
+        components = jax.lax.map(densities, (in_steps(means), in_steps(log_vars))).reshape(-1, z.shape[0])[:n].T
+        total = jax.nn.logsumexp(components, axis=-1)
+        responsibilities = jnp.exp(components - total[:, None])  # (B, N)
+        return total - math.log(n), (z, means, log_vars, responsibilities)
+
+    def backward(saved, g):
+        z, means, log_vars, responsibilities = saved
+
+        def gradients(dz, step):
+            mean, precision, s = step  # (C, d), (C, d), (C, B)
+            diff = z - mean[:, None]  # (C, B, d)
+            dz = dz - jnp.einsum("cb,cbd->bd", s, diff * precision[:, None])
+            dmean = precision * jnp.einsum("cb,cbd->cd", s, diff)
+            dlog_var = 0.5 * (precision * jnp.einsum("cb,cbd->cd", s, jnp.square(diff)) - jnp.sum(s, -1)[:, None])
+            return dz, (dmean, dlog_var)
+
+        n, d = means.shape
+        steps = (in_steps(means), in_steps(jnp.exp(-log_vars)), in_steps((g[:, None] * responsibilities).T))
+        dz, (dmeans, dlog_vars) = jax.lax.scan(gradients, jnp.zeros_like(z), steps)
+        return dz, dmeans.reshape(-1, d)[:n], dlog_vars.reshape(-1, d)[:n]
+
+    density = jax.custom_vjp(lambda z, means, log_vars: forward(z, means, log_vars)[0])
+    density.defvjp(forward, backward)
+    return density
 
 
 def _log_normal_float64(z: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
