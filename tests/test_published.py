@@ -1,0 +1,73 @@
+"""The published rows' run directories committed in benchmarks/published (docs/published-results.md): each is the run
+`benchmarks/reproduce.py` makes for its row, so that the script reuses or resumes it; an unfinished one can resume
+(its optimizer's state is there); a finished one holds its final files, its K = 5000 evaluation on all 10,000 test
+images within 1 nat of the paper, and the weights that evaluation was made with."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaelab.analysis.evaluate import evaluate
+from vaelab.run import CHECKPOINT, RunConfig, load_run, read_info, read_metrics, run_is_complete
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+ROW_DIRS = sorted(path for path in (BENCHMARKS / "published").iterdir() if path.is_dir())
+FINISHED = [path for path in ROW_DIRS if run_is_complete(path)]
+
+
+@functools.cache
+def reproduce():
+    """benchmarks/reproduce.py as a module."""
+    spec = importlib.util.spec_from_file_location("reproduce", BENCHMARKS / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # where its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def row_of(path: Path):
+    """(the row, the epochs, the seed) that reproduce.py names `path` after: `{row}-{epochs}ep-seed{seed}`."""
+    name, epochs, seed = re.fullmatch(r"(.+)-(\d+)ep-seed(\d+)", path.name).groups()
+    return reproduce().ROWS[name], int(epochs), int(seed)
+
+
+def optimizer_arrays(path: Path) -> int:
+    with np.load(path / CHECKPOINT) as saved:
+        return sum(name.startswith("optimizer/") for name in saved.files)
+
+
+def test_there_is_a_finished_row():
+    assert FINISHED, "benchmarks/published holds no finished row"
+
+
+@pytest.mark.parametrize("path", ROW_DIRS, ids=lambda path: path.name)
+def test_a_committed_row_is_the_run_its_row_makes(path, mnist):
+    row, epochs, seed = row_of(path)
+    info = read_info(path)
+    assert info["data_sha256"] == mnist.sha256
+    made = reproduce().config_of(row, epochs, seed)
+    assert RunConfig.from_dict(info["config"]).for_data(mnist) == made.for_data(mnist)
+    assert not (path / ".lock").exists()
+    if path not in FINISHED:  # resumed by the next sitting, exactly: Adam's slots and step are there
+        assert optimizer_arrays(path) > 0
+
+
+@pytest.mark.parametrize("path", FINISHED, ids=lambda path: path.name)
+def test_a_finished_row_is_within_1_nat_of_its_paper_with_the_weights_it_was_evaluated_with(path, mnist):
+    row, _, _ = row_of(path)
+    evaluation = read_metrics(path)["evaluation"]
+    assert (evaluation["samples"], evaluation["images"], evaluation["bound"]) == (5000, 10_000, "log p(x)")
+    assert abs(evaluation["nll"] - row.nll) <= reproduce().GOAL
+    assert optimizer_arrays(path) == 0  # final files only
+    # The bound with K = 10 on all 10,000 images lies between the ELBO and the K = 5000 bound of the saved evaluation:
+    # the committed weights are the evaluated ones (an untrained network's would be hundreds of nats off).
+    quick = evaluate(load_run(path), mnist, samples=10)
+    assert evaluation["nll"] < quick.nll < -evaluation["elbo"] + 0.1
+    assert quick.elbo == pytest.approx(evaluation["elbo"], abs=0.1)
