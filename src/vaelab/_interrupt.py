@@ -54,13 +54,13 @@ def leave(line: str | None = None) -> NoReturn:
     os._exit(Interrupted.exit_code)
 
 
-def leave_at_once_on_second_interrupt(command: str | None = None) -> None:
+def leave_at_once_on_second_interrupt(command: str | None = None, then: str = "") -> None:
     """For the command line: a second Ctrl-C exits with status 130 instead of raising somewhere in XLA; from
-    here on `leave` names `command` in its line."""
+    here on `leave` names `command` in its line, and says `then`, what to do next, where the command has one."""
     global _hard_exit, _line
     _hard_exit = True
     if command:
-        _line = f"vaelab {command}: interrupted"
+        _line = f"vaelab {command}: interrupted" + (f"; {then}" if then else "")
 
 
 def requested() -> bool:

@@ -50,13 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaelab: interrupted", file=sys.stderr)
         return Interrupted.exit_code
-    _interrupt.leave_at_once_on_second_interrupt(args.command)
+    _interrupt.leave_at_once_on_second_interrupt(args.command, AFTER_INTERRUPT.get(args.command, ""))
     code = distribute.finish(_run(args, argv))
     if argv is None and code == Interrupted.exit_code:  # its line is printed; XLA may still run the step in flight,
         _interrupt.leave(line="")  # and the interpreter's teardown around it has crashed: leave without one
     return code
 
 
+# What a command interrupted between its steps (writing its report, say) tells its user to do next
+AFTER_INTERRUPT = {"report": "run the same `vaelab report` again to continue (finished runs are reused)"}
 COMPUTES = ("train", "encode", "generate", "interpolate", "evaluate", "export", "report", "explore", "quality")
 
 
