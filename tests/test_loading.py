@@ -1,19 +1,23 @@
 """Loading a run skips computing initial weights its checkpoint replaces (`build_models(initialize=False)`): the
 loaded networks equal those built the old way, with Keras' random initializers, then loaded; a network built to
-train still starts from the seeded random weights."""
+train still starts from the seeded random weights. A finished run published without its optimizer's state
+(`drop_optimizer_state`) loads and evaluates as before."""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import keras
 import numpy as np
 import pytest
 
+from vaelab.analysis.evaluate import evaluate
 from vaelab.config import ModelConfig
+from vaelab.errors import VaelabError
 from vaelab.models import build_models
 from vaelab.models.networks import Unset, unset_weights
-from vaelab.run import load_checkpoint, load_run, save_checkpoint
+from vaelab.run import CHECKPOINT, METRICS, drop_optimizer_state, load_checkpoint, load_run, save_checkpoint
 
 FAMILIES = {
     "mlp": ModelConfig(arch="mlp", latent_dim=3, intermediate_dim=16, image_shape=(28, 28, 1)),
@@ -118,3 +122,38 @@ def test_encode_and_decode_pad_to_one_batch_length_whatever_the_call_asks(small_
     images = small_run.decode(z_mean[:3])
     assert images.shape[0] == 3 and lengths[-1] == run_module.PREDICT_ROWS
     np.testing.assert_array_equal(images[1], small_run.decode(z_mean[1:2])[0])
+
+
+def test_a_finished_run_without_its_optimizer_state_loads_and_evaluates_the_same(small_run, mnist, tmp_path, vaelab):
+    published = tmp_path / "published"
+    shutil.copytree(small_run.path, published)
+    with np.load(small_run.path / CHECKPOINT) as saved:
+        adam = [name for name in saved.files if name.startswith("optimizer/")]
+        weights = {name: saved[name] for name in saved.files if not name.startswith("optimizer/")}
+    assert adam
+
+    assert drop_optimizer_state(published) == len(adam)
+    with np.load(published / CHECKPOINT) as saved:
+        assert sorted(saved.files) == sorted(weights)
+        for name, value in weights.items():
+            np.testing.assert_array_equal(saved[name], value, err_msg=name)
+    assert sorted(p.name for p in published.iterdir()) == sorted(p.name for p in small_run.path.iterdir())
+    assert drop_optimizer_state(published) == 0  # nothing left to drop; the file is not rewritten
+
+    loaded = load_run(published)
+    _same_networks(loaded.models, load_run(small_run.path).models)
+    before, after = (evaluate(run, mnist, samples=3, images=20) for run in (small_run, loaded))
+    assert dataclasses.replace(after, seconds=0) == dataclasses.replace(before, seconds=0)
+    # What it no longer does is train on: resuming says so in one line.
+    resumed = vaelab("train", "--resume", str(published), "--epochs", str(small_run.epoch + 1))
+    assert resumed.returncode != 0 and "no matching optimizer state" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+
+
+def test_an_unfinished_run_keeps_its_optimizer_state(small_run, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(small_run.path, unfinished)
+    (unfinished / METRICS).unlink()  # written when the last epoch ends
+    with pytest.raises(VaelabError, match="has not finished its epochs"):
+        drop_optimizer_state(unfinished)
+    assert (unfinished / CHECKPOINT).read_bytes() == (small_run.path / CHECKPOINT).read_bytes()
