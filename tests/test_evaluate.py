@@ -48,6 +48,24 @@ def test_evaluate_command_writes_metrics(small_run, tmp_path, vaelab):
     assert bad.returncode == 2 and "expected an integer >= 1" in bad.stderr
 
 
+def test_a_run_still_training_is_evaluated_at_its_last_epoch_and_says_so(tmp_path, vaelab):
+    """A copy of a long run taken while it trains has no final figures yet (metrics.json comes with its last epoch):
+    with a KL warm-up, whose final objective the command quotes, that was an internal error after the evaluation."""
+    config = make_config("mlp", epochs=2, kl_warmup=2, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET)
+    run = train(config, tmp_path / "warm", verbose=0)
+    finished = vaelab("evaluate", str(shutil.copytree(run.path, tmp_path / "done")), "--samples", "5", "--images", "50")
+    assert finished.returncode == 0, finished.stderr
+    assert "KL warm-up 2 epochs: its final objective was" in finished.stdout
+    assert "training not finished" not in finished.stdout
+
+    (run.path / "metrics.json").unlink()  # as it is before its last epoch has ended
+    result = vaelab("evaluate", str(run.path), "--samples", "5", "--images", "50")
+    assert result.returncode == 0, result.stderr
+    assert "training not finished (2 of 2 epochs): the weights of epoch 2" in result.stdout
+    assert "KL warm-up 2 epochs: the figures below are the true ELBO (KL weight 1)" in result.stdout
+    assert json.loads((run.path / "metrics.json").read_text())["evaluation"]["images"] == 50
+
+
 def test_dynamic_binarisation_trains_and_evaluates_on_binary_pixels(tmp_path, mnist):
     config = make_config("mlp", epochs=2, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET, binarize=True)
     run = train(config, tmp_path / "bin", verbose=0)

@@ -122,13 +122,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{result.likelihood} likelihood"
     )
     train = run.config.train
+    test = run.metrics.get("test")  # training's final figures: none until its last epoch has ended
+    if test is None:  # a run still training, or stopped: evaluated as its last completed epoch left it
+        print(f"  training not finished ({run.epoch} of {train.epochs} epochs): the weights of epoch {run.epoch}")
     if train.beta != 1 or train.kl_warmup:
-        test = run.metrics["test"]
         weighted = run.config.model.member.weighted_kl
+        objective = (
+            f"its final objective was {test['loss']:.2f} nats = reconstruction + "
+            f"{weighted.format(test.get('kl_weight', 1))}; "
+            if test
+            else ""
+        )
         print(
-            f"  trained with beta {train.beta:g}, KL warm-up {epochs_in_words(train.kl_warmup)}: its final objective "
-            f"was {test['loss']:.2f} nats = reconstruction + {weighted.format(test.get('kl_weight', 1))}; the figures "
-            "below are the true ELBO (KL weight 1)"
+            f"  trained with beta {train.beta:g}, KL warm-up {epochs_in_words(train.kl_warmup)}: {objective}the "
+            "figures below are the true ELBO (KL weight 1)"
         )
     print(
         f"  ELBO                       {result.elbo:9.2f} nats = -(reconstruction {result.reconstruction_loss:.2f} "
