@@ -3,6 +3,7 @@ binarised MNIST and prints our negative log-likelihood (K = 5000) beside the pap
 
     python benchmarks/reproduce.py [--rows vae iwae-5 iwae-50 vamp] [--epochs 200] [--images 10000]
                                    [--samples 5000] [--out runs/reproduce]
+    python benchmarks/reproduce.py --status [--samples K --images N] [--out benchmarks/published]
 
 The rows (ROWS): Burda, Grosse & Salakhutdinov (2015), Table 1, one stochastic layer of 50 units, two deterministic
 layers of 200 tanh units each side, the VAE (k = 1) and the IWAE with k = 5 and k = 50 (86.76, 85.54, 84.78 nats);
@@ -22,6 +23,12 @@ checkpoint is rewritten without the optimizer's state (`vaelab.run.drop_optimize
 benchmarks/published keeps them. pythae's reproductions (clementchadebec/benchmark_VAE,
 examples/scripts/reproducibility) are on statically binarised MNIST, a harder setting by about 1-2 nats: shown for
 reference, not comparable one to one. Prints a Markdown table and writes it, with the figures, to --out/results.json.
+
+`--status` trains nothing: it reads every row's directory under --out, finished or still training (a training that
+writes one is not disturbed: the files are written whole and read as one run), and prints how far each has come, its
+pace over its last epochs and the time left at that pace, its test-set ELBO logged after its last epoch and its
+saved evaluation. With --samples, it also evaluates each row's weights as they are now (on the first --images test
+images), without saving the figure in the run.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 GOAL = 1.0  # nats: what "reproduced" means here
+PAPERS_SAMPLES = 5000  # K of the papers' evaluations
 BURDA = "Burda et al. (2015), Table 1"
 BURDA_NET = {"latent_dim": 50, "hidden": (200, 200), "activation": "tanh"}
 BURDA_EPOCHS, VAMP_EPOCHS = 3280, 2000
@@ -84,11 +92,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=list(ROWS), help="which published numbers")
     parser.add_argument("--epochs", type=int, default=200, help="epochs, over which each paper's schedule is laid")
-    parser.add_argument("--samples", type=int, default=5000, help="K importance samples (the papers' 5000)")
+    parser.add_argument(
+        "--samples", type=int, default=None, help="K importance samples (default: the papers' 5000; with --status none)"
+    )
     parser.add_argument("--images", type=int, default=None, help="evaluate on the first N test images only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
+    parser.add_argument("--status", action="store_true", help="where each row under --out stands; trains nothing")
     args = parser.parse_args()
+    if args.status:
+        print(status(args.out, samples=args.samples, images=args.images))
+        return
+    samples = args.samples or PAPERS_SAMPLES
 
     import vaelab  # noqa: F401  (chooses the Keras backend)
     from vaelab.analysis.evaluate import evaluate_and_save
@@ -107,12 +122,12 @@ def main() -> None:
         path = args.out / f"{name}-{args.epochs}ep-seed{args.seed}"
         run = ensure_run(config_of(row, args.epochs, args.seed), path, data, log=_log, verbose=2)
         done = run.metrics.get("evaluation", {})
-        if done.get("samples") != args.samples or done.get("images") != images:
-            _log(f"{name}: evaluating with K = {args.samples} on {images} test images")
-            evaluate_and_save(run, data, samples=args.samples, images=args.images)
+        if done.get("samples") != samples or done.get("images") != images:
+            _log(f"{name}: evaluating with K = {samples} on {images} test images")
+            evaluate_and_save(run, data, samples=samples, images=args.images)
             done = run.metrics["evaluation"]
-        if done["images"] == len(data.x_test):  # its final figure: published without the optimizer's state
-            drop_optimizer_state(path)
+        if (done["samples"], done["images"]) == (PAPERS_SAMPLES, len(data.x_test)):  # the row's final figure
+            drop_optimizer_state(path)  # so it is published as benchmarks/published keeps it
         results.append(
             {
                 "row": name,
@@ -150,6 +165,50 @@ def markdown(results: list[dict]) -> str:
             f"| {r['row']} | {r['paper']} | {r['paper_epochs']:,} | {r['epochs']} | {r['paper_nll']:.2f} | "
             f"{r['pythae'] or '-'} | {r['nll']:.2f} | {gap:+.2f} | {'yes' if abs(gap) <= GOAL else 'no'} |"
         )
+    return "\n".join(lines)
+
+
+PACE_EPOCHS = 20  # the last epochs whose median time is a row's pace
+
+
+def status(out: Path, *, samples: int | None = None, images: int | None = None) -> str:
+    """Where each row's directory under `out` stands, as a Markdown table (the module docstring's `--status`)."""
+    import statistics
+
+    import vaelab  # noqa: F401  (chooses the Keras backend)
+    from vaelab.run import load_run, read_history, read_info, read_metrics
+
+    data = None
+    lines = [
+        "| run | epochs | training | s/epoch (last 20) | left, at that pace | test ELBO (last epoch) | NLL saved |"
+        + (f" NLL now (K = {samples}) |" if samples else ""),
+        "|---|---:|---:|---:|---:|---:|---|" + ("---:|" if samples else ""),
+    ]
+    for path in sorted(out.glob("*-*ep-seed*")):
+        if not (path / "config.json").exists():
+            continue
+        history, epochs = read_history(path), read_info(path)["config"]["train"]["epochs"]
+        done = len(history)
+        pace = statistics.median(row["seconds"] for row in history[-PACE_EPOCHS:]) if history else float("nan")
+        saved = read_metrics(path).get("evaluation")
+        cells = [
+            path.name,
+            f"{done:,} of {epochs:,}",
+            f"{sum(row['seconds'] for row in history) / 3600:.1f} h",
+            f"{pace:.1f}",
+            f"{(epochs - done) * pace / 3600:.1f} h",
+            f"{-history[-1]['val_elbo_loss']:.2f}" if history else "–",
+            f"{saved['nll']:.2f} (K = {saved['samples']}, {saved['images']:,} images)" if saved else "–",
+        ]
+        if samples:
+            from vaelab.analysis.evaluate import evaluate
+            from vaelab.data import load_dataset
+
+            data = data or load_dataset("mnist")
+            run = load_run(path).require_trained()
+            now = evaluate(run, data, samples=samples, images=images)
+            cells.append(f"{now.nll:.2f} (epoch {run.epoch:,}, {now.images:,} images)")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

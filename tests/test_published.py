@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vaelab.analysis.evaluate import evaluate
-from vaelab.run import CHECKPOINT, RunConfig, load_run, read_info, read_metrics, run_is_complete
+from vaelab.run import CHECKPOINT, RunConfig, load_run, read_history, read_info, read_metrics, run_is_complete
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 ROW_DIRS = sorted(path for path in (BENCHMARKS / "published").iterdir() if path.is_dir())
@@ -71,3 +71,21 @@ def test_a_finished_row_is_within_1_nat_of_its_paper_with_the_weights_it_was_eva
     quick = evaluate(load_run(path), mnist, samples=10)
     assert evaluation["nll"] < quick.nll < -evaluation["elbo"] + 0.1
     assert quick.elbo == pytest.approx(evaluation["elbo"], abs=0.1)
+
+
+def test_the_status_of_every_row_is_read_without_training(mnist):
+    saved_before = [read_metrics(path) for path in ROW_DIRS]
+    table = reproduce().status(BENCHMARKS / "published", samples=2, images=10).splitlines()
+    assert len(table) == 2 + len(ROW_DIRS)
+    for path, line, saved in zip(ROW_DIRS, table[2:], saved_before, strict=True):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        history, info = read_history(path), read_info(path)
+        assert cells[0] == path.name
+        assert cells[1] == f"{len(history):,} of {info['config']['train']['epochs']:,}"
+        assert cells[5] == f"{-history[-1]['val_elbo_loss']:.2f}"  # the test ELBO logged after the last epoch
+        evaluation = saved.get("evaluation")
+        assert cells[6] == (f"{evaluation['nll']:.2f} (K = 5000, 10,000 images)" if evaluation else "–")
+        # the weights as they are, evaluated as `evaluate` does with the same draws, and not saved in the run
+        now = evaluate(load_run(path), mnist, samples=2, images=10)
+        assert cells[7] == f"{now.nll:.2f} (epoch {len(history):,}, 10 images)"
+        assert read_metrics(path) == saved
