@@ -25,10 +25,10 @@ examples/scripts/reproducibility) are on statically binarised MNIST, a harder se
 reference, not comparable one to one. Prints a Markdown table and writes it, with the figures, to --out/results.json.
 
 `--status` trains nothing: it reads every row's directory under --out, finished or still training (a training that
-writes one is not disturbed: the files are written whole and read as one run), and prints how far each has come, its
-pace over its last epochs and the time left at that pace, its test-set ELBO logged after its last epoch and its
-saved evaluation. With --samples, it also evaluates each row's weights as they are now (on the first --images test
-images), without saving the figure in the run.
+writes one is not disturbed, and its files are written whole, so none is read half-written; an epoch may end between
+two of the reads), and prints how far each has come, its pace over its last epochs and the time left at that pace,
+its test-set ELBO logged after its last epoch and its saved evaluation. With --samples, it also evaluates each row's
+weights as they are now (on the first --images test images), without saving the figure in the run.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from pathlib import Path
 
 GOAL = 1.0  # nats: what "reproduced" means here
 PAPERS_SAMPLES = 5000  # K of the papers' evaluations
+PACE_EPOCHS = 20  # --status: the last epochs whose median time is a row's pace
 BURDA = "Burda et al. (2015), Table 1"
 BURDA_NET = {"latent_dim": 50, "hidden": (200, 200), "activation": "tanh"}
 BURDA_EPOCHS, VAMP_EPOCHS = 3280, 2000
@@ -93,17 +94,28 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=list(ROWS), help="which published numbers")
     parser.add_argument("--epochs", type=int, default=200, help="epochs, over which each paper's schedule is laid")
     parser.add_argument(
-        "--samples", type=int, default=None, help="K importance samples (default: the papers' 5000; with --status none)"
+        "--samples",
+        type=int,
+        default=None,
+        help="K importance samples (default: the papers' 5000); with --status, also evaluate each row's weights as "
+        "they are now with K samples (default: no evaluation)",
     )
     parser.add_argument("--images", type=int, default=None, help="evaluate on the first N test images only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
-    parser.add_argument("--status", action="store_true", help="where each row under --out stands; trains nothing")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="where each row under --out stands (reads --samples and --images only); trains nothing",
+    )
     args = parser.parse_args()
+    for name in ("samples", "images", "epochs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
     if args.status:
         print(status(args.out, samples=args.samples, images=args.images))
         return
-    samples = args.samples or PAPERS_SAMPLES
+    samples = PAPERS_SAMPLES if args.samples is None else args.samples
 
     import vaelab  # noqa: F401  (chooses the Keras backend)
     from vaelab.analysis.evaluate import evaluate_and_save
@@ -168,9 +180,6 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-PACE_EPOCHS = 20  # the last epochs whose median time is a row's pace
-
-
 def status(out: Path, *, samples: int | None = None, images: int | None = None) -> str:
     """Where each row's directory under `out` stands, as a Markdown table (the module docstring's `--status`)."""
     import statistics
@@ -180,34 +189,35 @@ def status(out: Path, *, samples: int | None = None, images: int | None = None) 
 
     data = None
     lines = [
-        "| run | epochs | training | s/epoch (last 20) | left, at that pace | test ELBO (last epoch) | NLL saved |"
-        + (f" NLL now (K = {samples}) |" if samples else ""),
+        f"| run | epochs | training | s/epoch (last {PACE_EPOCHS}) | left, at that pace | test ELBO (last epoch) | "
+        "NLL saved |" + (f" NLL now (K = {samples}) |" if samples else ""),
         "|---|---:|---:|---:|---:|---:|---|" + ("---:|" if samples else ""),
     ]
     for path in sorted(out.glob("*-*ep-seed*")):
         if not (path / "config.json").exists():
             continue
         history, epochs = read_history(path), read_info(path)["config"]["train"]["epochs"]
-        done = len(history)
-        pace = statistics.median(row["seconds"] for row in history[-PACE_EPOCHS:]) if history else float("nan")
         saved = read_metrics(path).get("evaluation")
-        cells = [
-            path.name,
-            f"{done:,} of {epochs:,}",
-            f"{sum(row['seconds'] for row in history) / 3600:.1f} h",
-            f"{pace:.1f}",
-            f"{(epochs - done) * pace / 3600:.1f} h",
-            f"{-history[-1]['val_elbo_loss']:.2f}" if history else "–",
-            f"{saved['nll']:.2f} (K = {saved['samples']}, {saved['images']:,} images)" if saved else "–",
-        ]
+        cells = [path.name, f"{len(history):,} of {epochs:,}", f"{sum(r['seconds'] for r in history) / 3600:.1f} h"]
+        if history:
+            pace = statistics.median(row["seconds"] for row in history[-PACE_EPOCHS:])
+            left = (epochs - len(history)) * pace / 3600
+            cells += [f"{pace:.1f}", f"{left:.1f} h", f"{-history[-1]['val_elbo_loss']:.2f}"]
+        else:
+            cells += ["–"] * 3
+        cells.append(f"{saved['nll']:.2f} (K = {saved['samples']}, {saved['images']:,} images)" if saved else "–")
         if samples:
-            from vaelab.analysis.evaluate import evaluate
-            from vaelab.data import load_dataset
+            run = load_run(path)
+            if run.epoch:
+                from vaelab.analysis.evaluate import evaluate
+                from vaelab.data import load_dataset
 
-            data = data or load_dataset("mnist")
-            run = load_run(path).require_trained()
-            now = evaluate(run, data, samples=samples, images=images)
-            cells.append(f"{now.nll:.2f} (epoch {run.epoch:,}, {now.images:,} images)")
+                if data is None:
+                    data = load_dataset("mnist")
+                now = evaluate(run, data, samples=samples, images=images)
+                cells.append(f"{now.nll:.2f} (epoch {run.epoch:,}, {now.images:,} images)")
+            else:
+                cells.append("–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

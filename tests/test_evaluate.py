@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_SUBSET, TRAIN_SUBSET
-from vaelab.analysis.evaluate import evaluate
+from vaelab.analysis.evaluate import evaluate, evaluate_and_save
 from vaelab.config import make_config
-from vaelab.training.loop import train
+from vaelab.run import read_metrics
+from vaelab.training.loop import resume, train
 
 
 def test_iwae_bound_is_above_the_elbo_and_rises_with_k(small_run, mnist):
@@ -51,19 +52,36 @@ def test_evaluate_command_writes_metrics(small_run, tmp_path, vaelab):
 def test_a_run_still_training_is_evaluated_at_its_last_epoch_and_says_so(tmp_path, vaelab):
     """A copy of a long run taken while it trains has no final figures yet (metrics.json comes with its last epoch):
     with a KL warm-up, whose final objective the command quotes, that was an internal error after the evaluation."""
-    config = make_config("mlp", epochs=2, kl_warmup=2, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET)
+    config = make_config("mlp", epochs=1, kl_warmup=1, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET)
     run = train(config, tmp_path / "warm", verbose=0)
     finished = vaelab("evaluate", str(shutil.copytree(run.path, tmp_path / "done")), "--samples", "5", "--images", "50")
     assert finished.returncode == 0, finished.stderr
-    assert "KL warm-up 2 epochs: its final objective was" in finished.stdout
-    assert "training not finished" not in finished.stdout
+    assert "KL warm-up 1 epoch: its final objective was" in finished.stdout
+    assert "the weights of epoch" not in finished.stdout
 
-    (run.path / "metrics.json").unlink()  # as it is before its last epoch has ended
+    # As the files of a 3-epoch run stand after its first epoch: its checkpoint and history, no metrics.json.
+    (run.path / "metrics.json").unlink()
+    info = json.loads((run.path / "config.json").read_text())
+    info["config"]["train"]["epochs"] = 3
+    (run.path / "config.json").write_text(json.dumps(info))
     result = vaelab("evaluate", str(run.path), "--samples", "5", "--images", "50")
     assert result.returncode == 0, result.stderr
-    assert "training not finished (2 of 2 epochs): the weights of epoch 2" in result.stdout
-    assert "KL warm-up 2 epochs: the figures below are the true ELBO (KL weight 1)" in result.stdout
+    assert "training not finished (1 of 3 epochs): the weights of epoch 1" in result.stdout
+    assert "KL warm-up 1 epoch: the figures below are the true ELBO (KL weight 1)" in result.stdout
     assert json.loads((run.path / "metrics.json").read_text())["evaluation"]["images"] == 50
+
+
+def test_training_on_drops_the_figures_of_the_weights_it_changed(tmp_path, mnist):
+    """An evaluation saved between sittings describes the weights of its epoch: once training goes on it is removed,
+    so that nothing (benchmarks/reproduce.py's reuse of a saved evaluation, the explorer) takes it for the final one."""
+    config = make_config("mlp", epochs=1, train_subset=TRAIN_SUBSET, test_subset=TEST_SUBSET)
+    run = train(config, tmp_path / "run", verbose=0)
+    evaluate_and_save(run, mnist, samples=2, images=20)
+    resume(run.path, verbose=0)  # nothing to train: the run's files stay as they are
+    assert read_metrics(run.path)["evaluation"]["images"] == 20
+    resume(run.path, epochs=2, verbose=0)
+    metrics = read_metrics(run.path)
+    assert "evaluation" not in metrics and metrics["epochs"] == 2 and metrics["test"]
 
 
 def test_dynamic_binarisation_trains_and_evaluates_on_binary_pixels(tmp_path, mnist):

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from vaelab._lock import DirectoryLock
 from vaelab.analysis.evaluate import evaluate
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
@@ -138,16 +139,29 @@ def test_a_finished_run_without_its_optimizer_state_loads_and_evaluates_the_same
         for name, value in weights.items():
             np.testing.assert_array_equal(saved[name], value, err_msg=name)
     assert sorted(p.name for p in published.iterdir()) == sorted(p.name for p in small_run.path.iterdir())
+    written = (published / CHECKPOINT).stat().st_mtime_ns
     assert drop_optimizer_state(published) == 0  # nothing left to drop; the file is not rewritten
+    assert (published / CHECKPOINT).stat().st_mtime_ns == written
 
     loaded = load_run(published)
     _same_networks(loaded.models, load_run(small_run.path).models)
     before, after = (evaluate(run, mnist, samples=3, images=20) for run in (small_run, loaded))
     assert dataclasses.replace(after, seconds=0) == dataclasses.replace(before, seconds=0)
-    # What it no longer does is train on: resuming says so in one line.
+    # What it no longer does is train on: resuming for more epochs says so in one line; with none to train, the
+    # run is reused as it is.
     resumed = vaelab("train", "--resume", str(published), "--epochs", str(small_run.epoch + 1))
-    assert resumed.returncode != 0 and "no matching optimizer state" in resumed.stderr
-    assert "Traceback" not in resumed.stderr
+    assert resumed.returncode == 2 and "published without its optimizer's state" in resumed.stderr
+    assert len(resumed.stderr.strip().splitlines()) == 1
+    reused = vaelab("train", "--resume", str(published))
+    assert reused.returncode == 0, reused.stderr
+    assert (published / CHECKPOINT).stat().st_mtime_ns == written
+
+
+def test_the_optimizer_state_is_not_dropped_while_another_process_holds_the_run(small_run, tmp_path):
+    busy = shutil.copytree(small_run.path, tmp_path / "busy")
+    with DirectoryLock(busy, "training"), pytest.raises(VaelabError, match="is in use by"):
+        drop_optimizer_state(busy)
+    assert (busy / CHECKPOINT).read_bytes() == (small_run.path / CHECKPOINT).read_bytes()
 
 
 def test_an_unfinished_run_keeps_its_optimizer_state(small_run, tmp_path):

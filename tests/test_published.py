@@ -1,13 +1,16 @@
 """The published rows' run directories committed in benchmarks/published (docs/published-results.md): each is the run
-`benchmarks/reproduce.py` makes for its row, so that the script reuses or resumes it; an unfinished one can resume
-(its optimizer's state is there); a finished one holds its final files, its K = 5000 evaluation on all 10,000 test
-images within 1 nat of the paper, and the weights that evaluation was made with."""
+`benchmarks/reproduce.py` makes for its row, so that the script reuses or resumes it (the .lock a process writes
+there is never committed: .gitignore); an unfinished one can resume (its optimizer's state is there); a finished one
+holds its final files, its K = 5000 evaluation on all 10,000 test images within 1 nat of the paper, and the weights
+that evaluation was made with."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
 import re
+import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -54,7 +57,6 @@ def test_a_committed_row_is_the_run_its_row_makes(path, mnist):
     assert info["data_sha256"] == mnist.sha256
     made = reproduce().config_of(row, epochs, seed)
     assert RunConfig.from_dict(info["config"]).for_data(mnist) == made.for_data(mnist)
-    assert not (path / ".lock").exists()
     if path not in FINISHED:  # resumed by the next sitting, exactly: Adam's slots and step are there
         assert optimizer_arrays(path) > 0
 
@@ -79,9 +81,16 @@ def test_the_status_of_every_row_is_read_without_training(mnist):
     assert len(table) == 2 + len(ROW_DIRS)
     for path, line, saved in zip(ROW_DIRS, table[2:], saved_before, strict=True):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        history, info = read_history(path), read_info(path)
+        history, epochs = read_history(path), read_info(path)["config"]["train"]["epochs"]
         assert cells[0] == path.name
-        assert cells[1] == f"{len(history):,} of {info['config']['train']['epochs']:,}"
+        assert cells[1] == f"{len(history):,} of {epochs:,}"
+        seconds = [row["seconds"] for row in history]
+        pace = statistics.median(seconds[-reproduce().PACE_EPOCHS :])
+        assert cells[2:5] == [
+            f"{sum(seconds) / 3600:.1f} h",
+            f"{pace:.1f}",
+            f"{(epochs - len(history)) * pace / 3600:.1f} h",
+        ]
         assert cells[5] == f"{-history[-1]['val_elbo_loss']:.2f}"  # the test ELBO logged after the last epoch
         evaluation = saved.get("evaluation")
         assert cells[6] == (f"{evaluation['nll']:.2f} (K = 5000, 10,000 images)" if evaluation else "–")
@@ -89,3 +98,13 @@ def test_the_status_of_every_row_is_read_without_training(mnist):
         now = evaluate(load_run(path), mnist, samples=2, images=10)
         assert cells[7] == f"{now.nll:.2f} (epoch {len(history):,}, 10 images)"
         assert read_metrics(path) == saved
+
+
+def test_the_status_of_a_row_that_has_not_trained_an_epoch(tmp_path):
+    started = tmp_path / FINISHED[0].name
+    started.mkdir()
+    shutil.copy(FINISHED[0] / "config.json", started)  # as a row is before its first epoch ends
+    table = reproduce().status(tmp_path, samples=2, images=10).splitlines()
+    assert table[0].startswith("| run | epochs | training | s/epoch (last 20) |")
+    epochs = read_info(started)["config"]["train"]["epochs"]
+    assert table[2] == f"| {started.name} | 0 of {epochs:,} | 0.0 h | – | – | – | – | – |"

@@ -2,7 +2,8 @@
 
     config.json      the resolved RunConfig, the run's id, vaelab/Keras/backend versions, the data checksum,
                      where it trained last (platform, processes, devices per process: vaelab.training.distribute)
-    checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id
+    checkpoint.npz   weights (and optimizer state, for --resume) after the last completed epoch, the run's id; a
+                     finished run published without the optimizer's state (`drop_optimizer_state`) no longer resumes
     history.csv      one row per completed epoch: loss (the objective, reconstruction + w * KL),
                      reconstruction_loss, kl_loss, elbo_loss (reconstruction + KL, the negative ELBO),
                      kl_weight (w), the val_ (test set) counterparts of the losses, the epoch's seconds; a betatc's
@@ -13,7 +14,7 @@
     metrics.json     final test-set figures (the same names), the run's id; written when training
                      completes; `evaluation` (ELBO, IWAE bound, latent diagnostics) once evaluated;
                      `disentanglement` (MIG, DCI, FactorVAE score, SAP: vaelab.analysis.disentanglement) once scored
-                     against data with known factors
+                     against data with known factors; those two are removed when training trains on
     encoder.keras    the encoder, and the generator, in stock Keras layers that plain Keras opens
     generator.keras  (vaelab.training.export); written when training completes
     snapshots.npz    per recorded epoch (every one of the first 100, then fewer): fixed test images reconstructed,
@@ -52,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vaelab._files import atomic_path, write_json, write_text
-from vaelab._lock import is_locked
+from vaelab._lock import DirectoryLock, is_locked
 from vaelab.config import PRESETS, TERMS, ModelConfig, RunConfig, TrainConfig, default_likelihood  # noqa: F401
 from vaelab.errors import VaelabError
 from vaelab.family import VQ_METRICS, all_terms  # noqa: F401 (TERMS, VQ_METRICS: still vaelab.run's names)
@@ -467,16 +468,27 @@ def drop_optimizer_state(path: Path) -> int:
 
     The run loads, evaluates, generates and explores as before; what it can no longer do is resume its training.
     """
-    if not run_is_complete(path):
-        raise VaelabError(f"{path} has not finished its epochs; its optimizer's state is what resumes it")
-    file = path / CHECKPOINT
-    with np.load(file, allow_pickle=False) as saved:
-        kept = {name: saved[name] for name in saved.files if not name.startswith("optimizer/")}
-        dropped = len(saved.files) - len(kept)
-    if dropped:
-        with atomic_path(file, suffix=".npz") as tmp:
-            np.savez(tmp, **kept)
+    with DirectoryLock(path, "dropping the optimizer's state"):  # no training may be writing it meanwhile
+        if not run_is_complete(path):
+            raise VaelabError(f"{path} has not finished its epochs; its optimizer's state is what resumes it")
+        file = path / CHECKPOINT
+        with np.load(file, allow_pickle=False) as saved:
+            kept = {name: saved[name] for name in saved.files if not name.startswith("optimizer/")}
+            dropped = len(saved.files) - len(kept)
+        if dropped:
+            with atomic_path(file, suffix=".npz") as tmp:
+                np.savez(tmp, **kept)
     return dropped
+
+
+def has_optimizer_state(path: Path) -> bool:
+    """Whether the run's checkpoint.npz holds its optimizer's state, which resumes its training (a run published with
+    `drop_optimizer_state` has none)."""
+    try:
+        with np.load(path / CHECKPOINT, allow_pickle=False) as saved:
+            return any(name.startswith("optimizer/") for name in saved.files)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return True  # load_checkpoint names what is wrong with the file
 
 
 def load_checkpoint(path: Path, vae, optimizer=None, run_id: str | None = None) -> int:
@@ -620,8 +632,13 @@ def _is_numbers(value: Any) -> bool:
     return isinstance(value, list) and all(_is_number(v) for v in value)
 
 
-def update_metrics(path: Path, **entries: Any) -> dict[str, Any]:
-    """Merges `entries` into metrics.json (training writes `test`; evaluation adds its own).
+# metrics.json's figures computed from a run's weights: stale once training changes them
+WEIGHT_FIGURES = ("evaluation", "disentanglement")
+
+
+def update_metrics(path: Path, *, drop: tuple[str, ...] = (), **entries: Any) -> dict[str, Any]:
+    """Merges `entries` into metrics.json (training writes `test`; evaluation adds its own), without the entries
+    named in `drop` (training drops `WEIGHT_FIGURES` when it has trained on).
 
     A damaged metrics.json is replaced: everything in it can be computed again.
     """
@@ -629,6 +646,6 @@ def update_metrics(path: Path, **entries: Any) -> dict[str, Any]:
         old = read_metrics(path)
     except VaelabError:
         old = {}
-    metrics = {**old, **entries}
+    metrics = {**{k: v for k, v in old.items() if k not in drop}, **entries}
     write_json(path / METRICS, metrics)
     return metrics

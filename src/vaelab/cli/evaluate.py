@@ -82,6 +82,16 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unfinished(run) -> list[str]:
+    """A line saying which weights are evaluated, for a run without training's final figures (metrics.json's `test`):
+    a copy of one still training, or one stopped, as its last completed epoch left it."""
+    if "test" in run.metrics:
+        return []
+    epochs = run.config.train.epochs
+    state = f"training not finished ({run.epoch} of {epochs} epochs)" if run.epoch < epochs else "no final figures yet"
+    return [f"  {state}: the weights of epoch {run.epoch}"]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Test-set ELBO, the importance-weighted bound on log p(x) and the latent diagnostics; saved into the run's
     metrics.json; the diagnostic figures (reconstructions, KL per dimension, traversal, snapshots) drawn."""
@@ -111,7 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not run.config.model.member.gaussian_latent:
         from vaelab.analysis.evaluate_codes import describe
 
-        print("\n".join([f"{run.name}: {result.images:,} test images", *describe(result)]))
+        print("\n".join([f"{run.name}: {result.images:,} test images", *_unfinished(run), *describe(result)]))
         print(f"written to {run.path / 'metrics.json'} ({result.seconds:.0f} s)")
         print(f"no diagnostic figures for a {run.config.model.family} yet", file=sys.stderr)
         return 0
@@ -123,8 +133,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     train = run.config.train
     test = run.metrics.get("test")  # training's final figures: none until its last epoch has ended
-    if test is None:  # a run still training, or stopped: evaluated as its last completed epoch left it
-        print(f"  training not finished ({run.epoch} of {train.epochs} epochs): the weights of epoch {run.epoch}")
+    for line in _unfinished(run):
+        print(line)
     if train.beta != 1 or train.kl_warmup:
         weighted = run.config.model.member.weighted_kl
         objective = (

@@ -178,9 +178,13 @@ def resume(
             models, optimizer = _build(config, data)
             history: list[dict[str, float]] = []
             initial_epoch = 0
+            resumable = True
             if (out / runs.CHECKPOINT).exists():
                 optimizer.build(models.vae.trainable_variables)
-                initial_epoch = runs.load_checkpoint(out, models.vae, optimizer, run_id=info.get("run_id"))
+                resumable = runs.has_optimizer_state(out)
+                initial_epoch = runs.load_checkpoint(
+                    out, models.vae, optimizer if resumable else None, run_id=info.get("run_id")
+                )
                 history = runs.read_history(out)[:initial_epoch]
         # where it trained last; a resume with no epoch to train leaves the run's files as they are
         changed = info.get("distribution") != place.record() and initial_epoch < config.train.epochs
@@ -193,6 +197,11 @@ def resume(
             config = config.replace(epochs=epochs)
             info = {**info, "config": config.to_dict()}
             changed = True
+        if not resumable and initial_epoch < config.train.epochs:
+            raise VaelabError(
+                f"{out} was published without its optimizer's state (vaelab.run.drop_optimizer_state), so it cannot "
+                "train on; evaluate, generate or explore it, or train a new run"
+            )
         _check(place, config, data, initial_epoch)
         if place.writer and changed:
             runs.write_info(out, info)
@@ -333,11 +342,12 @@ def _fit(
             "bound": model.bound,  # what elbo_loss bounds: -log p(x), or a cvae's -log p(x|y)
         },
     }
-    kept = _finished(out, metrics) if initial_epoch >= config.train.epochs and place.writer else None
+    trained_now = initial_epoch < config.train.epochs
+    kept = _finished(out, metrics) if not trained_now and place.writer else None
     if kept is not None:  # nothing trained now, and the run's files are whole: they stay byte for byte
         metrics = kept
-    elif place.writer:
-        metrics = runs.update_metrics(out, **metrics)
+    elif place.writer:  # an evaluation of the weights before these epochs is no longer theirs
+        metrics = runs.update_metrics(out, drop=runs.WEIGHT_FIGURES if trained_now else (), **metrics)
     if place.replicas > 1:
         models = _local_copy(config, models)
     run = runs.Run(
