@@ -227,4 +227,13 @@ def _log(message: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from vaelab import _interrupt
+    from vaelab.errors import Interrupted, VaelabError
+
+    try:
+        main()
+    except VaelabError as err:  # a stop (Ctrl-C) or a mistake: one line, what was kept and how to go on
+        _log(f"reproduce.py: {err}")
+        if isinstance(err, Interrupted):  # as `vaelab` leaves: XLA may still be running the step in flight
+            _interrupt.leave(line="")
+        sys.exit(err.exit_code)
