@@ -82,13 +82,16 @@ def test_each_member_answers_for_itself():
         "vqvae": (False, False, "log p(x), uniform prior over codes", ("codebook_loss", "commitment_loss",
                                                                      "perplexity")),
     }  # fmt: skip
-    assert [ModelConfig(family=n, **o).samples for n, o in [("vae", {}), ("iwae", {}), ("iwae", {"k": 7})]] == [1, 5, 7]
+    members = [("vae", {}), ("vae", {"k": 3}), ("iwae", {}), ("iwae", {"k": 7})]
+    assert [ModelConfig(family=n, **o).samples for n, o in members] == [1, 3, 5, 7]
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"family": "vae", "k": 3}, "--k is the iwae's number of importance samples; leave it out with --model vae"),
+        ({"family": "betatc", "k": 3},
+         "--k is the number of codes per image of the vae and the iwae; leave it out with --model betatc"),
+        ({"family": "vae", "k": 0}, "k must be an integer >= 1, got 0"),
         ({"family": "iwae", "codes": 8}, "--codes is the vqvae's codebook size; leave it out with --model iwae"),
         ({"family": "vqvae", "codes": 1}, "--codes, the vqvae's codebook size, must be an integer >= 2, got 1"),
         ({"family": "vamp", "pseudo_inputs": 0}, "pseudo_inputs must be an integer >= 1, got 0"),
@@ -107,7 +110,7 @@ def test_an_unregistered_member_is_refused_and_a_registered_one_taken(free_bits)
     assert ModelConfig(family="freebits").member is free_bits
     with pytest.raises(VaelabError, match="unknown model 'nobits'; choose one of: vae, iwae, cvae, vamp, betatc"):
         ModelConfig(family="nobits").validate()
-    with pytest.raises(VaelabError, match="--k is the iwae's"):
+    with pytest.raises(VaelabError, match="--k is the number of codes per image of the vae and the iwae"):
         ModelConfig(family="freebits", k=2).validate()
 
 

@@ -144,6 +144,7 @@ def test_an_epoch_from_the_same_seed_is_keras_epoch(options, monkeypatch, tmp_pa
     ("preset", "options", "why"),
     [
         ("mlp", {"model": "vamp"}, "vamp"),
+        ("mlp", {"model": "vae", "k": 2}, "the ELBO averaged over K > 1 codes"),
         ("conv", {}, "arch"),
         ("mlp", {"implementation": "keras"}, "implementation keras"),
         ("mlp-fixed-var", {}, "fixed variance"),

@@ -99,6 +99,34 @@ def test_the_iwae_with_one_sample_is_the_vaes_elbo_at_the_same_draw():
     assert reconstruction[1] == pytest.approx(reconstruction[0], rel=1e-6)
 
 
+def test_the_vae_with_k_codes_averages_its_elbo_over_the_iwaes_draws():
+    """--model vae --k K: the reconstruction term averaged over K draws per image, the KL in closed form (Burda et
+    al.'s "VAE, k = 5"). Same seed, same weights: the iwae with the same K draws the same codes, so the two agree
+    on the reconstruction term, and the vae's objective is that plus the closed-form KL, weighted by β."""
+    k, x = 3, images()
+    vae = build_models(ModelConfig(k=k, **SMALL), seed=4).vae
+    iwae = build_models(ModelConfig(family="iwae", k=k, **SMALL), seed=4).vae
+    vae.kl_weight.assign(0.5)
+    out_v, out_i = vae(x, training=True), iwae(x, training=True)
+    loss = float(vae.compute_loss(x=x, y_pred=out_v))
+    iwae.compute_loss(x=x, y_pred=out_i)
+    y, y_i = numpy_of(out_v), numpy_of(out_i)
+    assert y["z"].shape == (4, k, 3) and y["x_decoded_mean"].shape == (4 * k, 28, 28, 1)
+    np.testing.assert_array_equal(y["z"], y_i["z"])
+    log_px = bernoulli_log_px(np.repeat(x, k, axis=0), y["x_decoded_mean"]).reshape(4, k)
+    kl = prior_kl(y["z_mean"], y["z_log_var"])
+    assert loss == pytest.approx(np.mean(-log_px.mean(axis=1) + 0.5 * kl), rel=1e-5)
+    metrics = [{m.name: float(m.result()) for m in model.metrics if m.name != "loss"} for model in (vae, iwae)]
+    assert metrics[0]["reconstruction_loss"] == pytest.approx(metrics[1]["reconstruction_loss"], rel=1e-6)
+    assert metrics[0]["kl_loss"] == pytest.approx(kl.mean(), rel=1e-5)
+
+    config = make_config("mlp", model="vae", k=k, epochs=1)
+    assert config.model.samples == k and run_dir_name(config).startswith("mlp-k3")
+    vae.compile(optimizer="adam")
+    history = vae.fit(np.concatenate([x, x]), epochs=1, batch_size=4, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and history["elbo_loss"][0] >= history["reconstruction_loss"][0]
+
+
 def test_the_cvae_loss_is_the_conditional_elbo_and_both_networks_read_the_label():
     x, labels = images(), np.array([0, 1, 2, 1])
     models = build_models(ModelConfig(family="cvae", classes=3, **SMALL), seed=2)
@@ -127,8 +155,12 @@ def test_the_weights_foreseen_are_the_weights_built(family, extra, arch):
 
 def test_the_model_settings_are_checked_in_one_line():
     cases = [
-        (dict(model="vae", k=3), "--k is the iwae's number of importance samples; leave it out with --model vae"),
+        (
+            dict(model="vamp", k=3),
+            "--k is the number of codes per image of the vae and the iwae; leave it out with --model vamp",
+        ),
         (dict(model="cvae", k=3), "leave it out with --model cvae"),
+        (dict(model="vae", k=0), "k must be an integer >= 1"),
         (dict(model="gan"), "unknown model 'gan'; choose one of: vae, iwae, cvae, vamp, betatc"),
         (dict(model="iwae", k=0), "k must be an integer >= 1"),
         (dict(model="iwae", beta=4), "--beta and --kl-warmup weight the ELBO's KL term"),
@@ -248,7 +280,7 @@ def test_every_model_trains_evaluates_generates_exports_and_resumes(tmp_path, mn
 
 @pytest.mark.slow
 def test_every_bad_model_input_is_one_line_and_exit_2(tmp_path, mnist, vaelab):
-    one_line_error(vaelab("train", "--model", "vae", "--k", "3", *SUBSET, "--out", str(tmp_path / "a")), "--k")
+    one_line_error(vaelab("train", "--model", "betatc", "--k", "3", *SUBSET, "--out", str(tmp_path / "a")), "--k")
     one_line_error(vaelab("train", "--model", "iwae", "--beta", "2", *SUBSET, "--out", str(tmp_path / "b")), "--beta")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 

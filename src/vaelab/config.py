@@ -100,7 +100,9 @@ class ModelConfig:
     decoder_activation: str | None = None
     filters: tuple[int, ...] | None = None  # the convnet's blocks, encoder side; None: DEFAULT_FILTERS
     family: str = DEFAULT_FAMILY  # which model of the family (MODELS, --model); runs made before it existed: vae
-    k: int | None = None  # the iwae's importance samples per image (--k); None: DEFAULT_K. Only the iwae takes it
+    # The codes per image in training (--k): the iwae's importance samples (None: DEFAULT_K), the vae's draws its ELBO
+    # averages over (None: VAE_K, one). Only these two take it.
+    k: int | None = None
     codes: int | None = None  # the vqvae's codebook size K (--codes); None: DEFAULT_CODES. Only the vqvae takes it
     # A conditional model's number of classes (the one-hot label's length); None: the data's (set by `for_data`).
     classes: int | None = None
@@ -149,7 +151,7 @@ class ModelConfig:
 
     @property
     def samples(self) -> int:
-        """The codes drawn per image in training: `k` (DEFAULT_K) for the iwae, one for the others."""
+        """The codes drawn per image in training: `k` for the iwae (DEFAULT_K) and the vae (VAE_K), one for others."""
         return self.member.samples(self)
 
     @property
@@ -214,10 +216,11 @@ class ModelConfig:
     def validate(self) -> None:
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("model", self.family, tuple(FAMILIES))
-        for other in FAMILIES.values():  # a member's options, given to another member, are a mistake
+        own = {option.field for option in self.member.options}
+        for other in FAMILIES.values():  # a member's options, given to a member that owns no such, are a mistake
             for option in other.options:
                 value = getattr(self, option.field)
-                if value is not None and other.name != self.family:
+                if value is not None and option.field not in own:
                     raise VaelabError(option.foreign.format(family=self.family))
                 if value is not None:
                     option.check(value)

@@ -3,8 +3,9 @@
 A member's network and objective are its Keras class in `vaelab.models` (`MODELS`); everything else the package
 asks about it is a property or method of its `Family` here, never an `if family == "..."` elsewhere:
 
-    options            the settings it owns (`Option`: the iwae's k, the vamp's pseudo_inputs, ...), flat fields
-                       of `ModelConfig` and of config.json's "model", with their defaults and checks
+    options            the settings it owns (`Option`: the vae's and the iwae's k, the vamp's pseudo_inputs, ...),
+                       flat fields of `ModelConfig` and of config.json's "model", with their defaults and checks;
+                       a field may be owned by several members, each with its own default
     conditional        whether the encoder and the generator also read the image's label (labelled data only)
     gaussian_latent    whether its codes are points of a Gaussian latent space (maps, manifolds, interpolations,
                        samplers, disentanglement scores) or, where not, codebook indices (the vqvae's code grids)
@@ -27,6 +28,8 @@ from vaelab.errors import VaelabError
 
 # The iwae's codes per image: Burda et al.'s middle setting (1, 5, 50), 5x a VAE's decoder work.
 DEFAULT_K = 5
+# The vae's codes per image: one draw, the textbook ELBO; Burda et al. also train it on the ELBO averaged over 5 and 50.
+VAE_K = 1
 # The vamp's pseudo-inputs: Tomczak & Welling's for MNIST. Each step encodes them all: 500 images, 5x a batch of 100.
 DEFAULT_PSEUDO_INPUTS = 500
 MNIST_TRAINING_IMAGES = 60_000  # a betatc's N when its network is built without data (the exercise's MNIST)
@@ -144,6 +147,21 @@ class Family:
         )
 
 
+class VAEFamily(Family):
+    """The VAE itself: the ELBO with β, on K codes per image (`k`, default 1: the textbook one-draw estimate; more
+    average the reconstruction term over K draws, Burda et al.'s "VAE, k = 5 / 50": the same objective, a gradient
+    of lower variance, K times the decoder's work)."""
+
+    options = (
+        Option("k", VAE_K, "--k is the number of codes per image of the vae and the iwae; leave it out with --model "
+               "{family}", flag="--k"),
+    )  # fmt: skip
+    objective = "elbo"
+
+    def samples(self, config: Any) -> int:
+        return self.value(config, "k")
+
+
 class IWAEFamily(Family):
     """The importance-weighted bound of Burda et al. (2015), K codes per image (vaelab.models.iwae)."""
 
@@ -151,8 +169,8 @@ class IWAEFamily(Family):
     summary = "the importance-weighted bound"
     objective = "iwae"
     options = (
-        Option("k", DEFAULT_K, "--k is the iwae's number of importance samples; leave it out with --model {family}",
-               flag="--k"),
+        Option("k", DEFAULT_K, "--k is the number of codes per image of the vae and the iwae; leave it out with "
+               "--model {family}", flag="--k"),
     )  # fmt: skip
     beta_refusal = (
         "--beta and --kl-warmup weight the ELBO's KL term, which the iwae's bound has not; "
@@ -288,7 +306,7 @@ class VQVAEFamily(Family):
 # conditioned on the label of Sohn et al. (2015), the VampPrior of Tomczak & Welling (2018), the β-TCVAE of Chen et
 # al. (2018), the VQ-VAE of van den Oord et al. (2017). `vaelab.models.register` adds one.
 FAMILIES: dict[str, Family] = {
-    f.name: f for f in (Family(), IWAEFamily(), CVAEFamily(), VampFamily(), BetaTCFamily(), VQVAEFamily())
+    f.name: f for f in (VAEFamily(), IWAEFamily(), CVAEFamily(), VampFamily(), BetaTCFamily(), VQVAEFamily())
 }
 
 

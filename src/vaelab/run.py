@@ -256,10 +256,13 @@ def run_dir_name(config: RunConfig) -> str:
     if config.grey:
         parts.append("grey")
     parts.append(config.preset)
-    if config.model.family != ModelConfig.family:  # the member, and the iwae's K or vamp's pseudo-inputs where given
-        parts.append(config.model.family + (f"-k{config.model.k}" if config.model.k is not None else ""))
+    k = f"-k{config.model.k}" if config.model.k is not None else ""  # the iwae's or the vae's codes per image
+    if config.model.family != ModelConfig.family:  # the member, and its K or the vamp's pseudo-inputs where given
+        parts.append(config.model.family + k)
         if config.model.pseudo_inputs is not None:
             parts.append(f"pseudo-inputs{config.model.pseudo_inputs}")
+    elif k:
+        parts.append(k[1:])
     if config.model.codes is not None:
         parts.append(f"codes{config.model.codes}")
     defaults = TrainConfig()

@@ -126,7 +126,7 @@ def settings() -> tuple[Setting, ...]:
 
 
 def model_settings() -> tuple[Setting, ...]:
-    """--model, the member of the VAE family, and the options members own (the iwae's --k, the vamp's
+    """--model, the member of the VAE family, and the options members own (the vae's and the iwae's --k, the vamp's
     --pseudo-inputs, the vqvae's --codes: each `Option` with a flag in vaelab.family), with their defaults."""
     from vaelab.config import ModelConfig
     from vaelab.family import FAMILIES
@@ -140,15 +140,19 @@ def model_settings() -> tuple[Setting, ...]:
             f"{members} (default: {ModelConfig.family})"
         )
 
-    owned = {option.field: (family.name, option) for family in FAMILIES.values() for option in family.options}
-    meanings = {"k": ("K", "importance samples per image"),
-                "pseudo_inputs": ("N", "learned pseudo-inputs, its prior's mixture components"),
-                "codes": ("K", "codebook size")}  # fmt: skip
+    owners: dict[str, list] = {}  # a field and the members that own it, each with its Option
+    for family in FAMILIES.values():
+        for option in family.options:
+            owners.setdefault(option.field, []).append((family.name, option))
+    meanings = {"k": ("K", {"iwae": "importance samples per image", "vae": "codes per image, its ELBO averaged"}),
+                "pseudo_inputs": ("N", {"vamp": "learned pseudo-inputs, its prior's mixture components"}),
+                "codes": ("K", {"vqvae": "codebook size"})}  # fmt: skip
     options = []
     for field, (metavar, meaning) in meanings.items():
-        owner, option = owned[field]
-        text = f"the {owner}'s {meaning} (default: {option.default})"
-        options.append(Setting(field, option.flag, {"type": positive_int, "metavar": metavar, "help": text},
+        owned = owners[field]
+        text = "; ".join(f"the {name}'s {meaning.get(name, field)} (default: {option.default})"
+                         for name, option in owned)  # fmt: skip
+        options.append(Setting(field, owned[0][1].flag, {"type": positive_int, "metavar": metavar, "help": text},
                                report={}, sweep={}))  # fmt: skip
     # the built-in members and any registered since (vaelab.models.register)
     model = Setting("model", "--model", {"choices": tuple(FAMILIES), "help": model_help()},

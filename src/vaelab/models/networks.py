@@ -51,6 +51,41 @@ class Sampling(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="vaelab")
+class ImportanceSampling(Sampling):
+    """Samples K codes per image from q(z|x): z (b, K, latent_dim) = z_mean + exp(z_log_var / 2) * epsilon. The iwae's
+    importance samples, and the vae's draws when its ELBO is averaged over K > 1 (`ModelConfig.samples`)."""
+
+    def __init__(self, samples: int, epsilon_std: float = 1.0, seed: int | None = None, **kwargs):
+        super().__init__(epsilon_std, seed, **kwargs)
+        self.samples = samples
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        shape = (ops.shape(z_mean)[0], self.samples, ops.shape(z_mean)[-1])
+        epsilon = keras.random.normal(shape, stddev=self.epsilon_std, seed=self.seed_generator)
+        return z_mean[:, None] + ops.exp(0.5 * z_log_var[:, None]) * epsilon
+
+    def compute_output_shape(self, input_shape):
+        batch, dim = input_shape[0]
+        return (batch, self.samples, dim)
+
+    def get_config(self):
+        return {**super().get_config(), "samples": self.samples}
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class FoldSamples(layers.Layer):
+    """(b, K, latent_dim) -> (b * K, latent_dim): image i's K codes at rows i*K .. i*K + K-1, decoded in one call."""
+
+    def call(self, z):
+        return ops.reshape(z, (-1, ops.shape(z)[-1]))
+
+    def compute_output_shape(self, input_shape):
+        batch, k, dim = input_shape
+        return (None if batch is None else batch * k, dim)
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
 class Binarize(layers.Layer):
     """Dynamic binarisation: during training each pixel becomes 1 with probability equal to its grey value.
 

@@ -2,6 +2,9 @@
 
 Its loss per image is reconstruction_loss + w * kl_loss, in nats: -log p(x|z) at one draw z ~ q(z|x), plus
 the analytic KL(q(z|x) || N(0, I)) weighted by w (`kl_weight`: 1 for the ELBO, set per epoch for β and warm-up).
+With `ModelConfig.k` = K > 1 (`--k`) the reconstruction term is averaged over K draws per image: the same ELBO,
+estimated with less noise at K times the decoder's work (Burda et al.'s "VAE, k = 5" and "k = 50"; they estimate the
+KL at the draws too, where it is taken here in closed form: the same objective).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from keras import ops
 from vaelab.config import ModelConfig
 from vaelab.models.kl import gaussian_kl
 from vaelab.models.likelihoods import log_likelihood
-from vaelab.models.networks import Sampling
+from vaelab.models.networks import FoldSamples, ImportanceSampling, Sampling
 from vaelab.models.priors import StandardNormal
 
 
@@ -38,7 +41,8 @@ def kl_loss(z_mean, z_log_var):
 @keras.saving.register_keras_serializable(package="vaelab")
 class VAE(keras.Model):
     """The trainable VAE: image -> {x_decoded_mean, z_mean, z_log_var} (and "x", the binarised input,
-    for runs with dynamic binarisation: the image the reconstruction is scored against).
+    for runs with dynamic binarisation: the image the reconstruction is scored against; with K > 1 codes per image,
+    "z" (b, K, latent_dim) and x_decoded_mean (b*K, H, W, C)).
 
     Its loss per image, the objective minimised, is reconstruction_loss + w * kl_loss, in nats, where
     w = `kl_weight` (1 for the ELBO; vaelab.training.schedule sets it per epoch for beta and warm-up) and the
@@ -48,6 +52,7 @@ class VAE(keras.Model):
     """
 
     keeps_z = False  # whether the loss reads the drawn z itself (an estimate at the draw), as output "z"
+    folds = False  # whether it draws K codes per image even at K = 1 (a loss over their axis: the iwae's)
 
     def __init__(self, *args, likelihood: str = "bernoulli", **kwargs):
         super().__init__(*args, **kwargs)
@@ -63,9 +68,13 @@ class VAE(keras.Model):
     @classmethod
     def draw(cls, config: ModelConfig, seed: int | None, z_mean, z_log_var):
         """The codes the model draws from q(z|x): (what the decoder reads, the outputs its loss needs besides the
-        decoded pixels, z_mean and z_log_var); for the VAE one draw per image, and nothing more."""
-        z = Sampling(config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var])
-        return z, ({"z": z} if cls.keeps_z else {})
+        decoded pixels, z_mean and z_log_var). One draw per image; or K = `config.samples` of them, output "z"
+        (b, K, latent_dim), which the decoder reads folded into the batch: image i's at rows i*K .. i*K + K-1."""
+        if config.samples == 1 and not cls.folds:
+            z = Sampling(config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var])
+            return z, ({"z": z} if cls.keeps_z else {})
+        z = ImportanceSampling(config.samples, config.epsilon_std, seed=seed, name="z")([z_mean, z_log_var])
+        return FoldSamples(name="fold_samples")(z), {"z": z}
 
     @staticmethod
     def prior_outputs(config: ModelConfig, init, x, encoder: keras.Model) -> dict:
@@ -84,12 +93,32 @@ class VAE(keras.Model):
         return StandardNormal(encoder.outputs[0].shape[-1])
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        reconstruction = reconstruction_loss(
-            y_pred.get("x", x), y_pred["x_decoded_mean"], self.likelihood, y_pred.get("x_log_scale")
-        )
+        z = y_pred.get("z")
+        if z is not None and len(z.shape) == 3:  # K codes per image (`draw`): the term averaged over them
+            reconstruction = -ops.mean(self.log_px_per_code(x, y_pred, z.shape[1]), axis=1)
+        else:
+            reconstruction = reconstruction_loss(
+                y_pred.get("x", x), y_pred["x_decoded_mean"], self.likelihood, y_pred.get("x_log_scale")
+            )
         kl = self.kl_term(y_pred)
         self.track(reconstruction, kl)
         return ops.mean(reconstruction + ops.cast(self.kl_weight, kl.dtype) * kl)
+
+    def log_px_per_code(self, x, y_pred, k: int):
+        """log p(x|z_k) of each image at each of its K codes, (b, K), from the K x batch decodings."""
+        image = y_pred.get("x", x)
+        # Image i's K decodings at rows i*K .. i*K + K-1 (FoldSamples) seen as (b, K, H, W, C), scored against
+        # the image broadcast over them: a copy of the batch K times made the K = 50 step twice as slow.
+        unfold = (-1, k, *image.shape[1:])
+        log_scale = y_pred.get("x_log_scale")
+        decoded = y_pred["x_decoded_mean"]  # (b*K, H, W, parameter channels): the image's, and logistic-black's pi
+        return log_likelihood(
+            self.likelihood,
+            image[:, None],
+            ops.reshape(decoded, (-1, k, *decoded.shape[1:])),
+            None if log_scale is None else ops.reshape(log_scale, unfold),
+            batch_dims=2,
+        )
 
     def kl_term(self, y_pred):
         """KL(q(z|x) || p(z)) per image as the loss weighs it: for the VAE in closed form, against N(0, I)."""

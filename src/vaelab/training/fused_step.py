@@ -9,8 +9,9 @@ codes' noise by calling the model's `binarize` and `z` layers (from their seed g
 does), then hands the numbers to the kernel; the metrics are the model's (`track`) and Keras' own loss tracker. So an
 epoch from the same seed gives the same numbers as the XLA step, to float32 rounding (tests/test_fused_step.py).
 
-Where: the JAX backend on a CPU with the compiled kernels in use; the mlp arch, the vae or iwae family, the Bernoulli
-likelihood with its sigmoid decoder, a learned variance, not conditional, vaelab's layers (`--implementation fused`);
+Where: the JAX backend on a CPU with the compiled kernels in use; the mlp arch, the vae (one code per image) or the
+iwae family, the Bernoulli likelihood with its sigmoid decoder, a learned variance, not conditional, vaelab's layers
+(`--implementation fused`);
 Keras' (vaelab's) Adam without amsgrad or RMSprop without momentum or centring, and no weight decay, clipping, EMA,
 gradient accumulation or loss scaling; no Keras distribution. `SWITCH` turns it on or off; `reason` says why a
 network does not take it.
@@ -45,6 +46,7 @@ def reason(model: keras.Model, config: ModelConfig) -> str | None:
         (keras.distribution.distribution() is None, "a Keras distribution is set"),
         (config.arch == "mlp", f"the {config.arch} arch is not dense"),
         (config.member.objective is not None, f"the {config.family} family's objective"),
+        (config.member.objective != "elbo" or config.samples == 1, "the ELBO averaged over K > 1 codes"),
         (config.pixel_likelihood == "bernoulli" and config.output_activation == "sigmoid", "not a Bernoulli decoder"),
         (config.variance == "learned" and not config.conditional, "a fixed variance or a conditional model"),
         (config.implementation == "fused", "--implementation keras"),
