@@ -1,7 +1,7 @@
 """One compiled training step of a dense network: XLA's step, the per-layer dense kernels, the fused step.
 
     python benchmarks/dense_step.py --network burda [--batch 20] [--rounds 7]
-    python benchmarks/dense_step.py --network iwae | iwae50 | vamp | mlp
+    python benchmarks/dense_step.py --network iwae | vae5 | iwae50 | vamp | mlp
     python benchmarks/dense_step.py --network tomczak --variants XLA mixture-ops
 
 The three variants are built in one process (`VAELAB_DENSE_KERNELS` read while tracing; the fused step is
@@ -33,6 +33,7 @@ TOMCZAK = {"hidden": (300, 300), "latent_dim": 40, "activation": "tanh", "optimi
 NETWORKS = {
     "burda": BURDA,
     "iwae": {**BURDA, "model": "iwae", "k": 5},
+    "vae5": {**BURDA, "model": "vae", "k": 5},  # benchmarks/reproduce.py's vae-5 row: the ELBO over 5 codes
     "iwae50": {**BURDA, "model": "iwae", "k": 50},  # benchmarks/reproduce.py's iwae-50 row
     "vamp": {**BURDA, "model": "vamp"},
     "tomczak": {**TOMCZAK, "model": "vamp", "pseudo_inputs": 500},  # benchmarks/reproduce.py's vamp row
