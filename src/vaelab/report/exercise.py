@@ -325,9 +325,9 @@ def _header(runs: list[Run], data: Dataset, sampler: str = "prior") -> str:
         command += f" --likelihood {model.pixel_likelihood}"
     if model.family != ModelConfig.family:
         command += f" --model {model.family}"
-        for option in model.member.options:  # the member's own flags, where given (the iwae's --k, ...)
-            if option.flag and getattr(model, option.field) is not None:
-                command += f" {option.flag} {getattr(model, option.field)}"
+    for option in model.member.options:  # the member's own flags, where given (the iwae's or the vae's --k, ...)
+        if option.flag and getattr(model, option.field) is not None:
+            command += f" {option.flag} {getattr(model, option.field)}"
     command += f" --sampler {sampler}" if sampler != "prior" else ""
     machine = runs[0].info.get("machine", "not recorded")
     run_list = ", ".join(f"`{run.path}`" for run in runs)
