@@ -219,7 +219,7 @@ def test_the_vamp_and_betatc_settings_are_checked_in_one_line(mnist, vaelab):
         (dict(model="vae", pseudo_inputs=3), "--pseudo-inputs is the vamp's number of pseudo-inputs; leave it out"),
         (dict(model="betatc", pseudo_inputs=3), "leave it out with --model betatc"),
         (dict(model="vamp", pseudo_inputs=0), "pseudo_inputs must be an integer >= 1"),
-        (dict(model="vamp", k=3), "--k is the iwae's number of importance samples"),
+        (dict(model="vamp", k=3), "--k is the number of codes per image of the vae and the iwae"),
     ]
     for kwargs, message in cases:
         with pytest.raises(VaelabError, match=message) as err:

@@ -216,14 +216,15 @@ class ModelConfig:
     def validate(self) -> None:
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("model", self.family, tuple(FAMILIES))
-        own = {option.field for option in self.member.options}
+        own = {option.field: option for option in self.member.options}
         for other in FAMILIES.values():  # a member's options, given to a member that owns no such, are a mistake
             for option in other.options:
                 value = getattr(self, option.field)
                 if value is not None and option.field not in own:
                     raise VaelabError(option.foreign.format(family=self.family))
-                if value is not None:
-                    option.check(value)
+        for name, option in own.items():
+            if getattr(self, name) is not None:
+                option.check(getattr(self, name))
         self.member.validate(self)
         if self.classes is not None and not self.conditional:
             raise VaelabError(f"classes are read by a conditional model (cvae), not by --model {self.family}")
@@ -469,9 +470,9 @@ def make_config(
 ) -> RunConfig:
     """The configuration of `preset` on `dataset` (read with `image_size` and `grey`), with `latent_dim`,
     `implementation`, `hidden`, `activation`, `likelihood`, `scale`, `filters`, `image_shape`, the `model` of the
-    family (MODELS; default vae), the iwae's `k`, the vamp's `pseudo_inputs`, the vqvae's `codes` and any `TrainConfig`
-    field overridden (None keeps the default; the image shape, and a cvae's classes, are otherwise the data's, set when
-    training starts)."""
+    family (MODELS; default vae), the vae's and the iwae's `k`, the vamp's `pseudo_inputs`, the vqvae's `codes` and
+    any `TrainConfig` field overridden (None keeps the default; the image shape, and a cvae's classes, are otherwise the
+    data's, set when training starts)."""
     _check_choice("preset", preset, tuple(PRESETS))
     overrides = {"latent_dim": latent_dim, "implementation": implementation, "activation": activation,
                  "likelihood": likelihood, "scale": scale, "family": model, "k": k,

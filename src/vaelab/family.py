@@ -50,6 +50,7 @@ class Option:
     default: int
     foreign: str
     flag: str | None = None  # the command line's (`vaelab train`); None for a setting taken from the data
+    meaning: str = ""  # what the value is, for --help ("importance samples per image"); "" for the field's name
     minimum: int = 1
     invalid: str | None = None  # the error for a value below `minimum` ({value!r}); None: "field must be >= 1"
 
@@ -135,6 +136,10 @@ class Family:
         """What to lower when a training step will not fit in memory."""
         return "the network's widths"
 
+    def loss_note(self, config: Any) -> str:
+        """What its logged loss is, in words (the report's note on its figures)."""
+        return "the negative ELBO, reconstruction plus KL, with one z sampled per image"
+
     def test_line(self, config: Any, test: Mapping[str, float]) -> str:
         """The final test figures in one line (`vaelab train` prints it): the loss, and with a KL weight other
         than 1 the objective and the ELBO."""
@@ -154,12 +159,21 @@ class VAEFamily(Family):
 
     options = (
         Option("k", VAE_K, "--k is the number of codes per image of the vae and the iwae; leave it out with --model "
-               "{family}", flag="--k"),
+               "{family}", flag="--k", meaning="codes per image, its ELBO averaged over them"),
     )  # fmt: skip
     objective = "elbo"
 
     def samples(self, config: Any) -> int:
         return self.value(config, "k")
+
+    def smaller(self) -> str:
+        return "--k or the network's widths"
+
+    def loss_note(self, config: Any) -> str:
+        k = self.samples(config)
+        if k == 1:
+            return super().loss_note(config)
+        return f"the negative ELBO, reconstruction (averaged over K = {k} z drawn per image) plus KL"
 
 
 class IWAEFamily(Family):
@@ -170,7 +184,7 @@ class IWAEFamily(Family):
     objective = "iwae"
     options = (
         Option("k", DEFAULT_K, "--k is the number of codes per image of the vae and the iwae; leave it out with "
-               "--model {family}", flag="--k"),
+               "--model {family}", flag="--k", meaning="importance samples per image"),
     )  # fmt: skip
     beta_refusal = (
         "--beta and --kl-warmup weight the ELBO's KL term, which the iwae's bound has not; "
@@ -183,6 +197,9 @@ class IWAEFamily(Family):
 
     def smaller(self) -> str:
         return "--k"
+
+    def loss_note(self, config: Any) -> str:
+        return f"the negative importance-weighted bound with K = {self.samples(config)} z sampled per image"
 
     def test_line(self, config: Any, test: Mapping[str, float]) -> str:
         recon, kl = test["reconstruction_loss"], test["kl_loss"]
@@ -205,7 +222,7 @@ class VampFamily(Family):
     options = (
         Option("pseudo_inputs", DEFAULT_PSEUDO_INPUTS,
                "--pseudo-inputs is the vamp's number of pseudo-inputs; leave it out with --model {family}",
-               flag="--pseudo-inputs"),
+               flag="--pseudo-inputs", meaning="learned pseudo-inputs, its prior's mixture components"),
     )  # fmt: skip
     epsilon_refusal = "the vamp weighs codes drawn from q(z|x) itself; leave epsilon_std at 1"
     kl_estimated = True  # the mixture's log density at the codes
@@ -254,7 +271,7 @@ class VQVAEFamily(Family):
     summary = "codes from a learned codebook"
     options = (
         Option("codes", DEFAULT_CODES, "--codes is the vqvae's codebook size; leave it out with --model {family}",
-               flag="--codes", minimum=2,
+               flag="--codes", minimum=2, meaning="codebook size",
                invalid="--codes, the vqvae's codebook size, must be an integer >= 2, got {value!r}"),
     )  # fmt: skip
     gaussian_latent = False

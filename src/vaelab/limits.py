@@ -1,13 +1,13 @@
 """What the machine can hold: counts and sizes checked before any work starts, each refusal one line.
 
 A training step's memory grows with the batch, the image, the networks' widths and, for the models of the family,
-with the iwae's K codes per image, the vamp's pseudo-inputs (encoded at every step) and the vqvae's codebook (every
-code vector's distance to every codebook vector). `step_bytes` estimates it from the configuration alone: the
-activations of one forward pass in float32, which XLA's fused step holds about once (measured with an iwae, mlp,
-batch 100 on MNIST: K = 2000 raised the peak resident memory by 1.67 GB over K = 1, the estimate says 2.09 GB; for
-K = 1,000,000 XLA asked for 837 GB, the estimate says 1,043 GB). A training that would need more than MEMORY_SHARE
-of the machine's memory is refused before its run directory is written, naming the estimate, the limit and what to
-lower.
+with the K codes per image of the iwae (and of a vae with --k), the vamp's pseudo-inputs (encoded at every step) and
+the vqvae's codebook (every code vector's distance to every codebook vector). `step_bytes` estimates it from the
+configuration alone: the activations of one forward pass in float32, which XLA's fused step holds about once
+(measured with an iwae, mlp, batch 100 on MNIST: K = 2000 raised the peak resident memory by 1.67 GB over K = 1, the
+estimate says 2.09 GB; for K = 1,000,000 XLA asked for 837 GB, the estimate says 1,043 GB). A training that would
+need more than MEMORY_SHARE of the machine's memory is refused before its run directory is written, naming the
+estimate, the limit and what to lower.
 
 The optimizer's step counter is an int32 under JAX (64-bit mode is off), so a run takes at most MAX_STEPS steps:
 epochs x steps per epoch beyond it would wrap the counter, and the learning-rate schedule with it.
@@ -59,7 +59,7 @@ def _image_floats(model: ModelConfig) -> tuple[int, int]:
 def step_bytes(model: ModelConfig, batch: int) -> int:
     """An estimate of one training step's memory, in bytes (see the module's docstring)."""
     encoder, decoder = _image_floats(model)
-    codes = model.samples  # the iwae's K; 1 for the others
+    codes = model.samples  # the iwae's K, a vae's --k; 1 for the others
     floats = batch * (encoder + codes * decoder + 4 * codes * model.latent_dim)
     floats += model.member.working_floats(model, batch, encoder)  # a vamp's pseudo-inputs, a vqvae's distances
     return FLOAT_BYTES * floats

@@ -144,13 +144,11 @@ def model_settings() -> tuple[Setting, ...]:
     for family in FAMILIES.values():
         for option in family.options:
             owners.setdefault(option.field, []).append((family.name, option))
-    meanings = {"k": ("K", {"iwae": "importance samples per image", "vae": "codes per image, its ELBO averaged"}),
-                "pseudo_inputs": ("N", {"vamp": "learned pseudo-inputs, its prior's mixture components"}),
-                "codes": ("K", {"vqvae": "codebook size"})}  # fmt: skip
+    metavars = {"k": "K", "pseudo_inputs": "N", "codes": "K"}
     options = []
-    for field, (metavar, meaning) in meanings.items():
+    for field, metavar in metavars.items():
         owned = owners[field]
-        text = "; ".join(f"the {name}'s {meaning.get(name, field)} (default: {option.default})"
+        text = "; ".join(f"the {name}'s {option.meaning or field} (default: {option.default})"
                          for name, option in owned)  # fmt: skip
         options.append(Setting(field, owned[0][1].flag, {"type": positive_int, "metavar": metavar, "help": text},
                                report={}, sweep={}))  # fmt: skip

@@ -47,6 +47,13 @@ def check_run(run: Run) -> None:
         raise damaged(run.path / METRICS, 'its "test" entry holds no numeric "loss"')
 
 
+def _family_note(model) -> str:
+    """Beside the preset's name: the member of the family, where not the exercise's vae, or a vae's K codes."""
+    if model.family != DEFAULT_FAMILY:
+        return f" ({model.family})"
+    return f" (k = {model.samples})" if model.samples > 1 else ""
+
+
 def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else None
 
@@ -65,7 +72,7 @@ def run_info(run_id: str, run: Run) -> dict[str, Any]:
         "name": run.name,
         "preset": config.preset,
         "family": config.model.family,
-        "family_note": "" if config.model.family == DEFAULT_FAMILY else f" ({config.model.family})",
+        "family_note": _family_note(config.model),
         "arch": config.model.arch,
         "variance": config.model.variance,
         "latent_dim": config.model.latent_dim,

@@ -98,7 +98,7 @@ class RunInfo(BaseModel):
     name: str
     preset: str
     family: str
-    family_note: str  # " (iwae)" beside the preset's name; "" for the exercise's vae
+    family_note: str  # " (iwae)" beside the preset's name, " (k = 5)" for a vae with --k 5; "" for the exercise's vae
     arch: str
     variance: str
     latent_dim: int

@@ -100,7 +100,7 @@ class VAE(keras.Model):
             self.track(-ops.mean(log_px, axis=1), kl)
             # mean(reconstruction + w kl) as one mean over all the codes: averaged per image first, XLA:CPU fused the
             # pixels' logs into a library reduction over codes and pixels, 4.2 against 2.7 ms per step for Burda's
-            # network at K = 5 (benchmarks/dense_step.py --network vae5).
+            # network at K = 5 (benchmarks/dense_step.py --network vae5 --variants XLA).
             return -ops.mean(log_px) + ops.mean(weighted_kl)
         reconstruction = reconstruction_loss(
             y_pred.get("x", x), y_pred["x_decoded_mean"], self.likelihood, y_pred.get("x_log_scale")

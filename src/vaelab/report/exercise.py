@@ -133,7 +133,7 @@ def report(
     skips mlp-fixed-var: `report_presets`), then writes the report; returns index.html. With `test_subset` the
     runs are validated, evaluated and drawn on the first `test_subset` test images only (quick tries). A folder's
     or an .npz's images are read at `image_size`, in grey with `grey` (`vaelab.data.load_dataset`); `likelihood`
-    replaces the image's default one (`vaelab.models.likelihoods`); `model` (and the iwae's `k`, the vamp's
+    replaces the image's default one (`vaelab.models.likelihoods`); `model` (and the vae's or iwae's `k`, the vamp's
     `pseudo_inputs`, the vqvae's `codes`) trains that member of the family on every network (`vaelab.models`); the
     sample grids draw from `sampler` (`vaelab.analysis.samplers`)."""
     if sampler != "prior" and model in FAMILIES and not FAMILIES[model].gaussian_latent:
@@ -719,7 +719,7 @@ def _comparison(runs: list[Run], data: Dataset, figures: Path, out: Path) -> str
     bound = runs[0].config.model.bound  # the report trains one family on every network
     return f"""## Comparison of the {count}networks
 
-{_code_figures_note(images, bound) if codes else _figures_note(images, k, bound)}
+{_code_figures_note(images, bound) if codes else _figures_note(images, k, bound, runs[0].config.model)}
 {_likelihood_note(runs[0])} Training time is the sum of the epochs' wall times, as recorded in each
 run's `history.csv`; s/epoch is their median after the first.
 
@@ -768,12 +768,12 @@ def _usage(run: Run) -> str:
     return f"{evaluation.get('active_units', '–')} of {model.latent_dim}"
 
 
-def _figures_note(images: str, k: str, bound: str) -> str:
+def _figures_note(images: str, k: str, bound: str, model: ModelConfig) -> str:
     """What the comparison's columns mean for a Gaussian latent space."""
-    return f"""Test-set figures after the last epoch, in nats per image: the loss is the negative ELBO,
-reconstruction plus KL, with one z sampled per image (lower is better). ELBO and IWAE bound come from
-`vaelab evaluate` on {images} test images: the ELBO with its expectation estimated from K = {k}
-samples per image, and the importance-weighted lower bound on {bound} with the same K samples
+    return f"""Test-set figures after the last epoch, in nats per image: the loss is {model.member.loss_note(model)}
+(lower is better).
+ELBO and IWAE bound come from `vaelab evaluate` on {images} test images: the ELBO with its expectation estimated
+from K = {k} samples per image, and the importance-weighted lower bound on {bound} with the same K samples
 (higher is better; it is never below the ELBO); bits/dim is that bound's NLL in bits per pixel value."""
 
 
