@@ -106,6 +106,31 @@ def test_a_member_checks_its_own_options(settings, message):
         ModelConfig(**settings).validate()
 
 
+def test_the_vae_and_the_iwae_own_k_each_with_its_default_and_words():
+    from vaelab.cli.settings import model_settings
+    from vaelab.explore.pagedata import _family_note
+    from vaelab.limits import check_training
+
+    vae, vae5, iwae = ModelConfig(), ModelConfig(k=5), ModelConfig(family="iwae")
+    assert [m.samples for m in (vae, vae5, iwae)] == [1, 5, 5]
+    notes = [m.member.loss_note(m) for m in (vae, vae5, iwae)]
+    assert notes == [
+        "the negative ELBO, reconstruction plus KL, with one z sampled per image",
+        "the negative ELBO, reconstruction (averaged over K = 5 z drawn per image) plus KL",
+        "the negative importance-weighted bound with K = 5 z sampled per image",
+    ]
+    assert [_family_note(m) for m in (vae, vae5, iwae)] == ["", " (k = 5)", " (iwae)"]
+    k = next(s for s in model_settings() if s.name == "k")
+    assert k.options["help"] == (
+        "the vae's codes per image, its ELBO averaged over them (default: 1); "
+        "the iwae's importance samples per image (default: 5)"
+    )
+    with pytest.raises(VaelabError, match="k must be an integer >= 1, got 0"):  # the vae's own option checks it
+        ModelConfig(k=0).validate()
+    with pytest.raises(VaelabError, match=r"of this vae would need .* lower --k or the network's widths or --batch"):
+        check_training(make_config("mlp", k=10**7), 600)
+
+
 def test_an_unregistered_member_is_refused_and_a_registered_one_taken(free_bits):
     assert ModelConfig(family="freebits").member is free_bits
     with pytest.raises(VaelabError, match="unknown model 'nobits'; choose one of: vae, iwae, cvae, vamp, betatc"):
