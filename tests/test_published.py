@@ -1,8 +1,8 @@
 """The published rows' run directories committed in benchmarks/published (docs/published-results.md): each is the run
 `benchmarks/reproduce.py` makes for its row, so that the script reuses or resumes it (the .lock a process writes
 there is never committed: .gitignore); an unfinished one can resume (its optimizer's state is there); a finished one
-holds its final files, its K = 5000 evaluation on all 10,000 test images within 1 nat of the paper, and the weights
-that evaluation was made with."""
+holds its final files, its K = 5000 evaluation on all 10,000 test images within 1 nat of the paper (or better than
+the paper by more, which the docs' table then says), and the weights that evaluation was made with."""
 
 from __future__ import annotations
 
@@ -68,7 +68,12 @@ def test_a_finished_row_is_within_1_nat_of_its_paper_with_the_weights_it_was_eva
     row, _, _ = row_of(path)
     evaluation = read_metrics(path)["evaluation"]
     assert (evaluation["samples"], evaluation["images"], evaluation["bound"]) == (5000, 10_000, "log p(x)")
-    assert abs(evaluation["nll"] - row.nll) <= reproduce().GOAL
+    gap, goal = evaluation["nll"] - row.nll, reproduce().GOAL
+    assert gap <= goal
+    if gap < -goal:  # better than its paper by more than the goal: the docs' table says so, and does not count it
+        name = re.fullmatch(r"(.+)-\d+ep-seed\d+", path.name)[1]
+        table = (BENCHMARKS.parent / "docs" / "published-results.md").read_text()
+        assert re.search(rf"^\| {re.escape(name)} \|.*\| no: [0-9.]+ nats \*better\*", table, re.MULTILINE)
     assert not has_optimizer_state(path)  # final files only
     # The bound with K = 10 on all 10,000 images lies between the ELBO and the K = 5000 bound of the saved evaluation:
     # the committed weights are the evaluated ones (an untrained network's would be hundreds of nats off).
