@@ -30,6 +30,7 @@ from vaelab.errors import VaelabError
 DEFAULT_K = 5
 # The vae's codes per image: one draw, the textbook ELBO; Burda et al. also train it on the ELBO averaged over 5 and 50.
 VAE_K = 1
+K_FOREIGN = "--k is the number of codes per image of the vae and the iwae; leave it out with --model {family}"
 # The vamp's pseudo-inputs: Tomczak & Welling's for MNIST. Each step encodes them all: 500 images, 5x a batch of 100.
 DEFAULT_PSEUDO_INPUTS = 500
 MNIST_TRAINING_IMAGES = 60_000  # a betatc's N when its network is built without data (the exercise's MNIST)
@@ -100,8 +101,9 @@ class Family:
         return None
 
     def samples(self, config: Any) -> int:
-        """The codes drawn per image in training."""
-        return 1
+        """The codes drawn per image in training: its `k` where it owns one (the vae, the iwae), else one."""
+        k = self.value(config, "k")
+        return 1 if k is None else k
 
     def bound_of(self, config: Any) -> str:
         """What its ELBO and importance-weighted bound bound."""
@@ -158,13 +160,9 @@ class VAEFamily(Family):
     of lower variance, K times the decoder's work)."""
 
     options = (
-        Option("k", VAE_K, "--k is the number of codes per image of the vae and the iwae; leave it out with --model "
-               "{family}", flag="--k", meaning="codes per image, its ELBO averaged over them"),
+        Option("k", VAE_K, K_FOREIGN, flag="--k", meaning="codes per image, its ELBO averaged over them"),
     )  # fmt: skip
     objective = "elbo"
-
-    def samples(self, config: Any) -> int:
-        return self.value(config, "k")
 
     def smaller(self) -> str:
         return "--k or the network's widths"
@@ -183,17 +181,13 @@ class IWAEFamily(Family):
     summary = "the importance-weighted bound"
     objective = "iwae"
     options = (
-        Option("k", DEFAULT_K, "--k is the number of codes per image of the vae and the iwae; leave it out with "
-               "--model {family}", flag="--k", meaning="importance samples per image"),
+        Option("k", DEFAULT_K, K_FOREIGN, flag="--k", meaning="importance samples per image"),
     )  # fmt: skip
     beta_refusal = (
         "--beta and --kl-warmup weight the ELBO's KL term, which the iwae's bound has not; "
         "leave them out with --model iwae"
     )
     epsilon_refusal = "the iwae weighs codes drawn from q(z|x) itself; leave epsilon_std at 1"
-
-    def samples(self, config: Any) -> int:
-        return self.value(config, "k")
 
     def smaller(self) -> str:
         return "--k"
